@@ -1,0 +1,44 @@
+# mudgate: `make run` serves on http://127.0.0.1:54731, `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-quick lint format install clean
+
+# A fresh Debian machine has python3 without venv/ensurepip: install it when we can (root).
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "mudgate needs Python 3.11+; set PYTHON=python3.11 (or newer)"; exit 1; }
+	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null && $(PYTHON) -m venv $(VENV); \
+		else echo "python3 -m venv failed: install your distribution's python3-venv package"; exit 1; fi; }
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e '.[test]'
+	@touch $@
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/mudgate serve
+
+test: install
+	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=90
+
+test-quick: install
+	$(BIN)/pytest -m "not slow" -x -q
+
+lint: install
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy src
+
+format: install
+	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage build src/*.egg-info

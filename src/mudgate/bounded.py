@@ -1,0 +1,294 @@
+"""The memory-safe containers every structure in mudgate is built from.
+
+Each container has a capacity, evicts its oldest entry when an insert would pass it, and (where
+entries go stale) a TTL. Expiry walks entries in expiry order and stops at the first live one,
+so a sweep costs O(expired), never O(size). Every container counts what it evicted and expired
+so monitoring can show it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+__all__ = ["BoundedQueue", "ContainerStats", "SlidingWindowLimiter", "TTLMap"]
+
+K = TypeVar("K")
+V = TypeVar("V")
+T = TypeVar("T")
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerStats:
+    """A container's counters, as monitoring reads them."""
+
+    size: int
+    capacity: int
+    evictions: int
+    expirations: int
+
+
+class TTLMap(Generic[K, V]):
+    """A mapping with a capacity and, optionally, a time to live per entry.
+
+    Entries are kept in expiry order: with one TTL for the whole map, that is the order in which
+    they were last written, so ``set`` moves a key to the end. Reading does not refresh an entry;
+    call ``touch`` for that. ``ttl_seconds=None`` keeps entries until evicted or removed.
+    """
+
+    __slots__ = ("_clock", "_entries", "capacity", "evictions", "expirations", "ttl_seconds")
+
+    def __init__(
+        self,
+        capacity: int,
+        ttl_seconds: float | None = None,
+        *,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        if ttl_seconds is not None and ttl_seconds <= 0:
+            raise ValueError(f"ttl_seconds must be positive, got {ttl_seconds}")
+        self.capacity = capacity
+        self.ttl_seconds = ttl_seconds
+        self.evictions = 0
+        self.expirations = 0
+        self._clock = clock
+        # key -> (expires_at, value); expires_at is +inf without a TTL.
+        self._entries: OrderedDict[K, tuple[float, V]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        entry = self._entries.get(key)  # type: ignore[arg-type]
+        return entry is not None and entry[0] > self._clock()
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(list(self._entries))
+
+    def _expires_at(self) -> float:
+        return float("inf") if self.ttl_seconds is None else self._clock() + self.ttl_seconds
+
+    def set(self, key: K, value: V) -> None:
+        """Insert or replace ``key``, restarting its TTL; evicts the oldest entry when full."""
+        entries = self._entries
+        if key in entries:
+            entries.move_to_end(key)
+        elif len(entries) >= self.capacity:
+            entries.popitem(last=False)
+            self.evictions += 1
+        entries[key] = (self._expires_at(), value)
+
+    def touch(self, key: K) -> bool:
+        """Restart the TTL of a live ``key``; returns whether it was there."""
+        value = self.get(key)
+        if value is None:
+            return False
+        self.set(key, value)
+        return True
+
+    def get(self, key: K, default: V | None = None) -> V | None:
+        """The live value of ``key``, or ``default`` if it is missing or has expired."""
+        entry = self._entries.get(key)
+        if entry is None or entry[0] <= self._clock():
+            return default
+        return entry[1]
+
+    def pop(self, key: K, default: V | None = None) -> V | None:
+        """Remove ``key`` and return its live value (``default`` if missing or expired)."""
+        entry = self._entries.pop(key, None)
+        if entry is None or entry[0] <= self._clock():
+            return default
+        return entry[1]
+
+    def items(self) -> list[tuple[K, V]]:
+        """A snapshot of the live entries, oldest first."""
+        now = self._clock()
+        return [
+            (key, value) for key, (expires_at, value) in self._entries.items() if expires_at > now
+        ]
+
+    def expire(self, limit: int | None = None) -> int:
+        """Remove expired entries, at most ``limit`` of them; returns how many went.
+
+        O(expired): entries are in expiry order, so stop at the first live one.
+        """
+        entries = self._entries
+        now = self._clock()
+        removed = 0
+        while entries and (limit is None or removed < limit):
+            key = next(iter(entries))
+            if entries[key][0] > now:
+                break
+            del entries[key]
+            removed += 1
+        self.expirations += removed
+        return removed
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def stats(self) -> ContainerStats:
+        return ContainerStats(len(self._entries), self.capacity, self.evictions, self.expirations)
+
+
+class BoundedQueue(Generic[T]):
+    """A FIFO queue with a capacity and an optional TTL per item.
+
+    Appending to a full queue drops the oldest item and counts an eviction: the newest
+    messages are the ones worth keeping for a player who is about to reconnect.
+    """
+
+    __slots__ = ("_clock", "_items", "capacity", "evictions", "expirations", "ttl_seconds")
+
+    def __init__(
+        self,
+        capacity: int,
+        ttl_seconds: float | None = None,
+        *,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be at least 1, got {capacity}")
+        if ttl_seconds is not None and ttl_seconds <= 0:
+            raise ValueError(f"ttl_seconds must be positive, got {ttl_seconds}")
+        self.capacity = capacity
+        self.ttl_seconds = ttl_seconds
+        self.evictions = 0
+        self.expirations = 0
+        self._clock = clock
+        self._items: deque[tuple[float, T]] = deque()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def append(self, item: T) -> None:
+        if len(self._items) >= self.capacity:
+            self._items.popleft()
+            self.evictions += 1
+        expires_at = float("inf") if self.ttl_seconds is None else self._clock() + self.ttl_seconds
+        self._items.append((expires_at, item))
+
+    def expire(self, limit: int | None = None) -> int:
+        """Drop expired items from the front, at most ``limit``; O(expired)."""
+        items = self._items
+        now = self._clock()
+        removed = 0
+        while items and items[0][0] <= now and (limit is None or removed < limit):
+            items.popleft()
+            removed += 1
+        self.expirations += removed
+        return removed
+
+    def trim(self, capacity: int) -> int:
+        """Drop the oldest items until at most ``capacity`` remain; returns how many went."""
+        removed = 0
+        while len(self._items) > capacity:
+            self._items.popleft()
+            removed += 1
+        self.evictions += removed
+        return removed
+
+    def drain(self) -> list[T]:
+        """Remove and return every live item, oldest first."""
+        self.expire()
+        items = [item for _, item in self._items]
+        self._items.clear()
+        return items
+
+    def stats(self) -> ContainerStats:
+        return ContainerStats(len(self._items), self.capacity, self.evictions, self.expirations)
+
+
+class SlidingWindowLimiter:
+    """At most ``max_events`` events per key in any ``window_seconds``, for ``max_keys`` keys.
+
+    Each key keeps the times of its last ``max_events`` events, so one ``hit`` is O(1). Keys are
+    ordered by their last event: a key whose last event left the window holds nothing useful,
+    and ``expire`` removes such keys from the front in O(expired). Past ``max_keys`` the key idle
+    the longest is evicted (it forgets that key's history, the price of a bounded table).
+    """
+
+    __slots__ = (
+        "_clock",
+        "_keys",
+        "evictions",
+        "expirations",
+        "max_events",
+        "max_keys",
+        "window_seconds",
+    )
+
+    def __init__(
+        self,
+        max_events: int,
+        window_seconds: float,
+        max_keys: int,
+        *,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        if max_events < 1 or max_keys < 1:
+            raise ValueError("max_events and max_keys must be at least 1")
+        if window_seconds <= 0:
+            raise ValueError(f"window_seconds must be positive, got {window_seconds}")
+        self.max_events = max_events
+        self.window_seconds = window_seconds
+        self.max_keys = max_keys
+        self.evictions = 0
+        self.expirations = 0
+        self._clock = clock
+        self._keys: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def hit(self, key: str) -> bool:
+        """Record an attempt for ``key``; False (and nothing recorded) when it is over the limit."""
+        now = self._clock()
+        keys = self._keys
+        times = keys.get(key)
+        if times is None:
+            if len(keys) >= self.max_keys:
+                keys.popitem(last=False)
+                self.evictions += 1
+            times = keys[key] = deque(maxlen=self.max_events)
+        elif len(times) == self.max_events and times[0] > now - self.window_seconds:
+            return False
+        times.append(now)
+        keys.move_to_end(key)
+        return True
+
+    def recent(self, key: str) -> int:
+        """How many of ``key``'s events are inside the window now."""
+        times = self._keys.get(key)
+        if times is None:
+            return 0
+        cutoff = self._clock() - self.window_seconds
+        return sum(1 for t in times if t > cutoff)
+
+    def entries(self) -> int:
+        """The number of event times held across all keys."""
+        return sum(len(times) for times in self._keys.values())
+
+    def expire(self, limit: int | None = None) -> int:
+        """Forget keys whose last event left the window, at most ``limit``; O(expired)."""
+        keys = self._keys
+        cutoff = self._clock() - self.window_seconds
+        removed = 0
+        while keys and (limit is None or removed < limit):
+            key = next(iter(keys))
+            if keys[key][-1] > cutoff:
+                break
+            del keys[key]
+            removed += 1
+        self.expirations += removed
+        return removed
+
+    def stats(self) -> ContainerStats:
+        return ContainerStats(len(self._keys), self.max_keys, self.evictions, self.expirations)

@@ -1,0 +1,255 @@
+"""The command registry and the built-in room-chat commands.
+
+Every op a client may send is a command registered here, the built-ins exactly as a game
+registers its own verbs::
+
+    @commands.register("roll", Roll)
+    def roll(ctx: CommandContext, args: Roll) -> None:
+        ctx.reply("rolled", value=random.randint(1, args.sides))
+
+An op nobody registered is simply unknown.
+"""
+
+from __future__ import annotations
+
+import heapq
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import msgspec
+
+from .connection import Connection
+from .hub import LOBBY, Hub, Player
+from .protocol import (
+    ChannelName,
+    ErrorCode,
+    PlayerId,
+    ProtocolError,
+    RequestId,
+    RoomName,
+    Text,
+    convert_args,
+    parse_frame,
+)
+
+__all__ = ["CommandContext", "CommandRegistry", "NoArgs", "builtin_commands"]
+
+logger = logging.getLogger("mudgate.commands")
+
+ArgsT = TypeVar("ArgsT", bound=msgspec.Struct)
+Handler = Callable[["CommandContext", ArgsT], Awaitable[None] | None]
+
+# How many names `look` and `who` list; the counts beside them are exact.
+MAX_LISTED_NAMES = 100
+
+
+class NoArgs(msgspec.Struct):
+    """The arguments of an op that takes none."""
+
+
+class CommandContext:
+    """What a command handler gets: who sent it, from where, and ways to answer."""
+
+    __slots__ = ("conn", "hub", "player", "replied", "request_id")
+
+    def __init__(self, hub: Hub, conn: Connection, player: Player, request_id: RequestId) -> None:
+        self.hub = hub
+        self.conn = conn
+        self.player = player
+        self.request_id = request_id
+        self.replied = False
+
+    @property
+    def room(self) -> str:
+        return self.player.room
+
+    def reply(self, event: str, **fields: Any) -> None:
+        """Send an event to the connection the command came from, echoing its ``id``."""
+        if self.request_id is not None:
+            fields["id"] = self.request_id
+        self.replied = True
+        self.conn.send(self.hub.event(event, **fields))
+
+    def broadcast(self, event: str, **fields: Any) -> None:
+        """Send an event to everyone in the sender's room, the sender included."""
+        self.hub.broadcast_room(self.room, self.hub.event(event, room=self.room, **fields))
+
+
+@dataclass(frozen=True, slots=True)
+class _Command(Generic[ArgsT]):
+    handler: Handler[ArgsT]
+    args_type: type[ArgsT]
+
+
+class CommandRegistry:
+    """Maps ops to handlers and runs a client's frame through them."""
+
+    def __init__(self) -> None:
+        self._commands: dict[str, _Command[Any]] = {}
+
+    def __contains__(self, op: str) -> bool:
+        return op in self._commands
+
+    @property
+    def ops(self) -> list[str]:
+        return sorted(self._commands)
+
+    def register(
+        self,
+        op: str,
+        args_type: type[ArgsT] = NoArgs,  # type: ignore[assignment]
+    ) -> Callable[[Handler[ArgsT]], Handler[ArgsT]]:
+        """Register the decorated function as the handler of ``op``.
+
+        ``args_type`` is a msgspec Struct describing the op's fields; a frame that does not
+        match it is answered with an ``invalid_args`` error before the handler runs.
+        """
+
+        def decorator(handler: Handler[ArgsT]) -> Handler[ArgsT]:
+            if op in self._commands:
+                raise ValueError(f"op {op!r} is already registered")
+            self._commands[op] = _Command(handler, args_type)
+            return handler
+
+        return decorator
+
+    async def dispatch(self, hub: Hub, conn: Connection, raw: str | bytes) -> ProtocolError | None:
+        """Parse and run one frame from ``conn``; returns the error it caused, if any.
+
+        The caller answers the error the way its transport does (an event, an HTTP status).
+        """
+        try:
+            await self._run(hub, conn, raw)
+        except ProtocolError as error:
+            return error
+        return None
+
+    async def _run(self, hub: Hub, conn: Connection, raw: str | bytes) -> None:
+        frame, fields = parse_frame(raw)
+        command = self._commands.get(frame.op)
+        if command is None:
+            raise ProtocolError(ErrorCode.UNKNOWN_OP, f"unknown op {frame.op!r}", frame.id)
+        args = convert_args(fields, command.args_type, frame)
+        player = hub.online_players.get(conn.player_id)
+        if player is None:  # the connection is being closed
+            raise ProtocolError(ErrorCode.NOT_CONNECTED, "not connected", frame.id)
+        ctx = CommandContext(hub, conn, player, frame.id)
+        try:
+            result = command.handler(ctx, args)
+            if inspect.isawaitable(result):
+                await result
+        except ProtocolError as error:
+            error.request_id = frame.id
+            raise
+        except Exception:
+            logger.exception("command %r from %s failed", frame.op, conn.player_id)
+            raise ProtocolError(ErrorCode.INTERNAL, "the command failed", frame.id) from None
+        # A frame with an id always gets exactly one answer.
+        if frame.id is not None and not ctx.replied:
+            ctx.reply("ok", op=frame.op)
+
+
+# The built-in commands' arguments.
+
+
+class Go(msgspec.Struct):
+    room: RoomName
+
+
+class Say(msgspec.Struct):
+    text: Text
+
+
+class Tell(msgspec.Struct):
+    to: PlayerId
+    text: Text
+
+
+class ChannelArgs(msgspec.Struct):
+    channel: ChannelName
+
+
+class Chat(msgspec.Struct):
+    channel: ChannelName
+    text: Text
+
+
+def builtin_commands() -> CommandRegistry:
+    """A registry holding the built-in commands; a game adds its own to it."""
+    commands = CommandRegistry()
+
+    @commands.register("ping")
+    def ping(ctx: CommandContext, args: NoArgs) -> None:
+        ctx.reply("pong")
+
+    def describe_room(ctx: CommandContext) -> None:
+        occupants = ctx.hub.room_occupants.get(ctx.room, set())
+        ctx.reply(
+            "room",
+            room=ctx.room,
+            occupants=heapq.nsmallest(MAX_LISTED_NAMES, occupants),
+            occupant_count=len(occupants),
+        )
+
+    @commands.register("look")
+    def look(ctx: CommandContext, args: NoArgs) -> None:
+        describe_room(ctx)
+
+    def go(ctx: CommandContext, args: Go) -> None:
+        ctx.hub.move(ctx.player, args.room)
+        describe_room(ctx)
+
+    commands.register("go", Go)(go)
+    commands.register("join", Go)(go)
+
+    @commands.register("leave")
+    def leave(ctx: CommandContext, args: NoArgs) -> None:
+        go(ctx, Go(room=LOBBY))
+
+    @commands.register("say", Say)
+    def say(ctx: CommandContext, args: Say) -> None:
+        ctx.broadcast("say", **{"from": ctx.player.id, "text": args.text})
+
+    @commands.register("tell", Tell)
+    def tell(ctx: CommandContext, args: Tell) -> None:
+        message = ctx.hub.event("tell", **{"from": ctx.player.id, "to": args.to, "text": args.text})
+        if not ctx.hub.send_to_player(args.to, message):
+            raise ProtocolError(ErrorCode.PLAYER_NOT_FOUND, f"no player {args.to!r} is online")
+        if args.to != ctx.player.id:
+            ctx.reply("told", to=args.to, text=args.text)
+
+    @commands.register("subscribe", ChannelArgs)
+    def subscribe(ctx: CommandContext, args: ChannelArgs) -> None:
+        if not ctx.hub.subscribe(ctx.player, args.channel):
+            limit = ctx.hub.settings.max_subscriptions_per_player
+            raise ProtocolError(
+                ErrorCode.TOO_MANY_SUBSCRIPTIONS, f"at most {limit} channels per player"
+            )
+        ctx.reply("subscribed", channel=args.channel)
+
+    @commands.register("unsubscribe", ChannelArgs)
+    def unsubscribe(ctx: CommandContext, args: ChannelArgs) -> None:
+        if not ctx.hub.unsubscribe(ctx.player, args.channel):
+            raise ProtocolError(ErrorCode.NOT_SUBSCRIBED, f"not subscribed to {args.channel!r}")
+        ctx.reply("unsubscribed", channel=args.channel)
+
+    @commands.register("chat", Chat)
+    def chat(ctx: CommandContext, args: Chat) -> None:
+        if args.channel not in ctx.player.channels:
+            raise ProtocolError(ErrorCode.NOT_SUBSCRIBED, f"not subscribed to {args.channel!r}")
+        ctx.hub.broadcast_channel(
+            args.channel,
+            ctx.hub.event(
+                "chat", channel=args.channel, **{"from": ctx.player.id, "text": args.text}
+            ),
+        )
+
+    @commands.register("who")
+    def who(ctx: CommandContext, args: NoArgs) -> None:
+        players = ctx.hub.online_players
+        ctx.reply("who", players=heapq.nsmallest(MAX_LISTED_NAMES, players), count=len(players))
+
+    return commands

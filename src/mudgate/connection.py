@@ -1,0 +1,254 @@
+"""One client connection: its bounded outbox, the writer that drains it, and how it closes.
+
+The hub only enqueues: ``send`` never awaits the client, so a broadcast costs the same whether
+a recipient reads fast, slowly or not at all. A recipient whose outbox fills up (in messages or
+bytes), or whose single write blocks past ``write_timeout``, is closed with 4008. Transports
+(WebSocket, SSE) subclass ``Connection`` and supply the two ways to write.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import enum
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+from .protocol import CloseCode, Outgoing
+from .settings import Settings
+
+__all__ = ["Connection", "ConnectionLimits", "ConnectionState"]
+
+logger = logging.getLogger("mudgate.connection")
+
+_ids = itertools.count(1)
+
+
+class ConnectionState(enum.Enum):
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """The per-connection limits, built once from Settings and shared by every connection."""
+
+    outbox_max_messages: int
+    outbox_max_bytes: int
+    write_timeout: float
+    bad_frame_limit: int
+    bad_frame_window: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConnectionLimits:
+        return cls(
+            outbox_max_messages=settings.outbox_max_messages,
+            outbox_max_bytes=settings.outbox_max_bytes,
+            write_timeout=settings.write_timeout,
+            bad_frame_limit=settings.bad_frame_limit,
+            bad_frame_window=settings.bad_frame_window,
+        )
+
+
+class Connection(abc.ABC):
+    """A player's connection as the hub sees it, whatever the transport.
+
+    The transport's handler task creates it, runs its receive loop, and calls
+    ``Hub.disconnect`` from a ``finally``; ``abort`` cancels that task when the client cannot
+    even be told it is being closed.
+    """
+
+    transport: ClassVar[str]
+
+    __slots__ = (
+        "__weakref__",
+        "_aborted",
+        "_bad_frame_at",
+        "_bad_frame_level",
+        "_clock",
+        "_closer",
+        "_limits",
+        "_outbox",
+        "_outbox_bytes",
+        "_task",
+        "_writer",
+        "close_code",
+        "close_reason",
+        "connected_at",
+        "id",
+        "last_received",
+        "player_id",
+        "remote",
+        "state",
+    )
+
+    def __init__(
+        self,
+        player_id: str,
+        remote: str,
+        limits: ConnectionLimits,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.id = f"{self.transport}-{next(_ids)}"
+        self.player_id = player_id
+        self.remote = remote
+        self.state = ConnectionState.OPEN
+        self.close_code: CloseCode | None = None
+        self.close_reason = ""
+        self.connected_at = self.last_received = clock()
+        self._clock = clock
+        self._limits = limits
+        self._outbox: deque[Outgoing] = deque()
+        self._outbox_bytes = 0
+        self._writer: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
+        self._task = asyncio.current_task()
+        self._aborted = False
+        self._bad_frame_level = 0.0
+        self._bad_frame_at = 0.0
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id} player={self.player_id} {self.state.value}>"
+
+    @property
+    def outbox_bytes(self) -> int:
+        return self._outbox_bytes
+
+    @property
+    def outbox_messages(self) -> int:
+        return len(self._outbox)
+
+    @property
+    def aborted(self) -> bool:
+        """Whether ``abort`` cancelled the handler task (the handler then ends quietly)."""
+        return self._aborted
+
+    # Transport hooks
+
+    @abc.abstractmethod
+    async def _write(self, message: Outgoing) -> None:
+        """Write one message to the client."""
+
+    @abc.abstractmethod
+    async def _write_close(self, code: CloseCode, reason: str) -> None:
+        """Tell the client the connection is over and end it."""
+
+    # Sending
+
+    def send(self, message: Outgoing) -> bool:
+        """Queue ``message`` without waiting; False if the connection is closing or now closed.
+
+        A full outbox means the client is not keeping up: it is closed with 4008 rather than
+        allowed to make the server's memory grow.
+        """
+        if self.state is not ConnectionState.OPEN:
+            return False
+        limits = self._limits
+        if (
+            len(self._outbox) >= limits.outbox_max_messages
+            or self._outbox_bytes + len(message) > limits.outbox_max_bytes
+        ):
+            self.close(CloseCode.SLOW_CONSUMER, "outbox full")
+            return False
+        self._outbox.append(message)
+        self._outbox_bytes += len(message)
+        # An idle connection holds no writer task; one starts when there is something to write.
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._drain())
+        return True
+
+    async def _drain(self) -> None:
+        outbox = self._outbox
+        try:
+            while outbox:
+                message = outbox[0]
+                try:
+                    async with asyncio.timeout(self._limits.write_timeout):
+                        await self._write(message)
+                except TimeoutError:
+                    self.close(CloseCode.SLOW_CONSUMER, "write timed out")
+                    return
+                except (OSError, RuntimeError) as error:
+                    # The client is gone; its receive loop sees the disconnect and ends.
+                    logger.debug("write to %s failed: %r", self.id, error)
+                    self._clear_outbox()
+                    return
+                outbox.popleft()
+                self._outbox_bytes -= len(message)
+        finally:
+            self._writer = None
+
+    def _clear_outbox(self) -> None:
+        self._outbox.clear()
+        self._outbox_bytes = 0
+
+    # Receiving
+
+    def received(self) -> None:
+        """Note traffic from the client (for idle_timeout)."""
+        self.last_received = self._clock()
+
+    def bad_frame(self) -> bool:
+        """Count a bad frame; False once the client has sent more than the limit allows.
+
+        A leaky bucket: it drains at bad_frame_limit per bad_frame_window.
+        """
+        limits = self._limits
+        now = self._clock()
+        drained = (now - self._bad_frame_at) * limits.bad_frame_limit / limits.bad_frame_window
+        self._bad_frame_level = max(0.0, self._bad_frame_level - drained) + 1
+        self._bad_frame_at = now
+        return self._bad_frame_level <= limits.bad_frame_limit
+
+    # Closing
+
+    def close(self, code: CloseCode, reason: str | None = None) -> None:
+        """Start closing with ``code``; idempotent. What is queued is still written first,
+        except for a slow consumer, whose outbox is dropped."""
+        if self.state is not ConnectionState.OPEN:
+            return
+        self.state = ConnectionState.CLOSING
+        self.close_code = code
+        self.close_reason = reason or code.reason
+        if code is CloseCode.SLOW_CONSUMER:
+            self._clear_outbox()
+            if self._writer is not None and self._writer is not asyncio.current_task():
+                self._writer.cancel()
+        self._closer = asyncio.get_running_loop().create_task(self._close_transport())
+
+    async def _close_transport(self) -> None:
+        assert self.close_code is not None
+        try:
+            async with asyncio.timeout(self._limits.write_timeout):
+                if self._writer is not None:
+                    # Flush what is queued first (wait() never raises, even if it is cancelled).
+                    await asyncio.wait((self._writer,))
+                await self._write_close(self.close_code, self.close_reason)
+        except (TimeoutError, OSError, RuntimeError) as error:
+            # The client cannot even be told: end its handler, which disconnects it.
+            logger.debug("closing %s failed (%r); aborting", self.id, error)
+            self.abort()
+
+    def abort(self) -> None:
+        """Cancel the handler task; it ends without writing anything more."""
+        if self._task is not None and not self._task.done() and not self._aborted:
+            self._aborted = True
+            self._task.cancel(f"mudgate: aborting {self.id}")
+
+    def closed(self) -> None:
+        """Drop what is queued; called once by ``Hub.disconnect``.
+
+        A close already under way finishes (bounded by write_timeout) so the client still
+        learns why it was closed.
+        """
+        self.state = ConnectionState.CLOSED
+        self._clear_outbox()
+        if self._writer is not None and self._writer is not asyncio.current_task():
+            self._writer.cancel()

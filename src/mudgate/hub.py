@@ -1,0 +1,381 @@
+"""The hub: who is connected, where they are, and how a message reaches them.
+
+Every structure here is bounded (DESIGN.md section 2): connections and players by their caps,
+rooms and subscription sets by being removed when empty, and what outlives a connection
+(``last_seen``, ``pending_messages``, ``connection_attempts``) by a capacity and a TTL.
+``disconnect`` is the one way out: it removes every reference to a connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from .backplane import Backplane, LocalBackplane
+from .bounded import BoundedQueue, SlidingWindowLimiter, TTLMap
+from .connection import Connection, ConnectionLimits
+from .protocol import CloseCode, Outgoing, encode_event
+from .settings import Settings
+
+__all__ = ["LOBBY", "Hub", "Player", "Refusal"]
+
+logger = logging.getLogger("mudgate.hub")
+
+LOBBY = "lobby"
+
+
+class Player:
+    """A player online on this hub: where they are and what they listen to."""
+
+    __slots__ = ("channels", "connected_at", "id", "room")
+
+    def __init__(self, player_id: str, room: str, connected_at: float) -> None:
+        self.id = player_id
+        self.room = room
+        self.channels: set[str] = set()
+        self.connected_at = connected_at
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a new connection was refused, and when the client may try again."""
+
+    code: CloseCode
+    reason: str
+    retry_after_seconds: int
+
+
+def room_topic(room: str) -> str:
+    return f"room:{room}"
+
+
+def channel_topic(channel: str) -> str:
+    return f"channel:{channel}"
+
+
+def player_topic(player_id: str) -> str:
+    return f"player:{player_id}"
+
+
+class Hub:
+    """Connections, players, rooms, channels and pending messages, all bounded.
+
+    The hub never awaits a client: it only queues on connections (``Connection.send``). All
+    fan-out goes through the backplane so several hubs can share rooms.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        backplane: Backplane | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.backplane: Backplane = backplane or LocalBackplane()
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.limits = ConnectionLimits.from_settings(settings)
+
+        # The structures of DESIGN.md section 3, under the operators' names.
+        self.active_websockets: dict[str, Connection] = {}
+        self.active_sse: dict[str, Connection] = {}
+        self.player_websockets: dict[str, list[Connection]] = {}
+        self.connection_timestamps: dict[str, float] = {}
+        self.online_players: dict[str, Player] = {}
+        self.room_occupants: dict[str, set[str]] = {}
+        self.room_subscriptions: dict[str, set[str]] = {}
+        self.last_seen: TTLMap[str, float] = TTLMap(
+            settings.max_players, settings.last_seen_ttl, clock=clock
+        )
+        self.connection_attempts = SlidingWindowLimiter(
+            settings.max_rate_limit_entries,
+            settings.connection_attempt_ttl,
+            settings.max_rate_limit_keys,
+            clock=clock,
+        )
+        self.pending_messages: TTLMap[str, BoundedQueue[Outgoing]] = TTLMap(
+            settings.max_players, settings.pending_message_ttl, clock=clock
+        )
+
+        # Counters for monitoring.
+        self.connections_opened = 0
+        self.slow_consumer_disconnects = 0
+        self.refused_connections = 0
+        self._seq = 0
+        self._all_disconnected = asyncio.Event()
+
+    # Lifecycle
+
+    async def start(self) -> None:
+        await self.backplane.start(self.deliver)
+
+    async def close(self, timeout_seconds: float = 5.0) -> None:
+        """Close every connection with 1001 and stop the backplane."""
+        # Tell every client the server is going away.
+        if self.connection_timestamps:
+            self._all_disconnected.clear()
+        for conn in list(self.connections()):
+            conn.close(CloseCode.GOING_AWAY)
+        # Wait, bounded, for their handlers to run the one way out.
+        try:
+            async with asyncio.timeout(timeout_seconds):
+                await self._all_disconnected.wait()
+        except TimeoutError:
+            logger.warning("%d connections did not close in time", len(self.connection_timestamps))
+        # Whatever did not answer in time is dropped.
+        for conn in list(self.connections()):
+            conn.abort()
+            self.disconnect(conn)
+        await self.backplane.close()
+
+    def connections(self) -> Iterator[Connection]:
+        yield from self.active_websockets.values()
+        yield from self.active_sse.values()
+
+    # Admission
+
+    def admit(self, player_id: str, remote: str) -> Refusal | None:
+        """Decide whether a new connection from ``player_id`` at ``remote`` may open."""
+        # Both keys are charged, so neither many players behind one address nor one player
+        # from many addresses can hammer the server.
+        if not (
+            self.connection_attempts.hit(f"ip:{remote}")
+            and self.connection_attempts.hit(f"player:{player_id}")
+        ):
+            return self._refuse(CloseCode.RATE_LIMITED, "too many connection attempts", 60)
+        if len(self.connection_timestamps) >= self.settings.max_connections:
+            return self._refuse(CloseCode.TRY_AGAIN_LATER, "server full", 30)
+        if (
+            player_id not in self.online_players
+            and len(self.online_players) >= self.settings.max_players
+        ):
+            return self._refuse(CloseCode.TRY_AGAIN_LATER, "too many players online", 30)
+        return None
+
+    def _refuse(self, code: CloseCode, reason: str, retry_after_seconds: int) -> Refusal:
+        self.refused_connections += 1
+        return Refusal(code, reason, retry_after_seconds)
+
+    # The way in and the one way out
+
+    def connect(self, conn: Connection) -> Player:
+        """Register ``conn``; its player comes online (in the lobby) if they were not."""
+        self._registry(conn)[conn.id] = conn
+        self.connection_timestamps[conn.id] = conn.connected_at
+        self.connections_opened += 1
+
+        player = self.online_players.get(conn.player_id)
+        if player is None:
+            player = self._come_online(conn.player_id, conn.connected_at)
+        own = self.player_websockets.setdefault(conn.player_id, [])
+        own.append(conn)
+        if len(own) > self.settings.max_connections_per_player:
+            oldest = own[0]
+            oldest.close(CloseCode.REPLACED)
+            self.disconnect(oldest)
+
+        conn.send(self.event("welcome", player=player.id, room=player.room, connection=conn.id))
+        # What was queued while the player was away, in order.
+        pending = self.pending_messages.pop(conn.player_id)
+        if pending is not None:
+            for message in pending.drain():
+                conn.send(message)
+        logger.info("connected %s for %s from %s", conn.id, conn.player_id, conn.remote)
+        return player
+
+    def disconnect(self, conn: Connection) -> None:
+        """Remove every reference to ``conn`` from every structure. Idempotent."""
+        if self._registry(conn).pop(conn.id, None) is None:
+            return
+        self.connection_timestamps.pop(conn.id, None)
+        own = self.player_websockets.get(conn.player_id)
+        if own is not None:
+            own.remove(conn)
+            if not own:
+                del self.player_websockets[conn.player_id]
+                self._go_offline(conn.player_id)
+        if conn.close_code is CloseCode.SLOW_CONSUMER:
+            self.slow_consumer_disconnects += 1
+        if not self.connection_timestamps:
+            self._all_disconnected.set()
+        conn.closed()
+        logger.info(
+            "disconnected %s for %s (%s)",
+            conn.id,
+            conn.player_id,
+            conn.close_reason or "closed by client",
+        )
+
+    def _registry(self, conn: Connection) -> dict[str, Connection]:
+        return self.active_sse if conn.transport == "sse" else self.active_websockets
+
+    def _come_online(self, player_id: str, now: float) -> Player:
+        player = self.online_players[player_id] = Player(player_id, LOBBY, now)
+        self.last_seen.pop(player_id)
+        self.backplane.subscribe(player_topic(player_id))
+        self._enter_room(player, LOBBY)
+        return player
+
+    def _go_offline(self, player_id: str) -> None:
+        player = self.online_players.pop(player_id, None)
+        if player is None:
+            return
+        self._leave_room(player)
+        for channel in player.channels:
+            self._unsubscribe(channel_topic(channel), player_id)
+        player.channels.clear()
+        self.backplane.unsubscribe(player_topic(player_id))
+        # Remembered for a while, so a player who comes back soon gets what was sent meanwhile.
+        self.last_seen.set(player_id, self.wall_clock())
+
+    # Rooms and channels
+
+    def move(self, player: Player, room: str) -> None:
+        """Move ``player`` into ``room``; the rooms on both sides hear about it."""
+        if room == player.room:
+            return
+        self._leave_room(player)
+        self._enter_room(player, room)
+
+    def _enter_room(self, player: Player, room: str) -> None:
+        player.room = room
+        self.room_occupants.setdefault(room, set()).add(player.id)
+        self._subscribe(room_topic(room), player.id)
+        self.publish(room_topic(room), self.event("arrive", room=room, player=player.id))
+
+    def _leave_room(self, player: Player) -> None:
+        room = player.room
+        occupants = self.room_occupants.get(room)
+        if occupants is not None:
+            occupants.discard(player.id)
+            if not occupants:
+                del self.room_occupants[room]
+        self._unsubscribe(room_topic(room), player.id)
+        self.publish(room_topic(room), self.event("depart", room=room, player=player.id))
+
+    def subscribe(self, player: Player, channel: str) -> bool:
+        """Add ``channel`` to what ``player`` hears; False past max_subscriptions_per_player."""
+        if channel in player.channels:
+            return True
+        if len(player.channels) >= self.settings.max_subscriptions_per_player:
+            return False
+        player.channels.add(channel)
+        self._subscribe(channel_topic(channel), player.id)
+        return True
+
+    def unsubscribe(self, player: Player, channel: str) -> bool:
+        """Stop ``player`` hearing ``channel``; False if they were not subscribed."""
+        if channel not in player.channels:
+            return False
+        player.channels.discard(channel)
+        self._unsubscribe(channel_topic(channel), player.id)
+        return True
+
+    def _subscribe(self, topic: str, player_id: str) -> None:
+        listeners = self.room_subscriptions.get(topic)
+        if listeners is None:
+            listeners = self.room_subscriptions[topic] = set()
+            self.backplane.subscribe(topic)
+        listeners.add(player_id)
+
+    def _unsubscribe(self, topic: str, player_id: str) -> None:
+        listeners = self.room_subscriptions.get(topic)
+        if listeners is None:
+            return
+        listeners.discard(player_id)
+        if not listeners:
+            del self.room_subscriptions[topic]
+            self.backplane.unsubscribe(topic)
+
+    # Messages
+
+    def event(self, name: str, **fields: Any) -> Outgoing:
+        """Encode an event once, stamped with the time and the hub's sequence number."""
+        self._seq += 1
+        fields["ts"] = round(self.wall_clock(), 3)
+        fields["seq"] = self._seq
+        return encode_event(name, fields)
+
+    def publish(self, topic: str, message: Outgoing) -> None:
+        self.backplane.publish(topic, message)
+
+    def broadcast_room(self, room: str, message: Outgoing) -> None:
+        self.publish(room_topic(room), message)
+
+    def broadcast_channel(self, channel: str, message: Outgoing) -> None:
+        self.publish(channel_topic(channel), message)
+
+    def send_to_player(self, player_id: str, message: Outgoing) -> bool:
+        """Send to a player wherever they are; queue it if they left recently.
+
+        False if the player is neither online nor remembered in last_seen.
+        """
+        if player_id in self.online_players:
+            self.publish(player_topic(player_id), message)
+            return True
+        if player_id not in self.last_seen:
+            return False
+        pending = self.pending_messages.get(player_id)
+        if pending is None:
+            pending = BoundedQueue[Outgoing](
+                self.settings.max_pending_messages,
+                self.settings.pending_message_ttl,
+                clock=self.clock,
+            )
+        pending.append(message)
+        # Writing the entry again restarts its TTL: it lives as long as its newest message.
+        self.pending_messages.set(player_id, pending)
+        return True
+
+    def deliver(self, topic: str, message: Outgoing) -> None:
+        """Queue ``message`` for every local listener of ``topic`` (the backplane's callback).
+
+        Never awaits: a slow recipient is closed by its own outbox, not waited for.
+        """
+        kind, _, name = topic.partition(":")
+        if kind == "player":
+            self._send_local(name, message)
+            return
+        for player_id in self.room_subscriptions.get(topic, ()):
+            self._send_local(player_id, message)
+
+    def _send_local(self, player_id: str, message: Outgoing) -> None:
+        for conn in self.player_websockets.get(player_id, ()):
+            conn.send(message)
+
+    # Monitoring
+
+    def pending_message_count(self) -> int:
+        return sum(len(queue) for _, queue in self.pending_messages.items())
+
+    def stats(self) -> dict[str, int]:
+        """The size of every structure, and the hub's counters."""
+        outbox_bytes = outbox_messages = 0
+        for conn in self.connections():
+            outbox_bytes += conn.outbox_bytes
+            outbox_messages += conn.outbox_messages
+        return {
+            "active_websockets": len(self.active_websockets),
+            "active_sse": len(self.active_sse),
+            "total_connections": len(self.connection_timestamps),
+            "player_websockets": len(self.player_websockets),
+            "connection_timestamps": len(self.connection_timestamps),
+            "online_players": len(self.online_players),
+            "room_occupants": len(self.room_occupants),
+            "room_subscriptions": len(self.room_subscriptions),
+            "last_seen": len(self.last_seen),
+            "connection_attempts": len(self.connection_attempts),
+            "pending_messages": len(self.pending_messages),
+            "pending_message_entries": self.pending_message_count(),
+            "outbox_messages": outbox_messages,
+            "outbox_bytes": outbox_bytes,
+            "connections_opened": self.connections_opened,
+            "slow_consumer_disconnects": self.slow_consumer_disconnects,
+            "refused_connections": self.refused_connections,
+        }

@@ -1,0 +1,188 @@
+"""The wire protocol: frames in, events out, error and close codes.
+
+Clients send JSON objects such as ``{"op": "say", "text": "hello"}``; the server sends
+``{"type": "event", "event": ..., ...}`` and ``{"type": "error", "code": ..., ...}``. An
+event is encoded once into an ``Outgoing`` and the same bytes go to every recipient.
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any, TypeVar
+
+import msgspec
+
+__all__ = [
+    "ChannelName",
+    "CloseCode",
+    "ErrorCode",
+    "Frame",
+    "Outgoing",
+    "PlayerId",
+    "ProtocolError",
+    "RequestId",
+    "RoomName",
+    "Text",
+    "convert_args",
+    "encode_error",
+    "encode_event",
+    "parse_frame",
+]
+
+# The shapes of names and text, shared by commands, auth and the hub.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$"
+PlayerId = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
+RoomName = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
+ChannelName = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
+Text = Annotated[str, msgspec.Meta(min_length=1, max_length=4000)]
+RequestId = str | int | None
+
+
+class CloseCode(enum.IntEnum):
+    """Why the server closed a connection, and what the client should do about it."""
+
+    NORMAL = 1000
+    """The session ended normally. Do not reconnect unless the user asks."""
+    GOING_AWAY = 1001
+    """The server is shutting down. Reconnect after a short, jittered delay."""
+    POLICY_VIOLATION = 1008
+    """The client kept sending bad frames. Fix the client; do not reconnect in a loop."""
+    MESSAGE_TOO_BIG = 1009
+    """A frame was larger than max_message_bytes. Send smaller frames."""
+    TRY_AGAIN_LATER = 1013
+    """The server is full or under memory pressure. Reconnect with backoff."""
+    UNAUTHORIZED = 4001
+    """The token was missing, invalid or expired. Get a new token, then reconnect."""
+    SLOW_CONSUMER = 4008
+    """The client did not read fast enough and its outbox filled. Reconnect; read faster."""
+    REPLACED = 4009
+    """The player opened more connections than allowed; this, the oldest, was closed."""
+    RECYCLED = 4010
+    """The connection reached max_connection_age. Reconnect at once."""
+    IDLE = 4011
+    """Nothing was received for idle_timeout. Reconnect when the user is back."""
+    RATE_LIMITED = 4029
+    """Too many connection attempts. Reconnect after the delay the server asked for."""
+
+    @property
+    def reason(self) -> str:
+        return self.name.lower().replace("_", " ")
+
+
+class ErrorCode(enum.StrEnum):
+    """The ``code`` of an ``error`` event or of an HTTP error body."""
+
+    BAD_JSON = "bad_json"
+    BAD_FRAME = "bad_frame"
+    FRAME_TOO_BIG = "frame_too_big"
+    UNKNOWN_OP = "unknown_op"
+    INVALID_ARGS = "invalid_args"
+    PLAYER_NOT_FOUND = "player_not_found"
+    TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
+    NOT_SUBSCRIBED = "not_subscribed"
+    NOT_CONNECTED = "not_connected"
+    RATE_LIMITED = "rate_limited"
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    UNAVAILABLE = "unavailable"
+    INTERNAL = "internal"
+
+
+class ProtocolError(Exception):
+    """A frame or command the server will not act on; becomes an ``error`` event."""
+
+    def __init__(self, code: ErrorCode, message: str, request_id: RequestId = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id = request_id
+
+
+class Outgoing:
+    """One encoded event: the same object, and the same bytes, go to every recipient."""
+
+    __slots__ = ("_sse", "data", "event", "text")
+
+    def __init__(self, event: str, data: bytes) -> None:
+        self.event = event
+        self.data = data
+        # ASGI sends text frames as str; decode once here, not once per recipient.
+        self.text = data.decode()
+        self._sse: bytes | None = None
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        return f"Outgoing({self.event!r}, {self.data!r})"
+
+    @classmethod
+    def sse_comment(cls, comment: str) -> Outgoing:
+        """An SSE comment line (a keep-alive); not an event, and never sent on a WebSocket."""
+        message = cls("", b"")
+        message._sse = f": {comment}\n\n".encode()
+        return message
+
+    @classmethod
+    def close_record(cls, code: CloseCode, reason: str) -> Outgoing:
+        """The last record of an SSE stream: the close code and reason a WebSocket would get."""
+        return cls("close", _encoder.encode({"type": "close", "code": int(code), "reason": reason}))
+
+    @property
+    def sse(self) -> bytes:
+        """The event as a Server-Sent-Events record (built on first use, then shared)."""
+        if self._sse is None:
+            self._sse = b"event: " + self.event.encode() + b"\ndata: " + self.data + b"\n\n"
+        return self._sse
+
+
+class Frame(msgspec.Struct, frozen=True):
+    """The envelope every client frame shares; the op's own fields are checked by its command."""
+
+    op: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+    id: Annotated[str, msgspec.Meta(max_length=64)] | int | None = None
+
+
+_decoder = msgspec.json.Decoder()
+_encoder = msgspec.json.Encoder()
+
+
+def parse_frame(raw: str | bytes) -> tuple[Frame, dict[str, Any]]:
+    """Decode a client frame into its envelope and its fields; raises ProtocolError."""
+    try:
+        fields = _decoder.decode(raw)
+    except msgspec.DecodeError:
+        raise ProtocolError(ErrorCode.BAD_JSON, "frame is not valid JSON") from None
+    if not isinstance(fields, dict):
+        raise ProtocolError(ErrorCode.BAD_FRAME, "frame must be a JSON object")
+    request_id = fields.get("id")
+    if not isinstance(request_id, str | int) or isinstance(request_id, bool):
+        request_id = None
+    try:
+        frame = msgspec.convert(fields, Frame)
+    except msgspec.ValidationError as error:
+        raise ProtocolError(ErrorCode.BAD_FRAME, str(error), request_id) from None
+    return frame, fields
+
+
+ArgsT = TypeVar("ArgsT")
+
+
+def convert_args(fields: dict[str, Any], args_type: type[ArgsT], frame: Frame) -> ArgsT:
+    """Check an op's fields against its argument Struct; raises ProtocolError."""
+    try:
+        return msgspec.convert(fields, args_type)
+    except msgspec.ValidationError as error:
+        raise ProtocolError(ErrorCode.INVALID_ARGS, str(error), frame.id) from None
+
+
+def encode_event(event: str, fields: dict[str, Any]) -> Outgoing:
+    """Encode ``{"type": "event", "event": event, **fields}`` once."""
+    return Outgoing(event, _encoder.encode({"type": "event", "event": event, **fields}))
+
+
+def encode_error(code: ErrorCode, message: str, request_id: RequestId = None) -> Outgoing:
+    body: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if request_id is not None:
+        body["id"] = request_id
+    return Outgoing("error", _encoder.encode(body))

@@ -1,0 +1,192 @@
+"""Every tunable of mudgate: limits, timeouts and addresses, with their defaults.
+
+Values come, highest priority first, from keyword arguments, ``MUDGATE_*`` environment
+variables, and the TOML file named by ``MUDGATE_CONFIG``. Invalid values fail at start-up with
+a message naming the variable (see ``describe_errors``).
+"""
+
+from __future__ import annotations
+
+import os
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "describe_errors", "load_settings"]
+
+ENV_PREFIX = "MUDGATE_"
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveSeconds = Annotated[float, Field(gt=0)]
+# 0 disables the timeout it configures.
+OptionalSeconds = Annotated[float, Field(ge=0)]
+
+
+# The TOML file named on the command line; it takes the place of MUDGATE_CONFIG.
+_config_file: ContextVar[Path | None] = ContextVar("mudgate_config_file", default=None)
+
+
+class SettingsError(Exception):
+    """Invalid configuration; the message names each offending variable."""
+
+
+class Settings(BaseSettings):
+    """mudgate's configuration. Each field is the environment variable ``MUDGATE_<NAME>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        extra="forbid",
+        validate_default=True,
+        frozen=True,
+    )
+
+    # Serving
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(
+        54731, ge=0, le=65535, description="TCP port to listen on (0: any free port)."
+    )
+    secret_key: SecretStr | None = Field(
+        None,
+        description="Key that signs player tokens (at least 32 characters). "
+        "Unset: a random one per start, so tokens do not survive a restart.",
+    )
+    admin_token: SecretStr | None = Field(
+        None,
+        description="Bearer token for admin endpoints. Unset: a random one, logged once at start.",
+    )
+    allow_guests: bool = Field(True, description="Whether `POST /auth/guest` issues guest tokens.")
+    token_ttl: PositiveSeconds = Field(86400.0, description="Lifetime of a player token, seconds.")
+    guest_token_ttl: PositiveSeconds = Field(
+        3600.0, description="Lifetime of a guest token, seconds."
+    )
+    guest_tokens_per_minute: PositiveInt = Field(
+        10, description="Guest tokens one IP address may obtain per minute."
+    )
+
+    # Structures (DESIGN.md section 3)
+    max_connections: PositiveInt = Field(
+        10000, description="Open WebSocket plus SSE connections; past it new ones get 1013/503."
+    )
+    max_connections_per_player: PositiveInt = Field(
+        3, description="Connections one player may hold; the oldest is closed (4009) past it."
+    )
+    max_players: PositiveInt = Field(
+        10000, description="Players online at once; also caps last_seen."
+    )
+    max_pending_messages: PositiveInt = Field(
+        1000, description="Messages queued for one briefly offline player; the oldest go first."
+    )
+    pending_message_ttl: PositiveSeconds = Field(
+        3600.0, description="How long a queued message waits for its player, seconds."
+    )
+    max_rate_limit_entries: PositiveInt = Field(
+        1000,
+        description="Connection attempts remembered (and allowed) per player or IP within "
+        "connection_attempt_ttl.",
+    )
+    max_rate_limit_keys: PositiveInt = Field(
+        100000, description="Players and IPs tracked for rate limiting; the idlest is forgotten."
+    )
+    connection_attempt_ttl: PositiveSeconds = Field(
+        3600.0, description="Window of the connection-attempt rate limit, seconds."
+    )
+    last_seen_ttl: PositiveSeconds = Field(
+        3600.0,
+        description="How long a player who left is remembered (and receives pending messages).",
+    )
+    max_subscriptions_per_player: PositiveInt = Field(
+        128, description="Channels one player may subscribe to."
+    )
+
+    # Connections
+    max_connection_age: OptionalSeconds = Field(
+        3600.0, description="Connections older than this are recycled (4010), seconds; 0: never."
+    )
+    idle_timeout: OptionalSeconds = Field(
+        1800.0,
+        description="Connections that sent nothing for this long are closed (4011), "
+        "seconds; 0: never.",
+    )
+    ping_interval: PositiveSeconds = Field(
+        20.0, description="WebSocket ping and SSE keep-alive interval, seconds."
+    )
+    ping_timeout: PositiveSeconds = Field(
+        20.0, description="How long a ping may go unanswered before the peer is dropped, seconds."
+    )
+    max_message_bytes: PositiveInt = Field(
+        65536, description="Largest frame a client may send; larger ones close with 1009."
+    )
+    outbox_max_messages: PositiveInt = Field(
+        1000, description="Messages queued for one connection before it is a slow consumer."
+    )
+    outbox_max_bytes: PositiveInt = Field(
+        262144, description="Bytes queued for one connection before it is a slow consumer (4008)."
+    )
+    write_timeout: PositiveSeconds = Field(
+        10.0, description="How long one write to a client may block before 4008, seconds."
+    )
+    bad_frame_limit: PositiveInt = Field(
+        10, description="Bad frames a connection may send per bad_frame_window before 1008."
+    )
+    bad_frame_window: PositiveSeconds = Field(
+        10.0, description="Window of the bad-frame limit, seconds."
+    )
+    ws_per_message_deflate: bool = Field(
+        False, description="WebSocket compression; costs 64-316 KiB per connection."
+    )
+
+    @field_validator("secret_key")
+    @classmethod
+    def _check_secret_key_length(cls, value: SecretStr | None) -> SecretStr | None:
+        # HS256 wants a key at least as long as its 256-bit digest.
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters long")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: tuple[PydanticBaseSettingsSource, ...] = (init_settings, env_settings)
+        config = _config_file.get() or os.environ.get(f"{ENV_PREFIX}CONFIG")
+        if config:
+            sources += (TomlConfigSettingsSource(settings_cls, toml_file=Path(config)),)
+        return sources
+
+
+def describe_errors(error: ValidationError) -> str:
+    """One line per invalid value, naming the environment variable an operator would set."""
+    lines = []
+    for detail in error.errors():
+        location = ".".join(str(part) for part in detail["loc"])
+        name = f"{ENV_PREFIX}{location.upper()}" if location else "configuration"
+        lines.append(f"{name}: {detail['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: object) -> Settings:
+    """Build Settings from the environment (and ``config_file``), raising SettingsError."""
+    named = config_file if config_file is not None else os.environ.get(f"{ENV_PREFIX}CONFIG")
+    path = Path(named) if named else None
+    if path is not None and not path.is_file():
+        raise SettingsError(f"{ENV_PREFIX}CONFIG: no such file: {path}")
+    token = _config_file.set(path)
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        raise SettingsError(describe_errors(error)) from None
+    finally:
+        _config_file.reset(token)

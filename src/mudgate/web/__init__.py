@@ -1,0 +1,1 @@
+"""The HTTP face of mudgate: the FastAPI app and its thin real-time transports."""

@@ -1,0 +1,149 @@
+"""``create_app(settings)``: the FastAPI app, and the uvicorn server that runs it.
+
+FastAPI serves every request/response endpoint and the OpenAPI schema; ``/ws`` and
+``/events`` are answered by ``RealtimeTransports`` before FastAPI's router sees them.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import uvicorn
+from fastapi import FastAPI, Request
+from pydantic import BaseModel
+
+from ..auth import Authenticator
+from ..bounded import SlidingWindowLimiter
+from ..commands import CommandRegistry, builtin_commands
+from ..hub import Hub
+from ..protocol import ErrorCode
+from ..settings import Settings
+from .errors import APIError, api_error_handler
+from .realtime import RealtimeTransports, commands_router
+
+__all__ = ["bind_socket", "create_app", "server_config"]
+
+logger = logging.getLogger("mudgate")
+
+
+class GuestToken(BaseModel):
+    player: str
+    token: str
+    expires_in: int
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    hub: Hub | None = None,
+    commands: CommandRegistry | None = None,
+) -> FastAPI:
+    """Build the gateway's ASGI app. The hub starts and stops with the app's lifespan."""
+    settings = settings or Settings()
+    hub = hub or Hub(settings)
+    commands = commands or builtin_commands()
+    secret_key_generated = settings.secret_key is None
+    secret_key = (
+        secrets.token_urlsafe(32)
+        if settings.secret_key is None
+        else settings.secret_key.get_secret_value()
+    )
+    admin_token_generated = settings.admin_token is None
+    admin_token = (
+        secrets.token_urlsafe(24)
+        if settings.admin_token is None
+        else settings.admin_token.get_secret_value()
+    )
+    authenticator = Authenticator(
+        secret_key, settings.token_ttl, guest_token_ttl_seconds=settings.guest_token_ttl
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if secret_key_generated:
+            logger.warning(
+                "MUDGATE_SECRET_KEY is not set: using a random key, so player tokens will not "
+                "survive a restart"
+            )
+        if admin_token_generated:
+            # Printed once, so the operator can use the admin endpoints of this run.
+            logger.warning(
+                "MUDGATE_ADMIN_TOKEN is not set; this run's admin token: %s", admin_token
+            )
+        await hub.start()
+        try:
+            yield
+        finally:
+            await hub.close()
+
+    app = FastAPI(
+        title="mudgate",
+        summary="Real-time gateway for MUD-style game servers.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.hub = hub
+    app.state.commands = commands
+    app.state.authenticator = authenticator
+    app.state.admin_token = admin_token
+    app.add_exception_handler(APIError, api_error_handler)
+    app.add_middleware(RealtimeTransports, hub=hub, commands=commands, authenticator=authenticator)
+    app.include_router(commands_router(hub, commands, authenticator))
+
+    guest_limiter = SlidingWindowLimiter(
+        settings.guest_tokens_per_minute, 60.0, settings.max_rate_limit_keys, clock=hub.clock
+    )
+
+    @app.post("/auth/guest", response_model=GuestToken, tags=["auth"], responses={403: {}, 429: {}})
+    async def guest_token(request: Request) -> GuestToken:
+        """A token for a fresh guest player, when ``allow_guests`` is on. Rate-limited per IP."""
+        if not settings.allow_guests:
+            raise APIError(403, ErrorCode.FORBIDDEN, "guests are not allowed on this server")
+        guest_limiter.expire(limit=100)
+        remote = request.client.host if request.client else "unknown"
+        if not guest_limiter.hit(remote):
+            raise APIError(
+                429, ErrorCode.RATE_LIMITED, "too many guest tokens", {"Retry-After": "60"}
+            )
+        player_id, token = authenticator.issue_guest()
+        return GuestToken(player=player_id, token=token, expires_in=int(settings.guest_token_ttl))
+
+    return app
+
+
+def server_config(settings: Settings, app: FastAPI, **overrides: object) -> uvicorn.Config:
+    """The uvicorn configuration mudgate runs under; tests and ``mudgate serve`` share it."""
+    options: dict[str, object] = {
+        "host": settings.host,
+        "port": settings.port,
+        # The sans-I/O websockets implementation: heartbeats, and the least memory per socket.
+        "ws": "websockets-sansio",
+        "ws_max_size": settings.max_message_bytes,
+        "ws_ping_interval": settings.ping_interval,
+        "ws_ping_timeout": settings.ping_timeout,
+        "ws_per_message_deflate": settings.ws_per_message_deflate,
+        "lifespan": "on",
+        "timeout_graceful_shutdown": 10,
+        "log_config": None,
+    }
+    options.update(overrides)
+    return uvicorn.Config(app, **options)  # type: ignore[arg-type]
+
+
+def bind_socket(config: uvicorn.Config, settings: Settings) -> socket.socket:
+    """The listening socket, set so the kernel drops a peer that stops acknowledging.
+
+    Accepted sockets inherit TCP_USER_TIMEOUT: data (an SSE keep-alive, a ping) left
+    unacknowledged for ping_timeout ends the connection, even if the peer vanished silently.
+    """
+    sock = config.bind_socket()
+    if hasattr(socket, "TCP_USER_TIMEOUT"):
+        sock.setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(settings.ping_timeout * 1000)
+        )
+    return sock

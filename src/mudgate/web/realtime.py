@@ -1,0 +1,346 @@
+"""The real-time transports: ``/ws`` (WebSocket), ``/events`` (SSE) and ``POST /commands``.
+
+``/ws`` and ``/events`` are plain ASGI handlers that run before FastAPI's router: an idle
+connection then holds only what it needs (DESIGN.md section 9). Each handler's own task runs
+the connection's receive loop, so a vanished peer is noticed even when it never sends, and
+every handler leaves through ``Hub.disconnect`` in a ``finally``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+from urllib.parse import parse_qs
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..auth import Authenticator, Identity, TokenError
+from ..commands import CommandRegistry
+from ..connection import Connection, ConnectionState
+from ..hub import Hub, Refusal
+from ..protocol import CloseCode, ErrorCode, Outgoing, ProtocolError, encode_error
+from .errors import APIError, error_body
+
+__all__ = ["RealtimeTransports", "SSEConnection", "WebSocketConnection", "commands_router"]
+
+logger = logging.getLogger("mudgate.realtime")
+
+# Errors that mean the client sent something malformed (counted towards 1008), as opposed to
+# a well-formed command that failed (a player not online, a channel not subscribed).
+BAD_FRAME_CODES = frozenset(
+    {ErrorCode.BAD_JSON, ErrorCode.BAD_FRAME, ErrorCode.UNKNOWN_OP, ErrorCode.INVALID_ARGS}
+)
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-store"),
+    # nginx buffers responses by default, which would hold events back.
+    (b"x-accel-buffering", b"no"),
+]
+SSE_KEEPALIVE = Outgoing.sse_comment("keep-alive")
+
+
+class WebSocketConnection(Connection):
+    transport = "websocket"
+
+    __slots__ = ("_send",)
+
+    def __init__(self, send: Send, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._send = send
+
+    async def _write(self, message: Outgoing) -> None:
+        await self._send({"type": "websocket.send", "text": message.text})
+
+    async def _write_close(self, code: CloseCode, reason: str) -> None:
+        await self._send({"type": "websocket.close", "code": int(code), "reason": reason})
+
+
+class SSEConnection(Connection):
+    transport = "sse"
+
+    __slots__ = ("_keepalive", "_keepalive_interval", "_send")
+
+    def __init__(self, send: Send, *args: Any, keepalive_interval: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._send = send
+        self._keepalive_interval = keepalive_interval
+        self._keepalive: asyncio.TimerHandle | None = None
+
+    def start_keepalive(self) -> None:
+        """Write a comment every interval: proxies keep the stream open, and a write to a peer
+        that vanished fails, which ends the stream."""
+        self._keepalive = asyncio.get_running_loop().call_later(
+            self._keepalive_interval, self._send_keepalive
+        )
+
+    def _send_keepalive(self) -> None:
+        if self.state is ConnectionState.OPEN:
+            if not self.outbox_messages:
+                self.send(SSE_KEEPALIVE)
+            self.start_keepalive()
+
+    def closed(self) -> None:
+        super().closed()
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
+
+    async def _write(self, message: Outgoing) -> None:
+        await self._send({"type": "http.response.body", "body": message.sse, "more_body": True})
+
+    async def _write_close(self, code: CloseCode, reason: str) -> None:
+        record = Outgoing.close_record(code, reason)
+        await self._send({"type": "http.response.body", "body": record.sse, "more_body": False})
+
+
+def _query_token(scope: Scope) -> str | None:
+    """The token from ``?token=`` (what browsers can send) or an Authorization bearer header."""
+    query_string: bytes = scope.get("query_string", b"")
+    tokens = parse_qs(query_string.decode("latin-1")).get("token")
+    if tokens:
+        return tokens[0]
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            header: str = value.decode("latin-1")
+            scheme, _, credentials = header.partition(" ")
+            if scheme.lower() == "bearer":
+                return credentials.strip()
+    return None
+
+
+def _remote(scope: Scope) -> str:
+    client = scope.get("client")
+    return str(client[0]) if client else "unknown"
+
+
+def _refusal_status(refusal: Refusal) -> int:
+    return 429 if refusal.code is CloseCode.RATE_LIMITED else 503
+
+
+class RealtimeTransports:
+    """ASGI middleware serving ``/ws`` and ``/events`` before the app behind it sees them."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        hub: Hub,
+        commands: CommandRegistry,
+        authenticator: Authenticator,
+    ) -> None:
+        self.app = app
+        self.hub = hub
+        self.commands = commands
+        self.authenticator = authenticator
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path")
+        if scope["type"] == "websocket" and path == "/ws":
+            await self._websocket(scope, receive, send)
+        elif scope["type"] == "http" and path == "/events":
+            await self._events(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    # WebSocket
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (await receive())["type"] != "websocket.connect":
+            return
+        try:
+            identity = self.authenticator.verify(_query_token(scope))
+        except TokenError as error:
+            # Refused at the handshake: an unauthenticated client is never a player.
+            await self._deny_handshake(scope, send, 401, ErrorCode.UNAUTHORIZED, str(error))
+            return
+        remote = _remote(scope)
+        refusal = self.hub.admit(identity.player_id, remote)
+        await send({"type": "websocket.accept"})
+        if refusal is not None:
+            # Accepted only to be closed: a browser sees a close code, never an HTTP status.
+            await send(
+                {"type": "websocket.close", "code": int(refusal.code), "reason": refusal.reason}
+            )
+            return
+        conn = WebSocketConnection(
+            send, identity.player_id, remote, self.hub.limits, clock=self.hub.clock
+        )
+        async with self._connected(conn):
+            await self._receive_frames(conn, receive)
+
+    async def _deny_handshake(
+        self, scope: Scope, send: Send, status: int, code: ErrorCode, message: str
+    ) -> None:
+        if "websocket.http.response" in scope.get("extensions", {}):
+            await send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": status,
+                    "headers": [(b"content-type", b"application/json")],
+                }
+            )
+            await send({"type": "websocket.http.response.body", "body": error_body(code, message)})
+        else:  # the server answers 403
+            await send({"type": "websocket.close", "code": int(CloseCode.UNAUTHORIZED)})
+
+    async def _receive_frames(self, conn: WebSocketConnection, receive: Receive) -> None:
+        max_chars = self.hub.settings.max_message_bytes
+        while True:
+            message = await receive()
+            if message["type"] != "websocket.receive":
+                return  # websocket.disconnect
+            if conn.state is not ConnectionState.OPEN:
+                continue
+            conn.received()
+            text = message.get("text")
+            error: ProtocolError | None
+            if text is None:
+                error = ProtocolError(ErrorCode.BAD_FRAME, "send JSON in text frames")
+            elif len(text) > max_chars:
+                # uvicorn enforces ws_max_size itself; this covers servers that do not.
+                conn.close(CloseCode.MESSAGE_TOO_BIG)
+                continue
+            else:
+                error = await self.commands.dispatch(self.hub, conn, text)
+            if error is not None:
+                self._answer_error(conn, error)
+
+    def _answer_error(self, conn: Connection, error: ProtocolError) -> None:
+        if error.code in BAD_FRAME_CODES and not conn.bad_frame():
+            conn.close(CloseCode.POLICY_VIOLATION, "too many bad frames")
+            return
+        conn.send(encode_error(error.code, error.message, error.request_id))
+
+    @asynccontextmanager
+    async def _connected(self, conn: Connection) -> AsyncIterator[None]:
+        """Register ``conn`` for the body's duration; always leave through Hub.disconnect."""
+        self.hub.connect(conn)
+        try:
+            yield
+        except asyncio.CancelledError:
+            # Only the cancellation that Connection.abort asked for ends the handler quietly.
+            task = asyncio.current_task()
+            if not conn.aborted or task is None:
+                raise
+            task.uncancel()
+        finally:
+            self.hub.disconnect(conn)
+
+    # Server-Sent Events
+
+    async def _events(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["method"] not in ("GET", "HEAD"):
+            await _send_error(send, 405, ErrorCode.BAD_FRAME, "use GET", {"allow": "GET"})
+            return
+        try:
+            identity = self.authenticator.verify(_query_token(scope))
+        except TokenError as error:
+            await _send_error(
+                send, 401, ErrorCode.UNAUTHORIZED, str(error), {"www-authenticate": "Bearer"}
+            )
+            return
+        refusal = self.hub.admit(identity.player_id, _remote(scope))
+        if refusal is not None:
+            await _send_error(
+                send,
+                _refusal_status(refusal),
+                ErrorCode.RATE_LIMITED
+                if refusal.code is CloseCode.RATE_LIMITED
+                else ErrorCode.UNAVAILABLE,
+                refusal.reason,
+                {"retry-after": str(refusal.retry_after_seconds)},
+            )
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+        # Tell EventSource how soon to reconnect after the stream ends.
+        await send({"type": "http.response.body", "body": b"retry: 2000\n\n", "more_body": True})
+        conn = SSEConnection(
+            send,
+            identity.player_id,
+            _remote(scope),
+            self.hub.limits,
+            clock=self.hub.clock,
+            keepalive_interval=self.hub.settings.ping_interval,
+        )
+        async with self._connected(conn):
+            conn.start_keepalive()
+            while (await receive())["type"] != "http.disconnect":
+                pass  # the (empty) request body
+
+
+async def _send_error(
+    send: Send, status: int, code: ErrorCode, message: str, headers: dict[str, str]
+) -> None:
+    body = error_body(code, message)
+    raw_headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    raw_headers += [(name.encode(), value.encode()) for name, value in headers.items()]
+    start: Message = {"type": "http.response.start", "status": status, "headers": raw_headers}
+    await send(start)
+    await send({"type": "http.response.body", "body": body})
+
+
+class CommandAccepted(BaseModel):
+    status: str = "accepted"
+
+
+def commands_router(hub: Hub, commands: CommandRegistry, authenticator: Authenticator) -> APIRouter:
+    """``POST /commands``: how an SSE client sends a frame. Replies arrive on its stream."""
+    router = APIRouter()
+    bearer = HTTPBearer(auto_error=False, description="A player token.")
+
+    def identify(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> Identity:
+        try:
+            return authenticator.verify(credentials.credentials if credentials else None)
+        except TokenError as error:
+            raise APIError(401, ErrorCode.UNAUTHORIZED, str(error)) from None
+
+    @router.post(
+        "/commands",
+        status_code=202,
+        response_model=CommandAccepted,
+        summary="Send a command frame as an SSE client",
+        responses={400: {}, 401: {}, 409: {}, 413: {}},
+    )
+    async def post_command(
+        request: Request, identity: Annotated[Identity, Depends(identify)]
+    ) -> CommandAccepted:
+        """The body is one protocol frame, e.g. ``{"op": "say", "text": "hi"}``; what it causes
+        arrives as events on the player's open ``/events`` (or ``/ws``) connection."""
+        own = hub.player_websockets.get(identity.player_id)
+        if not own:
+            raise APIError(409, ErrorCode.NOT_CONNECTED, "open /events before sending commands")
+        body = await _read_body(request, hub.settings.max_message_bytes)
+        conn = own[-1]
+        conn.received()
+        error = await commands.dispatch(hub, conn, body)
+        if error is not None:
+            if error.code in BAD_FRAME_CODES and not conn.bad_frame():
+                conn.close(CloseCode.POLICY_VIOLATION, "too many bad frames")
+            raise APIError(400, error.code, error.message)
+        return CommandAccepted()
+
+    return router
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing (413) to hold more than ``limit`` bytes of it."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise APIError(413, ErrorCode.FRAME_TOO_BIG, f"frames are at most {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise APIError(413, ErrorCode.FRAME_TOO_BIG, f"frames are at most {limit} bytes")
+    return bytes(body)

@@ -1,0 +1,88 @@
+"""Fixtures shared by the unit tests: small settings, a controllable clock, a fake connection."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from mudgate.connection import Connection
+from mudgate.hub import Hub
+from mudgate.protocol import CloseCode, Outgoing
+from mudgate.settings import Settings
+
+SECRET_KEY = "test-secret-key-that-is-long-enough-for-hs256"
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class RecordingConnection(Connection):
+    """A connection whose client is a list: what was written, and how it was closed."""
+
+    transport = "websocket"
+
+    __slots__ = ("block", "closed_with", "written")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.written: list[Outgoing] = []
+        self.closed_with: tuple[CloseCode, str] | None = None
+        self.block: asyncio.Event | None = None
+
+    async def _write(self, message: Outgoing) -> None:
+        if self.block is not None:
+            await self.block.wait()
+        self.written.append(message)
+
+    async def _write_close(self, code: CloseCode, reason: str) -> None:
+        self.closed_with = (code, reason)
+
+    def events(self) -> list[str]:
+        return [message.event for message in self.written]
+
+
+def make_settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {"secret_key": SECRET_KEY, "admin_token": "admin-token"}
+    values.update(overrides)
+    return Settings(**values)
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def settings() -> Settings:
+    return make_settings()
+
+
+@pytest.fixture
+async def hub(settings: Settings, clock: FakeClock) -> Hub:
+    hub = Hub(settings, clock=clock, wall_clock=lambda: 1_800_000_000.0)
+    await hub.start()
+    return hub
+
+
+def connect(hub: Hub, player_id: str, remote: str = "127.0.0.1") -> RecordingConnection:
+    conn = RecordingConnection(player_id, remote, hub.limits, clock=hub.clock)
+    hub.connect(conn)
+    return conn
+
+
+async def settle() -> None:
+    """Let writer tasks run until every outbox is drained."""
+    for _ in range(5):
+        await asyncio.sleep(0)

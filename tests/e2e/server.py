@@ -1,0 +1,90 @@
+"""A real mudgate server: uvicorn on a free port, in a thread with its own event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import uvicorn
+
+from mudgate.auth import Authenticator
+from mudgate.hub import Hub
+from mudgate.settings import Settings
+from mudgate.web.app import bind_socket, create_app, server_config
+
+T = TypeVar("T")
+
+
+class RunningServer:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app = create_app(settings)
+        self.hub: Hub = self.app.state.hub
+        config = server_config(settings, self.app, port=0, log_level="warning")
+        self._sock = bind_socket(config, settings)
+        self.port = self._sock.getsockname()[1]
+        self.http_url = f"http://127.0.0.1:{self.port}"
+        self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
+        self.server = uvicorn.Server(config)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread = threading.Thread(target=self._run, name="mudgate-server", daemon=True)
+        self.authenticator = Authenticator(
+            settings.secret_key.get_secret_value() if settings.secret_key else "", 3600
+        )
+
+    def _run(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self.loop)
+        self.loop.run_until_complete(self.server.serve(sockets=[self._sock]))
+        self.loop.close()
+
+    def start(self) -> None:
+        self._thread.start()
+        ready = threading.Event()
+        while not self.server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError("server failed to start")
+            ready.wait(0.01)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self._thread.join(timeout=15)
+        self._sock.close()
+
+    def token(self, player_id: str) -> str:
+        return self.authenticator.issue(player_id)
+
+    def ws(self, player_id: str) -> str:
+        return f"{self.ws_url}?token={self.token(player_id)}"
+
+    def call(self, function: Callable[[], T]) -> T:
+        """Run ``function`` on the server's loop (where the hub lives) and return its result."""
+        assert self.loop is not None
+
+        async def run() -> T:
+            return function()
+
+        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout=10)
+
+    def stats(self) -> dict[str, int]:
+        return self.call(self.hub.stats)
+
+
+@contextmanager
+def running_server(settings: Settings) -> Iterator[RunningServer]:
+    server = RunningServer(settings)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+async def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
+    """Poll ``predicate`` until it is true: for conditions another process brings about."""
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)

@@ -1,0 +1,254 @@
+"""The containers against simple models, and their O(expired) expiry."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from mudgate.bounded import BoundedQueue, SlidingWindowLimiter, TTLMap
+
+from .conftest import FakeClock
+
+keys = st.integers(min_value=0, max_value=20)
+steps = st.floats(min_value=0, max_value=30, allow_nan=False)
+
+
+# TTLMap
+
+ttl_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("set"), keys, st.integers()),
+        st.tuples(st.just("pop"), keys, st.none()),
+        st.tuples(st.just("advance"), steps, st.none()),
+        st.tuples(st.just("expire"), st.none(), st.none()),
+    ),
+    max_size=60,
+)
+
+
+@given(capacity=st.integers(1, 8), ops=ttl_ops)
+def test_ttl_map_matches_a_model(capacity: int, ops: list[tuple[str, object, object]]) -> None:
+    clock = FakeClock()
+    ttl = 10.0
+    container: TTLMap[int, int] = TTLMap(capacity, ttl, clock=clock)
+    model: OrderedDict[int, tuple[float, int]] = OrderedDict()
+    evictions = 0
+    for op, key, value in ops:
+        if op == "set":
+            assert isinstance(key, int) and isinstance(value, int)
+            if key in model:
+                model.move_to_end(key)
+            elif len(model) >= capacity:
+                model.popitem(last=False)
+                evictions += 1
+            model[key] = (clock.now + ttl, value)
+            container.set(key, value)
+        elif op == "pop":
+            assert isinstance(key, int)
+            entry = model.pop(key, None)
+            expected = entry[1] if entry and entry[0] > clock.now else None
+            assert container.pop(key) == expected
+        elif op == "advance":
+            assert isinstance(key, float)
+            clock.advance(key)
+        else:
+            expired = [k for k, (at, _) in model.items() if at <= clock.now]
+            for k in expired:
+                del model[k]
+            assert container.expire() == len(expired)
+        assert len(container) == len(model) <= capacity
+        assert container.evictions == evictions
+        for k, (at, v) in model.items():
+            assert container.get(k) == (v if at > clock.now else None)
+
+
+def test_ttl_map_evicts_the_oldest_past_capacity() -> None:
+    container: TTLMap[str, int] = TTLMap(2)
+    container.set("a", 1)
+    container.set("b", 2)
+    container.set("a", 3)  # refreshes "a": "b" is now the oldest
+    container.set("c", 4)
+    assert container.items() == [("a", 3), ("c", 4)]
+    assert container.stats().evictions == 1
+
+
+def test_ttl_map_expiry_stops_at_the_first_live_entry(clock: FakeClock) -> None:
+    container: TTLMap[int, int] = TTLMap(10_000, 10.0, clock=clock)
+    for i in range(100):
+        container.set(i, i)
+    clock.advance(5)
+    for i in range(100, 10_000):
+        container.set(i, i)
+    clock.advance(5)  # the first 100 are due, the rest have 5 s left
+    assert container.expire(limit=30) == 30
+    assert container.expire() == 70
+    assert container.expire() == 0
+    assert len(container) == 9_900
+    assert container.stats().expirations == 100
+
+
+def test_ttl_map_reads_do_not_return_expired_entries(clock: FakeClock) -> None:
+    container: TTLMap[str, int] = TTLMap(4, 1.0, clock=clock)
+    container.set("a", 1)
+    assert "a" in container
+    assert container.touch("a")
+    clock.advance(1.0)
+    assert "a" not in container
+    assert container.get("a") is None
+    assert not container.touch("a")
+    assert container.items() == []
+
+
+def test_ttl_map_without_ttl_keeps_entries(clock: FakeClock) -> None:
+    container: TTLMap[str, int] = TTLMap(4, clock=clock)
+    container.set("a", 1)
+    clock.advance(1e9)
+    assert container.expire() == 0
+    assert list(container) == ["a"]
+    container.clear()
+    assert len(container) == 0
+
+
+@pytest.mark.parametrize(("capacity", "ttl"), [(0, None), (1, 0.0), (1, -1.0)])
+def test_containers_reject_nonsense_bounds(capacity: int, ttl: float | None) -> None:
+    with pytest.raises(ValueError, match="must be"):
+        TTLMap(capacity, ttl)
+    with pytest.raises(ValueError, match="must be"):
+        BoundedQueue(capacity, ttl)
+
+
+def test_limiter_rejects_nonsense_bounds() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        SlidingWindowLimiter(0, 1.0, 1)
+    with pytest.raises(ValueError, match="positive"):
+        SlidingWindowLimiter(1, 0.0, 1)
+
+
+# BoundedQueue
+
+queue_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.integers()),
+        st.tuples(st.just("advance"), steps),
+        st.tuples(st.just("expire"), st.none()),
+    ),
+    max_size=60,
+)
+
+
+@given(capacity=st.integers(1, 8), ops=queue_ops)
+def test_bounded_queue_matches_a_model(capacity: int, ops: list[tuple[str, object]]) -> None:
+    clock = FakeClock()
+    queue: BoundedQueue[int] = BoundedQueue(capacity, 10.0, clock=clock)
+    model: list[tuple[float, int]] = []
+    for op, arg in ops:
+        if op == "append":
+            assert isinstance(arg, int)
+            if len(model) >= capacity:
+                model.pop(0)
+            model.append((clock.now + 10.0, arg))
+            queue.append(arg)
+        elif op == "advance":
+            assert isinstance(arg, float)
+            clock.advance(arg)
+        else:
+            live = [entry for entry in model if entry[0] > clock.now]
+            assert queue.expire() == len(model) - len(live)
+            model = live
+        assert len(queue) == len(model) <= capacity
+    assert queue.drain() == [item for at, item in model if at > clock.now]
+    assert len(queue) == 0
+
+
+def test_bounded_queue_keeps_the_newest(clock: FakeClock) -> None:
+    queue: BoundedQueue[int] = BoundedQueue(3, clock=clock)
+    for i in range(5):
+        queue.append(i)
+    assert queue.stats().evictions == 2
+    assert queue.drain() == [2, 3, 4]
+
+
+def test_bounded_queue_trim_drops_the_oldest() -> None:
+    queue: BoundedQueue[int] = BoundedQueue(1500)
+    for i in range(1500):
+        queue.append(i)
+    assert queue.trim(1000) == 500
+    assert queue.drain()[0] == 500
+
+
+def test_bounded_queue_expires_in_order_and_stops_early(clock: FakeClock) -> None:
+    queue: BoundedQueue[str] = BoundedQueue(10, 5.0, clock=clock)
+    queue.append("old")
+    clock.advance(3)
+    queue.append("new")
+    clock.advance(2)
+    assert queue.expire(limit=0) == 0
+    assert queue.expire() == 1
+    assert queue.drain() == ["new"]
+    assert queue.stats().expirations == 1
+
+
+# SlidingWindowLimiter
+
+limiter_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("hit"), st.sampled_from("abcd")),
+        st.tuples(st.just("advance"), st.floats(0, 6, allow_nan=False)),
+        st.tuples(st.just("expire"), st.none()),
+    ),
+    max_size=80,
+)
+
+
+@given(max_events=st.integers(1, 4), ops=limiter_ops)
+def test_limiter_matches_a_model(max_events: int, ops: list[tuple[str, object]]) -> None:
+    clock = FakeClock()
+    window = 10.0
+    limiter = SlidingWindowLimiter(max_events, window, max_keys=10, clock=clock)
+    model: dict[str, list[float]] = {}
+    for op, arg in ops:
+        if op == "hit":
+            assert isinstance(arg, str)
+            recent = [t for t in model.get(arg, []) if t > clock.now - window]
+            allowed = len(recent) < max_events
+            if allowed:
+                model.setdefault(arg, []).append(clock.now)
+            assert limiter.hit(arg) is allowed
+            assert limiter.recent(arg) == len(recent) + allowed
+        elif op == "advance":
+            assert isinstance(arg, float)
+            clock.advance(arg)
+        else:
+            stale = [k for k, times in model.items() if times[-1] <= clock.now - window]
+            for k in stale:
+                del model[k]
+            assert limiter.expire() == len(stale)
+        assert len(limiter) == len(model)
+
+
+def test_limiter_caps_keys_and_entries(clock: FakeClock) -> None:
+    limiter = SlidingWindowLimiter(3, 60.0, max_keys=2, clock=clock)
+    for _ in range(5):
+        limiter.hit("a")
+    assert limiter.entries() == 3
+    limiter.hit("b")
+    limiter.hit("c")  # evicts "a", the idlest
+    assert limiter.recent("a") == 0
+    assert limiter.stats().evictions == 1
+    assert limiter.stats().size == 2
+
+
+def test_limiter_allows_again_once_the_window_moves(clock: FakeClock) -> None:
+    limiter = SlidingWindowLimiter(2, 10.0, max_keys=10, clock=clock)
+    assert limiter.hit("a")
+    assert limiter.hit("a")
+    assert not limiter.hit("a")
+    clock.advance(10.0)
+    assert limiter.hit("a")
+    assert limiter.expire(limit=5) == 0
+    clock.advance(10.0)
+    assert limiter.expire(limit=5) == 1
+    assert limiter.stats().expirations == 1
