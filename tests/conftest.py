@@ -49,6 +49,10 @@ class RecordingConnection(Connection):
     async def _write_close(self, code: CloseCode, reason: str) -> None:
         self.closed_with = (code, reason)
 
+    def abort(self) -> None:
+        # The handler task of a real transport; here it would be the test itself.
+        self.closed_with = self.closed_with or (CloseCode.GOING_AWAY, "aborted")
+
     def events(self) -> list[str]:
         return [message.event for message in self.written]
 

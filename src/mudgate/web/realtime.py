@@ -6,8 +6,7 @@ the connection's receive loop, so a vanished peer is noticed even when it never 
 every handler leaves through ``Hub.disconnect`` in a ``finally``.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: FastAPI resolves the route's dependencies at runtime.
 import asyncio
 import logging
 from collections.abc import AsyncIterator

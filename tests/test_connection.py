@@ -1,0 +1,143 @@
+"""A connection's bounded outbox, its writer, and how it closes."""
+
+from __future__ import annotations
+
+import asyncio
+
+from mudgate.connection import Connection, ConnectionLimits, ConnectionState
+from mudgate.protocol import CloseCode, Outgoing
+
+from .conftest import FakeClock, RecordingConnection, settle
+
+
+def limits(**overrides: float) -> ConnectionLimits:
+    values: dict[str, float] = {
+        "outbox_max_messages": 3,
+        "outbox_max_bytes": 100,
+        "write_timeout": 0.05,
+        "bad_frame_limit": 2,
+        "bad_frame_window": 10.0,
+    }
+    values.update(overrides)
+    return ConnectionLimits(**values)  # type: ignore[arg-type]
+
+
+def message(size: int = 10) -> Outgoing:
+    return Outgoing("say", b"x" * size)
+
+
+async def test_messages_are_written_in_order() -> None:
+    conn = RecordingConnection("alice", "127.0.0.1", limits())
+    sent = [message(), message(), message()]
+    assert all(conn.send(m) for m in sent)
+    await settle()
+    assert conn.written == sent
+    assert conn.outbox_bytes == conn.outbox_messages == 0
+
+
+async def test_an_idle_connection_holds_no_writer_task() -> None:
+    conn = RecordingConnection("alice", "127.0.0.1", limits())
+    assert conn._writer is None
+    conn.send(message())
+    assert conn._writer is not None
+    await settle()
+    assert conn._writer is None
+
+
+async def test_a_full_outbox_closes_a_slow_consumer_with_4008() -> None:
+    conn = RecordingConnection("alice", "127.0.0.1", limits(write_timeout=5))
+    conn.block = asyncio.Event()  # the client stops reading
+    assert all(conn.send(message()) for _ in range(3))
+    assert not conn.send(message())
+    assert conn.state is ConnectionState.CLOSING
+    assert conn.close_code is CloseCode.SLOW_CONSUMER
+    assert conn.outbox_bytes == 0
+    assert not conn.send(message())  # nothing more is queued while closing
+    await settle()
+    assert conn.closed_with == (CloseCode.SLOW_CONSUMER, "outbox full")
+
+
+async def test_the_byte_cap_counts_too() -> None:
+    conn = RecordingConnection("alice", "127.0.0.1", limits(write_timeout=5))
+    conn.block = asyncio.Event()
+    assert conn.send(message(60))
+    assert not conn.send(message(60))
+    assert conn.close_code is CloseCode.SLOW_CONSUMER
+
+
+async def test_a_write_blocked_past_write_timeout_is_a_slow_consumer() -> None:
+    conn = RecordingConnection("alice", "127.0.0.1", limits(write_timeout=0.01))
+    conn.block = asyncio.Event()
+    conn.send(message())
+    async with asyncio.timeout(2):
+        while conn.closed_with is None:
+            await asyncio.sleep(0.01)
+    assert conn.closed_with == (CloseCode.SLOW_CONSUMER, "write timed out")
+
+
+async def test_close_flushes_what_is_queued_first() -> None:
+    conn = RecordingConnection("alice", "127.0.0.1", limits())
+    conn.send(message())
+    conn.close(CloseCode.RECYCLED)
+    conn.close(CloseCode.IDLE)  # idempotent: the first reason stands
+    await settle()
+    assert len(conn.written) == 1
+    assert conn.closed_with == (CloseCode.RECYCLED, "recycled")
+
+
+class StalledConnection(Connection):
+    """A client that never reads: every write, the close included, blocks."""
+
+    transport = "websocket"
+
+    async def _write(self, message: Outgoing) -> None:
+        await asyncio.Event().wait()
+
+    async def _write_close(self, code: CloseCode, reason: str) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_close_that_cannot_be_written_aborts_the_handler() -> None:
+    async def handler() -> None:
+        conn = StalledConnection("alice", "127.0.0.1", limits(write_timeout=0.01))
+        conn.close(CloseCode.RECYCLED)
+        await asyncio.sleep(10)  # the receive loop, which the abort ends
+
+    task = asyncio.create_task(handler())
+    await asyncio.wait((task,), timeout=2)
+    assert task.cancelled()
+
+
+async def test_bad_frames_drain_like_a_leaky_bucket(clock: FakeClock) -> None:
+    conn = RecordingConnection("alice", "127.0.0.1", limits(), clock=clock)
+    assert conn.bad_frame()
+    assert conn.bad_frame()
+    assert not conn.bad_frame()
+    clock.advance(10.0)  # the bucket drains bad_frame_limit per window
+    assert conn.bad_frame()
+
+
+async def test_closed_drops_the_outbox_and_stops_the_writer() -> None:
+    conn = RecordingConnection("alice", "127.0.0.1", limits(write_timeout=5))
+    conn.block = asyncio.Event()
+    conn.send(message())
+    conn.send(message())
+    await settle()
+    conn.closed()
+    assert conn.state is ConnectionState.CLOSED
+    assert conn.outbox_messages == 0
+    await settle()
+    assert conn._writer is None
+    assert "closed" in repr(conn)
+
+
+async def test_a_failing_transport_empties_the_outbox() -> None:
+    class Broken(RecordingConnection):
+        async def _write(self, message: Outgoing) -> None:
+            raise OSError("connection reset")
+
+    conn = Broken("alice", "127.0.0.1", limits())
+    conn.send(message())
+    conn.send(message())
+    await settle()
+    assert conn.outbox_messages == 0

@@ -1,0 +1,187 @@
+"""The hub's structures: the way in, the one way out, rooms, channels and pending messages."""
+
+from __future__ import annotations
+
+import gc
+import json
+import weakref
+
+from mudgate.hub import LOBBY, Hub
+from mudgate.protocol import CloseCode
+
+from .conftest import FakeClock, connect, make_settings, settle
+
+STRUCTURES = (
+    "active_websockets",
+    "active_sse",
+    "player_websockets",
+    "connection_timestamps",
+    "online_players",
+    "room_occupants",
+    "room_subscriptions",
+)
+
+
+def payload(message: object) -> dict[str, object]:
+    return json.loads(message.data)  # type: ignore[attr-defined,no-any-return]
+
+
+async def test_connect_registers_the_player_in_the_lobby(hub: Hub) -> None:
+    conn = connect(hub, "alice")
+    assert hub.active_websockets == {conn.id: conn}
+    assert hub.online_players["alice"].room == LOBBY
+    assert hub.room_occupants == {LOBBY: {"alice"}}
+    assert hub.room_subscriptions == {"room:lobby": {"alice"}}
+    await settle()
+    assert conn.events() == ["welcome"]
+
+
+async def test_disconnect_removes_every_reference(hub: Hub) -> None:
+    conn = connect(hub, "alice")
+    hub.subscribe(hub.online_players["alice"], "ooc")
+    hub.move(hub.online_players["alice"], "tavern")
+    ref = weakref.ref(conn)
+    hub.disconnect(conn)
+    hub.disconnect(conn)  # idempotent
+    stats = hub.stats()
+    assert all(stats[name] == 0 for name in STRUCTURES)
+    assert "alice" in hub.last_seen
+    await settle()  # the cancelled writer task lets go of the connection
+    del conn
+    gc.collect()
+    assert ref() is None
+
+
+async def test_second_connection_shares_the_player(hub: Hub) -> None:
+    first = connect(hub, "alice")
+    second = connect(hub, "alice")
+    assert hub.player_websockets["alice"] == [first, second]
+    hub.disconnect(first)
+    assert "alice" in hub.online_players
+    hub.disconnect(second)
+    assert "alice" not in hub.online_players
+
+
+async def test_connections_past_the_per_player_cap_close_the_oldest(hub: Hub) -> None:
+    cap = hub.settings.max_connections_per_player
+    conns = [connect(hub, "alice") for _ in range(cap + 1)]
+    assert hub.player_websockets["alice"] == conns[1:]
+    assert conns[0].close_code is CloseCode.REPLACED
+    assert conns[0].id not in hub.active_websockets
+    await settle()
+    assert conns[0].closed_with == (CloseCode.REPLACED, "replaced")
+
+
+async def test_broadcast_reaches_the_room_once_encoded(hub: Hub) -> None:
+    alice, bob, carol = connect(hub, "alice"), connect(hub, "bob"), connect(hub, "carol")
+    hub.move(hub.online_players["carol"], "tavern")
+    await settle()
+    message = hub.event("say", room=LOBBY, text="hi")
+    hub.broadcast_room(LOBBY, message)
+    await settle()
+    assert alice.written[-1] is message
+    assert bob.written[-1] is message
+    assert message not in carol.written
+
+
+async def test_moving_tells_both_rooms_and_drops_empty_ones(hub: Hub) -> None:
+    alice, bob = connect(hub, "alice"), connect(hub, "bob")
+    hub.move(hub.online_players["alice"], "tavern")
+    await settle()
+    assert payload(bob.written[-1])["event"] == "depart"
+    assert payload(alice.written[-1]) | {"ts": 0, "seq": 0} == {
+        "type": "event",
+        "event": "arrive",
+        "room": "tavern",
+        "player": "alice",
+        "ts": 0,
+        "seq": 0,
+    }
+    hub.move(hub.online_players["alice"], LOBBY)
+    assert "tavern" not in hub.room_occupants
+    assert "room:tavern" not in hub.room_subscriptions
+
+
+async def test_channels_are_capped_per_player(hub: Hub) -> None:
+    alice = connect(hub, "alice")
+    player = hub.online_players["alice"]
+    cap = hub.settings.max_subscriptions_per_player
+    assert all(hub.subscribe(player, f"c{i}") for i in range(cap))
+    assert hub.subscribe(player, "c0")  # already subscribed
+    assert not hub.subscribe(player, "one-more")
+    assert hub.unsubscribe(player, "c0")
+    assert not hub.unsubscribe(player, "c0")
+    hub.disconnect(alice)
+    assert hub.room_subscriptions == {}
+
+
+async def test_pending_messages_are_delivered_in_order_on_reconnect(hub: Hub) -> None:
+    hub.disconnect(connect(hub, "alice"))
+    for i in range(3):
+        assert hub.send_to_player("alice", hub.event("tell", text=str(i)))
+    conn = connect(hub, "alice")
+    await settle()
+    assert [payload(m).get("text") for m in conn.written] == [None, "0", "1", "2"]
+    assert len(hub.pending_messages) == 0
+
+
+async def test_pending_messages_are_capped_and_expire(clock: FakeClock) -> None:
+    hub = Hub(make_settings(max_pending_messages=2, pending_message_ttl=60), clock=clock)
+    await hub.start()
+    hub.disconnect(connect(hub, "alice"))
+    for i in range(3):
+        hub.send_to_player("alice", hub.event("tell", text=str(i)))
+    assert hub.stats()["pending_message_entries"] == 2
+    clock.advance(60)
+    assert hub.pending_messages.expire() == 1
+    assert hub.stats()["pending_messages"] == 0
+
+
+async def test_messages_to_unknown_players_are_refused(hub: Hub) -> None:
+    assert not hub.send_to_player("nobody", hub.event("tell", text="x"))
+    assert len(hub.pending_messages) == 0
+
+
+async def test_last_seen_forgets_after_its_ttl(clock: FakeClock) -> None:
+    hub = Hub(make_settings(last_seen_ttl=10), clock=clock)
+    await hub.start()
+    hub.disconnect(connect(hub, "alice"))
+    clock.advance(10)
+    assert not hub.send_to_player("alice", hub.event("tell", text="late"))
+    assert hub.last_seen.expire() == 1
+
+
+async def test_admit_rate_limits_per_ip_and_per_player(clock: FakeClock) -> None:
+    hub = Hub(make_settings(max_rate_limit_entries=2, connection_attempt_ttl=60), clock=clock)
+    assert hub.admit("alice", "10.0.0.1") is None
+    assert hub.admit("alice", "10.0.0.2") is None
+    refusal = hub.admit("alice", "10.0.0.3")
+    assert refusal is not None
+    assert refusal.code is CloseCode.RATE_LIMITED
+    assert hub.admit("bob", "10.0.0.4") is None
+    assert hub.admit("carol", "10.0.0.4") is None
+    assert hub.admit("dave", "10.0.0.4") is not None
+    clock.advance(60)
+    assert hub.admit("alice", "10.0.0.3") is None
+    assert hub.stats()["refused_connections"] == 2
+
+
+async def test_admit_refuses_past_the_connection_and_player_caps() -> None:
+    hub = Hub(make_settings(max_connections=2, max_players=1))
+    await hub.start()
+    connect(hub, "alice")
+    refusal = hub.admit("bob", "10.0.0.1")
+    assert refusal is not None
+    assert refusal.code is CloseCode.TRY_AGAIN_LATER
+    assert hub.admit("alice", "10.0.0.1") is None
+    connect(hub, "alice")
+    refusal = hub.admit("alice", "10.0.0.1")
+    assert refusal is not None
+    assert refusal.reason == "server full"
+
+
+async def test_close_says_going_away_to_everyone(hub: Hub) -> None:
+    conns = [connect(hub, name) for name in ("alice", "bob")]
+    await hub.close(timeout_seconds=0.05)
+    assert [conn.closed_with for conn in conns] == [(CloseCode.GOING_AWAY, "going away")] * 2
+    assert hub.stats()["total_connections"] == 0
