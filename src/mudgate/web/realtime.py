@@ -209,6 +209,9 @@ class RealtimeTransports:
                 error = await self.commands.dispatch(self.hub, conn, text)
             if error is not None:
                 self._answer_error(conn, error)
+            # receive() does not yield while frames are queued: let the writers this frame
+            # woke up run, or one fast sender fills everyone's outbox before it is drained.
+            await asyncio.sleep(0)
 
     def _answer_error(self, conn: Connection, error: ProtocolError) -> None:
         if error.code in BAD_FRAME_CODES and not conn.bad_frame():
