@@ -109,6 +109,7 @@ class Hub:
         self.refused_connections = 0
         self._seq = 0
         self._all_disconnected = asyncio.Event()
+        self._all_disconnected.set()
 
     # Lifecycle
 
@@ -118,8 +119,6 @@ class Hub:
     async def close(self, timeout_seconds: float = 5.0) -> None:
         """Close every connection with 1001 and stop the backplane."""
         # Tell every client the server is going away.
-        if self.connection_timestamps:
-            self._all_disconnected.clear()
         for conn in list(self.connections()):
             conn.close(CloseCode.GOING_AWAY)
         # Wait, bounded, for their handlers to run the one way out.
@@ -169,6 +168,7 @@ class Hub:
         self._registry(conn)[conn.id] = conn
         self.connection_timestamps[conn.id] = conn.connected_at
         self.connections_opened += 1
+        self._all_disconnected.clear()
 
         player = self.online_players.get(conn.player_id)
         if player is None:

@@ -30,9 +30,7 @@ async def test_a_reset_websocket_is_removed(server: RunningServer) -> None:
 
 async def test_a_reset_sse_stream_is_removed(server: RunningServer) -> None:
     sock = socket.create_connection(("127.0.0.1", server.port))
-    sock.sendall(
-        f"GET /events?token={server.token('crash')} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
-    )
+    sock.sendall(f"GET /events?token={server.token('crash')} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
     await wait_for(lambda: server.stats()["active_sse"] == 1)
     reset(sock)
     await wait_for(lambda: server.stats()["total_connections"] == 0)
