@@ -38,7 +38,8 @@ def test_ttl_map_matches_a_model(capacity: int, ops: list[tuple[str, object, obj
     evictions = 0
     for op, key, value in ops:
         if op == "set":
-            assert isinstance(key, int) and isinstance(value, int)
+            assert isinstance(key, int)
+            assert isinstance(value, int)
             if key in model:
                 model.move_to_end(key)
             elif len(model) >= capacity:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
 import uvicorn
 
 from .auth import Authenticator, is_valid_player_id
-from .settings import Settings, SettingsError, load_settings
+from .settings import Settings, SettingsError, load_settings, settings_table
 from .web.app import bind_socket, create_app, server_config
 
 __all__ = ["main"]
@@ -21,6 +22,26 @@ mudgate: the real-time gateway for MUD-style game servers.
 Every setting is also an environment variable (MUDGATE_PORT, MUDGATE_SECRET_KEY, ...) or a key
 in the TOML file named by --config or MUDGATE_CONFIG; see the README's configuration table.
 """
+
+
+class RedactTokens(logging.Filter):
+    """Keep player tokens (``?token=...`` in logged URLs) out of the logs."""
+
+    _token = re.compile(r"(token=)[^&\s\"']+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "token=" in message:
+            record.msg = self._token.sub(r"\1<redacted>", message)
+            record.args = None
+        return True
+
+
+def _configure_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactTokens())
+    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -56,6 +77,17 @@ def _parser() -> argparse.ArgumentParser:
         "player", metavar="PLAYER", help="player id: letters, digits, _ . - (max 32)"
     )
     token.add_argument("--config", metavar="FILE", help="TOML file of settings")
+
+    show = commands.add_parser(
+        "settings",
+        help="show every setting with the value in force",
+        description="Print every setting, its environment variable and the value the server "
+        "would use here (secrets are shown only as set or unset). Invalid values are reported.",
+    )
+    show.add_argument("--config", metavar="FILE", help="TOML file of settings")
+    show.add_argument(
+        "--defaults", action="store_true", help="show the defaults instead (the README's table)"
+    )
     return parser
 
 
@@ -69,10 +101,7 @@ def _settings(config: str | None, **overrides: object) -> Settings:
 
 def _serve(args: argparse.Namespace) -> None:
     settings = _settings(args.config, host=args.host, port=args.port)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    _configure_logging(args.log_level)
     config = server_config(settings, create_app(settings), log_level=args.log_level)
     sock = bind_socket(config, settings)
     host, port = sock.getsockname()[:2]
@@ -93,9 +122,10 @@ def _token(args: argparse.Namespace) -> None:
     print(authenticator.issue(args.player))
 
 
+def _show_settings(args: argparse.Namespace) -> None:
+    print(settings_table(None if args.defaults else _settings(args.config)))
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    if args.command == "serve":
-        _serve(args)
-    else:
-        _token(args)
+    {"serve": _serve, "token": _token, "settings": _show_settings}[args.command](args)

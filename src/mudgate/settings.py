@@ -20,7 +20,14 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-__all__ = ["ENV_PREFIX", "Settings", "SettingsError", "describe_errors", "load_settings"]
+__all__ = [
+    "ENV_PREFIX",
+    "Settings",
+    "SettingsError",
+    "describe_errors",
+    "load_settings",
+    "settings_table",
+]
 
 ENV_PREFIX = "MUDGATE_"
 
@@ -190,3 +197,36 @@ def load_settings(config_file: str | Path | None = None, **overrides: object) ->
         raise SettingsError(describe_errors(error)) from None
     finally:
         _config_file.reset(token)
+
+
+def _format_value(value: object) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, SecretStr):
+        return "(set)"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def settings_table(settings: Settings | None = None) -> str:
+    """Every setting as a Markdown table: the README's configuration table.
+
+    With ``settings``, the values in force (secrets shown only as set or unset) stand in the
+    default column's place.
+    """
+    heading = "value" if settings is not None else "default"
+    rows = [
+        f"| environment variable | {heading} | meaning |",
+        "|---|---|---|",
+        f"| `{ENV_PREFIX}CONFIG` | unset | TOML file of settings (keys are the lower-case "
+        "names without the prefix); environment variables take precedence. |",
+    ]
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name) if settings is not None else field.default
+        rows.append(
+            f"| `{ENV_PREFIX}{name.upper()}` | `{_format_value(value)}` | {field.description} |"
+        )
+    return "\n".join(rows)

@@ -1,0 +1,78 @@
+"""The command line: help, tokens, settings, and clear errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from mudgate.auth import Authenticator
+from mudgate.cli import main
+
+from .conftest import SECRET_KEY
+
+
+def test_help_explains_each_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("serve", "token", "settings"):
+        assert command in out
+    assert "MUDGATE_" in out
+
+
+def test_token_prints_a_token_the_server_accepts(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MUDGATE_SECRET_KEY", SECRET_KEY)
+    main(["token", "alice"])
+    token = capsys.readouterr().out.strip()
+    assert Authenticator(SECRET_KEY, 60).verify(token).player_id == "alice"
+
+
+def test_token_needs_the_secret_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MUDGATE_SECRET_KEY", raising=False)
+    with pytest.raises(SystemExit, match="MUDGATE_SECRET_KEY is not set"):
+        main(["token", "alice"])
+
+
+def test_token_refuses_a_bad_player_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MUDGATE_SECRET_KEY", SECRET_KEY)
+    with pytest.raises(SystemExit, match="invalid player id"):
+        main(["token", "bad name!"])
+
+
+def test_invalid_configuration_stops_with_the_variable_named(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MUDGATE_MAX_PLAYERS", "many")
+    with pytest.raises(SystemExit, match="MUDGATE_MAX_PLAYERS: Input should be a valid integer"):
+        main(["settings"])
+
+
+def test_settings_shows_the_values_in_force(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MUDGATE_MAX_PLAYERS", "42")
+    main(["settings"])
+    assert "| `MUDGATE_MAX_PLAYERS` | `42` |" in capsys.readouterr().out
+
+
+def test_the_module_runs_as_a_program() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "mudgate", "settings", "--defaults"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "MUDGATE_PORT" in result.stdout
+
+
+def test_serve_refuses_invalid_configuration_before_binding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("MUDGATE_PORT", "-1")
+    with pytest.raises(SystemExit, match="MUDGATE_PORT"):
+        main(["serve"])

@@ -1,0 +1,85 @@
+"""The command registry: built-ins and a game's own verbs go through the same door."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import msgspec
+import pytest
+
+from mudgate.commands import CommandContext, NoArgs, builtin_commands
+from mudgate.hub import Hub
+from mudgate.protocol import ErrorCode, ProtocolError
+
+from .conftest import connect, settle
+
+
+class Roll(msgspec.Struct):
+    sides: int = 6
+
+
+async def test_a_game_registers_its_own_command(hub: Hub) -> None:
+    commands = builtin_commands()
+
+    @commands.register("roll", Roll)
+    async def roll(ctx: CommandContext, args: Roll) -> None:
+        ctx.reply("rolled", value=args.sides)
+
+    assert "roll" in commands
+    assert "roll" in commands.ops
+    conn = connect(hub, "alice")
+    assert await commands.dispatch(hub, conn, '{"op": "roll", "sides": 20, "id": 1}') is None
+    await settle()
+    reply = json.loads(conn.written[-1].data)
+    assert (reply["event"], reply["value"], reply["id"]) == ("rolled", 20, 1)
+
+
+async def test_an_op_cannot_be_registered_twice() -> None:
+    commands = builtin_commands()
+    with pytest.raises(ValueError, match="already registered"):
+        commands.register("say")(lambda ctx, args: None)
+
+
+async def test_a_failing_handler_answers_internal_and_logs(
+    hub: Hub, caplog: pytest.LogCaptureFixture
+) -> None:
+    commands = builtin_commands()
+
+    @commands.register("explode")
+    def explode(ctx: CommandContext, args: NoArgs) -> None:
+        raise RuntimeError("boom")
+
+    conn = connect(hub, "alice")
+    with caplog.at_level(logging.ERROR):
+        error = await commands.dispatch(hub, conn, '{"op": "explode", "id": 2}')
+    assert isinstance(error, ProtocolError)
+    assert (error.code, error.request_id) == (ErrorCode.INTERNAL, 2)
+    assert "boom" in caplog.text
+
+
+async def test_a_handler_can_refuse_with_a_protocol_error(hub: Hub) -> None:
+    commands = builtin_commands()
+
+    @commands.register("nope")
+    def nope(ctx: CommandContext, args: NoArgs) -> None:
+        raise ProtocolError(ErrorCode.INVALID_ARGS, "not now")
+
+    error = await commands.dispatch(hub, connect(hub, "alice"), '{"op": "nope", "id": "x"}')
+    assert error is not None
+    assert (error.message, error.request_id) == ("not now", "x")
+
+
+async def test_a_command_from_a_closing_connection_is_refused(hub: Hub) -> None:
+    conn = connect(hub, "alice")
+    hub.disconnect(conn)
+    error = await builtin_commands().dispatch(hub, conn, '{"op": "look"}')
+    assert error is not None
+    assert error.code is ErrorCode.NOT_CONNECTED
+
+
+async def test_telling_yourself_does_not_echo_told(hub: Hub) -> None:
+    conn = connect(hub, "alice")
+    await builtin_commands().dispatch(hub, conn, '{"op": "tell", "to": "alice", "text": "hm"}')
+    await settle()
+    assert conn.events()[-1] == "tell"

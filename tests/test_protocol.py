@@ -1,0 +1,70 @@
+"""Frames in, events out."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from mudgate.protocol import (
+    CloseCode,
+    ErrorCode,
+    Outgoing,
+    ProtocolError,
+    encode_error,
+    parse_frame,
+)
+
+
+def test_a_frame_splits_into_envelope_and_fields() -> None:
+    frame, fields = parse_frame('{"op": "say", "text": "hi", "id": 3}')
+    assert (frame.op, frame.id) == ("say", 3)
+    assert fields["text"] == "hi"
+
+
+@pytest.mark.parametrize(
+    ("raw", "code", "request_id"),
+    [
+        ("{", ErrorCode.BAD_JSON, None),
+        ("null", ErrorCode.BAD_FRAME, None),
+        ('{"op": ""}', ErrorCode.BAD_FRAME, None),
+        ('{"op": "x", "id": true}', ErrorCode.BAD_FRAME, None),
+        ('{"id": "a"}', ErrorCode.BAD_FRAME, "a"),
+        ('{"op": "x", "id": "' + "i" * 65 + '"}', ErrorCode.BAD_FRAME, "i" * 65),
+    ],
+)
+def test_malformed_frames_raise_a_protocol_error(
+    raw: str, code: ErrorCode, request_id: object
+) -> None:
+    with pytest.raises(ProtocolError) as error:
+        parse_frame(raw)
+    assert error.value.code is code
+    assert error.value.request_id == request_id
+
+
+def test_an_event_is_encoded_once_for_every_transport() -> None:
+    message = Outgoing("say", b'{"a":1}')
+    assert message.text == '{"a":1}'
+    assert message.sse == b'event: say\ndata: {"a":1}\n\n'
+    assert message.sse is message.sse
+    assert len(message) == 7
+    assert "say" in repr(message)
+
+
+def test_errors_and_close_records() -> None:
+    assert json.loads(encode_error(ErrorCode.BAD_JSON, "nope", 4).data) == {
+        "type": "error",
+        "code": "bad_json",
+        "message": "nope",
+        "id": 4,
+    }
+    record = Outgoing.close_record(CloseCode.SLOW_CONSUMER, "outbox full")
+    assert (
+        record.sse == b'event: close\ndata: {"type":"close","code":4008,"reason":"outbox full"}\n\n'
+    )
+    assert Outgoing.sse_comment("keep-alive").sse == b": keep-alive\n\n"
+
+
+def test_close_codes_have_readable_reasons() -> None:
+    assert CloseCode.SLOW_CONSUMER.reason == "slow consumer"
+    assert CloseCode.TRY_AGAIN_LATER == 1013
