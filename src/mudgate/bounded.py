@@ -206,13 +206,27 @@ class BoundedQueue(Generic[T]):
         return ContainerStats(len(self._items), self.capacity, self.evictions, self.expirations)
 
 
+class _Window:
+    """One key's counts: events in the current fixed window and in the one before it."""
+
+    __slots__ = ("current", "index", "previous")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.current = 0
+        self.previous = 0
+
+
 class SlidingWindowLimiter:
     """At most ``max_events`` events per key in any ``window_seconds``, for ``max_keys`` keys.
 
-    Each key keeps the times of its last ``max_events`` events, so one ``hit`` is O(1). Keys are
-    ordered by their last event: a key whose last event left the window holds nothing useful,
-    and ``expire`` removes such keys from the front in O(expired). Past ``max_keys`` the key idle
-    the longest is evicted (it forgets that key's history, the price of a bounded table).
+    A sliding-window counter: each key holds two counts (this fixed window and the last one)
+    and the estimate weights the last window by how much of it still overlaps the sliding
+    one. That is O(1) time and memory per key, where a log of event times would cost up to
+    ``max_events`` floats per key (100,000 keys x 1,000 events = 800 MB). Keys are ordered by
+    their last event, so ``expire`` removes the stale ones from the front in O(expired). Past
+    ``max_keys`` the key idle the longest is evicted (it forgets that key's history, the price
+    of a bounded table).
     """
 
     __slots__ = (
@@ -243,47 +257,56 @@ class SlidingWindowLimiter:
         self.evictions = 0
         self.expirations = 0
         self._clock = clock
-        self._keys: OrderedDict[str, deque[float]] = OrderedDict()
+        self._keys: OrderedDict[str, _Window] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._keys)
 
+    def _estimate(self, window: _Window, now: float) -> float:
+        position = now / self.window_seconds
+        index = int(position)
+        if index == window.index:
+            current, previous = window.current, window.previous
+        elif index == window.index + 1:
+            current, previous = 0, window.current
+        else:
+            return 0.0
+        return previous * (1.0 - (position - index)) + current
+
     def hit(self, key: str) -> bool:
-        """Record an attempt for ``key``; False (and nothing recorded) when it is over the limit."""
+        """Record an event for ``key``; False (and nothing recorded) when it is over the limit."""
         now = self._clock()
         keys = self._keys
-        times = keys.get(key)
-        if times is None:
+        window = keys.get(key)
+        if window is None:
             if len(keys) >= self.max_keys:
                 keys.popitem(last=False)
                 self.evictions += 1
-            times = keys[key] = deque(maxlen=self.max_events)
-        elif len(times) == self.max_events and times[0] > now - self.window_seconds:
+            window = keys[key] = _Window(int(now / self.window_seconds))
+        elif self._estimate(window, now) + 1 > self.max_events:
             return False
-        times.append(now)
+        index = int(now / self.window_seconds)
+        if index != window.index:
+            window.previous = window.current if index == window.index + 1 else 0
+            window.current = 0
+            window.index = index
+        window.current += 1
         keys.move_to_end(key)
         return True
 
-    def recent(self, key: str) -> int:
-        """How many of ``key``'s events are inside the window now."""
-        times = self._keys.get(key)
-        if times is None:
-            return 0
-        cutoff = self._clock() - self.window_seconds
-        return sum(1 for t in times if t > cutoff)
-
-    def entries(self) -> int:
-        """The number of event times held across all keys."""
-        return sum(len(times) for times in self._keys.values())
+    def recent(self, key: str) -> float:
+        """The estimated number of ``key``'s events in the sliding window ending now."""
+        window = self._keys.get(key)
+        return 0.0 if window is None else self._estimate(window, self._clock())
 
     def expire(self, limit: int | None = None) -> int:
-        """Forget keys whose last event left the window, at most ``limit``; O(expired)."""
+        """Forget keys with no event in this window or the last, at most ``limit``; O(expired)."""
         keys = self._keys
-        cutoff = self._clock() - self.window_seconds
+        index = int(self._clock() / self.window_seconds)
         removed = 0
         while keys and (limit is None or removed < limit):
             key = next(iter(keys))
-            if keys[key][-1] > cutoff:
+            if keys[key].index >= index - 1:
                 break
             del keys[key]
             removed += 1

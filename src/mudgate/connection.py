@@ -105,7 +105,8 @@ class Connection(abc.ABC):
         self.connected_at = self.last_received = clock()
         self._clock = clock
         self._limits = limits
-        self._outbox: deque[Outgoing] = deque()
+        # Allocated on the first send and dropped once drained: an idle connection holds none.
+        self._outbox: deque[Outgoing] | None = None
         self._outbox_bytes = 0
         self._writer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
@@ -123,7 +124,7 @@ class Connection(abc.ABC):
 
     @property
     def outbox_messages(self) -> int:
-        return len(self._outbox)
+        return len(self._outbox) if self._outbox is not None else 0
 
     @property
     def aborted(self) -> bool:
@@ -151,13 +152,16 @@ class Connection(abc.ABC):
         if self.state is not ConnectionState.OPEN:
             return False
         limits = self._limits
+        outbox = self._outbox
+        if outbox is None:
+            outbox = self._outbox = deque()
         if (
-            len(self._outbox) >= limits.outbox_max_messages
+            len(outbox) >= limits.outbox_max_messages
             or self._outbox_bytes + len(message) > limits.outbox_max_bytes
         ):
             self.close(CloseCode.SLOW_CONSUMER, "outbox full")
             return False
-        self._outbox.append(message)
+        outbox.append(message)
         self._outbox_bytes += len(message)
         # An idle connection holds no writer task; one starts when there is something to write.
         if self._writer is None:
@@ -166,6 +170,7 @@ class Connection(abc.ABC):
 
     async def _drain(self) -> None:
         outbox = self._outbox
+        assert outbox is not None
         try:
             while outbox:
                 message = outbox[0]
@@ -184,9 +189,11 @@ class Connection(abc.ABC):
                 self._outbox_bytes -= len(message)
         finally:
             self._writer = None
+            if not outbox:
+                self._outbox = None
 
     def _clear_outbox(self) -> None:
-        self._outbox.clear()
+        self._outbox = None
         self._outbox_bytes = 0
 
     # Receiving

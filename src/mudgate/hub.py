@@ -237,27 +237,32 @@ class Hub:
     # Rooms and channels
 
     def move(self, player: Player, room: str) -> None:
-        """Move ``player`` into ``room``; the rooms on both sides hear about it."""
+        """Move ``player`` into ``room``; the rooms on both sides hear about it.
+
+        Only a move is announced, never a connect or disconnect: presence changes would
+        otherwise cost a message to everyone in a crowded lobby for every player who comes
+        and goes. A game that wants "X enters the game" sends it itself.
+        """
         if room == player.room:
             return
+        old_room = player.room
         self._leave_room(player)
+        self.broadcast_room(old_room, self.event("depart", room=old_room, player=player.id))
         self._enter_room(player, room)
+        self.broadcast_room(room, self.event("arrive", room=room, player=player.id))
 
     def _enter_room(self, player: Player, room: str) -> None:
         player.room = room
         self.room_occupants.setdefault(room, set()).add(player.id)
         self._subscribe(room_topic(room), player.id)
-        self.publish(room_topic(room), self.event("arrive", room=room, player=player.id))
 
     def _leave_room(self, player: Player) -> None:
-        room = player.room
-        occupants = self.room_occupants.get(room)
+        occupants = self.room_occupants.get(player.room)
         if occupants is not None:
             occupants.discard(player.id)
             if not occupants:
-                del self.room_occupants[room]
-        self._unsubscribe(room_topic(room), player.id)
-        self.publish(room_topic(room), self.event("depart", room=room, player=player.id))
+                del self.room_occupants[player.room]
+        self._unsubscribe(room_topic(player.room), player.id)
 
     def subscribe(self, player: Player, channel: str) -> bool:
         """Add ``channel`` to what ``player`` hears; False past max_subscriptions_per_player."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import weakref
@@ -34,26 +35,39 @@ def live_connections(hub: Hub) -> list[weakref.ref[Any]]:
 
 
 async def test_two_hundred_players_talk_and_leave_nothing_behind(server: RunningServer) -> None:
-    players = [await Player.connect(server.ws(f"p{i}")) for i in range(200)]
-    await asyncio.gather(*(player.next("welcome") for player in players))
+    # 180 players on WebSockets, 20 on SSE streams.
+    players = [await Player.connect(server.ws(f"p{i}")) for i in range(180)]
+    async with contextlib.AsyncExitStack() as streams:
+        http = await streams.enter_async_context(
+            httpx.AsyncClient(base_url=server.http_url, timeout=10)
+        )
+        sse = [
+            await streams.enter_async_context(
+                http.stream("GET", "/events", params={"token": server.token(f"s{i}")})
+            )
+            for i in range(20)
+        ]
+        await asyncio.gather(*(player.next("welcome") for player in players))
+        assert all(stream.status_code == 200 for stream in sse)
 
-    async def go(i: int, player: Player) -> None:
-        await player.send(op="go", room=f"room{i % 10}", id=i)
-        assert (await player.next("room", timeout=30))["id"] == i
+        async def go(i: int, player: Player) -> None:
+            await player.send(op="go", room=f"room{i % 10}", id=i)
+            assert (await player.next("room", timeout=30))["id"] == i
 
-    await asyncio.gather(*(go(i, player) for i, player in enumerate(players)))
-    stats = server.stats()
-    assert stats["active_websockets"] == 200
-    assert stats["room_occupants"] == 10
+        await asyncio.gather(*(go(i, player) for i, player in enumerate(players)))
+        stats = server.stats()
+        assert (stats["active_websockets"], stats["active_sse"]) == (180, 20)
+        assert stats["online_players"] == 200
+        assert stats["room_occupants"] == 11  # ten rooms, and the SSE players in the lobby
 
-    room0 = players[0:200:10]
-    await room0[0].send(op="say", text="hello room0")
-    heard = await asyncio.gather(*(player.next("say") for player in room0))
-    assert all((event["from"], event["text"]) == ("p0", "hello room0") for event in heard)
+        room0 = players[0:180:10]
+        await room0[0].send(op="say", text="hello room0")
+        heard = await asyncio.gather(*(player.next("say") for player in room0))
+        assert all((event["from"], event["text"]) == ("p0", "hello room0") for event in heard)
 
-    refs = server.call(lambda: live_connections(server.hub))
-    assert len(refs) == 200
-    await asyncio.gather(*(player.close() for player in players))
+        refs = server.call(lambda: live_connections(server.hub))
+        assert len(refs) == 200
+        await asyncio.gather(*(player.close() for player in players))
     await wait_for(lambda: server.stats()["total_connections"] == 0)
     stats = server.stats()
     assert {name: stats[name] for name in STRUCTURES} == dict.fromkeys(STRUCTURES, 0)

@@ -9,8 +9,7 @@ every handler leaves through ``Hub.disconnect`` in a ``finally``.
 # No `from __future__ import annotations`: FastAPI resolves the route's dependencies at runtime.
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Coroutine
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
@@ -123,29 +122,23 @@ def _refusal_status(refusal: Refusal) -> int:
 
 
 class RealtimeTransports:
-    """ASGI middleware serving ``/ws`` and ``/events`` before the app behind it sees them."""
+    """The ``/ws`` and ``/events`` handlers, which the app calls before its own middleware."""
 
     def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        hub: Hub,
-        commands: CommandRegistry,
-        authenticator: Authenticator,
+        self, *, hub: Hub, commands: CommandRegistry, authenticator: Authenticator
     ) -> None:
-        self.app = app
         self.hub = hub
         self.commands = commands
         self.authenticator = authenticator
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def route(self, scope: Scope) -> ASGIApp | None:
+        """The handler for ``scope`` if it is one of the real-time paths, else None."""
         path = scope.get("path")
         if scope["type"] == "websocket" and path == "/ws":
-            await self._websocket(scope, receive, send)
-        elif scope["type"] == "http" and path == "/events":
-            await self._events(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+            return self._websocket
+        if scope["type"] == "http" and path == "/events":
+            return self._events
+        return None
 
     # WebSocket
 
@@ -170,8 +163,7 @@ class RealtimeTransports:
         conn = WebSocketConnection(
             send, identity.player_id, remote, self.hub.limits, clock=self.hub.clock
         )
-        async with self._connected(conn):
-            await self._receive_frames(conn, receive)
+        await self._serve(conn, self._receive_frames(conn, receive))
 
     async def _deny_handshake(
         self, scope: Scope, send: Send, status: int, code: ErrorCode, message: str
@@ -219,12 +211,11 @@ class RealtimeTransports:
             return
         conn.send(encode_error(error.code, error.message, error.request_id))
 
-    @asynccontextmanager
-    async def _connected(self, conn: Connection) -> AsyncIterator[None]:
-        """Register ``conn`` for the body's duration; always leave through Hub.disconnect."""
+    async def _serve(self, conn: Connection, receiving: Coroutine[Any, Any, None]) -> None:
+        """Register ``conn``, run its receive loop, and always leave through Hub.disconnect."""
         self.hub.connect(conn)
         try:
-            yield
+            await receiving
         except asyncio.CancelledError:
             # Only the cancellation that Connection.abort asked for ends the handler quietly.
             task = asyncio.current_task()
@@ -270,10 +261,13 @@ class RealtimeTransports:
             clock=self.hub.clock,
             keepalive_interval=self.hub.settings.ping_interval,
         )
-        async with self._connected(conn):
-            conn.start_keepalive()
-            while (await receive())["type"] != "http.disconnect":
-                pass  # the (empty) request body
+        conn.start_keepalive()
+        await self._serve(conn, _until_disconnect(receive))
+
+
+async def _until_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass  # the (empty) request body
 
 
 async def _send_error(
