@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-quick lint format install clean
+.PHONY: run test test-quick lint format bench install clean
 
 # A fresh Debian machine has python3 without venv/ensurepip: install it when we can (root).
 $(BIN)/python:
@@ -39,6 +39,10 @@ lint: install
 format: install
 	$(BIN)/ruff format src tests
 	$(BIN)/ruff check --fix src tests
+
+# Benchmarks write JSON to bench/results/.
+bench: install
+	$(BIN)/python bench/idle_memory.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage build src/*.egg-info
