@@ -6,7 +6,7 @@ import gc
 import json
 import weakref
 
-from mudgate.hub import LOBBY, Hub
+from mudgate.hub import LOBBY, Delivery, Hub
 from mudgate.protocol import CloseCode
 
 from .conftest import FakeClock, connect, make_settings, settle
@@ -118,7 +118,7 @@ async def test_channels_are_capped_per_player(hub: Hub) -> None:
 async def test_pending_messages_are_delivered_in_order_on_reconnect(hub: Hub) -> None:
     hub.disconnect(connect(hub, "alice"))
     for i in range(3):
-        assert hub.send_to_player("alice", hub.event("tell", text=str(i)))
+        assert hub.send_to_player("alice", hub.event("tell", text=str(i))) is Delivery.QUEUED
     conn = connect(hub, "alice")
     await settle()
     assert [payload(m).get("text") for m in conn.written] == [None, "0", "1", "2"]
@@ -138,7 +138,7 @@ async def test_pending_messages_are_capped_and_expire(clock: FakeClock) -> None:
 
 
 async def test_messages_to_unknown_players_are_refused(hub: Hub) -> None:
-    assert not hub.send_to_player("nobody", hub.event("tell", text="x"))
+    assert hub.send_to_player("nobody", hub.event("tell", text="x")) is Delivery.UNKNOWN_PLAYER
     assert len(hub.pending_messages) == 0
 
 
@@ -147,7 +147,8 @@ async def test_last_seen_forgets_after_its_ttl(clock: FakeClock) -> None:
     await hub.start()
     hub.disconnect(connect(hub, "alice"))
     clock.advance(10)
-    assert not hub.send_to_player("alice", hub.event("tell", text="late"))
+    late = hub.event("tell", text="late")
+    assert hub.send_to_player("alice", late) is Delivery.UNKNOWN_PLAYER
     assert hub.last_seen.expire() == 1
 
 
@@ -161,7 +162,7 @@ async def test_admit_rate_limits_per_ip_and_per_player(clock: FakeClock) -> None
     assert hub.admit("bob", "10.0.0.4") is None
     assert hub.admit("carol", "10.0.0.4") is None
     assert hub.admit("dave", "10.0.0.4") is not None
-    clock.advance(60)
+    clock.advance(120)  # two windows on
     assert hub.admit("alice", "10.0.0.3") is None
     assert hub.stats()["refused_connections"] == 2
 
@@ -185,3 +186,42 @@ async def test_close_says_going_away_to_everyone(hub: Hub) -> None:
     await hub.close(timeout_seconds=0.05)
     assert [conn.closed_with for conn in conns] == [(CloseCode.GOING_AWAY, "going away")] * 2
     assert hub.stats()["total_connections"] == 0
+
+
+async def test_pending_bytes_are_capped_in_total(clock: FakeClock) -> None:
+    hub = Hub(make_settings(max_pending_bytes=1200), clock=clock)
+    await hub.start()
+    for name in ("alice", "bob"):
+        hub.disconnect(connect(hub, name))
+    message = hub.event("tell", text="x" * 300)
+    assert hub.send_to_player("alice", message) is Delivery.QUEUED
+    assert hub.send_to_player("bob", message) is Delivery.QUEUED
+    assert hub.send_to_player("bob", message) is Delivery.QUEUED
+    assert hub.send_to_player("alice", message) is Delivery.PENDING_FULL
+    assert hub.pending_bytes == 3 * len(message)
+    assert hub.stats()["pending_message_bytes"] == hub.pending_bytes
+
+
+async def test_pending_bytes_stay_exact_through_every_way_out(clock: FakeClock) -> None:
+    hub = Hub(
+        make_settings(max_pending_messages=2, pending_message_ttl=60, max_players=2), clock=clock
+    )
+    await hub.start()
+    for name in ("alice", "bob"):
+        hub.disconnect(connect(hub, name))
+    for _ in range(3):  # one evicted by the per-player cap
+        hub.send_to_player("alice", hub.event("tell", text="a"))
+    alice = hub.pending_messages.get("alice")
+    assert alice is not None
+    assert len(alice) == 2
+    assert hub.pending_bytes == alice.size_bytes > 0
+    clock.advance(30)
+    hub.send_to_player("bob", hub.event("tell", text="b"))
+    clock.advance(30)  # alice's queue has expired, bob's has not
+    assert hub.expire_pending() == 2
+    bob = hub.pending_messages.get("bob")
+    assert bob is not None
+    assert hub.pending_bytes == bob.size_bytes
+    conn = connect(hub, "bob")  # delivered on reconnect
+    assert hub.pending_bytes == 0
+    hub.disconnect(conn)

@@ -8,6 +8,7 @@ so monitoring can show it.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
@@ -75,15 +76,21 @@ class TTLMap(Generic[K, V]):
     def _expires_at(self) -> float:
         return float("inf") if self.ttl_seconds is None else self._clock() + self.ttl_seconds
 
-    def set(self, key: K, value: V) -> None:
-        """Insert or replace ``key``, restarting its TTL; evicts the oldest entry when full."""
+    def set(self, key: K, value: V) -> tuple[K, V] | None:
+        """Insert or replace ``key``, restarting its TTL; evicts the oldest entry when full.
+
+        Returns the evicted entry, if one was.
+        """
         entries = self._entries
+        evicted = None
         if key in entries:
             entries.move_to_end(key)
         elif len(entries) >= self.capacity:
-            entries.popitem(last=False)
+            old_key, (_, old_value) = entries.popitem(last=False)
+            evicted = (old_key, old_value)
             self.evictions += 1
         entries[key] = (self._expires_at(), value)
+        return evicted
 
     def touch(self, key: K) -> bool:
         """Restart the TTL of a live ``key``; returns whether it was there."""
@@ -107,6 +114,11 @@ class TTLMap(Generic[K, V]):
             return default
         return entry[1]
 
+    def remove(self, key: K) -> V | None:
+        """Remove ``key`` and return its value, live or expired (None if missing)."""
+        entry = self._entries.pop(key, None)
+        return None if entry is None else entry[1]
+
     def items(self) -> list[tuple[K, V]]:
         """A snapshot of the live entries, oldest first."""
         now = self._clock()
@@ -114,22 +126,32 @@ class TTLMap(Generic[K, V]):
             (key, value) for key, (expires_at, value) in self._entries.items() if expires_at > now
         ]
 
-    def expire(self, limit: int | None = None) -> int:
-        """Remove expired entries, at most ``limit`` of them; returns how many went.
-
-        O(expired): entries are in expiry order, so stop at the first live one.
-        """
-        entries = self._entries
+    def _expired_keys(self) -> Iterator[K]:
+        # O(expired): entries are in expiry order, so stop at the first live one.
         now = self._clock()
-        removed = 0
-        while entries and (limit is None or removed < limit):
-            key = next(iter(entries))
-            if entries[key][0] > now:
-                break
-            del entries[key]
-            removed += 1
-        self.expirations += removed
-        return removed
+        for key, (expires_at, _) in self._entries.items():
+            if expires_at > now:
+                return
+            yield key
+
+    def expired(self) -> int:
+        """How many entries have expired (and not been removed yet)."""
+        return sum(1 for _ in self._expired_keys())
+
+    def expired_items(self) -> list[tuple[K, V]]:
+        """The expired entries, oldest first, without removing them."""
+        return [(key, self._entries[key][1]) for key in self._expired_keys()]
+
+    def pop_expired(self, limit: int | None = None) -> list[tuple[K, V]]:
+        """Remove and return expired entries, at most ``limit`` of them; O(expired)."""
+        keys = list(itertools.islice(self._expired_keys(), limit))
+        popped = [(key, self._entries.pop(key)[1]) for key in keys]
+        self.expirations += len(popped)
+        return popped
+
+    def expire(self, limit: int | None = None) -> int:
+        """Remove expired entries, at most ``limit`` of them; returns how many went."""
+        return len(self.pop_expired(limit))
 
     def clear(self) -> None:
         self._entries.clear()
@@ -139,13 +161,23 @@ class TTLMap(Generic[K, V]):
 
 
 class BoundedQueue(Generic[T]):
-    """A FIFO queue with a capacity and an optional TTL per item.
+    """A FIFO queue with a capacity, an optional TTL per item, and a running size in bytes.
 
     Appending to a full queue drops the oldest item and counts an eviction: the newest
-    messages are the ones worth keeping for a player who is about to reconnect.
+    messages are the ones worth keeping for a player who is about to reconnect. With
+    ``sizeof``, ``size_bytes`` is the sum of the items' sizes, kept exact on every removal.
     """
 
-    __slots__ = ("_clock", "_items", "capacity", "evictions", "expirations", "ttl_seconds")
+    __slots__ = (
+        "_clock",
+        "_items",
+        "_sizeof",
+        "capacity",
+        "evictions",
+        "expirations",
+        "size_bytes",
+        "ttl_seconds",
+    )
 
     def __init__(
         self,
@@ -153,6 +185,7 @@ class BoundedQueue(Generic[T]):
         ttl_seconds: float | None = None,
         *,
         clock: Clock = time.monotonic,
+        sizeof: Callable[[T], int] | None = None,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
@@ -162,18 +195,26 @@ class BoundedQueue(Generic[T]):
         self.ttl_seconds = ttl_seconds
         self.evictions = 0
         self.expirations = 0
+        self.size_bytes = 0
         self._clock = clock
-        self._items: deque[tuple[float, T]] = deque()
+        self._sizeof = sizeof
+        # (expires_at, item, size)
+        self._items: deque[tuple[float, T, int]] = deque()
 
     def __len__(self) -> int:
         return len(self._items)
 
+    def _pop_oldest(self) -> None:
+        self.size_bytes -= self._items.popleft()[2]
+
     def append(self, item: T) -> None:
         if len(self._items) >= self.capacity:
-            self._items.popleft()
+            self._pop_oldest()
             self.evictions += 1
         expires_at = float("inf") if self.ttl_seconds is None else self._clock() + self.ttl_seconds
-        self._items.append((expires_at, item))
+        size = self._sizeof(item) if self._sizeof is not None else 0
+        self._items.append((expires_at, item, size))
+        self.size_bytes += size
 
     def expire(self, limit: int | None = None) -> int:
         """Drop expired items from the front, at most ``limit``; O(expired)."""
@@ -181,16 +222,21 @@ class BoundedQueue(Generic[T]):
         now = self._clock()
         removed = 0
         while items and items[0][0] <= now and (limit is None or removed < limit):
-            items.popleft()
+            self._pop_oldest()
             removed += 1
         self.expirations += removed
         return removed
+
+    def expired(self) -> int:
+        """How many items have expired (and not been removed yet); O(expired)."""
+        now = self._clock()
+        return sum(1 for _ in itertools.takewhile(lambda item: item[0] <= now, self._items))
 
     def trim(self, capacity: int) -> int:
         """Drop the oldest items until at most ``capacity`` remain; returns how many went."""
         removed = 0
         while len(self._items) > capacity:
-            self._items.popleft()
+            self._pop_oldest()
             removed += 1
         self.evictions += removed
         return removed
@@ -198,8 +244,9 @@ class BoundedQueue(Generic[T]):
     def drain(self) -> list[T]:
         """Remove and return every live item, oldest first."""
         self.expire()
-        items = [item for _, item in self._items]
+        items = [item for _, item, _ in self._items]
         self._items.clear()
+        self.size_bytes = 0
         return items
 
     def stats(self) -> ContainerStats:
@@ -220,10 +267,12 @@ class _Window:
 class SlidingWindowLimiter:
     """At most ``max_events`` events per key in any ``window_seconds``, for ``max_keys`` keys.
 
-    A sliding-window counter: each key holds two counts (this fixed window and the last one)
-    and the estimate weights the last window by how much of it still overlaps the sliding
-    one. That is O(1) time and memory per key, where a log of event times would cost up to
-    ``max_events`` floats per key (100,000 keys x 1,000 events = 800 MB). Keys are ordered by
+    Each key holds two counts, for the current fixed window and the one before, and an event
+    is allowed while their sum is under ``max_events``. Any sliding window lies within those
+    two, so no window ever holds more than ``max_events``; the price is that a key that used
+    its whole allowance waits up to two windows. That is O(1) time and memory per key, where
+    a log of event times would cost up to ``max_events`` floats per key (100,000 keys x
+    1,000 events = 800 MB). Keys are ordered by
     their last event, so ``expire`` removes the stale ones from the front in O(expired). Past
     ``max_keys`` the key idle the longest is evicted (it forgets that key's history, the price
     of a bounded table).
@@ -262,16 +311,14 @@ class SlidingWindowLimiter:
     def __len__(self) -> int:
         return len(self._keys)
 
-    def _estimate(self, window: _Window, now: float) -> float:
-        position = now / self.window_seconds
-        index = int(position)
+    def _count(self, window: _Window, now: float) -> int:
+        """Events in the current fixed window and the one before it."""
+        index = int(now / self.window_seconds)
         if index == window.index:
-            current, previous = window.current, window.previous
-        elif index == window.index + 1:
-            current, previous = 0, window.current
-        else:
-            return 0.0
-        return previous * (1.0 - (position - index)) + current
+            return window.current + window.previous
+        if index == window.index + 1:
+            return window.current
+        return 0
 
     def hit(self, key: str) -> bool:
         """Record an event for ``key``; False (and nothing recorded) when it is over the limit."""
@@ -283,7 +330,7 @@ class SlidingWindowLimiter:
                 keys.popitem(last=False)
                 self.evictions += 1
             window = keys[key] = _Window(int(now / self.window_seconds))
-        elif self._estimate(window, now) + 1 > self.max_events:
+        elif self._count(window, now) >= self.max_events:
             return False
         index = int(now / self.window_seconds)
         if index != window.index:
@@ -294,10 +341,17 @@ class SlidingWindowLimiter:
         keys.move_to_end(key)
         return True
 
-    def recent(self, key: str) -> float:
-        """The estimated number of ``key``'s events in the sliding window ending now."""
+    def recent(self, key: str) -> int:
+        """``key``'s events in the current fixed window and the one before it."""
         window = self._keys.get(key)
-        return 0.0 if window is None else self._estimate(window, self._clock())
+        return 0 if window is None else self._count(window, self._clock())
+
+    def expired(self) -> int:
+        """How many keys ``expire`` would forget now; O(expired)."""
+        index = int(self._clock() / self.window_seconds)
+        return sum(
+            1 for _ in itertools.takewhile(lambda w: w.index < index - 1, self._keys.values())
+        )
 
     def expire(self, limit: int | None = None) -> int:
         """Forget keys with no event in this window or the last, at most ``limit``; O(expired)."""

@@ -22,7 +22,7 @@ from typing import Any, Generic, TypeVar
 import msgspec
 
 from .connection import Connection
-from .hub import LOBBY, Hub, Player
+from .hub import LOBBY, Delivery, Hub, Player
 from .protocol import (
     ChannelName,
     ErrorCode,
@@ -216,8 +216,13 @@ def builtin_commands() -> CommandRegistry:
     @commands.register("tell", Tell)
     def tell(ctx: CommandContext, args: Tell) -> None:
         message = ctx.hub.event("tell", **{"from": ctx.player.id, "to": args.to, "text": args.text})
-        if not ctx.hub.send_to_player(args.to, message):
+        delivery = ctx.hub.send_to_player(args.to, message)
+        if delivery is Delivery.UNKNOWN_PLAYER:
             raise ProtocolError(ErrorCode.PLAYER_NOT_FOUND, f"no player {args.to!r} is online")
+        if delivery is Delivery.PENDING_FULL:
+            raise ProtocolError(
+                ErrorCode.UNAVAILABLE, f"{args.to!r} is away and no more messages can be queued"
+            )
         if args.to != ctx.player.id:
             ctx.reply("told", to=args.to, text=args.text)
 

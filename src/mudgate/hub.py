@@ -9,9 +9,11 @@ rooms and subscription sets by being removed when empty, and what outlives a con
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,11 +23,20 @@ from .connection import Connection, ConnectionLimits
 from .protocol import CloseCode, Outgoing, encode_event
 from .settings import Settings
 
-__all__ = ["LOBBY", "Hub", "Player", "Refusal"]
+__all__ = ["LOBBY", "Delivery", "Hub", "Player", "Refusal"]
 
 logger = logging.getLogger("mudgate.hub")
 
 LOBBY = "lobby"
+
+
+class Delivery(enum.Enum):
+    """What became of a message sent to one player."""
+
+    SENT = "sent"
+    QUEUED = "queued"
+    UNKNOWN_PLAYER = "unknown_player"
+    PENDING_FULL = "pending_full"
 
 
 class Player:
@@ -107,6 +118,13 @@ class Hub:
         self.connections_opened = 0
         self.slow_consumer_disconnects = 0
         self.refused_connections = 0
+        # Bytes of all queued pending messages, kept exact by every path that adds or drops.
+        self.pending_bytes = 0
+        self.pending_refused = 0
+        # When recent slow consumers were dropped, for the SLOW_CONSUMERS alert.
+        self.slow_consumer_times: deque[float] = deque(maxlen=1000)
+        # Set under memory pressure: new connections are refused, existing ones keep playing.
+        self.shedding = False
         self._seq = 0
         self._all_disconnected = asyncio.Event()
         self._all_disconnected.set()
@@ -148,6 +166,8 @@ class Hub:
             and self.connection_attempts.hit(f"player:{player_id}")
         ):
             return self._refuse(CloseCode.RATE_LIMITED, "too many connection attempts", 60)
+        if self.shedding:
+            return self._refuse(CloseCode.TRY_AGAIN_LATER, "memory pressure", 30)
         if len(self.connection_timestamps) >= self.settings.max_connections:
             return self._refuse(CloseCode.TRY_AGAIN_LATER, "server full", 30)
         if (
@@ -156,6 +176,19 @@ class Hub:
         ):
             return self._refuse(CloseCode.TRY_AGAIN_LATER, "too many players online", 30)
         return None
+
+    def set_shedding(self, shedding: bool) -> None:
+        """Refuse (or again accept) new connections; existing players keep playing."""
+        if shedding != self.shedding:
+            self.shedding = shedding
+            if shedding:
+                logger.warning("memory pressure: refusing new connections")
+            else:
+                logger.warning("memory pressure over: accepting new connections again")
+
+    def recent_slow_consumers(self, window_seconds: float) -> int:
+        cutoff = self.clock() - window_seconds
+        return sum(1 for at in self.slow_consumer_times if at > cutoff)
 
     def _refuse(self, code: CloseCode, reason: str, retry_after_seconds: int) -> Refusal:
         self.refused_connections += 1
@@ -182,8 +215,9 @@ class Hub:
 
         conn.send(self.event("welcome", player=player.id, room=player.room, connection=conn.id))
         # What was queued while the player was away, in order.
-        pending = self.pending_messages.pop(conn.player_id)
+        pending = self.pending_messages.remove(conn.player_id)
         if pending is not None:
+            self.pending_bytes -= pending.size_bytes
             for message in pending.drain():
                 conn.send(message)
         logger.info("connected %s for %s from %s", conn.id, conn.player_id, conn.remote)
@@ -202,6 +236,7 @@ class Hub:
                 self._go_offline(conn.player_id)
         if conn.close_code is CloseCode.SLOW_CONSUMER:
             self.slow_consumer_disconnects += 1
+            self.slow_consumer_times.append(self.clock())
         if not self.connection_timestamps:
             self._all_disconnected.set()
         conn.closed()
@@ -221,6 +256,12 @@ class Hub:
         self.backplane.subscribe(player_topic(player_id))
         self._enter_room(player, LOBBY)
         return player
+
+    def drop_player(self, player_id: str) -> None:
+        """Take a player offline whose connections are all gone (the janitor's repair)."""
+        if not self.player_websockets.get(player_id):
+            self.player_websockets.pop(player_id, None)
+            self._go_offline(player_id)
 
     def _go_offline(self, player_id: str) -> None:
         player = self.online_players.pop(player_id, None)
@@ -316,27 +357,63 @@ class Hub:
     def broadcast_channel(self, channel: str, message: Outgoing) -> None:
         self.publish(channel_topic(channel), message)
 
-    def send_to_player(self, player_id: str, message: Outgoing) -> bool:
+    def send_to_player(self, player_id: str, message: Outgoing) -> Delivery:
         """Send to a player wherever they are; queue it if they left recently.
 
-        False if the player is neither online nor remembered in last_seen.
+        Queued messages are capped per player (the oldest go) and in total bytes (past
+        max_pending_bytes a new one is refused, not queued).
         """
         if player_id in self.online_players:
             self.publish(player_topic(player_id), message)
-            return True
+            return Delivery.SENT
         if player_id not in self.last_seen:
-            return False
+            return Delivery.UNKNOWN_PLAYER
+        if self.pending_bytes + len(message) > self.settings.max_pending_bytes:
+            self.pending_refused += 1
+            return Delivery.PENDING_FULL
         pending = self.pending_messages.get(player_id)
         if pending is None:
+            self._discard_pending(player_id)  # an expired queue may still sit there
             pending = BoundedQueue[Outgoing](
                 self.settings.max_pending_messages,
                 self.settings.pending_message_ttl,
                 clock=self.clock,
+                sizeof=len,
             )
+        before = pending.size_bytes
         pending.append(message)
+        self.pending_bytes += pending.size_bytes - before
         # Writing the entry again restarts its TTL: it lives as long as its newest message.
-        self.pending_messages.set(player_id, pending)
-        return True
+        evicted = self.pending_messages.set(player_id, pending)
+        if evicted is not None:
+            self.pending_bytes -= evicted[1].size_bytes
+        return Delivery.QUEUED
+
+    def _discard_pending(self, player_id: str) -> None:
+        queue = self.pending_messages.remove(player_id)
+        if queue is not None:
+            self.pending_bytes -= queue.size_bytes
+
+    def expire_pending(self, limit: int | None = None) -> int:
+        """Drop up to ``limit`` queues whose newest message expired; returns the messages
+        dropped. O(expired): queues are in the order of their newest message."""
+        removed = 0
+        for _, queue in self.pending_messages.pop_expired(limit):
+            removed += len(queue)
+            self.pending_bytes -= queue.size_bytes
+        return removed
+
+    def prune_pending(self, player_ids: Iterable[str]) -> int:
+        """Drop the expired messages in these players' queues and trim them to their cap."""
+        cap = self.settings.max_pending_messages
+        removed = 0
+        for player_id in player_ids:
+            queue = self.pending_messages.get(player_id)
+            if queue is not None:
+                before = queue.size_bytes
+                removed += queue.expire() + queue.trim(cap)
+                self.pending_bytes += queue.size_bytes - before
+        return removed
 
     def deliver(self, topic: str, message: Outgoing) -> None:
         """Queue ``message`` for every local listener of ``topic`` (the backplane's callback).
@@ -378,6 +455,7 @@ class Hub:
             "connection_attempts": len(self.connection_attempts),
             "pending_messages": len(self.pending_messages),
             "pending_message_entries": self.pending_message_count(),
+            "pending_message_bytes": self.pending_bytes,
             "outbox_messages": outbox_messages,
             "outbox_bytes": outbox_bytes,
             "connections_opened": self.connections_opened,

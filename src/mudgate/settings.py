@@ -12,7 +12,7 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -33,6 +33,8 @@ ENV_PREFIX = "MUDGATE_"
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveSeconds = Annotated[float, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Percent = Annotated[float, Field(gt=0, le=100)]
 # 0 disables the timeout it configures.
 OptionalSeconds = Annotated[float, Field(ge=0)]
 
@@ -94,6 +96,11 @@ class Settings(BaseSettings):
     pending_message_ttl: PositiveSeconds = Field(
         3600.0, description="How long a queued message waits for its player, seconds."
     )
+    max_pending_bytes: PositiveInt = Field(
+        64 * 1024 * 1024,
+        description="Bytes of messages queued for all offline players together; past it, "
+        "a tell to an offline player is refused.",
+    )
     max_rate_limit_entries: PositiveInt = Field(
         1000,
         description="Connection attempts remembered (and allowed) per player or IP within "
@@ -149,6 +156,64 @@ class Settings(BaseSettings):
     ws_per_message_deflate: bool = Field(
         False, description="WebSocket compression; costs 64-316 KiB per connection."
     )
+
+    # Memory monitoring and cleanup (DESIGN.md sections 2, 7 and 8)
+    memory_limit_mb: PositiveFloat | None = Field(
+        None,
+        description="Memory limit in MiB; the effective limit is the smallest of this, the "
+        "cgroup limit and physical memory.",
+    )
+    cgroup_root: Path = Field(
+        Path("/sys/fs/cgroup"), description="Where the cgroup file system is mounted."
+    )
+    cgroup_refresh_interval: PositiveSeconds = Field(
+        60.0, description="How often the cgroup limit is read again, seconds."
+    )
+    check_interval: PositiveSeconds = Field(
+        5.0, description="How often the janitor reads memory and decides to clean, seconds."
+    )
+    cleanup_interval: PositiveSeconds = Field(
+        300.0, description="Time-based cleanup interval, seconds."
+    )
+    memory_threshold: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.8, description="Memory fraction of the limit at which a pressure cleanup runs."
+    )
+    pressure_cleanup_cooldown: OptionalSeconds = Field(
+        60.0, description="Least time between two pressure cleanups, seconds."
+    )
+    forced_cleanup_min_interval: OptionalSeconds = Field(
+        10.0, description="Least time between two forced (admin) cleanups, seconds."
+    )
+    memory_info_percent: Percent = Field(70.0, description="Memory percent of an INFO alert.")
+    memory_warning_percent: Percent = Field(
+        80.0, description="Memory percent of a WARNING alert; shedding stops below it."
+    )
+    memory_critical_percent: Percent = Field(
+        90.0, description="Memory percent of a CRITICAL alert; new connections are refused."
+    )
+    memory_alert_hysteresis: Annotated[float, Field(ge=0, lt=50)] = Field(
+        5.0, description="Points below its threshold at which a memory alert clears."
+    )
+    memory_alert_hold: OptionalSeconds = Field(
+        10.0, description="How long memory must stay over a threshold before it alerts, seconds."
+    )
+    large_structure_threshold: PositiveInt = Field(
+        1000, description="A structure larger than this raises a LARGE_STRUCTURE warning."
+    )
+    slow_consumer_alert_window: PositiveSeconds = Field(
+        300.0, description="How long a slow-consumer disconnect keeps its alert up, seconds."
+    )
+
+    @model_validator(mode="after")
+    def _check_alert_order(self) -> Settings:
+        if not (
+            self.memory_info_percent < self.memory_warning_percent < self.memory_critical_percent
+        ):
+            raise ValueError(
+                "MUDGATE_MEMORY_INFO_PERCENT < MUDGATE_MEMORY_WARNING_PERCENT < "
+                "MUDGATE_MEMORY_CRITICAL_PERCENT must hold"
+            )
+        return self
 
     @field_validator("secret_key")
     @classmethod

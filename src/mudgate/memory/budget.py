@@ -1,0 +1,125 @@
+"""The memory budget: the worst case the configured caps allow, beside the effective limit.
+
+Each structure's worst case is its cap times the measured size of one entry. Entry sizes are
+measured once per process with tracemalloc over real entries built with the real containers;
+a connection's transport cost (uvicorn's protocol objects and buffers) comes from
+``bench/idle_memory.py``, and its outbox may hold up to ``outbox_max_bytes``.
+"""
+
+from __future__ import annotations
+
+import functools
+import gc
+import tracemalloc
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..bounded import BoundedQueue, SlidingWindowLimiter, TTLMap
+from ..protocol import Outgoing, encode_event
+from ..settings import Settings
+
+__all__ = ["BudgetLine", "MemoryBudget", "entry_sizes", "memory_budget"]
+
+# Server RSS per idle WebSocket under uvicorn, measured with bench/idle_memory.py (20.7 KiB).
+TRANSPORT_BYTES_PER_CONNECTION = 21 * 1024
+# The largest text a frame may carry (protocol.Text), at four UTF-8 bytes per character.
+_LARGEST_TEXT = "\U0001f409" * 4000
+_SAMPLES = 500
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetLine:
+    structure: str
+    max_entries: int
+    bytes_per_entry: int
+
+    @property
+    def worst_case_bytes(self) -> int:
+        return self.max_entries * self.bytes_per_entry
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryBudget:
+    lines: tuple[BudgetLine, ...]
+    limit_bytes: int
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(line.worst_case_bytes for line in self.lines)
+
+    @property
+    def fits(self) -> bool:
+        return self.total_bytes <= self.limit_bytes
+
+    def largest(self) -> BudgetLine:
+        return max(self.lines, key=lambda line: line.worst_case_bytes)
+
+
+def _measure(build: Callable[[int], object]) -> int:
+    """Bytes per entry: what building ``_SAMPLES`` entries allocates, divided by their number."""
+    gc.collect()
+    was_tracing = tracemalloc.is_tracing()
+    if not was_tracing:
+        tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [build(i) for i in range(_SAMPLES)]
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        if not was_tracing:
+            tracemalloc.stop()
+    del kept
+    return max(1, (after - before) // _SAMPLES)
+
+
+@functools.cache
+def entry_sizes() -> dict[str, int]:
+    """The measured size in bytes of one entry of each kind (cached for the process)."""
+    largest_message = encode_event(
+        "tell", {"from": "p" * 32, "to": "q" * 32, "text": _LARGEST_TEXT, "ts": 0.0, "seq": 0}
+    )
+    last_seen: TTLMap[str, float] = TTLMap(10 * _SAMPLES, 60.0)
+    limiter = SlidingWindowLimiter(10, 60.0, 10 * _SAMPLES)
+    room: dict[str, set[str]] = {}
+    online: dict[str, object] = {}
+
+    def pending_message(i: int) -> Outgoing:
+        queue: BoundedQueue[Outgoing] = BoundedQueue(10, 60.0)
+        message = Outgoing("tell", bytes(largest_message.data))
+        queue.append(message)
+        return message
+
+    return {
+        "last_seen": _measure(lambda i: last_seen.set(f"player-{i:024d}", float(i))),
+        # An online player: its record (room, channels, connected at) and its connection list.
+        "online_player": _measure(
+            lambda i: online.setdefault(f"player-{i:024d}", ([f"r{i:031d}", set(), 0.0], []))
+        ),
+        "rate_limit_key": _measure(lambda i: limiter.hit(f"player:player-{i:024d}")),
+        "room_entry": _measure(lambda i: room.setdefault(f"room-{i:027d}", {f"p{i:031d}"})),
+        "pending_message": _measure(pending_message),
+    }
+
+
+def memory_budget(settings: Settings, limit_bytes: int) -> MemoryBudget:
+    """The worst case the caps in ``settings`` allow, per structure."""
+    sizes = entry_sizes()
+    per_connection = TRANSPORT_BYTES_PER_CONNECTION + settings.outbox_max_bytes
+    lines = (
+        BudgetLine("connections", settings.max_connections, per_connection),
+        BudgetLine("online_players", settings.max_players, sizes["online_player"]),
+        BudgetLine("room_occupants", settings.max_players, sizes["room_entry"]),
+        BudgetLine(
+            "room_subscriptions",
+            settings.max_players * (1 + settings.max_subscriptions_per_player),
+            sizes["room_entry"],
+        ),
+        BudgetLine("last_seen", settings.max_players, sizes["last_seen"]),
+        BudgetLine("connection_attempts", settings.max_rate_limit_keys, sizes["rate_limit_key"]),
+        BudgetLine(
+            "pending_messages",
+            settings.max_players * settings.max_pending_messages,
+            sizes["pending_message"],
+        ),
+    )
+    return MemoryBudget(lines, limit_bytes)
