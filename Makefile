@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-quick lint format bench install clean
+.PHONY: run test test-quick lint format bench readme install clean
 
 # A fresh Debian machine has python3 without venv/ensurepip: install it when we can (root).
 $(BIN)/python:
@@ -39,6 +39,13 @@ lint: install
 format: install
 	$(BIN)/ruff format src tests
 	$(BIN)/ruff check --fix src tests
+
+# Regenerate the README's configuration table from the Settings class.
+readme: install
+	$(BIN)/python -c 'import pathlib, re; from mudgate.settings import settings_table; \
+		p = pathlib.Path("README.md"); \
+		p.write_text(re.sub(r"(<!-- settings-table:start.*?-->\n).*?(\n<!-- settings-table:end -->)", \
+			lambda m: m.group(1) + settings_table() + m.group(2), p.read_text(), flags=re.S))'
 
 # Benchmarks write JSON to bench/results/.
 bench: install

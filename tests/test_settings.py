@@ -84,7 +84,7 @@ def test_the_readme_table_matches_the_settings() -> None:
     )
     assert match, "README.md lost its settings-table markers"
     assert match.group(1) == settings_table(), (
-        "README.md's configuration table is out of date: paste `mudgate settings --defaults`"
+        "README.md's configuration table is out of date: run `make readme`"
     )
 
 

@@ -201,6 +201,8 @@ class Janitor:
 
     async def _clean(self, trigger: Trigger, dry_run: bool) -> CleanupReport:
         started = self.clock()
+        if trigger is Trigger.FORCED:  # dry runs too: they walk the same structures
+            self._last_forced_cleanup = started
         started_at = datetime.datetime.fromtimestamp(self.wall_clock(), datetime.UTC).isoformat()
         before = self.monitor.read()
         removed = {
@@ -240,8 +242,6 @@ class Janitor:
         elif report.trigger is Trigger.MEMORY:
             self._last_pressure_cleanup = now
             self.ineffective_cleanup = report.removed_total == 0 and report.gc_collected == 0
-        else:
-            self._last_forced_cleanup = now
         logger.info(
             "%s cleanup removed %s in %.1f ms (RSS %.1f -> %.1f MiB)",
             report.trigger,

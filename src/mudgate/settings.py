@@ -103,7 +103,7 @@ class Settings(BaseSettings):
     )
     max_rate_limit_entries: PositiveInt = Field(
         1000,
-        description="Connection attempts remembered (and allowed) per player or IP within "
+        description="Connection attempts allowed per player and per IP address within "
         "connection_attempt_ttl.",
     )
     max_rate_limit_keys: PositiveInt = Field(

@@ -26,11 +26,14 @@ async def test_serve_runs_a_gateway_and_stops_gracefully_on_sigterm() -> None:
     try:
         port = None
         async with asyncio.timeout(20):
-            while port is None:
+            while True:
                 line = (await process.stderr.readline()).decode()
                 assert line, "the server exited before serving"
                 if match := re.search(r"serving on http://127\.0\.0\.1:(\d+)", line):
                     port = int(match.group(1))
+                if "Application startup complete" in line:
+                    break
+        assert port is not None
         async with httpx.AsyncClient() as http:
             guest = (await http.post(f"http://127.0.0.1:{port}/auth/guest")).json()
         player = await Player.connect(f"ws://127.0.0.1:{port}/ws?token={guest['token']}")

@@ -20,11 +20,15 @@ from starlette.types import Receive, Scope, Send
 
 from ..auth import Authenticator
 from ..bounded import SlidingWindowLimiter
+from ..cleanup import Janitor
 from ..commands import CommandRegistry, builtin_commands
 from ..hub import Hub
+from ..memory.budget import memory_budget
+from ..memory.monitor import MIB, MemoryMonitor
 from ..protocol import ErrorCode
 from ..settings import Settings
 from .errors import APIError, api_error_handler
+from .monitoring import monitoring_router
 from .realtime import RealtimeTransports, commands_router
 
 __all__ = ["MudgateApp", "bind_socket", "create_app", "server_config"]
@@ -62,11 +66,13 @@ def create_app(
     *,
     hub: Hub | None = None,
     commands: CommandRegistry | None = None,
+    janitor: Janitor | None = None,
 ) -> MudgateApp:
-    """Build the gateway's ASGI app. The hub starts and stops with the app's lifespan."""
+    """Build the gateway's ASGI app. The hub and the janitor start and stop with its lifespan."""
     settings = settings or Settings()
     hub = hub or Hub(settings)
     commands = commands or builtin_commands()
+    janitor = janitor or Janitor(hub, MemoryMonitor(settings, clock=hub.clock), settings)
     secret_key_generated = settings.secret_key is None
     secret_key = (
         secrets.token_urlsafe(32)
@@ -96,9 +102,13 @@ def create_app(
                 "MUDGATE_ADMIN_TOKEN is not set; this run's admin token: %s", admin_token
             )
         await hub.start()
+        _check_budget(settings, janitor)
+        janitor.start()
         try:
             yield
         finally:
+            # Stop cleaning, then close every connection.
+            await janitor.stop()
             await hub.close()
 
     app = MudgateApp(
@@ -113,7 +123,9 @@ def create_app(
     app.state.commands = commands
     app.state.authenticator = authenticator
     app.state.admin_token = admin_token
+    app.state.janitor = janitor
     app.add_exception_handler(APIError, api_error_handler)
+    app.include_router(monitoring_router(janitor, admin_token))
     app.include_router(commands_router(hub, commands, authenticator))
 
     guest_limiter = SlidingWindowLimiter(
@@ -125,6 +137,13 @@ def create_app(
         """A token for a fresh guest player, when ``allow_guests`` is on. Rate-limited per IP."""
         if not settings.allow_guests:
             raise APIError(403, ErrorCode.FORBIDDEN, "guests are not allowed on this server")
+        if hub.shedding:
+            raise APIError(
+                503,
+                ErrorCode.UNAVAILABLE,
+                "memory pressure: try again later",
+                {"Retry-After": "30"},
+            )
         guest_limiter.expire(limit=100)
         remote = request.client.host if request.client else "unknown"
         if not guest_limiter.hit(remote):
@@ -135,6 +154,23 @@ def create_app(
         return GuestToken(player=player_id, token=token, expires_in=int(settings.guest_token_ttl))
 
     return app
+
+
+def _check_budget(settings: Settings, janitor: Janitor) -> None:
+    """Warn at start when the worst case the caps allow does not fit under the limit."""
+    sample = janitor.observe()
+    budget = memory_budget(settings, sample.limit_bytes)
+    if not budget.fits:
+        largest = budget.largest()
+        logger.warning(
+            "the configured caps allow %.0f MiB in the worst case, over the %.0f MiB limit (%s); "
+            "%s alone allows %.0f MiB: lower its caps",
+            budget.total_bytes / MIB,
+            budget.limit_bytes / MIB,
+            sample.limit_source,
+            largest.structure,
+            largest.worst_case_bytes / MIB,
+        )
 
 
 def server_config(settings: Settings, app: FastAPI, **overrides: object) -> uvicorn.Config:

@@ -1,0 +1,318 @@
+"""The operators' API: ``/monitoring/*`` and ``/health/*`` (DESIGN.md section 5).
+
+Shapes are kept compatible with what operators already script against; every response is a
+pydantic model, so ``/openapi.json`` documents each field.
+"""
+
+# No `from __future__ import annotations`: FastAPI resolves the routes' dependencies at runtime.
+import datetime
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
+
+from ..auth import admin_token_matches
+from ..cleanup import CleanupReport, Janitor, Trigger
+from ..memory.budget import memory_budget
+from ..memory.monitor import MIB, MemorySample
+from ..protocol import ErrorCode
+from .errors import APIError
+
+__all__ = ["monitoring_router"]
+
+logger = logging.getLogger("mudgate.admin")
+
+
+def _mb(value: int | None) -> float | None:
+    return None if value is None else round(value / MIB, 2)
+
+
+class MemoryInfo(BaseModel):
+    rss_mb: float = Field(description="Resident set size of this process.")
+    vms_mb: float = Field(description="Virtual memory size of this process.")
+    percent: float = Field(description="Usage over the effective limit, 0-100.")
+    available_mb: float = Field(description="Memory left before the effective limit.")
+    total_mb: float = Field(description="Physical memory of the machine.")
+    limit_mb: float = Field(description="The effective limit percent is measured against.")
+    limit_source: str = Field(
+        description="Which limit applied: physical, configured, cgroup-v1/v2."
+    )
+    working_set_mb: float | None = Field(description="The cgroup's working set, under a limit.")
+    cgroup_high_mb: float | None = Field(description="The cgroup v2 throttle point, if any.")
+    error: str | None = Field(description="Why the last read failed, if it did.")
+
+    @classmethod
+    def of(cls, sample: MemorySample) -> "MemoryInfo":
+        return cls(
+            rss_mb=round(sample.rss_bytes / MIB, 2),
+            vms_mb=round(sample.vms_bytes / MIB, 2),
+            percent=sample.percent,
+            available_mb=round(sample.available_bytes / MIB, 2),
+            total_mb=round(sample.total_bytes / MIB, 2),
+            limit_mb=round(sample.limit_bytes / MIB, 2),
+            limit_source=sample.limit_source,
+            working_set_mb=_mb(sample.working_set_bytes),
+            cgroup_high_mb=_mb(sample.cgroup_high_bytes),
+            error=sample.error,
+        )
+
+
+class ConnectionCounts(BaseModel):
+    active_websockets: int
+    active_sse: int
+    total_connections: int
+    player_websockets: int
+    connection_timestamps: int
+
+
+class DataStructures(BaseModel):
+    online_players: int
+    room_occupants: int
+    room_subscriptions: int
+    last_seen: int
+    connection_attempts: int
+    pending_messages: int = Field(description="Players with queued messages.")
+    pending_message_entries: int = Field(description="Queued messages, all players together.")
+    pending_message_bytes: int
+
+
+class CleanupStatsModel(BaseModel):
+    last_cleanup: str | None = Field(description="When the last cleanup started, ISO-8601 UTC.")
+    cleanups_performed: int
+    memory_cleanups: int
+    time_cleanups: int
+    forced_cleanups: int
+    removed: dict[str, int] = Field(description="Entries removed so far, per structure.")
+    last_duration_seconds: float
+    last_memory_before_mb: float
+    last_memory_after_mb: float
+    last_trigger: str | None
+
+
+class MonitorConfig(BaseModel):
+    cleanup_interval: float
+    check_interval: float
+    memory_threshold: float
+    pressure_cleanup_cooldown: float
+    pending_message_ttl: float
+    max_pending_messages: int
+    connection_attempt_ttl: float
+    max_rate_limit_entries: int
+    large_structure_threshold: int
+    memory_info_percent: float
+    memory_warning_percent: float
+    memory_critical_percent: float
+    level: str | None = Field(description="The memory alert level in force.")
+    shedding: bool = Field(description="Whether new connections are being refused.")
+
+
+class BudgetLineModel(BaseModel):
+    structure: str
+    max_entries: int
+    bytes_per_entry: int
+    worst_case_mb: float
+
+
+class MemoryBudgetModel(BaseModel):
+    lines: list[BudgetLineModel]
+    total_mb: float = Field(description="The worst case the caps allow, all together.")
+    limit_mb: float
+    fits: bool = Field(description="Whether the worst case fits under the effective limit.")
+
+
+class MemoryReport(BaseModel):
+    memory: MemoryInfo
+    connections: ConnectionCounts
+    data_structures: DataStructures
+    cleanup_stats: CleanupStatsModel
+    memory_monitor: MonitorConfig
+    memory_budget: MemoryBudgetModel
+
+
+class AlertDetail(BaseModel):
+    level: str
+    code: str
+    message: str
+    value: float
+    threshold: float
+
+
+class AlertsReport(BaseModel):
+    alerts: list[str] = Field(description='Operators\' form: "WARNING: Memory usage at 81.3%".')
+    alert_count: int
+    timestamp: str = Field(description="ISO-8601 UTC.")
+    details: list[AlertDetail]
+
+
+class CleanupResult(BaseModel):
+    trigger: str
+    dry_run: bool
+    started_at: str
+    removed: dict[str, int]
+    removed_total: int
+    memory_before_mb: float
+    memory_after_mb: float
+    memory_freed_mb: float
+    duration_seconds: float
+    gc_collected: int
+    malloc_trimmed: bool
+
+    @classmethod
+    def of(cls, report: CleanupReport) -> "CleanupResult":
+        return cls(
+            trigger=report.trigger,
+            dry_run=report.dry_run,
+            started_at=report.started_at,
+            removed=report.removed,
+            removed_total=report.removed_total,
+            memory_before_mb=report.memory_before_mb,
+            memory_after_mb=report.memory_after_mb,
+            memory_freed_mb=round(report.memory_before_mb - report.memory_after_mb, 2),
+            duration_seconds=report.duration_seconds,
+            gc_collected=report.gc_collected,
+            malloc_trimmed=report.malloc_trimmed,
+        )
+
+
+class Health(BaseModel):
+    status: str
+    detail: str | None = None
+
+
+def monitoring_router(janitor: Janitor, admin_token: str) -> APIRouter:
+    """The monitoring and health endpoints, reading from ``janitor`` (and its hub)."""
+    router = APIRouter()
+    hub = janitor.hub
+    settings = janitor.settings
+    bearer = HTTPBearer(auto_error=False, description="The admin token.")
+
+    def admin(
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> str:
+        remote = request.client.host if request.client else "unknown"
+        action = f"{request.method} {request.url.path}"
+        if credentials is None:
+            logger.warning("admin %s from %s refused: no token", action, remote)
+            raise APIError(401, ErrorCode.UNAUTHORIZED, "an admin bearer token is required")
+        if not admin_token_matches(credentials.credentials, admin_token):
+            logger.warning("admin %s from %s refused: wrong token", action, remote)
+            raise APIError(403, ErrorCode.FORBIDDEN, "wrong admin token")
+        return remote
+
+    @router.get("/monitoring/memory", response_model=MemoryReport, tags=["monitoring"])
+    async def memory() -> MemoryReport:
+        """Memory now, every structure's size, cleanup totals, thresholds, and the budget."""
+        sample = janitor.observe()
+        stats = hub.stats()
+        budget = memory_budget(settings, sample.limit_bytes)
+        return MemoryReport(
+            memory=MemoryInfo.of(sample),
+            connections=ConnectionCounts.model_validate(stats),
+            data_structures=DataStructures.model_validate(stats),
+            cleanup_stats=CleanupStatsModel.model_validate(janitor.stats, from_attributes=True),
+            memory_monitor=MonitorConfig(
+                cleanup_interval=settings.cleanup_interval,
+                check_interval=settings.check_interval,
+                memory_threshold=settings.memory_threshold,
+                pressure_cleanup_cooldown=settings.pressure_cleanup_cooldown,
+                pending_message_ttl=settings.pending_message_ttl,
+                max_pending_messages=settings.max_pending_messages,
+                connection_attempt_ttl=settings.connection_attempt_ttl,
+                max_rate_limit_entries=settings.max_rate_limit_entries,
+                large_structure_threshold=settings.large_structure_threshold,
+                memory_info_percent=settings.memory_info_percent,
+                memory_warning_percent=settings.memory_warning_percent,
+                memory_critical_percent=settings.memory_critical_percent,
+                level=str(janitor.levels.level) if janitor.levels.level else None,
+                shedding=hub.shedding,
+            ),
+            memory_budget=MemoryBudgetModel(
+                lines=[
+                    BudgetLineModel(
+                        structure=line.structure,
+                        max_entries=line.max_entries,
+                        bytes_per_entry=line.bytes_per_entry,
+                        worst_case_mb=round(line.worst_case_bytes / MIB, 2),
+                    )
+                    for line in budget.lines
+                ],
+                total_mb=round(budget.total_bytes / MIB, 2),
+                limit_mb=round(budget.limit_bytes / MIB, 2),
+                fits=budget.fits,
+            ),
+        )
+
+    @router.get("/monitoring/memory-alerts", response_model=AlertsReport, tags=["monitoring"])
+    async def memory_alerts() -> AlertsReport:
+        """The alerts active now, as strings and in detail."""
+        janitor.observe()
+        alerts = janitor.alerts()
+        return AlertsReport(
+            alerts=[str(alert) for alert in alerts],
+            alert_count=len(alerts),
+            timestamp=datetime.datetime.now(datetime.UTC).isoformat(),
+            details=[
+                AlertDetail(
+                    level=str(alert.level),
+                    code=alert.code,
+                    message=alert.message,
+                    value=alert.value,
+                    threshold=alert.threshold,
+                )
+                for alert in alerts
+            ],
+        )
+
+    @router.post(
+        "/monitoring/memory/cleanup",
+        response_model=CleanupResult,
+        tags=["monitoring"],
+        responses={401: {}, 403: {}, 429: {}},
+    )
+    async def force_cleanup(
+        remote: Annotated[str, Depends(admin)],
+        dry_run: Annotated[
+            bool, Query(description="Report what would go; remove nothing.")
+        ] = False,
+    ) -> CleanupResult:
+        """Run a cleanup now (admin). Rate-limited; every call is logged with its outcome."""
+        wait = janitor.forced_cleanup_wait()
+        if wait > 0:
+            logger.warning("admin forced cleanup from %s refused: rate-limited", remote)
+            raise APIError(
+                429,
+                ErrorCode.RATE_LIMITED,
+                f"a cleanup was forced recently; try again in {wait:.0f} s",
+                {"Retry-After": str(max(1, round(wait)))},
+            )
+        report = await janitor.clean(Trigger.FORCED, dry_run=dry_run)
+        logger.warning(
+            "admin forced cleanup from %s%s: removed %s in %.1f ms",
+            remote,
+            " (dry run)" if dry_run else "",
+            report.removed,
+            report.duration_seconds * 1000,
+        )
+        return CleanupResult.of(report)
+
+    @router.get("/health/live", response_model=Health, tags=["health"])
+    async def live() -> Health:
+        """Whether the process serves at all. Never depends on memory: a liveness probe that
+        fails under pressure turns a blip into a restart storm."""
+        return Health(status="ok")
+
+    @router.get(
+        "/health/ready", response_model=Health, tags=["health"], responses={503: {"model": Health}}
+    )
+    async def ready() -> JSONResponse:
+        """Whether to send new players here: 503 while memory pressure sheds load."""
+        if hub.shedding:
+            body = Health(status="shedding", detail="memory pressure: new connections refused")
+            return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "30"})
+        return JSONResponse(Health(status="ready").model_dump())
+
+    return router
