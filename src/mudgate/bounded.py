@@ -256,12 +256,13 @@ class BoundedQueue(Generic[T]):
 class _Window:
     """One key's counts: events in the current fixed window and in the one before it."""
 
-    __slots__ = ("current", "index", "previous")
+    __slots__ = ("current", "index", "last", "previous")
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, now: float) -> None:
         self.index = index
         self.current = 0
         self.previous = 0
+        self.last = now
 
 
 class SlidingWindowLimiter:
@@ -312,7 +313,10 @@ class SlidingWindowLimiter:
         return len(self._keys)
 
     def _count(self, window: _Window, now: float) -> int:
-        """Events in the current fixed window and the one before it."""
+        """Events in the current fixed window and the one before it (none if the last one
+        left the sliding window)."""
+        if window.last <= now - self.window_seconds:
+            return 0
         index = int(now / self.window_seconds)
         if index == window.index:
             return window.current + window.previous
@@ -329,7 +333,7 @@ class SlidingWindowLimiter:
             if len(keys) >= self.max_keys:
                 keys.popitem(last=False)
                 self.evictions += 1
-            window = keys[key] = _Window(int(now / self.window_seconds))
+            window = keys[key] = _Window(int(now / self.window_seconds), now)
         elif self._count(window, now) >= self.max_events:
             return False
         index = int(now / self.window_seconds)
@@ -338,6 +342,7 @@ class SlidingWindowLimiter:
             window.current = 0
             window.index = index
         window.current += 1
+        window.last = now
         keys.move_to_end(key)
         return True
 
@@ -348,19 +353,20 @@ class SlidingWindowLimiter:
 
     def expired(self) -> int:
         """How many keys ``expire`` would forget now; O(expired)."""
-        index = int(self._clock() / self.window_seconds)
-        return sum(
-            1 for _ in itertools.takewhile(lambda w: w.index < index - 1, self._keys.values())
-        )
+        cutoff = self._clock() - self.window_seconds
+        return sum(1 for _ in itertools.takewhile(lambda w: w.last <= cutoff, self._keys.values()))
 
     def expire(self, limit: int | None = None) -> int:
-        """Forget keys with no event in this window or the last, at most ``limit``; O(expired)."""
+        """Forget keys whose last event left the window, at most ``limit``; O(expired).
+
+        Their count in any window ending now is zero, so forgetting them changes nothing.
+        """
         keys = self._keys
-        index = int(self._clock() / self.window_seconds)
+        cutoff = self._clock() - self.window_seconds
         removed = 0
         while keys and (limit is None or removed < limit):
             key = next(iter(keys))
-            if keys[key].index >= index - 1:
+            if keys[key].last > cutoff:
                 break
             del keys[key]
             removed += 1

@@ -237,9 +237,9 @@ class Janitor:
         now = self.clock()
         self.stats.record(report)
         self.last_report = report
-        if report.trigger is Trigger.TIME:
-            self._last_time_cleanup = now
-        elif report.trigger is Trigger.MEMORY:
+        # Any full cleanup did the time-based one's work: its schedule restarts.
+        self._last_time_cleanup = now
+        if report.trigger is Trigger.MEMORY:
             self._last_pressure_cleanup = now
             self.ineffective_cleanup = report.removed_total == 0 and report.gc_collected == 0
         logger.info(
@@ -318,12 +318,15 @@ class Janitor:
 
     async def _reconcile(self, dry_run: bool) -> int:
         """Remove entries that outlived their player's connections; re-index lost ones."""
-        fixed = self._reconcile_players(dry_run)
+        # The index first: a connection missing from it would make its player look orphaned.
+        fixed = self._reconcile_index(dry_run)
+        await asyncio.sleep(0)
+        fixed += self._reconcile_players(dry_run)
         await asyncio.sleep(0)
         for structure in (self.hub.room_occupants, self.hub.room_subscriptions):
             fixed += self._reconcile_members(structure, dry_run)
             await asyncio.sleep(0)
-        return fixed + self._reconcile_index(dry_run)
+        return fixed
 
     def _reconcile_players(self, dry_run: bool) -> int:
         """Players "online" without a connection."""

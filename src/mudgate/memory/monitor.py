@@ -161,11 +161,12 @@ class MemoryMonitor:
         *,
         clock: Callable[[], float] = time.monotonic,
         proc_cgroup: Path = Path("/proc/self/cgroup"),
+        process: psutil.Process | None = None,
     ) -> None:
         self.settings = settings
         self._clock = clock
         self._proc_cgroup = proc_cgroup
-        self._process = psutil.Process()
+        self._process = process or psutil.Process()
         self._cgroup: CgroupLimit | None = None
         self._cgroup_read_at: float | None = None
         self._failing = False

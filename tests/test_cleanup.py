@@ -1,0 +1,273 @@
+"""The janitor: when it cleans, what it removes, and what it reports."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from mudgate.bounded import BoundedQueue
+from mudgate.cleanup import CHUNK, Janitor, Trigger
+from mudgate.hub import Hub
+from mudgate.memory.monitor import MIB, MemorySample
+from mudgate.protocol import CloseCode, Outgoing
+from mudgate.settings import Settings
+
+from .conftest import FakeClock, connect, make_settings, settle
+
+
+class FakeMonitor:
+    """A monitor whose reading the test sets (a 90 % reading cannot be made real here)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.percent = 10.0
+        self.rss_mb = 100.0
+
+    def read(self) -> MemorySample:
+        return MemorySample(
+            rss_bytes=int(self.rss_mb * MIB),
+            vms_bytes=0,
+            available_bytes=0,
+            total_bytes=1000 * MIB,
+            limit_bytes=1000 * MIB,
+            limit_source="configured",
+            percent=self.percent,
+            taken_at=self.clock(),
+        )
+
+
+class Setup:
+    def __init__(self, clock: FakeClock, **overrides: Any) -> None:
+        self.settings: Settings = make_settings(memory_alert_hold=0, **overrides)
+        self.hub = Hub(self.settings, clock=clock)
+        self.monitor = FakeMonitor(clock)
+        self.trims = 0
+
+        def malloc_trim() -> bool:
+            self.trims += 1
+            return True
+
+        self.janitor = Janitor(
+            self.hub,
+            self.monitor,  # type: ignore[arg-type]
+            self.settings,
+            clock=clock,
+            wall_clock=lambda: 1_800_000_000.0,
+            malloc_trim=malloc_trim,
+        )
+
+
+@pytest.fixture
+async def setup(clock: FakeClock) -> Setup:
+    setup = Setup(clock)
+    await setup.hub.start()
+    return setup
+
+
+def test_the_defaults_follow_the_design() -> None:
+    settings = Settings()
+    assert settings.cleanup_interval == 300
+    assert settings.memory_threshold == 0.8
+    assert settings.pending_message_ttl == settings.connection_attempt_ttl == 3600
+    assert settings.max_pending_messages == settings.max_rate_limit_entries == 1000
+    assert settings.large_structure_threshold == 1000
+    assert (
+        settings.memory_info_percent,
+        settings.memory_warning_percent,
+        settings.memory_critical_percent,
+    ) == (70, 80, 90)
+
+
+async def test_nothing_is_due_before_the_interval(setup: Setup, clock: FakeClock) -> None:
+    clock.advance(299)
+    assert await setup.janitor.check() is None
+
+
+async def test_a_time_based_cleanup_runs_every_interval(setup: Setup, clock: FakeClock) -> None:
+    clock.advance(300)
+    report = await setup.janitor.check()
+    assert report is not None
+    assert report.trigger is Trigger.TIME
+    assert await setup.janitor.check() is None
+    clock.advance(300)
+    assert await setup.janitor.check() is not None
+    assert setup.janitor.stats.time_cleanups == 2
+
+
+async def test_pressure_cleans_with_a_cooldown(setup: Setup, clock: FakeClock) -> None:
+    setup.hub.disconnect(connect(setup.hub, "alice"))
+    clock.advance(3600)  # alice's last_seen entry is now stale: there is something to free
+    setup.monitor.percent = 85.0
+    report = await setup.janitor.check()
+    assert report is not None
+    assert report.trigger is Trigger.MEMORY
+    assert report.malloc_trimmed
+    assert setup.trims == 1
+    clock.advance(30)
+    assert await setup.janitor.check() is None  # cooling down
+    clock.advance(30)
+    report = await setup.janitor.check()
+    assert report is not None
+    assert report.trigger is Trigger.MEMORY
+    assert setup.janitor.stats.memory_cleanups == 2
+
+
+async def test_a_pressure_cleanup_that_frees_nothing_alerts_instead_of_storming(
+    setup: Setup, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gc.collect", lambda: 0)
+    setup.monitor.percent = 85.0
+    assert await setup.janitor.check() is not None
+    assert setup.janitor.ineffective_cleanup
+    clock.advance(120)
+    assert await setup.janitor.check() is None  # no rerun while it would free nothing
+    assert "CLEANUP_INEFFECTIVE" in [alert.code for alert in setup.janitor.alerts()]
+    setup.monitor.percent = 50.0  # pressure gone: the alert clears
+    await setup.janitor.check()
+    assert not setup.janitor.ineffective_cleanup
+
+
+async def test_critical_memory_sheds_load_until_below_warning(setup: Setup) -> None:
+    setup.monitor.percent = 92.0
+    setup.janitor.observe()
+    refusal = setup.hub.admit("alice", "10.0.0.1")
+    assert refusal is not None
+    assert (refusal.code, refusal.reason) == (CloseCode.TRY_AGAIN_LATER, "memory pressure")
+    setup.monitor.percent = 82.0
+    setup.janitor.observe()
+    assert setup.hub.shedding
+    setup.monitor.percent = 79.0
+    setup.janitor.observe()
+    assert setup.hub.admit("alice", "10.0.0.1") is None
+
+
+async def test_old_attempts_and_pending_messages_expire_while_recent_ones_stay(
+    setup: Setup, clock: FakeClock
+) -> None:
+    hub = setup.hub
+    for name in ("old", "recent"):
+        hub.disconnect(connect(hub, name))
+    hub.admit("old", "10.0.0.1")
+    hub.send_to_player("old", hub.event("tell", text="old"))
+    hub.send_to_player("recent", hub.event("tell", text="old too"))
+    clock.advance(2000)
+    hub.send_to_player("recent", hub.event("tell", text="new"))
+    hub.admit("recent", "10.0.0.2")
+    clock.advance(2000)  # 4000 s: the first message and attempts are past 3600 s
+    report = await setup.janitor.clean(Trigger.FORCED)
+    assert report.removed["pending_messages"] == 2
+    assert report.removed["connection_attempts"] == 2  # ip:10.0.0.1 and player:old
+    assert "old" not in hub.pending_messages
+    recent = hub.pending_messages.get("recent")
+    assert recent is not None
+    assert [message.event for message in recent.drain()] == ["tell"]
+    assert hub.connection_attempts.recent("player:recent") == 1
+
+
+async def test_lists_over_their_cap_are_trimmed(setup: Setup) -> None:
+    hub = setup.hub
+    hub.disconnect(connect(hub, "alice"))
+    queue: BoundedQueue[Outgoing] = BoundedQueue(2000, 3600, clock=hub.clock, sizeof=len)
+    for i in range(1500):
+        queue.append(Outgoing("tell", str(i).encode()))
+    hub.pending_messages.set("alice", queue)
+    hub.pending_bytes += queue.size_bytes
+    report = await setup.janitor.clean(Trigger.FORCED)
+    assert report.removed["pending_messages"] == 500
+    assert len(queue) == 1000
+    assert hub.pending_bytes == queue.size_bytes
+
+
+async def test_connections_past_their_age_or_idle_are_closed(clock: FakeClock) -> None:
+    setup = Setup(clock, max_connection_age=100, idle_timeout=50)
+    await setup.hub.start()
+    old = connect(setup.hub, "old")
+    clock.advance(60)
+    idle = connect(setup.hub, "idle")
+    busy = connect(setup.hub, "busy")
+    clock.advance(45)  # old: 105 s; idle and busy: 45 s old
+    busy.received()
+    assert setup.janitor.stale_connections() == 1
+    clock.advance(10)  # idle: 55 s without traffic; busy heard from 10 s ago
+    report = await setup.janitor.clean(Trigger.FORCED)
+    assert report.removed["stale_connections"] == 2
+    await settle()
+    assert old.closed_with == (CloseCode.RECYCLED, "recycled")
+    assert idle.closed_with == (CloseCode.IDLE, "idle")
+    assert busy.closed_with is None
+
+
+async def test_orphans_are_reconciled(setup: Setup) -> None:
+    hub = setup.hub
+    alice = connect(hub, "alice")
+    bob = connect(hub, "bob")
+    # Corrupt the structures the way a bug would.
+    del hub.player_websockets["bob"]  # bob's connection missing from the index
+    hub.room_occupants.setdefault("ghost-room", set()).add("ghost")
+    hub.room_subscriptions.setdefault("channel:ooc", set()).add("ghost")
+    hub.active_websockets.pop(alice.id)  # alice's index entry now points at nothing
+    hub.connection_timestamps.pop(alice.id)
+    report = await setup.janitor.clean(Trigger.FORCED)
+    # bob re-indexed; alice's dead entry dropped and, with no connection left, she goes offline;
+    # the ghost's room and subscription entries go.
+    assert report.removed["orphans"] == 5
+    assert hub.player_websockets == {"bob": [bob]}
+    assert list(hub.online_players) == ["bob"]
+    assert hub.room_occupants == {"lobby": {"bob"}}
+    assert hub.room_subscriptions == {"room:lobby": {"bob"}}
+    assert (await setup.janitor.clean(Trigger.FORCED)).removed["orphans"] == 0
+
+
+async def test_a_dry_run_reports_and_removes_nothing(setup: Setup, clock: FakeClock) -> None:
+    hub = setup.hub
+    hub.disconnect(connect(hub, "alice"))
+    hub.send_to_player("alice", hub.event("tell", text="x"))
+    clock.advance(3600)
+    report = await setup.janitor.clean(Trigger.FORCED, dry_run=True)
+    assert report.dry_run
+    assert report.removed["pending_messages"] == 1
+    assert report.removed["last_seen"] == 1
+    assert len(hub.pending_messages) == 1
+    assert setup.janitor.stats.cleanups_performed == 0
+
+
+async def test_forced_cleanups_update_the_stats(setup: Setup, clock: FakeClock) -> None:
+    setup.monitor.rss_mb = 120.0
+    report = await setup.janitor.clean(Trigger.FORCED)
+    stats = setup.janitor.stats
+    assert (stats.cleanups_performed, stats.forced_cleanups, stats.last_trigger) == (1, 1, "forced")
+    assert stats.last_cleanup == report.started_at == "2027-01-15T08:00:00+00:00"
+    assert stats.last_memory_before_mb == 120.0
+    assert set(stats.removed) == {
+        "connection_attempts",
+        "last_seen",
+        "pending_messages",
+        "stale_connections",
+        "orphans",
+    }
+    assert setup.janitor.forced_cleanup_wait() == 10.0
+    clock.advance(10)
+    assert setup.janitor.forced_cleanup_wait() == 0.0
+
+
+async def test_large_sweeps_run_in_chunks(setup: Setup, clock: FakeClock) -> None:
+    hub = setup.hub
+    for i in range(3 * CHUNK + 5):
+        hub.connection_attempts.hit(f"ip:{i}")
+    clock.advance(10_000)
+    report = await setup.janitor.clean(Trigger.FORCED)
+    assert report.removed["connection_attempts"] == 3 * CHUNK + 5
+
+
+async def test_the_janitor_runs_and_stops_with_its_task(clock: FakeClock) -> None:
+    setup = Setup(clock, check_interval=0.001)
+    setup.janitor.start()
+    setup.monitor.percent = 95.0
+    for _ in range(500):
+        if setup.hub.shedding:
+            break
+        await asyncio.sleep(0.001)
+    await setup.janitor.stop()
+    assert setup.hub.shedding
