@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mudgate.bounded import BoundedQueue, SlidingWindowLimiter, TTLMap
+from mudgate.bounded import BoundedQueue, Mailboxes, SlidingWindowLimiter, TTLMap
 
 from .conftest import FakeClock
 
@@ -281,3 +281,94 @@ def test_limiter_forgets_keys_once_their_last_event_leaves_the_window(clock: Fak
     clock.advance(5.0)
     assert limiter.expire() == 1
     assert limiter.stats().expirations == 2
+
+
+# Mailboxes
+
+mailbox_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.sampled_from("abcde"), st.integers(1, 9)),
+        st.tuples(st.just("take"), st.sampled_from("abcde"), st.none()),
+        st.tuples(st.just("advance"), st.floats(0, 6, allow_nan=False), st.none()),
+        st.tuples(st.just("expire"), st.none(), st.none()),
+    ),
+    max_size=80,
+)
+
+
+@given(ops=mailbox_ops)
+def test_mailboxes_stay_within_every_cap(ops: list[tuple[str, object, object]]) -> None:
+    """Whatever happens: at most max_keys mailboxes of max_per_key items, at most max_bytes
+    held, items come out in order, and nothing older than the TTL is ever taken."""
+    clock = FakeClock()
+    boxes: Mailboxes[str, tuple[float, int]] = Mailboxes(
+        3, 4, 20, 10.0, clock=clock, sizeof=lambda item: item[1]
+    )
+    for op, key, arg in ops:
+        if op == "append":
+            assert isinstance(key, str)
+            assert isinstance(arg, int)
+            boxes.append(key, (clock.now, arg))
+        elif op == "take":
+            assert isinstance(key, str)
+            taken = boxes.take(key)
+            assert [at for at, _ in taken] == sorted(at for at, _ in taken)
+            assert all(at > clock.now - 10.0 for at, _ in taken)
+        elif op == "advance":
+            assert isinstance(key, float)
+            clock.advance(key)
+        else:
+            boxes.expire()
+            assert not boxes.due()
+        assert len(boxes) <= 3
+        assert boxes.size_bytes <= 20
+        assert all(boxes.count(k) <= 4 for k in "abcde")
+        assert boxes.items_held == sum(boxes.count(k) for k in "abcde")
+
+
+def test_mailboxes_expire_in_arrival_order_in_o_expired(clock: FakeClock) -> None:
+    boxes: Mailboxes[str, int] = Mailboxes(100_000, 10, 2**30, 60.0, clock=clock)
+    for i in range(1000):
+        boxes.append(f"old{i}", i)
+    clock.advance(30)
+    for i in range(50_000):
+        boxes.append(f"new{i}", i)
+    clock.advance(30)
+    assert boxes.expired() == 1000
+    assert boxes.due()
+    assert boxes.expire(limit=400) == 400
+    assert boxes.expire() == 600
+    assert not boxes.due()
+    assert len(boxes) == 50_000
+    assert boxes.stats().expirations == 1000
+
+
+def test_a_delivered_message_counts_until_its_turn(clock: FakeClock) -> None:
+    boxes: Mailboxes[str, bytes] = Mailboxes(10, 10, 100, 60.0, clock=clock, sizeof=len)
+    boxes.append("a", b"x" * 40)
+    assert boxes.take("a") == [b"x" * 40]
+    assert boxes.take("a") == []
+    assert (boxes.items_held, boxes.size_bytes) == (0, 40)  # still referenced by the line
+    boxes.append("b", b"y" * 40)
+    boxes.append("b", b"z" * 40)  # over 100 bytes: the delivered one goes first
+    assert boxes.size_bytes == 80
+    assert boxes.take("b") == [b"y" * 40, b"z" * 40]
+    clock.advance(60)
+    assert boxes.expire() == 0  # both already taken
+    assert boxes.size_bytes == 0
+
+
+def test_mailboxes_drop_the_oldest_mailbox_past_max_keys(clock: FakeClock) -> None:
+    boxes: Mailboxes[str, int] = Mailboxes(2, 10, 1000, 60.0, clock=clock)
+    boxes.append("a", 1)
+    boxes.append("a", 2)
+    boxes.append("b", 3)
+    boxes.append("c", 4)
+    assert "a" not in boxes
+    assert boxes.stats().evictions == 2
+    assert boxes.take("b") == [3]
+
+
+def test_mailboxes_reject_nonsense_bounds() -> None:
+    with pytest.raises(ValueError, match="caps"):
+        Mailboxes(0, 1, 1, 1.0)

@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 
-from mudgate.bounded import BoundedQueue
 from mudgate.cleanup import CHUNK, Janitor, Trigger
 from mudgate.hub import Hub
 from mudgate.memory.monitor import MIB, MemorySample
@@ -153,31 +152,29 @@ async def test_old_attempts_and_pending_messages_expire_while_recent_ones_stay(
     hub.send_to_player("old", hub.event("tell", text="old"))
     hub.send_to_player("recent", hub.event("tell", text="old too"))
     clock.advance(2000)
-    hub.send_to_player("recent", hub.event("tell", text="new"))
+    new = hub.event("tell", text="new")
+    hub.send_to_player("recent", new)
     hub.admit("recent", "10.0.0.2")
     clock.advance(2000)  # 4000 s: the first message and attempts are past 3600 s
     report = await setup.janitor.clean(Trigger.FORCED)
     assert report.removed["pending_messages"] == 2
     assert report.removed["connection_attempts"] == 2  # ip:10.0.0.1 and player:old
     assert "old" not in hub.pending_messages
-    recent = hub.pending_messages.get("recent")
-    assert recent is not None
-    assert [message.event for message in recent.drain()] == ["tell"]
+    assert [message.data for message in hub.pending_messages.take("recent")] == [new.data]
     assert hub.connection_attempts.recent("player:recent") == 1
 
 
-async def test_lists_over_their_cap_are_trimmed(setup: Setup) -> None:
+async def test_no_pending_list_ever_outgrows_its_cap(setup: Setup) -> None:
     hub = setup.hub
     hub.disconnect(connect(hub, "alice"))
-    queue: BoundedQueue[Outgoing] = BoundedQueue(2000, 3600, clock=hub.clock, sizeof=len)
     for i in range(1500):
-        queue.append(Outgoing("tell", str(i).encode()))
-    hub.pending_messages.set("alice", queue)
-    hub.pending_bytes += queue.size_bytes
+        hub.send_to_player("alice", Outgoing("tell", str(i).encode()))
+    assert hub.pending_messages.count("alice") == 1000
     report = await setup.janitor.clean(Trigger.FORCED)
-    assert report.removed["pending_messages"] == 500
-    assert len(queue) == 1000
-    assert hub.pending_bytes == queue.size_bytes
+    assert report.removed["pending_messages"] == 0
+    conn = connect(hub, "alice")
+    await settle()
+    assert [m.data for m in conn.written[1:3]] == [b"500", b"501"]  # the newest 1000 kept
 
 
 async def test_connections_past_their_age_or_idle_are_closed(clock: FakeClock) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-__all__ = ["BoundedQueue", "ContainerStats", "SlidingWindowLimiter", "TTLMap"]
+__all__ = ["BoundedQueue", "ContainerStats", "Mailboxes", "SlidingWindowLimiter", "TTLMap"]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -133,6 +133,10 @@ class TTLMap(Generic[K, V]):
             if expires_at > now:
                 return
             yield key
+
+    def due(self) -> bool:
+        """Whether the oldest entry has expired; O(1)."""
+        return next(self._expired_keys(), None) is not None
 
     def expired(self) -> int:
         """How many entries have expired (and not been removed yet)."""
@@ -253,6 +257,143 @@ class BoundedQueue(Generic[T]):
         return ContainerStats(len(self._items), self.capacity, self.evictions, self.expirations)
 
 
+class Mailboxes(Generic[K, T]):
+    """Per-key FIFO mailboxes whose items share one TTL, bounded per key, in keys and in bytes.
+
+    Every item is also kept, in arrival order, in one global line. With one TTL, arrival order
+    is expiry order, so ``expire`` pops the line's front while it is due and takes each item
+    off the front of its own mailbox: O(expired), however many keys and items there are.
+    An item that left its mailbox early (delivered by ``take``, or dropped by the per-key cap)
+    stays in the line until its turn comes, and its bytes count until then: ``size_bytes`` is
+    what the mailboxes really hold in memory, and past ``max_bytes`` the line's oldest items go
+    first, delivered or not.
+    """
+
+    __slots__ = (
+        "_boxes",
+        "_clock",
+        "_line",
+        "_sizeof",
+        "evictions",
+        "expirations",
+        "items_held",
+        "max_bytes",
+        "max_keys",
+        "max_per_key",
+        "size_bytes",
+        "ttl_seconds",
+    )
+
+    def __init__(
+        self,
+        max_keys: int,
+        max_per_key: int,
+        max_bytes: int,
+        ttl_seconds: float,
+        *,
+        clock: Clock = time.monotonic,
+        sizeof: Callable[[T], int] = lambda item: 0,
+    ) -> None:
+        if min(max_keys, max_per_key, max_bytes) < 1 or ttl_seconds <= 0:
+            raise ValueError("caps must be at least 1 and ttl_seconds positive")
+        self.max_keys = max_keys
+        self.max_per_key = max_per_key
+        self.max_bytes = max_bytes
+        self.ttl_seconds = ttl_seconds
+        self.evictions = 0
+        self.expirations = 0
+        self.items_held = 0  # items still in a mailbox
+        self.size_bytes = 0  # bytes of every item in the line
+        self._clock = clock
+        self._sizeof = sizeof
+        self._boxes: dict[K, deque[tuple[float, T]]] = {}
+        self._line: deque[tuple[float, K, T, int]] = deque()
+
+    def __len__(self) -> int:
+        return len(self._boxes)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._boxes
+
+    def count(self, key: K) -> int:
+        box = self._boxes.get(key)
+        return 0 if box is None else len(box)
+
+    def append(self, key: K, item: T) -> None:
+        """Queue ``item`` for ``key``, dropping what the caps require (oldest first)."""
+        boxes = self._boxes
+        box = boxes.get(key)
+        if box is None:
+            if len(boxes) >= self.max_keys:
+                # Drop the mailbox created longest ago; its items stay in the line until due.
+                dropped = boxes.pop(next(iter(boxes)))
+                self.items_held -= len(dropped)
+                self.evictions += len(dropped)
+            box = boxes[key] = deque()
+        elif len(box) >= self.max_per_key:
+            box.popleft()
+            self.items_held -= 1
+            self.evictions += 1
+        expires_at = self._clock() + self.ttl_seconds
+        size = self._sizeof(item)
+        box.append((expires_at, item))
+        self._line.append((expires_at, key, item, size))
+        self.items_held += 1
+        self.size_bytes += size
+        while self.size_bytes > self.max_bytes and self._line:
+            if self._pop_line():
+                self.evictions += 1
+
+    def _pop_line(self) -> bool:
+        """Pop the line's oldest item; True if it was still in its mailbox (now removed)."""
+        _, key, item, size = self._line.popleft()
+        self.size_bytes -= size
+        box = self._boxes.get(key)
+        if box is None or box[0][1] is not item:
+            return False  # delivered or dropped already
+        box.popleft()
+        self.items_held -= 1
+        if not box:
+            del self._boxes[key]
+        return True
+
+    def take(self, key: K) -> list[T]:
+        """Remove and return ``key``'s live items, oldest first."""
+        box = self._boxes.pop(key, None)
+        if box is None:
+            return []
+        self.items_held -= len(box)
+        now = self._clock()
+        return [item for expires_at, item in box if expires_at > now]
+
+    def expire(self, limit: int | None = None) -> int:
+        """Remove due items, looking at most at ``limit`` of them; returns how many were still
+        in a mailbox. O(expired): the line is in expiry order."""
+        line = self._line
+        now = self._clock()
+        looked = removed = 0
+        while line and line[0][0] <= now and (limit is None or looked < limit):
+            removed += self._pop_line()
+            looked += 1
+        self.expirations += removed
+        return removed
+
+    def due(self) -> bool:
+        """Whether the line's oldest item is due; O(1)."""
+        return bool(self._line) and self._line[0][0] <= self._clock()
+
+    def expired(self) -> int:
+        """How many items still in a mailbox are due; O(keys), for dry runs."""
+        now = self._clock()
+        return sum(
+            sum(1 for _ in itertools.takewhile(lambda entry: entry[0] <= now, box))
+            for box in self._boxes.values()
+        )
+
+    def stats(self) -> ContainerStats:
+        return ContainerStats(len(self._boxes), self.max_keys, self.evictions, self.expirations)
+
+
 class _Window:
     """One key's counts: events in the current fixed window and in the one before it."""
 
@@ -350,6 +491,11 @@ class SlidingWindowLimiter:
         """``key``'s events in the current fixed window and the one before it."""
         window = self._keys.get(key)
         return 0 if window is None else self._count(window, self._clock())
+
+    def due(self) -> bool:
+        """Whether the idlest key can be forgotten; O(1)."""
+        keys = self._keys
+        return bool(keys) and next(iter(keys.values())).last <= self._clock() - self.window_seconds
 
     def expired(self) -> int:
         """How many keys ``expire`` would forget now; O(expired)."""

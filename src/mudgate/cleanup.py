@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Protocol
 
 from .alerts import Alert, AlertRules, MemoryLevels
 from .connection import Connection, ConnectionState
@@ -34,6 +34,14 @@ logger = logging.getLogger("mudgate.cleanup")
 
 # Entries handled between two yields to the event loop.
 CHUNK = 1000
+
+
+class Expiring(Protocol):
+    """A bounded container whose entries expire in order (see bounded.py)."""
+
+    def expire(self, limit: int | None = None) -> int: ...
+    def expired(self) -> int: ...
+    def due(self) -> bool: ...
 
 
 class Trigger(enum.StrEnum):
@@ -251,43 +259,21 @@ class Janitor:
             report.memory_after_mb,
         )
 
-    async def _expire(self, container: Any, dry_run: bool) -> int:
+    async def _expire(self, container: Expiring, dry_run: bool) -> int:
         """Expire a bounded container in chunks: O(expired), yielding between chunks."""
         if dry_run:
-            return int(container.expired())
+            return container.expired()
         removed = 0
         while True:
-            count = int(container.expire(limit=CHUNK))
-            removed += count
-            if count < CHUNK:
+            removed += container.expire(limit=CHUNK)
+            if not container.due():
                 return removed
             await asyncio.sleep(0)
 
     async def _sweep_pending(self, dry_run: bool) -> int:
-        """Drop expired pending messages and trim queues over their cap.
-
-        Whole queues go in expiry order (O(expired)); messages inside a live queue are found
-        by visiting each queue, O(players with pending messages), a chunk at a time.
-        """
-        hub = self.hub
-        if dry_run:
-            cap = self.settings.max_pending_messages
-            removed = sum(len(queue) for _, queue in hub.pending_messages.expired_items())
-            for _, queue in hub.pending_messages.items():
-                removed += queue.expired() + max(0, len(queue) - cap)
-            return removed
-        removed = 0
-        while True:
-            before = len(hub.pending_messages)
-            removed += hub.expire_pending(limit=CHUNK)
-            await asyncio.sleep(0)
-            if before - len(hub.pending_messages) < CHUNK:
-                break
-        players = [player_id for player_id, _ in hub.pending_messages.items()]
-        for start in range(0, len(players), CHUNK):
-            removed += hub.prune_pending(players[start : start + CHUNK])
-            await asyncio.sleep(0)
-        return removed
+        """Drop pending messages past their TTL. Every mailbox is capped at insert, so there
+        is never a list to trim."""
+        return await self._expire(self.hub.pending_messages, dry_run)
 
     def stale(self, conn: Connection, now: float) -> CloseCode | None:
         """Why ``conn`` should be closed now (recycled or idle), if it should."""

@@ -219,10 +219,6 @@ def builtin_commands() -> CommandRegistry:
         delivery = ctx.hub.send_to_player(args.to, message)
         if delivery is Delivery.UNKNOWN_PLAYER:
             raise ProtocolError(ErrorCode.PLAYER_NOT_FOUND, f"no player {args.to!r} is online")
-        if delivery is Delivery.PENDING_FULL:
-            raise ProtocolError(
-                ErrorCode.UNAVAILABLE, f"{args.to!r} is away and no more messages can be queued"
-            )
         if args.to != ctx.player.id:
             ctx.reply("told", to=args.to, text=args.text)
 

@@ -69,6 +69,7 @@ class Connection(abc.ABC):
     __slots__ = (
         "__weakref__",
         "_aborted",
+        "_backlog",
         "_bad_frame_at",
         "_bad_frame_level",
         "_clock",
@@ -108,6 +109,7 @@ class Connection(abc.ABC):
         # Allocated on the first send and dropped once drained: an idle connection holds none.
         self._outbox: deque[Outgoing] | None = None
         self._outbox_bytes = 0
+        self._backlog: deque[Outgoing] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._closer: asyncio.Task[None] | None = None
         self._task = asyncio.current_task()
@@ -168,12 +170,29 @@ class Connection(abc.ABC):
             self._writer = asyncio.get_running_loop().create_task(self._drain())
         return True
 
+    def send_backlog(self, messages: list[Outgoing]) -> None:
+        """Queue what was waiting for this player while away, to be written after the outbox.
+
+        The backlog was already held (and capped) by the hub's pending messages; it does not
+        count against the outbox caps, so a long backlog never makes a slow consumer by itself
+        (a client that does not read it still hits write_timeout).
+        """
+        if self.state is not ConnectionState.OPEN or not messages:
+            return
+        self._backlog = deque(messages)
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._drain())
+
+    def _next(self) -> tuple[deque[Outgoing], Outgoing] | None:
+        for queue in (self._outbox, self._backlog):
+            if queue:
+                return queue, queue[0]
+        return None
+
     async def _drain(self) -> None:
-        outbox = self._outbox
-        assert outbox is not None
         try:
-            while outbox:
-                message = outbox[0]
+            while (next_message := self._next()) is not None:
+                queue, message = next_message
                 try:
                     async with asyncio.timeout(self._limits.write_timeout):
                         await self._write(message)
@@ -185,15 +204,18 @@ class Connection(abc.ABC):
                     logger.debug("write to %s failed: %r", self.id, error)
                     self._clear_outbox()
                     return
-                outbox.popleft()
-                self._outbox_bytes -= len(message)
+                queue.popleft()
+                if queue is self._outbox:
+                    self._outbox_bytes -= len(message)
         finally:
             self._writer = None
-            if not outbox:
+            if not self._outbox:
                 self._outbox = None
+            if not self._backlog:
+                self._backlog = None
 
     def _clear_outbox(self) -> None:
-        self._outbox = None
+        self._outbox = self._backlog = None
         self._outbox_bytes = 0
 
     # Receiving

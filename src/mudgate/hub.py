@@ -13,12 +13,12 @@ import enum
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from .backplane import Backplane, LocalBackplane
-from .bounded import BoundedQueue, SlidingWindowLimiter, TTLMap
+from .bounded import Mailboxes, SlidingWindowLimiter, TTLMap
 from .connection import Connection, ConnectionLimits
 from .protocol import CloseCode, Outgoing, encode_event
 from .settings import Settings
@@ -36,7 +36,6 @@ class Delivery(enum.Enum):
     SENT = "sent"
     QUEUED = "queued"
     UNKNOWN_PLAYER = "unknown_player"
-    PENDING_FULL = "pending_full"
 
 
 class Player:
@@ -110,17 +109,19 @@ class Hub:
             settings.max_rate_limit_keys,
             clock=clock,
         )
-        self.pending_messages: TTLMap[str, BoundedQueue[Outgoing]] = TTLMap(
-            settings.max_players, settings.pending_message_ttl, clock=clock
+        self.pending_messages: Mailboxes[str, Outgoing] = Mailboxes(
+            settings.max_players,
+            settings.max_pending_messages,
+            settings.max_pending_bytes,
+            settings.pending_message_ttl,
+            clock=clock,
+            sizeof=len,
         )
 
         # Counters for monitoring.
         self.connections_opened = 0
         self.slow_consumer_disconnects = 0
         self.refused_connections = 0
-        # Bytes of all queued pending messages, kept exact by every path that adds or drops.
-        self.pending_bytes = 0
-        self.pending_refused = 0
         # When recent slow consumers were dropped, for the SLOW_CONSUMERS alert.
         self.slow_consumer_times: deque[float] = deque(maxlen=1000)
         # Set under memory pressure: new connections are refused, existing ones keep playing.
@@ -215,11 +216,7 @@ class Hub:
 
         conn.send(self.event("welcome", player=player.id, room=player.room, connection=conn.id))
         # What was queued while the player was away, in order.
-        pending = self.pending_messages.remove(conn.player_id)
-        if pending is not None:
-            self.pending_bytes -= pending.size_bytes
-            for message in pending.drain():
-                conn.send(message)
+        conn.send_backlog(self.pending_messages.take(conn.player_id))
         logger.info("connected %s for %s from %s", conn.id, conn.player_id, conn.remote)
         return player
 
@@ -360,60 +357,16 @@ class Hub:
     def send_to_player(self, player_id: str, message: Outgoing) -> Delivery:
         """Send to a player wherever they are; queue it if they left recently.
 
-        Queued messages are capped per player (the oldest go) and in total bytes (past
-        max_pending_bytes a new one is refused, not queued).
+        Queued messages are capped per player and, all players together, in bytes; past
+        either cap the oldest go first.
         """
         if player_id in self.online_players:
             self.publish(player_topic(player_id), message)
             return Delivery.SENT
         if player_id not in self.last_seen:
             return Delivery.UNKNOWN_PLAYER
-        if self.pending_bytes + len(message) > self.settings.max_pending_bytes:
-            self.pending_refused += 1
-            return Delivery.PENDING_FULL
-        pending = self.pending_messages.get(player_id)
-        if pending is None:
-            self._discard_pending(player_id)  # an expired queue may still sit there
-            pending = BoundedQueue[Outgoing](
-                self.settings.max_pending_messages,
-                self.settings.pending_message_ttl,
-                clock=self.clock,
-                sizeof=len,
-            )
-        before = pending.size_bytes
-        pending.append(message)
-        self.pending_bytes += pending.size_bytes - before
-        # Writing the entry again restarts its TTL: it lives as long as its newest message.
-        evicted = self.pending_messages.set(player_id, pending)
-        if evicted is not None:
-            self.pending_bytes -= evicted[1].size_bytes
+        self.pending_messages.append(player_id, message)
         return Delivery.QUEUED
-
-    def _discard_pending(self, player_id: str) -> None:
-        queue = self.pending_messages.remove(player_id)
-        if queue is not None:
-            self.pending_bytes -= queue.size_bytes
-
-    def expire_pending(self, limit: int | None = None) -> int:
-        """Drop up to ``limit`` queues whose newest message expired; returns the messages
-        dropped. O(expired): queues are in the order of their newest message."""
-        removed = 0
-        for _, queue in self.pending_messages.pop_expired(limit):
-            removed += len(queue)
-            self.pending_bytes -= queue.size_bytes
-        return removed
-
-    def prune_pending(self, player_ids: Iterable[str]) -> int:
-        """Drop the expired messages in these players' queues and trim them to their cap."""
-        cap = self.settings.max_pending_messages
-        removed = 0
-        for player_id in player_ids:
-            queue = self.pending_messages.get(player_id)
-            if queue is not None:
-                before = queue.size_bytes
-                removed += queue.expire() + queue.trim(cap)
-                self.pending_bytes += queue.size_bytes - before
-        return removed
 
     def deliver(self, topic: str, message: Outgoing) -> None:
         """Queue ``message`` for every local listener of ``topic`` (the backplane's callback).
@@ -433,9 +386,6 @@ class Hub:
 
     # Monitoring
 
-    def pending_message_count(self) -> int:
-        return sum(len(queue) for _, queue in self.pending_messages.items())
-
     def stats(self) -> dict[str, int]:
         """The size of every structure, and the hub's counters."""
         outbox_bytes = outbox_messages = 0
@@ -454,8 +404,8 @@ class Hub:
             "last_seen": len(self.last_seen),
             "connection_attempts": len(self.connection_attempts),
             "pending_messages": len(self.pending_messages),
-            "pending_message_entries": self.pending_message_count(),
-            "pending_message_bytes": self.pending_bytes,
+            "pending_message_entries": self.pending_messages.items_held,
+            "pending_message_bytes": self.pending_messages.size_bytes,
             "outbox_messages": outbox_messages,
             "outbox_bytes": outbox_bytes,
             "connections_opened": self.connections_opened,

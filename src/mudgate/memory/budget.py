@@ -14,7 +14,7 @@ import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..bounded import BoundedQueue, SlidingWindowLimiter, TTLMap
+from ..bounded import Mailboxes, SlidingWindowLimiter, TTLMap
 from ..protocol import Outgoing, encode_event
 from ..settings import Settings
 
@@ -22,8 +22,6 @@ __all__ = ["BudgetLine", "MemoryBudget", "entry_sizes", "memory_budget"]
 
 # Server RSS per idle WebSocket under uvicorn, measured with bench/idle_memory.py (20.7 KiB).
 TRANSPORT_BYTES_PER_CONNECTION = 21 * 1024
-# The largest text a frame may carry (protocol.Text), at four UTF-8 bytes per character.
-_LARGEST_TEXT = "\U0001f409" * 4000
 _SAMPLES = 500
 
 
@@ -75,19 +73,15 @@ def _measure(build: Callable[[int], object]) -> int:
 @functools.cache
 def entry_sizes() -> dict[str, int]:
     """The measured size in bytes of one entry of each kind (cached for the process)."""
-    largest_message = encode_event(
-        "tell", {"from": "p" * 32, "to": "q" * 32, "text": _LARGEST_TEXT, "ts": 0.0, "seq": 0}
-    )
     last_seen: TTLMap[str, float] = TTLMap(10 * _SAMPLES, 60.0)
     limiter = SlidingWindowLimiter(10, 60.0, 10 * _SAMPLES)
     room: dict[str, set[str]] = {}
     online: dict[str, object] = {}
+    mailboxes: Mailboxes[str, Outgoing] = Mailboxes(10 * _SAMPLES, 10, 2**40, 60.0, sizeof=len)
 
-    def pending_message(i: int) -> Outgoing:
-        queue: BoundedQueue[Outgoing] = BoundedQueue(10, 60.0)
-        message = Outgoing("tell", bytes(largest_message.data))
-        queue.append(message)
-        return message
+    def pending_message(i: int) -> None:
+        # A small message: what is measured is the bookkeeping around its payload.
+        mailboxes.append(f"player-{i:024d}", encode_event("tell", {"text": "x", "seq": i}))
 
     return {
         "last_seen": _measure(lambda i: last_seen.set(f"player-{i:024d}", float(i))),
@@ -105,6 +99,16 @@ def memory_budget(settings: Settings, limit_bytes: int) -> MemoryBudget:
     """The worst case the caps in ``settings`` allow, per structure."""
     sizes = entry_sizes()
     per_connection = TRANSPORT_BYTES_PER_CONNECTION + settings.outbox_max_bytes
+    # Pending messages are capped in payload bytes as a whole; each also holds its payload
+    # twice (the bytes and the text sent on WebSockets) and its bookkeeping.
+    smallest = len(encode_event("tell", {"from": "a", "to": "b", "text": "x", "ts": 0, "seq": 0}))
+    pending_count = min(
+        settings.max_players * settings.max_pending_messages,
+        settings.max_pending_bytes // smallest,
+    )
+    pending_per_message = sizes["pending_message"] + -(
+        -2 * settings.max_pending_bytes // pending_count
+    )
     lines = (
         BudgetLine("connections", settings.max_connections, per_connection),
         BudgetLine("online_players", settings.max_players, sizes["online_player"]),
@@ -116,10 +120,6 @@ def memory_budget(settings: Settings, limit_bytes: int) -> MemoryBudget:
         ),
         BudgetLine("last_seen", settings.max_players, sizes["last_seen"]),
         BudgetLine("connection_attempts", settings.max_rate_limit_keys, sizes["rate_limit_key"]),
-        BudgetLine(
-            "pending_messages",
-            settings.max_players * settings.max_pending_messages,
-            sizes["pending_message"],
-        ),
+        BudgetLine("pending_messages", pending_count, pending_per_message),
     )
     return MemoryBudget(lines, limit_bytes)
