@@ -38,8 +38,8 @@ class TTLMap(Generic[K, V]):
     """A mapping with a capacity and, optionally, a time to live per entry.
 
     Entries are kept in expiry order: with one TTL for the whole map, that is the order in which
-    they were last written, so ``set`` moves a key to the end. Reading does not refresh an entry;
-    call ``touch`` for that. ``ttl_seconds=None`` keeps entries until evicted or removed.
+    they were last written, so ``set`` moves a key to the end and restarts its TTL; reading does
+    not. ``ttl_seconds=None`` keeps entries until evicted or removed.
     """
 
     __slots__ = ("_clock", "_entries", "capacity", "evictions", "expirations", "ttl_seconds")
@@ -92,14 +92,6 @@ class TTLMap(Generic[K, V]):
         entries[key] = (self._expires_at(), value)
         return evicted
 
-    def touch(self, key: K) -> bool:
-        """Restart the TTL of a live ``key``; returns whether it was there."""
-        value = self.get(key)
-        if value is None:
-            return False
-        self.set(key, value)
-        return True
-
     def get(self, key: K, default: V | None = None) -> V | None:
         """The live value of ``key``, or ``default`` if it is missing or has expired."""
         entry = self._entries.get(key)
@@ -113,11 +105,6 @@ class TTLMap(Generic[K, V]):
         if entry is None or entry[0] <= self._clock():
             return default
         return entry[1]
-
-    def remove(self, key: K) -> V | None:
-        """Remove ``key`` and return its value, live or expired (None if missing)."""
-        entry = self._entries.pop(key, None)
-        return None if entry is None else entry[1]
 
     def items(self) -> list[tuple[K, V]]:
         """A snapshot of the live entries, oldest first."""
@@ -141,10 +128,6 @@ class TTLMap(Generic[K, V]):
     def expired(self) -> int:
         """How many entries have expired (and not been removed yet)."""
         return sum(1 for _ in self._expired_keys())
-
-    def expired_items(self) -> list[tuple[K, V]]:
-        """The expired entries, oldest first, without removing them."""
-        return [(key, self._entries[key][1]) for key in self._expired_keys()]
 
     def pop_expired(self, limit: int | None = None) -> list[tuple[K, V]]:
         """Remove and return expired entries, at most ``limit`` of them; O(expired)."""

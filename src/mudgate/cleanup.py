@@ -358,10 +358,8 @@ class Janitor:
 
     # Reporting
 
-    def alerts(self, sample: MemorySample | None = None) -> list[Alert]:
-        """The alerts active now."""
-        if sample is not None:
-            self.levels.update(sample.percent)
+    def alerts(self) -> list[Alert]:
+        """The alerts active now (memory as of the last ``observe``)."""
         return self.rules.evaluate(
             self.levels,
             self.hub.stats(),
