@@ -24,6 +24,13 @@ T = TypeVar("T")
 Clock = Callable[[], float]
 
 
+def _check_bounds(capacity: int, ttl_seconds: float | None) -> None:
+    if capacity < 1:
+        raise ValueError(f"capacity must be at least 1, got {capacity}")
+    if ttl_seconds is not None and ttl_seconds <= 0:
+        raise ValueError(f"ttl_seconds must be positive, got {ttl_seconds}")
+
+
 @dataclass(frozen=True, slots=True)
 class ContainerStats:
     """A container's counters, as monitoring reads them."""
@@ -51,10 +58,7 @@ class TTLMap(Generic[K, V]):
         *,
         clock: Clock = time.monotonic,
     ) -> None:
-        if capacity < 1:
-            raise ValueError(f"capacity must be at least 1, got {capacity}")
-        if ttl_seconds is not None and ttl_seconds <= 0:
-            raise ValueError(f"ttl_seconds must be positive, got {ttl_seconds}")
+        _check_bounds(capacity, ttl_seconds)
         self.capacity = capacity
         self.ttl_seconds = ttl_seconds
         self.evictions = 0
@@ -174,10 +178,7 @@ class BoundedQueue(Generic[T]):
         clock: Clock = time.monotonic,
         sizeof: Callable[[T], int] | None = None,
     ) -> None:
-        if capacity < 1:
-            raise ValueError(f"capacity must be at least 1, got {capacity}")
-        if ttl_seconds is not None and ttl_seconds <= 0:
-            raise ValueError(f"ttl_seconds must be positive, got {ttl_seconds}")
+        _check_bounds(capacity, ttl_seconds)
         self.capacity = capacity
         self.ttl_seconds = ttl_seconds
         self.evictions = 0
