@@ -6,14 +6,31 @@ Each alert renders as the operators' string form, ``"WARNING: Memory usage at 81
 
 from __future__ import annotations
 
+import asyncio
+import datetime
 import enum
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+import httpx
+
+from .bounded import BoundedQueue, TTLMap
+from .memory.history import Trend
 from .settings import Settings
 
-__all__ = ["STRUCTURE_NAMES", "Alert", "AlertRules", "Level", "MemoryLevels"]
+__all__ = [
+    "STRUCTURE_NAMES",
+    "Alert",
+    "AlertRules",
+    "AlertTracker",
+    "Level",
+    "MemoryLevels",
+    "Notifier",
+]
+
+logger = logging.getLogger("mudgate.alerts")
 
 # The hub structures a LARGE_STRUCTURE alert watches (DESIGN.md section 3).
 STRUCTURE_NAMES = (
@@ -48,9 +65,15 @@ class Alert:
     message: str
     value: float
     threshold: float
+    subject: str = ""  # what the alert is about, when a code can fire for several things
 
     def __str__(self) -> str:
         return f"{self.level}: {self.message}"
+
+    @property
+    def key(self) -> str:
+        """Identifies one alert across evaluations: its code and its subject."""
+        return f"{self.code}:{self.subject}"
 
 
 class MemoryLevels:
@@ -117,6 +140,7 @@ class AlertRules:
         stale_connections: int = 0,
         recent_slow_consumers: int = 0,
         ineffective_cleanup: bool = False,
+        trend: Trend | None = None,
     ) -> list[Alert]:
         alerts = []
         if levels.level is not None:
@@ -127,6 +151,7 @@ class AlertRules:
                     f"Memory usage at {levels.percent:.1f}%",
                     levels.percent,
                     levels.thresholds[levels.level],
+                    str(levels.level),
                 )
             )
         limit = self.settings.large_structure_threshold
@@ -140,6 +165,7 @@ class AlertRules:
                         f"Large data structure {name} with {size} entries",
                         size,
                         limit,
+                        name,
                     )
                 )
         if stale_connections:
@@ -174,4 +200,140 @@ class AlertRules:
                     self.settings.memory_threshold * 100,
                 )
             )
+        if trend is not None and trend.leak_suspected:
+            alerts.append(
+                Alert(
+                    Level.WARNING,
+                    "LEAK_SUSPECTED",
+                    f"Leak suspected: {trend.explanation}",
+                    trend.slope_mb_per_hour,
+                    self.settings.leak_slope_mb_per_hour,
+                    trend.growing_structure or "",
+                )
+            )
         return alerts
+
+
+class AlertTracker:
+    """Which alerts are active, which started or resolved at the last update, and how many
+    have fired per code (for /metrics)."""
+
+    def __init__(self) -> None:
+        self.active: dict[str, Alert] = {}
+        self.fired: dict[str, int] = {}
+
+    def update(self, alerts: list[Alert]) -> tuple[list[Alert], list[Alert]]:
+        """Record the alerts active now; returns (started, resolved)."""
+        current = {alert.key: alert for alert in alerts}
+        started = [alert for key, alert in current.items() if key not in self.active]
+        resolved = [alert for key, alert in self.active.items() if key not in current]
+        for alert in started:
+            self.fired[alert.code] = self.fired.get(alert.code, 0) + 1
+        self.active = current
+        return started, resolved
+
+
+class Notifier:
+    """Sends alert notifications to webhooks, in the background, from a bounded queue.
+
+    Each alert's start and resolution is one JSON POST to every URL in ``alert_webhooks``
+    (with a ``text`` field, so a Slack incoming webhook shows it). An alert that starts again
+    within ``alert_cooldown`` of its last notification is not sent again, nor is its
+    resolution. A POST that fails is retried with backoff; a queue that fills drops its oldest
+    notification. Nothing here can slow a player down or grow without bound.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        retry_delay_seconds: float = 0.5,
+    ) -> None:
+        self.settings = settings
+        self.urls = list(settings.alert_webhooks)
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._retry_delay = retry_delay_seconds
+        self._queue: BoundedQueue[dict[str, object]] = BoundedQueue(settings.webhook_queue_size)
+        self._wakeup = asyncio.Event()
+        # Alert key -> when its start was last notified; bounded like everything else.
+        self._notified: TTLMap[str, float] = TTLMap(1000)
+        self._task: asyncio.Task[None] | None = None
+        self.sent = 0
+        self.failed = 0
+
+    @property
+    def dropped(self) -> int:
+        return self._queue.evictions
+
+    def notify(self, started: list[Alert], resolved: list[Alert]) -> None:
+        """Queue notifications for alerts that started or resolved; never waits."""
+        if not self.urls:
+            return
+        now = self._clock()
+        for alert in started:
+            last = self._notified.get(alert.key)
+            if last is not None and now - last < self.settings.alert_cooldown:
+                continue
+            self._notified.set(alert.key, now)
+            self._queue.append(self._payload(alert, "firing"))
+        for alert in resolved:
+            if self._notified.get(alert.key) is not None:
+                self._queue.append(self._payload(alert, "resolved"))
+        if len(self._queue):
+            self._wakeup.set()
+
+    def _payload(self, alert: Alert, status: str) -> dict[str, object]:
+        node = self.settings.node_name
+        stamp = datetime.datetime.fromtimestamp(self._wall_clock(), datetime.UTC).isoformat()
+        return {
+            "status": status,
+            "level": str(alert.level),
+            "code": alert.code,
+            "message": alert.message,
+            "value": alert.value,
+            "threshold": alert.threshold,
+            "node": node,
+            "timestamp": stamp,
+            "text": f"[mudgate {node}] {alert} ({status})",
+        }
+
+    def start(self) -> None:
+        if self.urls:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="mudgate-notifier"
+            )
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel("mudgate: shutting down")
+            await asyncio.wait((self._task,))
+            self._task = None
+
+    async def _run(self) -> None:
+        timeout = httpx.Timeout(self.settings.webhook_timeout)
+        async with httpx.AsyncClient(timeout=timeout) as client:
+            while True:
+                await self._wakeup.wait()
+                self._wakeup.clear()
+                for payload in self._queue.drain():
+                    for url in self.urls:
+                        await self._post(client, url, payload)
+
+    async def _post(self, client: httpx.AsyncClient, url: str, payload: dict[str, object]) -> None:
+        for attempt in range(self.settings.webhook_retries + 1):
+            if attempt:
+                await asyncio.sleep(self._retry_delay * 2 ** (attempt - 1))
+            try:
+                response = await client.post(url, json=payload)
+            except httpx.HTTPError as error:
+                problem = repr(error)
+            else:
+                if response.is_success:
+                    self.sent += 1
+                    return
+                problem = f"HTTP {response.status_code}"
+            logger.warning("webhook %s failed (attempt %d): %s", url, attempt + 1, problem)
+        self.failed += 1

@@ -17,13 +17,15 @@ import enum
 import gc
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .alerts import Alert, AlertRules, MemoryLevels
+from .alerts import STRUCTURE_NAMES, Alert, AlertRules, AlertTracker, MemoryLevels, Notifier
 from .connection import Connection, ConnectionState
 from .hub import Hub
+from .memory.history import HistoryPoint, MemoryHistory
 from .memory.monitor import MIB, MemoryMonitor, MemorySample
 from .protocol import CloseCode
 from .settings import Settings
@@ -34,6 +36,7 @@ logger = logging.getLogger("mudgate.cleanup")
 
 # Entries handled between two yields to the event loop.
 CHUNK = 1000
+DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, float("inf"))
 
 
 class Expiring(Protocol):
@@ -83,6 +86,12 @@ class CleanupStats:
     last_memory_before_mb: float = 0.0
     last_memory_after_mb: float = 0.0
     last_trigger: str | None = None
+    # Cleanup durations as a histogram (cumulative counts per upper bound, in seconds).
+    duration_buckets: dict[float, int] = field(
+        default_factory=lambda: dict.fromkeys(DURATION_BUCKETS, 0)
+    )
+    duration_sum_seconds: float = 0.0
+    recent: deque[CleanupReport] = field(default_factory=lambda: deque(maxlen=10))
 
     def record(self, report: CleanupReport) -> None:
         self.last_cleanup = report.started_at
@@ -99,6 +108,11 @@ class CleanupStats:
         self.last_memory_before_mb = report.memory_before_mb
         self.last_memory_after_mb = report.memory_after_mb
         self.last_trigger = report.trigger
+        self.duration_sum_seconds += report.duration_seconds
+        for bound in self.duration_buckets:
+            if report.duration_seconds <= bound:
+                self.duration_buckets[bound] += 1
+        self.recent.append(report)
 
 
 def _malloc_trim() -> bool:
@@ -124,6 +138,7 @@ class Janitor:
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         malloc_trim: Callable[[], bool] = _malloc_trim,
+        notifier: Notifier | None = None,
     ) -> None:
         self.hub = hub
         self.monitor = monitor
@@ -132,6 +147,10 @@ class Janitor:
         self.wall_clock = wall_clock
         self.levels = MemoryLevels(settings, clock=clock)
         self.rules = AlertRules(settings)
+        self.history = MemoryHistory(settings, clock=clock)
+        self.tracker = AlertTracker()
+        self.notifier = notifier or Notifier(settings, clock=clock, wall_clock=wall_clock)
+        self._last_sample_at: float | None = None
         self.stats = CleanupStats()
         self.last_report: CleanupReport | None = None
         self.ineffective_cleanup = False
@@ -146,12 +165,14 @@ class Janitor:
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="mudgate-janitor")
+        self.notifier.start()
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel("mudgate: shutting down")
             await asyncio.wait((self._task,))
             self._task = None
+        await self.notifier.stop()
 
     async def _run(self) -> None:
         while True:
@@ -187,11 +208,42 @@ class Janitor:
         return None
 
     async def check(self) -> CleanupReport | None:
-        """One tick of the janitor: observe memory, clean if due."""
-        trigger = self.due(self.observe())
-        if trigger is None:
-            return None
-        return await self.clean(trigger)
+        """One tick of the janitor: observe memory, record it, clean if due, alert."""
+        sample = self.observe()
+        now = self.clock()
+        if self._last_sample_at is None or now - self._last_sample_at >= (
+            self.settings.sample_interval
+        ):
+            self.record(sample)
+        trigger = self.due(sample)
+        report = None if trigger is None else await self.clean(trigger)
+        self.update_alerts()
+        return report
+
+    def record(self, sample: MemorySample) -> None:
+        """Add ``sample``, with the structures' sizes beside it, to the history."""
+        self._last_sample_at = self.clock()
+        stats = self.hub.stats()
+        self.history.record(
+            HistoryPoint(
+                at=self.wall_clock(),
+                clock=self._last_sample_at,
+                rss_mb=round(sample.rss_bytes / MIB, 3),
+                percent=sample.percent,
+                limit_mb=round(sample.limit_bytes / MIB, 3),
+                connections=stats["total_connections"],
+                structures={name: stats[name] for name in STRUCTURE_NAMES},
+            )
+        )
+
+    def update_alerts(self) -> None:
+        """Evaluate the rules; log and notify what started and what resolved."""
+        started, resolved = self.tracker.update(self.alerts())
+        for alert in started:
+            logger.warning("alert started: %s [%s]", alert, alert.code)
+        for alert in resolved:
+            logger.info("alert resolved: %s [%s]", alert, alert.code)
+        self.notifier.notify(started, resolved)
 
     def forced_cleanup_wait(self) -> float:
         """Seconds until an admin may force another cleanup (0: now)."""
@@ -368,4 +420,5 @@ class Janitor:
                 self.settings.slow_consumer_alert_window
             ),
             ineffective_cleanup=self.ineffective_cleanup,
+            trend=self.history.trend(),
         )

@@ -8,13 +8,15 @@ a message naming the variable (see ``describe_errors``).
 from __future__ import annotations
 
 import os
+import socket
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -204,6 +206,66 @@ class Settings(BaseSettings):
         300.0, description="How long a slow-consumer disconnect keeps its alert up, seconds."
     )
 
+    # History, trend and leak suspicion (DESIGN.md section 8)
+    sample_interval: PositiveSeconds = Field(
+        10.0, description="How often memory is recorded in the history, seconds."
+    )
+    history_seconds: PositiveSeconds = Field(
+        3600.0, description="History kept at full resolution, seconds (then per minute for 24 h)."
+    )
+    trend_warmup: OptionalSeconds = Field(
+        300.0, description="Start-up period the trend ignores, seconds."
+    )
+    leak_slope_mb_per_hour: PositiveFloat = Field(
+        10.0, description="Steady growth above this, with flat connections, suspects a leak, MiB/h."
+    )
+    leak_min_r2: Annotated[float, Field(ge=0, le=1)] = Field(
+        0.8, description="How straight the growth must be (r squared) to suspect a leak."
+    )
+
+    # Notifications and diagnostics
+    alert_webhooks: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="URLs that receive a JSON POST when an alert starts and resolves "
+        "(comma-separated).",
+    )
+    alert_cooldown: OptionalSeconds = Field(
+        300.0, description="Least time between two notifications of the same alert, seconds."
+    )
+    webhook_timeout: PositiveSeconds = Field(
+        5.0, description="Timeout of one webhook POST, seconds."
+    )
+    webhook_retries: Annotated[int, Field(ge=0, le=10)] = Field(
+        3, description="Retries of a failed webhook POST, with backoff."
+    )
+    webhook_queue_size: PositiveInt = Field(
+        100, description="Notifications waiting to be sent; past it the oldest are dropped."
+    )
+    node_name: str = Field(
+        default_factory=socket.gethostname, description="This node's name in notifications."
+    )
+    tracemalloc_max_seconds: PositiveSeconds = Field(
+        300.0, description="tracemalloc stops by itself after this long, seconds."
+    )
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto", description="Log lines as JSON, for people, or auto (people on a terminal)."
+    )
+
+    @field_validator("alert_webhooks", mode="before")
+    @classmethod
+    def _split_webhooks(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [url.strip() for url in value.split(",") if url.strip()]
+        return value
+
+    @field_validator("alert_webhooks")
+    @classmethod
+    def _check_webhooks(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"not an http(s) URL: {url!r}")
+        return urls
+
     @model_validator(mode="after")
     def _check_alert_order(self) -> Settings:
         if not (
@@ -273,6 +335,8 @@ def _format_value(value: object) -> str:
         return str(value).lower()
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
+    if isinstance(value, list):
+        return ",".join(value) or "none"
     return str(value)
 
 
@@ -290,8 +354,11 @@ def settings_table(settings: Settings | None = None) -> str:
         "names without the prefix); environment variables take precedence. |",
     ]
     for name, field in Settings.model_fields.items():
-        value = getattr(settings, name) if settings is not None else field.default
-        rows.append(
-            f"| `{ENV_PREFIX}{name.upper()}` | `{_format_value(value)}` | {field.description} |"
-        )
+        if settings is not None:
+            value = _format_value(getattr(settings, name))
+        elif field.default_factory is socket.gethostname:
+            value = "host name"
+        else:
+            value = _format_value(field.get_default(call_default_factory=True))
+        rows.append(f"| `{ENV_PREFIX}{name.upper()}` | `{value}` | {field.description} |")
     return "\n".join(rows)
