@@ -122,6 +122,7 @@ class Hub:
         self.connections_opened = 0
         self.slow_consumer_disconnects = 0
         self.refused_connections = 0
+        self.refused_by_reason: dict[str, int] = {}  # a handful of fixed reasons
         # When recent slow consumers were dropped, for the SLOW_CONSUMERS alert.
         self.slow_consumer_times: deque[float] = deque(maxlen=1000)
         # Set under memory pressure: new connections are refused, existing ones keep playing.
@@ -193,6 +194,7 @@ class Hub:
 
     def _refuse(self, code: CloseCode, reason: str, retry_after_seconds: int) -> Refusal:
         self.refused_connections += 1
+        self.refused_by_reason[reason] = self.refused_by_reason.get(reason, 0) + 1
         return Refusal(code, reason, retry_after_seconds)
 
     # The way in and the one way out

@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import secrets
 import socket
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,10 +25,13 @@ from ..cleanup import Janitor
 from ..commands import CommandRegistry, builtin_commands
 from ..hub import Hub
 from ..memory.budget import memory_budget
+from ..memory.diagnostics import Diagnostics
 from ..memory.monitor import MIB, MemoryMonitor
 from ..protocol import ErrorCode
 from ..settings import Settings
+from .diagnostics import diagnostics_router
 from .errors import APIError, api_error_handler
+from .metrics import metrics_registry
 from .monitoring import monitoring_router
 from .realtime import RealtimeTransports, commands_router
 
@@ -67,12 +71,20 @@ def create_app(
     hub: Hub | None = None,
     commands: CommandRegistry | None = None,
     janitor: Janitor | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> MudgateApp:
-    """Build the gateway's ASGI app. The hub and the janitor start and stop with its lifespan."""
+    """Build the gateway's ASGI app. The hub and the janitor start and stop with its lifespan.
+
+    ``clock`` is what everything that expires measures time with, unless ``hub`` and
+    ``janitor`` are given (they carry their own).
+    """
     settings = settings or Settings()
-    hub = hub or Hub(settings)
+    hub = hub or Hub(settings, clock=clock)
     commands = commands or builtin_commands()
-    janitor = janitor or Janitor(hub, MemoryMonitor(settings, clock=hub.clock), settings)
+    janitor = janitor or Janitor(
+        hub, MemoryMonitor(settings, clock=hub.clock), settings, clock=hub.clock
+    )
+    diagnostics = Diagnostics(settings, clock=hub.clock)
     secret_key_generated = settings.secret_key is None
     secret_key = (
         secrets.token_urlsafe(32)
@@ -107,8 +119,9 @@ def create_app(
         try:
             yield
         finally:
-            # Stop cleaning, then close every connection.
+            # Stop cleaning and tracing, then close every connection.
             await janitor.stop()
+            diagnostics.stop()
             await hub.close()
 
     app = MudgateApp(
@@ -125,7 +138,9 @@ def create_app(
     app.state.admin_token = admin_token
     app.state.janitor = janitor
     app.add_exception_handler(APIError, api_error_handler)
-    app.include_router(monitoring_router(janitor, admin_token))
+    app.state.diagnostics = diagnostics
+    app.include_router(monitoring_router(janitor, admin_token, metrics_registry(janitor)))
+    app.include_router(diagnostics_router(diagnostics, admin_token))
     app.include_router(commands_router(hub, commands, authenticator))
 
     guest_limiter = SlidingWindowLimiter(

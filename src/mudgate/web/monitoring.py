@@ -6,24 +6,21 @@ pydantic model, so ``/openapi.json`` documents each field.
 
 # No `from __future__ import annotations`: FastAPI resolves the routes' dependencies at runtime.
 import datetime
-import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, Field
 
-from ..auth import admin_token_matches
 from ..cleanup import CleanupReport, Janitor, Trigger
 from ..memory.budget import memory_budget
 from ..memory.monitor import MIB, MemorySample
 from ..protocol import ErrorCode
+from .admin import admin_guard, logger
 from .errors import APIError
 
 __all__ = ["monitoring_router"]
-
-logger = logging.getLogger("mudgate.admin")
 
 
 def _mb(value: int | None) -> float | None:
@@ -182,26 +179,42 @@ class Health(BaseModel):
     detail: str | None = None
 
 
-def monitoring_router(janitor: Janitor, admin_token: str) -> APIRouter:
+class HistoryPointModel(BaseModel):
+    at: str = Field(description="ISO-8601 UTC.")
+    rss_mb: float
+    percent: float
+    limit_mb: float
+    connections: int
+    structures: dict[str, int]
+
+
+class HistoryReport(BaseModel):
+    window_seconds: float
+    points: list[HistoryPointModel]
+
+
+class TrendReport(BaseModel):
+    slope_mb_per_hour: float = Field(description="Least-squares slope of per-minute minimums.")
+    r_squared: float = Field(description="How well a straight line fits, 0-1.")
+    points: int
+    window_seconds: float
+    hours_to_limit: float | None = Field(description="At this slope; null when not rising.")
+    connections_change: int
+    leak_suspected: bool
+    growing_structure: str | None = Field(description="The structure that grew with memory.")
+    explanation: str
+
+
+def _iso(epoch_seconds: float) -> str:
+    return datetime.datetime.fromtimestamp(epoch_seconds, datetime.UTC).isoformat()
+
+
+def monitoring_router(janitor: Janitor, admin_token: str, registry: CollectorRegistry) -> APIRouter:
     """The monitoring and health endpoints, reading from ``janitor`` (and its hub)."""
     router = APIRouter()
     hub = janitor.hub
     settings = janitor.settings
-    bearer = HTTPBearer(auto_error=False, description="The admin token.")
-
-    def admin(
-        request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> str:
-        remote = request.client.host if request.client else "unknown"
-        action = f"{request.method} {request.url.path}"
-        if credentials is None:
-            logger.warning("admin %s from %s refused: no token", action, remote)
-            raise APIError(401, ErrorCode.UNAUTHORIZED, "an admin bearer token is required")
-        if not admin_token_matches(credentials.credentials, admin_token):
-            logger.warning("admin %s from %s refused: wrong token", action, remote)
-            raise APIError(403, ErrorCode.FORBIDDEN, "wrong admin token")
-        return remote
+    admin = admin_guard(admin_token)
 
     @router.get("/monitoring/memory", response_model=MemoryReport, tags=["monitoring"])
     async def memory() -> MemoryReport:
@@ -298,6 +311,59 @@ def monitoring_router(janitor: Janitor, admin_token: str) -> APIRouter:
             report.duration_seconds * 1000,
         )
         return CleanupResult.of(report)
+
+    @router.get("/monitoring/memory/history", response_model=HistoryReport, tags=["monitoring"])
+    async def history(
+        window: Annotated[
+            float, Query(gt=0, le=86400, description="Seconds back from now (at most a day).")
+        ] = 3600,
+    ) -> HistoryReport:
+        """Memory, connections and structure sizes over time: every sample_interval for the
+        last history_seconds, one point per minute (its lowest RSS) before that."""
+        return HistoryReport(
+            window_seconds=window,
+            points=[
+                HistoryPointModel(
+                    at=_iso(point.at),
+                    rss_mb=point.rss_mb,
+                    percent=point.percent,
+                    limit_mb=point.limit_mb,
+                    connections=point.connections,
+                    structures=dict(point.structures),
+                )
+                for point in janitor.history.points(window)
+            ],
+        )
+
+    @router.get("/monitoring/memory/trend", response_model=TrendReport, tags=["monitoring"])
+    async def trend(
+        window: Annotated[
+            float, Query(gt=0, le=86400, description="Seconds back from now.")
+        ] = 3600,
+    ) -> TrendReport:
+        """The slope of memory's floor, how straight it is, and whether it looks like a leak."""
+        fitted = janitor.history.trend(window)
+        return TrendReport(
+            slope_mb_per_hour=fitted.slope_mb_per_hour,
+            r_squared=fitted.r_squared,
+            points=fitted.points,
+            window_seconds=fitted.window_seconds,
+            hours_to_limit=fitted.hours_to_limit,
+            connections_change=fitted.connections_change,
+            leak_suspected=fitted.leak_suspected,
+            growing_structure=fitted.growing_structure,
+            explanation=fitted.explanation,
+        )
+
+    @router.get(
+        "/metrics",
+        tags=["monitoring"],
+        response_class=Response,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+    )
+    async def metrics() -> Response:
+        """Prometheus text format, served at exactly this path (no redirect)."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @router.get("/health/live", response_model=Health, tags=["health"])
     async def live() -> Health:

@@ -1,0 +1,176 @@
+"""Prometheus metrics, collected at scrape time from what the hub and janitor already count.
+
+Nothing here runs on a player's message path: every figure is read when ``/metrics`` is
+scraped. Names follow Prometheus conventions: ``mudgate_`` prefix, ``_total`` on counters,
+units (``_bytes``, ``_seconds``) in the name.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, GCCollector, PlatformCollector, ProcessCollector
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from ..alerts import STRUCTURE_NAMES
+from ..cleanup import Janitor
+
+__all__ = ["GatewayCollector", "metrics_registry"]
+
+
+class GatewayCollector(Collector):
+    def __init__(self, janitor: Janitor) -> None:
+        self.janitor = janitor
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.janitor.hub.stats()
+        yield from self._structures(stats)
+        yield from self._memory()
+        yield from self._cleanups()
+        yield from self._counters(stats)
+
+    def _structures(self, stats: dict[str, int]) -> Iterator[Metric]:
+        connections = GaugeMetricFamily(
+            "mudgate_connections", "Open connections by transport.", labels=["transport"]
+        )
+        connections.add_metric(["websocket"], stats["active_websockets"])
+        connections.add_metric(["sse"], stats["active_sse"])
+        yield connections
+
+        entries = GaugeMetricFamily(
+            "mudgate_structure_entries", "Entries in each hub structure.", labels=["structure"]
+        )
+        for name in STRUCTURE_NAMES:
+            entries.add_metric([name], stats[name])
+        yield entries
+        yield GaugeMetricFamily(
+            "mudgate_pending_message_bytes",
+            "Bytes of messages queued for offline players.",
+            value=stats["pending_message_bytes"],
+        )
+        yield GaugeMetricFamily(
+            "mudgate_outbox_bytes", "Bytes queued in all outboxes.", value=stats["outbox_bytes"]
+        )
+
+    def _memory(self) -> Iterator[Metric]:
+        janitor = self.janitor
+        sample = janitor.monitor.last or janitor.monitor.read()
+        yield GaugeMetricFamily(
+            "mudgate_memory_percent", "Memory use over the effective limit, 0-100.", sample.percent
+        )
+        limit = GaugeMetricFamily(
+            "mudgate_memory_limit_bytes", "The effective memory limit.", labels=["source"]
+        )
+        limit.add_metric([sample.limit_source], sample.limit_bytes)
+        yield limit
+        yield GaugeMetricFamily(
+            "mudgate_memory_used_bytes",
+            "What percent is computed from: RSS, or the cgroup working set when larger.",
+            value=sample.used_bytes,
+        )
+        level = janitor.levels.level
+        yield GaugeMetricFamily(
+            "mudgate_memory_level",
+            "Memory alert level in force: 0 none, 1 info, 2 warning, 3 critical.",
+            value=int(level) if level is not None else 0,
+        )
+        yield GaugeMetricFamily(
+            "mudgate_shedding",
+            "1 while new connections are refused.",
+            value=int(janitor.hub.shedding),
+        )
+
+    def _cleanups(self) -> Iterator[Metric]:
+        cleanups = CounterMetricFamily(
+            "mudgate_cleanups", "Cleanups run, by trigger.", labels=["trigger"]
+        )
+        cleanup_stats = self.janitor.stats
+        cleanups.add_metric(["time"], cleanup_stats.time_cleanups)
+        cleanups.add_metric(["memory"], cleanup_stats.memory_cleanups)
+        cleanups.add_metric(["forced"], cleanup_stats.forced_cleanups)
+        yield cleanups
+        removed = CounterMetricFamily(
+            "mudgate_cleanup_removed_entries",
+            "Entries removed by cleanups, by structure.",
+            labels=["structure"],
+        )
+        for name, count in sorted(cleanup_stats.removed.items()):
+            removed.add_metric([name], count)
+        yield removed
+        buckets = [
+            ("+Inf" if bound == float("inf") else repr(bound), count)
+            for bound, count in cleanup_stats.duration_buckets.items()
+        ]
+        yield HistogramMetricFamily(
+            "mudgate_cleanup_duration_seconds",
+            "How long cleanups took.",
+            buckets=buckets,
+            sum_value=cleanup_stats.duration_sum_seconds,
+        )
+
+    def _counters(self, stats: dict[str, int]) -> Iterator[Metric]:
+        janitor = self.janitor
+        hub = janitor.hub
+        evictions = CounterMetricFamily(
+            "mudgate_evictions", "Entries evicted at a cap, by structure.", labels=["structure"]
+        )
+        expirations = CounterMetricFamily(
+            "mudgate_expirations", "Entries expired by TTL, by structure.", labels=["structure"]
+        )
+        containers = {
+            "last_seen": hub.last_seen.stats(),
+            "connection_attempts": hub.connection_attempts.stats(),
+            "pending_messages": hub.pending_messages.stats(),
+        }
+        for name, container in containers.items():
+            evictions.add_metric([name], container.evictions)
+            expirations.add_metric([name], container.expirations)
+        yield evictions
+        yield expirations
+
+        yield CounterMetricFamily(
+            "mudgate_connections_opened",
+            "Connections opened since start.",
+            value=stats["connections_opened"],
+        )
+        yield CounterMetricFamily(
+            "mudgate_slow_consumer_disconnects",
+            "Connections closed with 4008 because they did not keep up.",
+            value=stats["slow_consumer_disconnects"],
+        )
+        refused = CounterMetricFamily(
+            "mudgate_refused_connections", "Connections refused, by reason.", labels=["reason"]
+        )
+        for reason, count in sorted(hub.refused_by_reason.items()):
+            refused.add_metric([reason], count)
+        yield refused
+        fired = CounterMetricFamily(
+            "mudgate_alerts_fired", "Alerts that started, by code.", labels=["code"]
+        )
+        for code, count in sorted(janitor.tracker.fired.items()):
+            fired.add_metric([code], count)
+        yield fired
+        notifications = CounterMetricFamily(
+            "mudgate_notifications", "Webhook notifications, by outcome.", labels=["outcome"]
+        )
+        notifier = janitor.notifier
+        notifications.add_metric(["sent"], notifier.sent)
+        notifications.add_metric(["failed"], notifier.failed)
+        notifications.add_metric(["dropped"], notifier.dropped)
+        yield notifications
+
+
+def metrics_registry(janitor: Janitor) -> CollectorRegistry:
+    """A registry of its own per app (tests build many), with the process and GC collectors."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    GCCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    registry.register(GatewayCollector(janitor))
+    return registry
