@@ -20,8 +20,8 @@ def server_with() -> Iterator[Any]:
     """Start a server with particular settings: ``server_with(max_connections=1)``."""
     servers: list[Any] = []
 
-    def start(**overrides: Any) -> RunningServer:
-        context = running_server(make_settings(**overrides))
+    def start(clock: Any = None, **overrides: Any) -> RunningServer:
+        context = running_server(make_settings(**overrides), clock)
         servers.append(context)
         return context.__enter__()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
@@ -19,9 +19,9 @@ T = TypeVar("T")
 
 
 class RunningServer:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Callable[[], float] | None = None) -> None:
         self.settings = settings
-        self.app = create_app(settings)
+        self.app = create_app(settings, **({"clock": clock} if clock else {}))
         self.hub: Hub = self.app.state.hub
         config = server_config(settings, self.app, port=0, log_level="warning")
         self._sock = bind_socket(config, settings)
@@ -72,10 +72,17 @@ class RunningServer:
     def stats(self) -> dict[str, int]:
         return self.call(self.hub.stats)
 
+    def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
+        """Await ``coroutine`` on the server's loop and return its result."""
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=30)
+
 
 @contextmanager
-def running_server(settings: Settings) -> Iterator[RunningServer]:
-    server = RunningServer(settings)
+def running_server(
+    settings: Settings, clock: Callable[[], float] | None = None
+) -> Iterator[RunningServer]:
+    server = RunningServer(settings, clock)
     server.start()
     try:
         yield server

@@ -15,7 +15,8 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
@@ -30,7 +31,7 @@ from ..memory.monitor import MIB, MemoryMonitor
 from ..protocol import ErrorCode
 from ..settings import Settings
 from .diagnostics import diagnostics_router
-from .errors import APIError, api_error_handler
+from .errors import APIError, api_error_handler, validation_error_handler
 from .metrics import metrics_registry
 from .monitoring import monitoring_router
 from .realtime import RealtimeTransports, commands_router
@@ -138,16 +139,43 @@ def create_app(
     app.state.admin_token = admin_token
     app.state.janitor = janitor
     app.add_exception_handler(APIError, api_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.state.diagnostics = diagnostics
     app.include_router(monitoring_router(janitor, admin_token, metrics_registry(janitor)))
     app.include_router(diagnostics_router(diagnostics, admin_token))
     app.include_router(commands_router(hub, commands, authenticator))
 
+    app.include_router(guest_router(settings, hub, authenticator))
+    return app
+
+
+def _check_budget(settings: Settings, janitor: Janitor) -> None:
+    """Warn at start when the worst case the caps allow does not fit under the limit."""
+    sample = janitor.observe()
+    budget = memory_budget(settings, sample.limit_bytes)
+    if not budget.fits:
+        largest = budget.largest()
+        logger.warning(
+            "the configured caps allow %.0f MiB in the worst case, over the %.0f MiB limit (%s); "
+            "%s alone allows %.0f MiB: lower its caps",
+            budget.total_bytes / MIB,
+            budget.limit_bytes / MIB,
+            sample.limit_source,
+            largest.structure,
+            largest.worst_case_bytes / MIB,
+        )
+
+
+def guest_router(settings: Settings, hub: Hub, authenticator: Authenticator) -> APIRouter:
+    """``POST /auth/guest``: a token for a fresh guest player, rate-limited per IP."""
+    router = APIRouter()
     guest_limiter = SlidingWindowLimiter(
         settings.guest_tokens_per_minute, 60.0, settings.max_rate_limit_keys, clock=hub.clock
     )
 
-    @app.post("/auth/guest", response_model=GuestToken, tags=["auth"], responses={403: {}, 429: {}})
+    @router.post(
+        "/auth/guest", response_model=GuestToken, tags=["auth"], responses={403: {}, 429: {}}
+    )
     async def guest_token(request: Request) -> GuestToken:
         """A token for a fresh guest player, when ``allow_guests`` is on. Rate-limited per IP."""
         if not settings.allow_guests:
@@ -168,24 +196,7 @@ def create_app(
         player_id, token = authenticator.issue_guest()
         return GuestToken(player=player_id, token=token, expires_in=int(settings.guest_token_ttl))
 
-    return app
-
-
-def _check_budget(settings: Settings, janitor: Janitor) -> None:
-    """Warn at start when the worst case the caps allow does not fit under the limit."""
-    sample = janitor.observe()
-    budget = memory_budget(settings, sample.limit_bytes)
-    if not budget.fits:
-        largest = budget.largest()
-        logger.warning(
-            "the configured caps allow %.0f MiB in the worst case, over the %.0f MiB limit (%s); "
-            "%s alone allows %.0f MiB: lower its caps",
-            budget.total_bytes / MIB,
-            budget.limit_bytes / MIB,
-            sample.limit_source,
-            largest.structure,
-            largest.worst_case_bytes / MIB,
-        )
+    return router
 
 
 def server_config(settings: Settings, app: FastAPI, **overrides: object) -> uvicorn.Config:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import msgspec
 from fastapi import Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
 from ..protocol import ErrorCode
 
-__all__ = ["APIError", "api_error_handler", "error_body"]
+__all__ = ["APIError", "api_error_handler", "error_body", "validation_error_handler"]
 
 
 class APIError(Exception):
@@ -41,4 +42,16 @@ async def api_error_handler(request: Request, error: Exception) -> Response:
         status_code=error.status_code,
         headers=error.headers,
         media_type="application/json",
+    )
+
+
+async def validation_error_handler(request: Request, error: Exception) -> Response:
+    """FastAPI's 422 in mudgate's error shape, naming each bad parameter."""
+    assert isinstance(error, RequestValidationError)
+    message = "; ".join(
+        f"{'.'.join(str(part) for part in detail['loc'])}: {detail['msg']}"
+        for detail in error.errors()
+    )
+    return Response(
+        error_body(ErrorCode.INVALID_ARGS, message), status_code=422, media_type="application/json"
     )
