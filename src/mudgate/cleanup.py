@@ -126,6 +126,16 @@ def _malloc_trim() -> bool:
     return bool(libc.malloc_trim(0))
 
 
+def _alert_fields(alert: Alert) -> dict[str, object]:
+    return {
+        "alert": str(alert),
+        "level": str(alert.level),
+        "code": alert.code,
+        "value": alert.value,
+        "threshold": alert.threshold,
+    }
+
+
 class Janitor:
     """Decides when to clean and cleans; one background task, started and stopped by the app."""
 
@@ -240,9 +250,9 @@ class Janitor:
         """Evaluate the rules; log and notify what started and what resolved."""
         started, resolved = self.tracker.update(self.alerts())
         for alert in started:
-            logger.warning("alert started: %s [%s]", alert, alert.code)
+            logger.warning("alert started", extra=_alert_fields(alert))
         for alert in resolved:
-            logger.info("alert resolved: %s [%s]", alert, alert.code)
+            logger.info("alert resolved", extra=_alert_fields(alert))
         self.notifier.notify(started, resolved)
 
     def forced_cleanup_wait(self) -> float:
@@ -303,12 +313,14 @@ class Janitor:
             self._last_pressure_cleanup = now
             self.ineffective_cleanup = report.removed_total == 0 and report.gc_collected == 0
         logger.info(
-            "%s cleanup removed %s in %.1f ms (RSS %.1f -> %.1f MiB)",
-            report.trigger,
-            {name: count for name, count in report.removed.items() if count} or "nothing",
-            report.duration_seconds * 1000,
-            report.memory_before_mb,
-            report.memory_after_mb,
+            "cleanup finished",
+            extra={
+                "trigger": str(report.trigger),
+                "removed": {name: count for name, count in report.removed.items() if count},
+                "duration_ms": round(report.duration_seconds * 1000, 3),
+                "rss_before_mb": report.memory_before_mb,
+                "rss_after_mb": report.memory_after_mb,
+            },
         )
 
     async def _expire(self, container: Expiring, dry_run: bool) -> int:

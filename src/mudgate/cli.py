@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import re
 import sys
 from collections.abc import Sequence
 
 import uvicorn
 
 from .auth import Authenticator, is_valid_player_id
+from .logs import configure_logging
 from .settings import Settings, SettingsError, load_settings, settings_table
 from .web.app import bind_socket, create_app, server_config
 
@@ -22,26 +22,6 @@ mudgate: the real-time gateway for MUD-style game servers.
 Every setting is also an environment variable (MUDGATE_PORT, MUDGATE_SECRET_KEY, ...) or a key
 in the TOML file named by --config or MUDGATE_CONFIG; see the README's configuration table.
 """
-
-
-class RedactTokens(logging.Filter):
-    """Keep player tokens (``?token=...`` in logged URLs) out of the logs."""
-
-    _token = re.compile(r"(token=)[^&\s\"']+")
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if "token=" in message:
-            record.msg = self._token.sub(r"\1<redacted>", message)
-            record.args = None
-        return True
-
-
-def _configure_logging(level: str) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    handler.addFilter(RedactTokens())
-    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -101,11 +81,13 @@ def _settings(config: str | None, **overrides: object) -> Settings:
 
 def _serve(args: argparse.Namespace) -> None:
     settings = _settings(args.config, host=args.host, port=args.port)
-    _configure_logging(args.log_level)
+    configure_logging(args.log_level, settings.log_format)
     config = server_config(settings, create_app(settings), log_level=args.log_level)
     sock = bind_socket(config, settings)
     host, port = sock.getsockname()[:2]
-    logging.getLogger("mudgate").info("serving on http://%s:%d", host, port)
+    logging.getLogger("mudgate").info(
+        f"serving on http://{host}:{port}", extra={"host": host, "port": port}
+    )
     uvicorn.Server(config).run(sockets=[sock])
 
 

@@ -183,10 +183,12 @@ class Hub:
         """Refuse (or again accept) new connections; existing players keep playing."""
         if shedding != self.shedding:
             self.shedding = shedding
-            if shedding:
-                logger.warning("memory pressure: refusing new connections")
-            else:
-                logger.warning("memory pressure over: accepting new connections again")
+            logger.warning(
+                "shedding started: refusing new connections"
+                if shedding
+                else "shedding stopped: accepting new connections",
+                extra={"shedding": shedding, "connections": len(self.connection_timestamps)},
+            )
 
     def recent_slow_consumers(self, window_seconds: float) -> int:
         cutoff = self.clock() - window_seconds
@@ -219,7 +221,15 @@ class Hub:
         conn.send(self.event("welcome", player=player.id, room=player.room, connection=conn.id))
         # What was queued while the player was away, in order.
         conn.send_backlog(self.pending_messages.take(conn.player_id))
-        logger.info("connected %s for %s from %s", conn.id, conn.player_id, conn.remote)
+        logger.info(
+            "connection opened",
+            extra={
+                "connection": conn.id,
+                "player": conn.player_id,
+                "remote": conn.remote,
+                "transport": conn.transport,
+            },
+        )
         return player
 
     def disconnect(self, conn: Connection) -> None:
@@ -240,10 +250,14 @@ class Hub:
             self._all_disconnected.set()
         conn.closed()
         logger.info(
-            "disconnected %s for %s (%s)",
-            conn.id,
-            conn.player_id,
-            conn.close_reason or "closed by client",
+            "connection closed",
+            extra={
+                "connection": conn.id,
+                "player": conn.player_id,
+                "code": int(conn.close_code) if conn.close_code else None,
+                "reason": conn.close_reason or "closed by client",
+                "seconds": round(self.clock() - conn.connected_at, 3),
+            },
         )
 
     def _registry(self, conn: Connection) -> dict[str, Connection]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -16,7 +17,11 @@ from .clients import Player
 
 
 async def test_serve_runs_a_gateway_and_stops_gracefully_on_sigterm() -> None:
-    env = os.environ | {"MUDGATE_SECRET_KEY": SECRET_KEY, "MUDGATE_ADMIN_TOKEN": "x" * 20}
+    env = os.environ | {
+        "MUDGATE_SECRET_KEY": SECRET_KEY,
+        "MUDGATE_ADMIN_TOKEN": "x" * 20,
+        "MUDGATE_LOG_FORMAT": "json",
+    }
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "mudgate", "serve", "--port", "0",
         env=env,
@@ -45,7 +50,15 @@ async def test_serve_runs_a_gateway_and_stops_gracefully_on_sigterm() -> None:
             # uvicorn re-raises the signal once shut down, as process managers expect.
             assert await process.wait() == -signal.SIGTERM
         log = (await process.stderr.read()).decode()
-        assert "Application shutdown complete" in log
+        # One JSON object a line, uvicorn's lines included, with the facts as fields.
+        records = [json.loads(line) for line in log.splitlines()]
+        opened = next(r for r in records if r["event"] == "connection opened")
+        assert opened["player"] == guest["player"]
+        assert opened["transport"] == "websocket"
+        assert {"timestamp", "level", "logger", "connection", "remote"} <= set(opened)
+        closed = next(r for r in records if r["event"] == "connection closed")
+        assert closed["player"] == guest["player"]
+        assert any(r["event"] == "Application shutdown complete." for r in records)
         assert "token=<redacted>" in log
         assert guest["token"] not in log
     finally:

@@ -304,11 +304,13 @@ def monitoring_router(janitor: Janitor, admin_token: str, registry: CollectorReg
             )
         report = await janitor.clean(Trigger.FORCED, dry_run=dry_run)
         logger.warning(
-            "admin forced cleanup from %s%s: removed %s in %.1f ms",
-            remote,
-            " (dry run)" if dry_run else "",
-            report.removed,
-            report.duration_seconds * 1000,
+            "admin forced cleanup",
+            extra={
+                "remote": remote,
+                "dry_run": dry_run,
+                "removed": report.removed,
+                "duration_ms": round(report.duration_seconds * 1000, 3),
+            },
         )
         return CleanupResult.of(report)
 

@@ -1,0 +1,60 @@
+"""How mudgate logs: one JSON object per line, or readable lines on a terminal.
+
+Modules log through the standard library with the facts as ``extra`` fields
+(``logger.info("connection opened", extra={"player": ..., "connection": ...})``); the formatter
+installed here turns every record, uvicorn's included, into a structured line. Player tokens
+are redacted wherever they appear.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from typing import Any, Literal, TextIO
+
+import structlog
+from structlog.typing import EventDict
+
+__all__ = ["configure_logging", "redact_tokens"]
+
+_TOKEN = re.compile(r"(token=)[^&\s\"']+")
+
+
+def redact_tokens(logger: Any, method: str, event: EventDict) -> EventDict:
+    """A structlog processor: ``?token=...`` becomes ``?token=<redacted>`` in every string."""
+    for key, value in event.items():
+        if isinstance(value, str) and "token=" in value:
+            event[key] = _TOKEN.sub(r"\1<redacted>", value)
+    return event
+
+
+def configure_logging(
+    level: str = "info",
+    log_format: Literal["auto", "json", "console"] = "auto",
+    stream: TextIO | None = None,
+) -> None:
+    """Send every log record to ``stream`` (stderr) as JSON or as readable lines."""
+    stream = stream or sys.stderr
+    as_json = log_format == "json" or (log_format == "auto" and not stream.isatty())
+    shared: list[Any] = [
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.ExtraAdder(),
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_tokens,
+    ]
+    renderer: Any = (
+        structlog.processors.JSONRenderer()
+        if as_json
+        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers = [handler]
+    root.setLevel(level.upper())

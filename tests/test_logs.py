@@ -1,0 +1,65 @@
+"""Log lines: JSON with the facts as fields, readable on a terminal, never a token."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from mudgate.logs import configure_logging
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers, root.level = handlers, level
+
+
+def test_json_lines_carry_extra_fields() -> None:
+    stream = io.StringIO()
+    configure_logging("info", "json", stream)
+    logging.getLogger("mudgate.hub").info(
+        "connection opened", extra={"player": "alice", "connection": "websocket-1"}
+    )
+    record = json.loads(stream.getvalue())
+    assert record["event"] == "connection opened"
+    assert (record["player"], record["connection"]) == ("alice", "websocket-1")
+    assert (record["level"], record["logger"]) == ("info", "mudgate.hub")
+    assert record["timestamp"].endswith("Z")
+
+
+def test_tokens_never_reach_the_log() -> None:
+    stream = io.StringIO()
+    configure_logging("info", "json", stream)
+    logging.getLogger("uvicorn.error").info('"WebSocket /ws?token=%s&x=1" [accepted]', "abc.def")
+    line = stream.getvalue()
+    assert "abc.def" not in line
+    assert "token=<redacted>&x=1" in line
+
+
+def test_auto_is_readable_lines_on_a_terminal_and_json_elsewhere() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    configure_logging("info", "auto", terminal)
+    logging.getLogger("mudgate").warning("shedding started", extra={"connections": 3})
+    assert "shedding started" in terminal.getvalue()
+    assert not terminal.getvalue().lstrip().startswith("{")
+    pipe = io.StringIO()
+    configure_logging("info", "auto", pipe)
+    logging.getLogger("mudgate").warning("shedding started", extra={"connections": 3})
+    assert json.loads(pipe.getvalue())["connections"] == 3
+
+
+def test_the_level_filters(capsys: pytest.CaptureFixture[str]) -> None:
+    stream = io.StringIO()
+    configure_logging("warning", "json", stream)
+    logging.getLogger("mudgate").info("quiet")
+    assert stream.getvalue() == ""
