@@ -36,7 +36,7 @@ def test_json_lines_carry_extra_fields() -> None:
 def test_tokens_never_reach_the_log() -> None:
     stream = io.StringIO()
     configure_logging("info", "json", stream)
-    logging.getLogger("uvicorn.error").info('"WebSocket /ws?token=%s&x=1" [accepted]', "abc.def")
+    logging.getLogger("mudgate.access").info('"WebSocket /ws?token=%s&x=1" [accepted]', "abc.def")
     line = stream.getvalue()
     assert "abc.def" not in line
     assert "token=<redacted>&x=1" in line
