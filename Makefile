@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-quick lint format bench readme install clean
+.PHONY: run test test-quick lint format bench readme install system-deps clean
 
 # A fresh Debian machine has python3 without venv/ensurepip: install it when we can (root).
 $(BIN)/python:
@@ -25,7 +25,22 @@ install: $(STAMP)
 run: install
 	$(BIN)/mudgate serve
 
-test: install
+# Debian packages the tests drive: Chromium (dashboard and play-page tests) and promtool
+# (the Prometheus rules). Installed when missing and we are root; the tests fail, with a
+# message saying so, when they are missing.
+system-deps:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		missing=""; \
+		[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+		command -v promtool >/dev/null || missing="$$missing prometheus"; \
+		if [ -n "$$missing" ]; then \
+			echo "installing Debian packages:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+				apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+		fi; \
+	fi
+
+test: install system-deps
 	$(BIN)/pytest --cov --cov-report=term
 
 test-quick: install

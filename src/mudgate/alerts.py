@@ -214,13 +214,24 @@ class AlertRules:
         return alerts
 
 
+# Every code a rule can raise, so /metrics shows each from the start, at 0.
+ALERT_CODES = (
+    "MEMORY_USAGE",
+    "LARGE_STRUCTURE",
+    "STALE_CONNECTIONS",
+    "SLOW_CONSUMERS",
+    "CLEANUP_INEFFECTIVE",
+    "LEAK_SUSPECTED",
+)
+
+
 class AlertTracker:
     """Which alerts are active, which started or resolved at the last update, and how many
     have fired per code (for /metrics)."""
 
     def __init__(self) -> None:
         self.active: dict[str, Alert] = {}
-        self.fired: dict[str, int] = {}
+        self.fired: dict[str, int] = dict.fromkeys(ALERT_CODES, 0)
 
     def update(self, alerts: list[Alert]) -> tuple[list[Alert], list[Alert]]:
         """Record the alerts active now; returns (started, resolved)."""

@@ -28,6 +28,12 @@ __all__ = ["LOBBY", "Delivery", "Hub", "Player", "Refusal"]
 logger = logging.getLogger("mudgate.hub")
 
 LOBBY = "lobby"
+# Why a connection may be refused (Refusal.reason), each counted for /metrics.
+RATE_LIMITED = "too many connection attempts"
+MEMORY_PRESSURE = "memory pressure"
+SERVER_FULL = "server full"
+TOO_MANY_PLAYERS = "too many players online"
+REFUSAL_REASONS = (RATE_LIMITED, MEMORY_PRESSURE, SERVER_FULL, TOO_MANY_PLAYERS)
 
 
 class Delivery(enum.Enum):
@@ -122,7 +128,7 @@ class Hub:
         self.connections_opened = 0
         self.slow_consumer_disconnects = 0
         self.refused_connections = 0
-        self.refused_by_reason: dict[str, int] = {}  # a handful of fixed reasons
+        self.refused_by_reason: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
         # When recent slow consumers were dropped, for the SLOW_CONSUMERS alert.
         self.slow_consumer_times: deque[float] = deque(maxlen=1000)
         # Set under memory pressure: new connections are refused, existing ones keep playing.
@@ -167,16 +173,16 @@ class Hub:
             self.connection_attempts.hit(f"ip:{remote}")
             and self.connection_attempts.hit(f"player:{player_id}")
         ):
-            return self._refuse(CloseCode.RATE_LIMITED, "too many connection attempts", 60)
+            return self._refuse(CloseCode.RATE_LIMITED, RATE_LIMITED, 60)
         if self.shedding:
-            return self._refuse(CloseCode.TRY_AGAIN_LATER, "memory pressure", 30)
+            return self._refuse(CloseCode.TRY_AGAIN_LATER, MEMORY_PRESSURE, 30)
         if len(self.connection_timestamps) >= self.settings.max_connections:
-            return self._refuse(CloseCode.TRY_AGAIN_LATER, "server full", 30)
+            return self._refuse(CloseCode.TRY_AGAIN_LATER, SERVER_FULL, 30)
         if (
             player_id not in self.online_players
             and len(self.online_players) >= self.settings.max_players
         ):
-            return self._refuse(CloseCode.TRY_AGAIN_LATER, "too many players online", 30)
+            return self._refuse(CloseCode.TRY_AGAIN_LATER, TOO_MANY_PLAYERS, 30)
         return None
 
     def set_shedding(self, shedding: bool) -> None:
@@ -196,7 +202,7 @@ class Hub:
 
     def _refuse(self, code: CloseCode, reason: str, retry_after_seconds: int) -> Refusal:
         self.refused_connections += 1
-        self.refused_by_reason[reason] = self.refused_by_reason.get(reason, 0) + 1
+        self.refused_by_reason[reason] += 1
         return Refusal(code, reason, retry_after_seconds)
 
     # The way in and the one way out

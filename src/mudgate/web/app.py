@@ -116,6 +116,7 @@ def create_app(
             )
         await hub.start()
         _check_budget(settings, janitor)
+        janitor.record(janitor.monitor.last or janitor.observe())  # the history's first point
         janitor.start()
         try:
             yield

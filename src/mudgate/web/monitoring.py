@@ -6,10 +6,11 @@ pydantic model, so ``/openapi.json`` documents each field.
 
 # No `from __future__ import annotations`: FastAPI resolves the routes' dependencies at runtime.
 import datetime
+from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from pydantic import BaseModel, Field
 
@@ -21,6 +22,8 @@ from .admin import admin_guard, logger
 from .errors import APIError
 
 __all__ = ["monitoring_router"]
+
+DASHBOARD = Path(__file__).parent / "static" / "dashboard.html"
 
 
 def _mb(value: int | None) -> float | None:
@@ -120,30 +123,6 @@ class MemoryBudgetModel(BaseModel):
     fits: bool = Field(description="Whether the worst case fits under the effective limit.")
 
 
-class MemoryReport(BaseModel):
-    memory: MemoryInfo
-    connections: ConnectionCounts
-    data_structures: DataStructures
-    cleanup_stats: CleanupStatsModel
-    memory_monitor: MonitorConfig
-    memory_budget: MemoryBudgetModel
-
-
-class AlertDetail(BaseModel):
-    level: str
-    code: str
-    message: str
-    value: float
-    threshold: float
-
-
-class AlertsReport(BaseModel):
-    alerts: list[str] = Field(description='Operators\' form: "WARNING: Memory usage at 81.3%".')
-    alert_count: int
-    timestamp: str = Field(description="ISO-8601 UTC.")
-    details: list[AlertDetail]
-
-
 class CleanupResult(BaseModel):
     trigger: str
     dry_run: bool
@@ -172,6 +151,31 @@ class CleanupResult(BaseModel):
             gc_collected=report.gc_collected,
             malloc_trimmed=report.malloc_trimmed,
         )
+
+
+class MemoryReport(BaseModel):
+    memory: MemoryInfo
+    connections: ConnectionCounts
+    data_structures: DataStructures
+    cleanup_stats: CleanupStatsModel
+    memory_monitor: MonitorConfig
+    memory_budget: MemoryBudgetModel
+    recent_cleanups: list[CleanupResult] = Field(description="The last ten, oldest first.")
+
+
+class AlertDetail(BaseModel):
+    level: str
+    code: str
+    message: str
+    value: float
+    threshold: float
+
+
+class AlertsReport(BaseModel):
+    alerts: list[str] = Field(description='Operators\' form: "WARNING: Memory usage at 81.3%".')
+    alert_count: int
+    timestamp: str = Field(description="ISO-8601 UTC.")
+    details: list[AlertDetail]
 
 
 class Health(BaseModel):
@@ -257,6 +261,7 @@ def monitoring_router(janitor: Janitor, admin_token: str, registry: CollectorReg
                 limit_mb=round(budget.limit_bytes / MIB, 2),
                 fits=budget.fits,
             ),
+            recent_cleanups=[CleanupResult.of(report) for report in janitor.stats.recent],
         )
 
     @router.get("/monitoring/memory-alerts", response_model=AlertsReport, tags=["monitoring"])
@@ -366,6 +371,11 @@ def monitoring_router(janitor: Janitor, admin_token: str, registry: CollectorReg
     async def metrics() -> Response:
         """Prometheus text format, served at exactly this path (no redirect)."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @router.get("/dashboard", response_class=HTMLResponse, tags=["monitoring"])
+    async def dashboard() -> HTMLResponse:
+        """The live dashboard: memory chart, connections, structures, alerts, cleanups."""
+        return HTMLResponse(DASHBOARD.read_text(encoding="utf-8"))
 
     @router.get("/health/live", response_model=Health, tags=["health"])
     async def live() -> Health:

@@ -1,0 +1,81 @@
+"""The dashboard in a real browser (Debian's Chromium, driven by Playwright)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from .clients import Player
+from .server import RunningServer
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    assert CHROMIUM.is_file(), "Debian's chromium is missing: `make test` installs it as root"  # noqa: ASYNC240
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield browser
+        await browser.close()
+
+
+async def open_dashboard(browser: Browser, server: RunningServer) -> Page:
+    page = await browser.new_page(viewport={"width": 1280, "height": 900})
+    await page.goto(f"{server.http_url}/dashboard?every=200")
+    await expect(page.locator("#status")).to_have_text("ready")
+    return page
+
+
+async def test_the_dashboard_follows_connections_and_forces_a_cleanup(
+    browser: Browser, server_with: object
+) -> None:
+    server: RunningServer = server_with(forced_cleanup_min_interval=0)  # type: ignore[operator]
+    page = await open_dashboard(browser, server)
+    await expect(page.locator("#total-connections")).to_have_text("0")
+
+    players = [await Player.connect(server.ws(f"p{i}")) for i in range(3)]
+    await expect(page.locator("#total-connections")).to_have_text("3")
+    await expect(page.locator("#ws")).to_have_text("3")
+    await expect(page.locator("#structures")).to_contain_text("online_players")
+    assert float((await page.locator("#rss").inner_text()).replace(",", "")) > 0
+
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept("admin-token")))
+    await page.click("#force-cleanup")
+    await expect(page.locator("#cleanup-result")).to_contain_text("forced cleanup removed")
+    await expect(page.locator("#cleanups")).to_contain_text("forced")
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+    await asyncio.gather(*(player.close() for player in players))
+    await expect(page.locator("#total-connections")).to_have_text("0")
+
+
+async def test_a_wrong_admin_token_is_refused_on_the_page(
+    browser: Browser, server: RunningServer
+) -> None:
+    page = await open_dashboard(browser, server)
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept("wrong")))
+    await page.click("#force-cleanup")
+    await expect(page.locator("#cleanup-result")).to_contain_text("refused: wrong admin token")
+
+
+async def test_the_dashboard_shows_alerts(browser: Browser, server_with: object) -> None:
+    server: RunningServer = server_with(  # type: ignore[operator]
+        large_structure_threshold=1, memory_alert_hold=0
+    )
+    players = [await Player.connect(server.ws(name)) for name in ("alice", "bob")]
+    page = await open_dashboard(browser, server)
+    await expect(page.locator("#alerts")).to_contain_text(
+        "WARNING: Large data structure online_players with 2 entries"
+    )
+    await expect(page.locator("#alerts li")).to_have_count(5)  # one per structure over 1
+    await asyncio.gather(*(player.close() for player in players))
