@@ -163,7 +163,7 @@ async def test_a_simulated_leak_is_reported_and_alerted(server_with: Any) -> Non
     assert trend["r_squared"] > 0.9
     assert any(alert.startswith("WARNING: Leak suspected") for alert in alerts["alerts"])
     assert "LEAK_SUSPECTED" in [detail["code"] for detail in alerts["details"]]
-    assert len(history["points"]) == 180
+    assert len(history["points"]) == 1 + 180  # the point taken at start, then one per check
     assert history["points"][-1]["rss_mb"] > history["points"][0]["rss_mb"] + 50
     del leak
 
