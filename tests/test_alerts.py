@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mudgate.alerts import Alert, AlertRules, Level, MemoryLevels
+from mudgate.alerts import Alert, AlertRules, AlertTracker, Level, MemoryLevels, Notifier
 
 from .conftest import FakeClock, make_settings
 
@@ -78,3 +78,52 @@ def test_each_rule_produces_its_alert(clock: FakeClock) -> None:
 def test_no_alerts_when_all_is_well(clock: FakeClock) -> None:
     settings = make_settings()
     assert AlertRules(settings).evaluate(MemoryLevels(settings, clock=clock), {}) == []
+
+
+def test_the_tracker_reports_starts_and_resolutions_once() -> None:
+    tracker = AlertTracker()
+    memory = Alert(Level.WARNING, "MEMORY_USAGE", "Memory usage at 81.0%", 81, 80, "WARNING")
+    large = Alert(Level.WARNING, "LARGE_STRUCTURE", "big", 2000, 1000, "last_seen")
+    assert tracker.update([memory, large]) == ([memory, large], [])
+    assert tracker.update([memory, large]) == ([], [])
+    assert tracker.update([memory]) == ([], [large])
+    assert tracker.fired["LARGE_STRUCTURE"] == 1
+    assert tracker.fired["LEAK_SUSPECTED"] == 0
+
+
+def test_notifications_are_deduplicated_within_the_cooldown(clock: FakeClock) -> None:
+    settings = make_settings(alert_webhooks=["http://127.0.0.1:1/hook"], alert_cooldown=300)
+    notifier = Notifier(settings, clock=clock, wall_clock=lambda: 1_800_000_000.0)
+    alert = Alert(Level.CRITICAL, "MEMORY_USAGE", "Memory usage at 91.0%", 91, 90, "CRITICAL")
+    notifier.notify([alert], [])
+    notifier.notify([], [alert])
+    clock.advance(100)
+    notifier.notify([alert], [])  # flapping back within the cool-down: not sent again
+    queued = notifier._queue.drain()
+    assert [(p["status"], p["code"]) for p in queued] == [
+        ("firing", "MEMORY_USAGE"),
+        ("resolved", "MEMORY_USAGE"),
+    ]
+    assert (
+        queued[0]["text"]
+        == f"[mudgate {settings.node_name}] CRITICAL: Memory usage at 91.0% (firing)"
+    )
+    assert queued[0]["timestamp"] == "2027-01-15T08:00:00+00:00"
+    clock.advance(300)
+    notifier.notify([alert], [])
+    assert len(notifier._queue) == 1
+
+
+def test_the_notification_queue_is_bounded(clock: FakeClock) -> None:
+    settings = make_settings(alert_webhooks=["http://127.0.0.1:1/hook"], webhook_queue_size=3)
+    notifier = Notifier(settings, clock=clock)
+    alerts = [Alert(Level.WARNING, "LARGE_STRUCTURE", "x", 1, 0, str(i)) for i in range(5)]
+    notifier.notify(alerts, [])
+    assert len(notifier._queue) == 3
+    assert notifier.dropped == 2
+
+
+def test_without_webhooks_nothing_is_queued(clock: FakeClock) -> None:
+    notifier = Notifier(make_settings(), clock=clock)
+    notifier.notify([Alert(Level.INFO, "MEMORY_USAGE", "m", 70, 70, "INFO")], [])
+    assert len(notifier._queue) == 0

@@ -1,0 +1,114 @@
+"""What tracemalloc costs while an admin has it on: hub broadcast throughput off vs on.
+
+One process, one hub, 200 players in a room, 1,000 broadcasts each delivered to all of them
+(200,000 deliveries through the real outboxes and writer tasks). Off and on alternate within
+one invocation; medians over --repeat runs. Also reports tracemalloc's own memory.
+
+    python bench/tracemalloc_overhead.py [--repeat 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import time
+import tracemalloc
+from pathlib import Path
+
+import psutil
+
+from mudgate.connection import Connection
+from mudgate.hub import LOBBY, Hub
+from mudgate.protocol import CloseCode, Outgoing
+from mudgate.settings import Settings
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PLAYERS = 200
+BROADCASTS = 1000
+
+
+class NullConnection(Connection):
+    """A client that reads instantly: measures the gateway, not a socket."""
+
+    transport = "websocket"
+
+    async def _write(self, message: Outgoing) -> None:
+        pass
+
+    async def _write_close(self, code: CloseCode, reason: str) -> None:
+        pass
+
+
+async def deliveries_per_second() -> float:
+    hub = Hub(Settings(max_rate_limit_entries=10**6))
+    await hub.start()
+    for i in range(PLAYERS):
+        hub.connect(NullConnection(f"p{i}", "127.0.0.1", hub.limits))
+    await asyncio.sleep(0)
+    started = time.perf_counter()
+    for i in range(BROADCASTS):
+        hub.broadcast_room(LOBBY, hub.event("say", room=LOBBY, text=f"message {i}"))
+        await asyncio.sleep(0)  # let the writers drain, as the receive loop does
+    while any(conn.outbox_messages for conn in hub.connections()):
+        await asyncio.sleep(0)
+    elapsed = time.perf_counter() - started
+    return PLAYERS * BROADCASTS / elapsed
+
+
+def run(traced: bool) -> tuple[float, int]:
+    if traced:
+        tracemalloc.start(1)
+    try:
+        rate = asyncio.run(deliveries_per_second())
+        overhead = tracemalloc.get_tracemalloc_memory() if traced else 0
+    finally:
+        if traced:
+            tracemalloc.stop()
+    return rate, overhead
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args()
+    off, on, memory = [], [], []
+    for _ in range(args.repeat):
+        off.append(run(traced=False)[0])
+        rate, overhead = run(traced=True)
+        on.append(rate)
+        memory.append(overhead)
+    ratio = statistics.median(off) / statistics.median(on)
+    print(f"tracemalloc off: {statistics.median(off):,.0f} deliveries/s (median)")
+    print(f"tracemalloc on:  {statistics.median(on):,.0f} deliveries/s (median)")
+    print(f"slowdown {ratio:.2f}x; tracemalloc's own memory {statistics.median(memory) / 2**20:.1f} MiB")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "tracemalloc_overhead.json").write_text(
+        json.dumps(
+            {
+                "benchmark": "tracemalloc_overhead",
+                "machine": {
+                    "cores": os.cpu_count(),
+                    "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+                    "python": platform.python_version(),
+                },
+                "deliveries_per_second": {
+                    "off": {"median": statistics.median(off), "min": min(off), "max": max(off)},
+                    "on": {"median": statistics.median(on), "min": min(on), "max": max(on)},
+                },
+                "slowdown": round(ratio, 2),
+                "tracemalloc_memory_bytes_median": statistics.median(memory),
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
