@@ -1,19 +1,25 @@
 """mudgate: the real-time gateway for MUD-style game servers that never leaks memory."""
 
-from .commands import CommandContext, CommandRegistry, builtin_commands
+from .commands import CommandContext, CommandRegistry, NoArgs, builtin_commands
+from .hooks import Hooks
 from .hub import Hub
 from .protocol import CloseCode, ErrorCode, ProtocolError
 from .settings import Settings
-from .web.app import create_app
+from .web.app import MudgateApp, create_app, mount, serve
 
 __all__ = [
     "CloseCode",
     "CommandContext",
     "CommandRegistry",
     "ErrorCode",
+    "Hooks",
     "Hub",
+    "MudgateApp",
+    "NoArgs",
     "ProtocolError",
     "Settings",
     "builtin_commands",
     "create_app",
+    "mount",
+    "serve",
 ]

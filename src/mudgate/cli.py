@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from collections.abc import Sequence
 
-import uvicorn
-
 from .auth import Authenticator, is_valid_player_id
-from .logs import configure_logging
 from .settings import Settings, SettingsError, load_settings, settings_table
-from .web.app import bind_socket, create_app, server_config
+from .web.app import create_app, serve
 
 __all__ = ["main"]
 
@@ -81,14 +77,7 @@ def _settings(config: str | None, **overrides: object) -> Settings:
 
 def _serve(args: argparse.Namespace) -> None:
     settings = _settings(args.config, host=args.host, port=args.port)
-    configure_logging(args.log_level, settings.log_format)
-    config = server_config(settings, create_app(settings), log_level=args.log_level)
-    sock = bind_socket(config, settings)
-    host, port = sock.getsockname()[:2]
-    logging.getLogger("mudgate").info(
-        f"serving on http://{host}:{port}", extra={"host": host, "port": port}
-    )
-    uvicorn.Server(config).run(sockets=[sock])
+    serve(create_app(settings), settings, args.log_level)
 
 
 def _token(args: argparse.Namespace) -> None:

@@ -75,7 +75,11 @@ class CommandContext:
 
     def broadcast(self, event: str, **fields: Any) -> None:
         """Send an event to everyone in the sender's room, the sender included."""
-        self.hub.broadcast_room(self.room, self.hub.event(event, room=self.room, **fields))
+        self.hub.room_event(self.room, event, **fields)
+
+    def tell(self, player_id: str, event: str, **fields: Any) -> bool:
+        """Send an event to one player (queued if they left recently); False if unknown."""
+        return self.hub.send_event(player_id, event, **fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,16 +105,20 @@ class CommandRegistry:
         self,
         op: str,
         args_type: type[ArgsT] = NoArgs,  # type: ignore[assignment]
+        *,
+        replace: bool = False,
     ) -> Callable[[Handler[ArgsT]], Handler[ArgsT]]:
         """Register the decorated function as the handler of ``op``.
 
         ``args_type`` is a msgspec Struct describing the op's fields; a frame that does not
-        match it is answered with an ``invalid_args`` error before the handler runs.
+        match it is answered with an ``invalid_args`` error before the handler runs. An op
+        can be registered once; ``replace=True`` puts a game's own handler in the place of a
+        built-in one (a ``look`` that describes the room, say).
         """
 
         def decorator(handler: Handler[ArgsT]) -> Handler[ArgsT]:
-            if op in self._commands:
-                raise ValueError(f"op {op!r} is already registered")
+            if op in self._commands and not replace:
+                raise ValueError(f"op {op!r} is already registered (replace=True to replace it)")
             self._commands[op] = _Command(handler, args_type)
             return handler
 

@@ -20,6 +20,7 @@ from typing import Any
 from .backplane import Backplane, LocalBackplane
 from .bounded import Mailboxes, SlidingWindowLimiter, TTLMap
 from .connection import Connection, ConnectionLimits
+from .hooks import Hooks
 from .protocol import CloseCode, Outgoing, encode_event
 from .settings import Settings
 
@@ -134,6 +135,7 @@ class Hub:
         # Set under memory pressure: new connections are refused, existing ones keep playing.
         self.shedding = False
         self._seq = 0
+        self.hooks = Hooks()
         self._all_disconnected = asyncio.Event()
         self._all_disconnected.set()
 
@@ -157,6 +159,7 @@ class Hub:
         for conn in list(self.connections()):
             conn.abort()
             self.disconnect(conn)
+        await self.hooks.close()
         await self.backplane.close()
 
     def connections(self) -> Iterator[Connection]:
@@ -215,6 +218,7 @@ class Hub:
         self._all_disconnected.clear()
 
         player = self.online_players.get(conn.player_id)
+        arrived = player is None
         if player is None:
             player = self._come_online(conn.player_id, conn.connected_at)
         own = self.player_websockets.setdefault(conn.player_id, [])
@@ -227,6 +231,8 @@ class Hub:
         conn.send(self.event("welcome", player=player.id, room=player.room, connection=conn.id))
         # What was queued while the player was away, in order.
         conn.send_backlog(self.pending_messages.take(conn.player_id))
+        if arrived:  # now that the player can be reached
+            self.hooks.connected(conn.player_id)
         logger.info(
             "connection opened",
             extra={
@@ -293,6 +299,7 @@ class Hub:
         self.backplane.unsubscribe(player_topic(player_id))
         # Remembered for a while, so a player who comes back soon gets what was sent meanwhile.
         self.last_seen.set(player_id, self.wall_clock())
+        self.hooks.disconnected(player_id)
 
     # Rooms and channels
 
@@ -310,6 +317,7 @@ class Hub:
         self.broadcast_room(old_room, self.event("depart", room=old_room, player=player.id))
         self._enter_room(player, room)
         self.broadcast_room(room, self.event("arrive", room=room, player=player.id))
+        self.hooks.moved(player.id, old_room, room)
 
     def _enter_room(self, player: Player, room: str) -> None:
         player.room = room
@@ -389,6 +397,39 @@ class Hub:
             return Delivery.UNKNOWN_PLAYER
         self.pending_messages.append(player_id, message)
         return Delivery.QUEUED
+
+    # What game code calls, from a command or from outside any connection (a tick, an NPC).
+
+    def send_event(self, player_id: str, event: str, **fields: Any) -> bool:
+        """Send ``event`` to one player, queued if they left recently; False if unknown."""
+        return self.send_to_player(player_id, self.event(event, **fields)) is not (
+            Delivery.UNKNOWN_PLAYER
+        )
+
+    def room_event(self, room: str, event: str, **fields: Any) -> None:
+        """Send ``event`` to everyone in ``room``."""
+        self.broadcast_room(room, self.event(event, room=room, **fields))
+
+    def channel_event(self, channel: str, event: str, **fields: Any) -> None:
+        """Send ``event`` to everyone subscribed to ``channel``."""
+        self.broadcast_channel(channel, self.event(event, channel=channel, **fields))
+
+    def players_in(self, room: str) -> list[str]:
+        """The players in ``room`` now, sorted."""
+        return sorted(self.room_occupants.get(room, ()))
+
+    def room_of(self, player_id: str) -> str | None:
+        """The room ``player_id`` is in, or None if they are not online."""
+        player = self.online_players.get(player_id)
+        return None if player is None else player.room
+
+    def move_player(self, player_id: str, room: str) -> bool:
+        """Move an online player (a game's teleport); False if they are not online."""
+        player = self.online_players.get(player_id)
+        if player is None:
+            return False
+        self.move(player, room)
+        return True
 
     def deliver(self, topic: str, message: Outgoing) -> None:
         """Queue ``message`` for every local listener of ``topic`` (the backplane's callback).

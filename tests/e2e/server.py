@@ -19,15 +19,23 @@ T = TypeVar("T")
 
 
 class RunningServer:
-    def __init__(self, settings: Settings, clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Callable[[], float] | None = None,
+        app: Any = None,
+        hub: Hub | None = None,
+        prefix: str = "",
+    ) -> None:
+        """Serve ``app`` (by default a gateway built from ``settings``) on a free port."""
         self.settings = settings
-        self.app = create_app(settings, **({"clock": clock} if clock else {}))
-        self.hub: Hub = self.app.state.hub
+        self.app = app or create_app(settings, **({"clock": clock} if clock else {}))
+        self.hub: Hub = hub or self.app.state.hub
         config = server_config(settings, self.app, port=0, log_level="warning")
         self._sock = bind_socket(config, settings)
         self.port = self._sock.getsockname()[1]
         self.http_url = f"http://127.0.0.1:{self.port}"
-        self.ws_url = f"ws://127.0.0.1:{self.port}/ws"
+        self.ws_url = f"ws://127.0.0.1:{self.port}{prefix}/ws"
         self.server = uvicorn.Server(config)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, name="mudgate-server", daemon=True)

@@ -25,6 +25,7 @@ from ..bounded import SlidingWindowLimiter
 from ..cleanup import Janitor
 from ..commands import CommandRegistry, builtin_commands
 from ..hub import Hub
+from ..logs import configure_logging
 from ..memory.budget import memory_budget
 from ..memory.diagnostics import Diagnostics
 from ..memory.monitor import MIB, MemoryMonitor
@@ -36,7 +37,7 @@ from .metrics import metrics_registry
 from .monitoring import monitoring_router
 from .realtime import RealtimeTransports, commands_router
 
-__all__ = ["MudgateApp", "bind_socket", "create_app", "server_config"]
+__all__ = ["MudgateApp", "bind_socket", "create_app", "mount", "serve", "server_config"]
 
 logger = logging.getLogger("mudgate")
 
@@ -198,6 +199,41 @@ def guest_router(settings: Settings, hub: Hub, authenticator: Authenticator) -> 
         return GuestToken(player=player_id, token=token, expires_in=int(settings.guest_token_ttl))
 
     return router
+
+
+def mount(
+    parent: FastAPI, path: str = "/mud", settings: Settings | None = None, **options: Any
+) -> MudgateApp:
+    """Mount a gateway into an existing FastAPI app under ``path``, its lifespan composed with
+    the parent's (Starlette does not run a mounted app's lifespan by itself).
+
+    ``options`` go to ``create_app`` (``hub``, ``commands``, ...). Returns the gateway app, whose
+    ``state.hub`` is what game code talks to.
+    """
+    gateway = create_app(settings, **options)
+    parent.mount(path, gateway)
+    parent_lifespan = parent.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[Any]:
+        # The gateway starts first and stops last, so the parent's code can use the hub.
+        async with gateway.router.lifespan_context(gateway), parent_lifespan(app) as state:
+            yield state
+
+    parent.router.lifespan_context = lifespan
+    return gateway
+
+
+def serve(app: Any, settings: Settings, log_level: str = "info") -> None:
+    """Serve ``app`` (a gateway, or a game's app with one mounted) the way ``mudgate serve``
+    does: mudgate's logs, uvicorn settings, heartbeats and TCP_USER_TIMEOUT, until
+    interrupted."""
+    configure_logging(log_level, settings.log_format)
+    config = server_config(settings, app)
+    sock = bind_socket(config, settings)
+    host, port = sock.getsockname()[:2]
+    logger.info(f"serving on http://{host}:{port}", extra={"host": host, "port": port})
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def server_config(settings: Settings, app: FastAPI, **overrides: object) -> uvicorn.Config:

@@ -133,7 +133,11 @@ class RealtimeTransports:
 
     def route(self, scope: Scope) -> ASGIApp | None:
         """The handler for ``scope`` if it is one of the real-time paths, else None."""
-        path = scope.get("path")
+        path: str = scope.get("path", "")
+        # Mounted under a prefix, the path still starts with the root path (ASGI spec).
+        root_path: str = scope.get("root_path", "")
+        if root_path and path.startswith(root_path):
+            path = path[len(root_path) :]
         if scope["type"] == "websocket" and path == "/ws":
             return self._websocket
         if scope["type"] == "http" and path == "/events":

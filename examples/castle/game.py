@@ -1,0 +1,155 @@
+"""Castle: a tiny MUD on mudgate, using only its public API.
+
+A few rooms with exits, a bard who sings on a timer, dice, and a ``look`` that describes the
+room. The game is its own FastAPI app (its home page at ``/``) with the gateway mounted at
+``/mud``: players connect to ``/mud/ws``, and the play page is ``/mud/play``.
+
+    .venv/bin/python -m examples.castle.game      # then open http://127.0.0.1:54731/mud/play
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import msgspec
+from fastapi import FastAPI
+from fastapi.responses import HTMLResponse
+
+from mudgate import (
+    CommandContext,
+    CommandRegistry,
+    ErrorCode,
+    Hub,
+    NoArgs,
+    ProtocolError,
+    Settings,
+    builtin_commands,
+    mount,
+    serve,
+)
+
+
+@dataclass(frozen=True)
+class Room:
+    title: str
+    description: str
+    exits: dict[str, str] = field(default_factory=dict)
+
+
+# The player starts in "lobby", the gatehouse.
+ROOMS = {
+    "lobby": Room(
+        "The Gatehouse",
+        "Torches gutter in iron brackets. The portcullis is up.",
+        {"north": "courtyard"},
+    ),
+    "courtyard": Room(
+        "The Courtyard",
+        "A wide yard of trodden snow. A bard tunes a lute by the well.",
+        {"south": "lobby", "east": "hall", "up": "tower"},
+    ),
+    "hall": Room("The Great Hall", "Long tables, a roaring hearth.", {"west": "courtyard"}),
+    "tower": Room("The Tower Top", "Wind. Stars. The whole valley below.", {"down": "courtyard"}),
+}
+SONGS = (
+    "The bard sings of a dragon who hoarded teaspoons.",
+    "The bard hums a tune about the frozen river.",
+    "The bard plays a jig; somewhere a goat dances.",
+)
+DICE = re.compile(r"^(\d{1,2})d(\d{1,3})$")
+
+
+class Walk(msgspec.Struct):
+    direction: str
+
+
+class Roll(msgspec.Struct):
+    dice: str = "1d6"
+
+
+def commands() -> CommandRegistry:
+    """The built-in commands, with the game's own look, walk and roll."""
+    registry = builtin_commands()
+
+    @registry.register("look", replace=True)
+    def look(ctx: CommandContext, args: NoArgs) -> None:
+        room = ROOMS.get(ctx.room)
+        others = [p for p in ctx.hub.players_in(ctx.room) if p != ctx.player.id]
+        ctx.reply(
+            "room",
+            room=ctx.room,
+            title=room.title if room else ctx.room,
+            description=room.description if room else "An unremarkable place.",
+            exits=sorted(room.exits) if room else [],
+            occupants=others,
+        )
+
+    @registry.register("walk", Walk)
+    def walk(ctx: CommandContext, args: Walk) -> None:
+        room = ROOMS.get(ctx.room)
+        destination = room.exits.get(args.direction) if room else None
+        if destination is None:
+            raise ProtocolError(ErrorCode.INVALID_ARGS, f"you cannot go {args.direction} here")
+        ctx.hub.move_player(ctx.player.id, destination)
+        look(ctx, NoArgs())
+
+    @registry.register("roll", Roll)
+    def roll(ctx: CommandContext, args: Roll) -> None:
+        match = DICE.match(args.dice)
+        if match is None or int(match[1]) < 1 or int(match[2]) < 2:
+            raise ProtocolError(
+                ErrorCode.INVALID_ARGS, "dice look like 2d6 (1-99 dice, 2-999 sides)"
+            )
+        rolls = [random.randint(1, int(match[2])) for _ in range(int(match[1]))]
+        ctx.broadcast("rolled", player=ctx.player.id, dice=args.dice, rolls=rolls, total=sum(rolls))
+
+    return registry
+
+
+async def bard(hub: Hub, every_seconds: float) -> None:
+    """The NPC: sings in the courtyard on a timer, whether or not anyone is there to hear."""
+    while True:
+        await asyncio.sleep(every_seconds)
+        if hub.players_in("courtyard"):
+            hub.room_event("courtyard", "narrate", speaker="bard", text=random.choice(SONGS))
+
+
+def create_game(settings: Settings | None = None, bard_every_seconds: float = 30.0) -> FastAPI:
+    """The game's app, with the gateway mounted at /mud and the bard in its lifespan."""
+    tasks: list[asyncio.Task[None]] = []
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        tasks.append(asyncio.create_task(bard(gateway.state.hub, bard_every_seconds)))
+        yield
+        tasks.pop().cancel()
+
+    app = FastAPI(title="Castle", lifespan=lifespan)
+    gateway = mount(app, "/mud", settings, commands=commands())
+    hub: Hub = gateway.state.hub
+
+    @hub.hooks.on_connect
+    def welcome(player_id: str) -> None:
+        hub.send_event(player_id, "narrate", text="Welcome to the castle. Try: look, walk north.")
+
+    @hub.hooks.on_room_change
+    def footsteps(player_id: str, old_room: str, new_room: str) -> None:
+        if new_room == "tower":
+            hub.send_event(player_id, "narrate", text="You are out of breath.")
+
+    @app.get("/", response_class=HTMLResponse)
+    async def home() -> str:
+        return '<h1>Castle</h1><p><a href="/mud/play">Play</a></p>'
+
+    app.state.gateway = gateway
+    return app
+
+
+if __name__ == "__main__":
+    settings = Settings()
+    serve(create_game(settings), settings)
