@@ -10,10 +10,12 @@ every handler leaves through ``Hub.disconnect`` in a ``finally``.
 import asyncio
 import logging
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -41,6 +43,7 @@ SSE_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 SSE_KEEPALIVE = Outgoing.sse_comment("keep-alive")
+PLAY_PAGE = Path(__file__).parent / "static" / "play.html"
 
 
 class WebSocketConnection(Connection):
@@ -329,6 +332,12 @@ def commands_router(hub: Hub, commands: CommandRegistry, authenticator: Authenti
                 conn.close(CloseCode.POLICY_VIOLATION, "too many bad frames")
             raise APIError(400, error.code, error.message)
         return CommandAccepted()
+
+    @router.get("/play", response_class=HTMLResponse, tags=["play"])
+    async def play() -> HTMLResponse:
+        """The play page: a guest (or ``?token=``) in the game over WebSocket, falling back to
+        SSE and ``POST /commands``; reconnects as the close code says."""
+        return HTMLResponse(PLAY_PAGE.read_text(encoding="utf-8"))
 
     return router
 

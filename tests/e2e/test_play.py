@@ -1,0 +1,114 @@
+"""The play page in a real browser: two players talk; one is cut off and catches up."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from playwright.async_api import Browser, Page, async_playwright, expect
+
+from mudgate.protocol import CloseCode
+
+from .server import RunningServer, wait_for
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    assert CHROMIUM.is_file(), "Debian's chromium is missing: `make test` installs it as root"  # noqa: ASYNC240
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        yield browser
+        await browser.close()
+
+
+async def play(browser: Browser, server: RunningServer, player: str, query: str = "") -> Page:
+    context = await browser.new_context(viewport={"width": 900, "height": 600})
+    page = await context.new_page()
+    await page.goto(f"{server.http_url}/play?token={server.token(player)}{query}")
+    await expect(page.locator("#status")).to_have_text("connected")
+    await expect(page.locator("#who")).to_have_text(player)
+    return page
+
+
+async def type_line(page: Page, text: str) -> None:
+    await page.fill("#input", text)
+    await page.press("#input", "Enter")
+
+
+async def test_two_players_talk_and_one_catches_up_after_being_cut_off(
+    browser: Browser, server: RunningServer
+) -> None:
+    alice = await play(browser, server, "alice")
+    bob = await play(browser, server, "bob")
+    await type_line(alice, "say hello, bob")
+    await expect(bob.locator("#log")).to_contain_text("alice: hello, bob")
+    await type_line(bob, "look")
+    await expect(bob.locator("#log")).to_contain_text("Here: alice, bob")
+
+    # Cut alice off (the server says "try again later": she backs off before reconnecting).
+    def cut() -> None:
+        for conn in list(server.hub.player_websockets["alice"]):
+            conn.close(CloseCode.TRY_AGAIN_LATER)
+
+    server.call(cut)
+    await wait_for(lambda: server.stats()["online_players"] == 1)
+    await expect(alice.locator("#status")).to_contain_text("reconnecting")
+    await type_line(bob, "tell alice you missed the dragon")
+    await expect(bob.locator("#log")).to_contain_text("you tell alice: you missed the dragon")
+    assert server.stats()["pending_message_entries"] == 1
+
+    await expect(alice.locator("#status")).to_have_text("connected", timeout=15_000)
+    await expect(alice.locator("#log")).to_contain_text("while you were away")
+    await expect(alice.locator(".tell")).to_contain_text("bob tells you: you missed the dragon")
+    ARTIFACTS.mkdir(exist_ok=True)
+    await alice.screenshot(path=str(ARTIFACTS / "play-alice.png"))
+    await bob.screenshot(path=str(ARTIFACTS / "play-bob.png"))
+
+    # The input keeps a history.
+    await type_line(alice, "who")
+    await expect(alice.locator("#log")).to_contain_text("Online (2): alice, bob")
+    await alice.press("#input", "ArrowUp")
+    assert await alice.input_value("#input") == "who"
+    await alice.press("#input", "ArrowUp")
+    assert await alice.input_value("#input") == "say hello, bob"
+
+
+async def test_the_page_falls_back_to_sse_without_websockets(
+    browser: Browser, server: RunningServer
+) -> None:
+    context = await browser.new_context()
+    await context.add_init_script("delete window.WebSocket")
+    carol = await context.new_page()
+    await carol.goto(f"{server.http_url}/play?token={server.token('carol')}")
+    await expect(carol.locator("#transport")).to_have_text("SSE")
+    await expect(carol.locator("#status")).to_have_text("connected")
+    dave = await play(browser, server, "dave")
+    await type_line(carol, "say over events and posts")
+    await expect(dave.locator("#log")).to_contain_text("carol: over events and posts")
+    await type_line(dave, "say back to you")
+    await expect(carol.locator("#log")).to_contain_text("dave: back to you")
+    assert server.stats()["active_sse"] == 1
+
+
+async def test_a_guest_plays_without_a_token(browser: Browser, server: RunningServer) -> None:
+    page = await (await browser.new_context()).new_page()
+    await page.goto(f"{server.http_url}/play")
+    await expect(page.locator("#status")).to_have_text("connected")
+    await expect(page.locator("#who")).to_contain_text("guest-")
+
+
+async def test_a_replaced_connection_does_not_reconnect(
+    browser: Browser, server_with: object
+) -> None:
+    server: RunningServer = server_with(max_connections_per_player=1)  # type: ignore[operator]
+    first = await play(browser, server, "erin")
+    await play(browser, server, "erin")
+    await expect(first.locator("#status")).to_have_text("closed")
+    await expect(first.locator("#log")).to_contain_text("connection closed (4009)")
