@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-quick lint format bench readme install system-deps clean
+.PHONY: run example test test-quick lint format bench readme install system-deps clean
 
 # A fresh Debian machine has python3 without venv/ensurepip: install it when we can (root).
 $(BIN)/python:
@@ -24,6 +24,10 @@ install: $(STAMP)
 
 run: install
 	$(BIN)/mudgate serve
+
+# The example game (examples/castle): play at http://127.0.0.1:54731/mud/play
+example: install
+	$(BIN)/python -m examples.castle.game
 
 # Debian packages the tests drive: Chromium (dashboard and play-page tests) and promtool
 # (the Prometheus rules). Installed when missing and we are root; the tests fail, with a
@@ -47,13 +51,13 @@ test-quick: install
 	$(BIN)/pytest -m "not slow" -x -q
 
 lint: install
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests examples
+	$(BIN)/ruff format --check src tests examples
 	$(BIN)/mypy src
 
 format: install
-	$(BIN)/ruff format src tests
-	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests examples
+	$(BIN)/ruff check --fix src tests examples
 
 # Regenerate the README's configuration table from the Settings class.
 readme: install

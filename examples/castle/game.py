@@ -15,6 +15,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import msgspec
 from fastapi import FastAPI
@@ -72,6 +73,10 @@ class Roll(msgspec.Struct):
     dice: str = "1d6"
 
 
+class Shout(msgspec.Struct):
+    text: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
 def commands() -> CommandRegistry:
     """The built-in commands, with the game's own look, walk and roll."""
     registry = builtin_commands()
@@ -107,6 +112,11 @@ def commands() -> CommandRegistry:
             )
         rolls = [random.randint(1, int(match[2])) for _ in range(int(match[1]))]
         ctx.broadcast("rolled", player=ctx.player.id, dice=args.dice, rolls=rolls, total=sum(rolls))
+
+    @registry.register("shout", Shout)
+    def shout(ctx: CommandContext, args: Shout) -> None:
+        for room in ROOMS:
+            ctx.hub.room_event(room, "narrate", text=f"{ctx.player.id} shouts: {args.text}")
 
     return registry
 

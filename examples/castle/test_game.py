@@ -81,3 +81,17 @@ async def test_the_game_keeps_its_own_pages_beside_the_gateway(castle: RunningSe
         assert (await http.get("/mud/health/live")).status_code == 200
         memory = (await http.get("/mud/monitoring/memory")).json()
     assert memory["connections"]["total_connections"] == 0
+
+
+async def test_a_shout_is_heard_in_every_room(castle: RunningServer) -> None:
+    async with (
+        await Player.connect(castle.ws("alice")) as alice,
+        await Player.connect(castle.ws("bob")) as bob,
+    ):
+        await bob.send(op="walk", direction="north")
+        await bob.next("room")
+        await alice.send(op="shout", text="hello castle")
+        heard = await bob.next("narrate")
+        while heard.get("speaker") == "bard":
+            heard = await bob.next("narrate")
+        assert heard["text"] == "alice shouts: hello castle"
