@@ -63,3 +63,14 @@ def test_the_level_filters(capsys: pytest.CaptureFixture[str]) -> None:
     configure_logging("warning", "json", stream)
     logging.getLogger("mudgate").info("quiet")
     assert stream.getvalue() == ""
+
+
+def test_uvicorns_coloured_copy_is_dropped() -> None:
+    stream = io.StringIO()
+    configure_logging("info", "json", stream)
+    logging.getLogger("mudgate.access").info(
+        "Finished server process [%d]", 7, extra={"color_message": "\x1b[36m%d\x1b[0m"}
+    )
+    record = json.loads(stream.getvalue())
+    assert record["event"] == "Finished server process [7]"
+    assert "color_message" not in record

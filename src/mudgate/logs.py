@@ -16,9 +16,15 @@ from typing import Any, Literal, TextIO
 import structlog
 from structlog.typing import EventDict
 
-__all__ = ["configure_logging", "redact_tokens"]
+__all__ = ["configure_logging", "drop_color_message", "redact_tokens"]
 
 _TOKEN = re.compile(r"(token=)[^&\s\"']+")
+
+
+def drop_color_message(logger: Any, method: str, event: EventDict) -> EventDict:
+    """uvicorn adds a copy of its message with terminal colours; the renderer colours anyway."""
+    event.pop("color_message", None)
+    return event
 
 
 def redact_tokens(logger: Any, method: str, event: EventDict) -> EventDict:
@@ -42,6 +48,7 @@ def configure_logging(
         structlog.stdlib.add_logger_name,
         structlog.stdlib.ExtraAdder(),
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        drop_color_message,
         redact_tokens,
     ]
     renderer: Any = (
