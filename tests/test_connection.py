@@ -17,6 +17,7 @@ def limits(**overrides: float) -> ConnectionLimits:
         "write_timeout": 0.05,
         "bad_frame_limit": 2,
         "bad_frame_window": 10.0,
+        "writer_linger_seconds": 0.0,
     }
     values.update(overrides)
     return ConnectionLimits(**values)  # type: ignore[arg-type]
@@ -33,6 +34,29 @@ async def test_messages_are_written_in_order() -> None:
     await settle()
     assert conn.written == sent
     assert conn.outbox_bytes == conn.outbox_messages == 0
+
+
+async def test_a_busy_connection_keeps_one_writer_task_and_an_idle_one_none() -> None:
+    conn = RecordingConnection("alice", "127.0.0.1", limits(writer_linger_seconds=0.05))
+    conn.send(message())
+    writer = conn._writer
+    await settle()
+    conn.send(message())  # while the writer lingers: no new task
+    assert conn._writer is writer
+    await settle()
+    assert len(conn.written) == 2
+    await asyncio.wait((writer,), timeout=2)  # nothing more: it ends after the linger
+    assert conn._writer is None
+
+
+async def test_closing_ends_a_lingering_writer_at_once() -> None:
+    conn = RecordingConnection("alice", "127.0.0.1", limits(writer_linger_seconds=60))
+    conn.send(message())
+    await settle()
+    conn.close(CloseCode.RECYCLED)
+    await settle()
+    assert conn.closed_with == (CloseCode.RECYCLED, "recycled")
+    assert conn._writer is None
 
 
 async def test_an_idle_connection_holds_no_writer_task() -> None:

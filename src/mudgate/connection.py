@@ -29,6 +29,11 @@ logger = logging.getLogger("mudgate.connection")
 _ids = itertools.count(1)
 
 
+def _resolve(future: asyncio.Future[bool], value: bool) -> None:
+    if not future.done():
+        future.set_result(value)
+
+
 class ConnectionState(enum.Enum):
     OPEN = "open"
     CLOSING = "closing"
@@ -44,6 +49,9 @@ class ConnectionLimits:
     write_timeout: float
     bad_frame_limit: int
     bad_frame_window: float
+    # How long a writer waits for more once its outbox is empty, before its task ends: long
+    # enough that a busy connection keeps one task, short enough that an idle one has none.
+    writer_linger_seconds: float = 0.25
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConnectionLimits:
@@ -78,6 +86,9 @@ class Connection(abc.ABC):
         "_outbox",
         "_outbox_bytes",
         "_task",
+        "_wakeup",
+        "_watchdog",
+        "_write_started",
         "_writer",
         "close_code",
         "close_reason",
@@ -111,6 +122,9 @@ class Connection(abc.ABC):
         self._outbox_bytes = 0
         self._backlog: deque[Outgoing] | None = None
         self._writer: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Future[bool] | None = None  # resolved to wake a lingering writer
+        self._watchdog: asyncio.TimerHandle | None = None  # catches a write past write_timeout
+        self._write_started: float | None = None
         self._closer: asyncio.Task[None] | None = None
         self._task = asyncio.current_task()
         self._aborted = False
@@ -165,10 +179,18 @@ class Connection(abc.ABC):
             return False
         outbox.append(message)
         self._outbox_bytes += len(message)
-        # An idle connection holds no writer task; one starts when there is something to write.
-        if self._writer is None:
-            self._writer = asyncio.get_running_loop().create_task(self._drain())
+        self._wake_writer()
         return True
+
+    def _wake_writer(self) -> None:
+        # An idle connection holds no writer task; one starts when there is something to write
+        # and lingers a moment after, so a busy connection does not start one per message.
+        if self._writer is None:
+            loop = asyncio.get_running_loop()
+            self._writer = loop.create_task(self._drain())
+            self._watchdog = loop.call_later(self._limits.write_timeout, self._check_write)
+        elif self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(True)
 
     def send_backlog(self, messages: list[Outgoing]) -> None:
         """Queue what was waiting for this player while away, to be written after the outbox.
@@ -180,8 +202,7 @@ class Connection(abc.ABC):
         if self.state is not ConnectionState.OPEN or not messages:
             return
         self._backlog = deque(messages)
-        if self._writer is None:
-            self._writer = asyncio.get_running_loop().create_task(self._drain())
+        self._wake_writer()
 
     def _next(self) -> tuple[deque[Outgoing], Outgoing] | None:
         for queue in (self._outbox, self._backlog):
@@ -190,29 +211,65 @@ class Connection(abc.ABC):
         return None
 
     async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            while (next_message := self._next()) is not None:
-                queue, message = next_message
-                try:
-                    async with asyncio.timeout(self._limits.write_timeout):
+            while True:
+                while (next_message := self._next()) is not None:
+                    queue, message = next_message
+                    self._write_started = loop.time()
+                    try:
                         await self._write(message)
-                except TimeoutError:
-                    self.close(CloseCode.SLOW_CONSUMER, "write timed out")
+                    except (OSError, RuntimeError) as error:
+                        # The client is gone; its receive loop sees the disconnect and ends.
+                        logger.debug("write to %s failed: %r", self.id, error)
+                        self._clear_outbox()
+                        return
+                    finally:
+                        self._write_started = None
+                    queue.popleft()
+                    if queue is self._outbox:
+                        self._outbox_bytes -= len(message)
+                if not await self._linger(loop):
                     return
-                except (OSError, RuntimeError) as error:
-                    # The client is gone; its receive loop sees the disconnect and ends.
-                    logger.debug("write to %s failed: %r", self.id, error)
-                    self._clear_outbox()
-                    return
-                queue.popleft()
-                if queue is self._outbox:
-                    self._outbox_bytes -= len(message)
         finally:
             self._writer = None
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+                self._watchdog = None
             if not self._outbox:
                 self._outbox = None
             if not self._backlog:
                 self._backlog = None
+
+    async def _linger(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Wait briefly for more to write; True if something came (``send`` wakes us)."""
+        linger = self._limits.writer_linger_seconds
+        if linger <= 0 or self.state is not ConnectionState.OPEN:
+            return False
+        wakeup = self._wakeup = loop.create_future()
+        timer = loop.call_later(linger, _resolve, wakeup, False)
+        try:
+            woken: bool = await wakeup
+        finally:
+            timer.cancel()
+            self._wakeup = None
+        return woken
+
+    def _check_write(self) -> None:
+        """The watchdog: one timer per writer, not one per message, catches a write blocked
+        past write_timeout (a client that stopped reading) and closes it with 4008."""
+        self._watchdog = None
+        if self._writer is None or self._writer.done():
+            return
+        loop = asyncio.get_running_loop()
+        timeout = self._limits.write_timeout
+        started = self._write_started
+        now = loop.time()
+        if started is not None and now - started >= timeout:
+            self.close(CloseCode.SLOW_CONSUMER, "write timed out")
+            return
+        delay = timeout if started is None else started + timeout - now
+        self._watchdog = loop.call_later(delay, self._check_write)
 
     def _clear_outbox(self) -> None:
         self._outbox = self._backlog = None
@@ -246,10 +303,11 @@ class Connection(abc.ABC):
         self.state = ConnectionState.CLOSING
         self.close_code = code
         self.close_reason = reason or code.reason
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(False)  # a lingering writer ends now
         if code is CloseCode.SLOW_CONSUMER:
             self._clear_outbox()
-            if self._writer is not None and self._writer is not asyncio.current_task():
-                self._writer.cancel()
+            self._stop_writer()
         self._closer = asyncio.get_running_loop().create_task(self._close_transport())
 
     async def _close_transport(self) -> None:
@@ -279,5 +337,16 @@ class Connection(abc.ABC):
         """
         self.state = ConnectionState.CLOSED
         self._clear_outbox()
-        if self._writer is not None and self._writer is not asyncio.current_task():
-            self._writer.cancel()
+        self._stop_writer()
+
+    def _stop_writer(self) -> None:
+        """Cancel the writer and its watchdog. Not left to the writer's ``finally``: a task
+        cancelled before its first step never runs it."""
+        writer = self._writer
+        if writer is None or writer is asyncio.current_task():
+            return
+        writer.cancel()
+        self._writer = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
