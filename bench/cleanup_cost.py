@@ -105,7 +105,9 @@ def main() -> None:
             assert removed == EXPIRED, removed
             times.append(seconds)
         cleanups[name] = summary(times)
-        print(f"cleanup, {name}, {EXPIRED} expired: median {cleanups[name]['median'] * 1000:.2f} ms")
+        print(
+            f"cleanup, {name}, {EXPIRED} expired: median {cleanups[name]['median'] * 1000:.2f} ms"
+        )
     small = cleanups["100 players x 100 (10k entries)"]["median"]
     large = cleanups["10000 players x 100 (1M entries)"]["median"]
     print(f"1M vs 10k entries, same {EXPIRED} expired: time ratio {large / small:.1f}")

@@ -43,7 +43,8 @@ def start(contender: str, port: int) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "mudgate", "serve", "--port", str(port)]
         command += ["--log-level", "warning"]
     else:
-        command = [sys.executable, str(ROOT / "bench" / "peers" / "bare_asgi.py"), str(port)]
+        peer = {"bare-asgi": "bare_asgi.py", "fastapi-docs": "fastapi_docs.py"}[contender]
+        command = [sys.executable, str(ROOT / "bench" / "peers" / peer), str(port)]
     env = os.environ | {
         "MUDGATE_SECRET_KEY": SECRET_KEY,
         "MUDGATE_ADMIN_TOKEN": "bench-admin-token",
@@ -112,7 +113,9 @@ def measure(contender: str, transport: str, connections: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--connections", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--transports", nargs="+", default=["ws", "sse"], choices=["ws", "sse"])
@@ -120,13 +123,18 @@ def main() -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
 
-    samples: dict[str, dict[str, list[float]]] = {t: {c: [] for c in CONTENDERS} for t in args.transports}
+    samples: dict[str, dict[str, list[float]]] = {
+        t: {c: [] for c in CONTENDERS} for t in args.transports
+    }
     for run in range(args.repeat):
         for transport in args.transports:
             for contender in CONTENDERS:  # alternate contenders within each repeat
                 kib = measure(contender, transport, args.connections)
                 samples[transport][contender].append(kib)
-                print(f"run {run + 1}: {transport:3} {contender:9} {kib:6.1f} KiB/connection", flush=True)
+                print(
+                    f"run {run + 1}: {transport:3} {contender:9} {kib:6.1f} KiB/connection",
+                    flush=True,
+                )
 
     results = {
         "benchmark": "idle_memory",

@@ -86,7 +86,9 @@ def main() -> None:
     ratio = statistics.median(off) / statistics.median(on)
     print(f"tracemalloc off: {statistics.median(off):,.0f} deliveries/s (median)")
     print(f"tracemalloc on:  {statistics.median(on):,.0f} deliveries/s (median)")
-    print(f"slowdown {ratio:.2f}x; tracemalloc's own memory {statistics.median(memory) / 2**20:.1f} MiB")
+    print(
+        f"slowdown {ratio:.2f}x; tracemalloc's own memory {statistics.median(memory) / 2**20:.1f} MiB"
+    )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "tracemalloc_overhead.json").write_text(
         json.dumps(

@@ -49,6 +49,17 @@ async def test_a_busy_connection_keeps_one_writer_task_and_an_idle_one_none() ->
     assert conn._writer is None
 
 
+async def test_a_message_sent_as_the_linger_ends_is_still_written() -> None:
+    conn = RecordingConnection("alice", "127.0.0.1", limits(writer_linger_seconds=60))
+    conn.send(message())
+    await settle()
+    assert conn._wakeup is not None
+    conn._wakeup.set_result(False)  # the watchdog ends the linger...
+    conn.send(message())  # ...just as another message arrives
+    await settle()
+    assert len(conn.written) == 2
+
+
 async def test_closing_ends_a_lingering_writer_at_once() -> None:
     conn = RecordingConnection("alice", "127.0.0.1", limits(writer_linger_seconds=60))
     conn.send(message())

@@ -49,8 +49,9 @@ class ConnectionLimits:
     write_timeout: float
     bad_frame_limit: int
     bad_frame_window: float
-    # How long a writer waits for more once its outbox is empty, before its task ends: long
-    # enough that a busy connection keeps one task, short enough that an idle one has none.
+    # How long (one to two watchdog rounds) a writer waits for more once its outbox is empty
+    # before its task ends: long enough that a busy connection keeps one task and no timer per
+    # message, short enough that an idle one soon has none.
     writer_linger_seconds: float = 0.25
 
     @classmethod
@@ -188,7 +189,9 @@ class Connection(abc.ABC):
         if self._writer is None:
             loop = asyncio.get_running_loop()
             self._writer = loop.create_task(self._drain())
-            self._watchdog = loop.call_later(self._limits.write_timeout, self._check_write)
+            self._watchdog = loop.call_later(
+                self._watch_interval(self._limits.write_timeout), self._check_write
+            )
         elif self._wakeup is not None and not self._wakeup.done():
             self._wakeup.set_result(True)
 
@@ -229,7 +232,9 @@ class Connection(abc.ABC):
                     queue.popleft()
                     if queue is self._outbox:
                         self._outbox_bytes -= len(message)
-                if not await self._linger(loop):
+                # A send that came just as the watchdog ended the linger found the wakeup
+                # already resolved: look once more before leaving.
+                if not await self._linger(loop) and self._next() is None:
                     return
         finally:
             self._writer = None
@@ -242,16 +247,14 @@ class Connection(abc.ABC):
                 self._backlog = None
 
     async def _linger(self, loop: asyncio.AbstractEventLoop) -> bool:
-        """Wait briefly for more to write; True if something came (``send`` wakes us)."""
-        linger = self._limits.writer_linger_seconds
-        if linger <= 0 or self.state is not ConnectionState.OPEN:
+        """Wait for more to write; True if something came (``send`` wakes us), False when the
+        watchdog finds the writer still idle at its next round and ends it."""
+        if self._limits.writer_linger_seconds <= 0 or self.state is not ConnectionState.OPEN:
             return False
         wakeup = self._wakeup = loop.create_future()
-        timer = loop.call_later(linger, _resolve, wakeup, False)
         try:
             woken: bool = await wakeup
         finally:
-            timer.cancel()
             self._wakeup = None
         return woken
 
@@ -268,8 +271,16 @@ class Connection(abc.ABC):
         if started is not None and now - started >= timeout:
             self.close(CloseCode.SLOW_CONSUMER, "write timed out")
             return
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(False)  # idle since the last round: the writer ends
+            return
         delay = timeout if started is None else started + timeout - now
-        self._watchdog = loop.call_later(delay, self._check_write)
+        self._watchdog = loop.call_later(self._watch_interval(delay), self._check_write)
+
+    def _watch_interval(self, until_timeout: float) -> float:
+        # The watchdog also ends a writer idle for a round, so it looks every linger period.
+        linger = self._limits.writer_linger_seconds
+        return min(until_timeout, linger) if linger > 0 else until_timeout
 
     def _clear_outbox(self) -> None:
         self._outbox = self._backlog = None

@@ -1,0 +1,204 @@
+"""Broadcast throughput: one player talks in a room of N, mudgate vs the FastAPI docs pattern.
+
+Each run starts a fresh server process; N raw WebSocket clients (handshake, then counting
+frames) and one sender live in this process, which is the load generator: its CPU use is
+reported beside each result. The sender sends in windows of 50 messages and waits until a
+receiver has all of them, so the servers are measured at full speed without an unbounded
+backlog. Latency is from the send to the receipt at one receiver. Contenders alternate; the
+result is the median over --repeat runs.
+
+    python bench/broadcast.py [--players 100 1000] [--messages 1000] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import platform
+import statistics
+import struct
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from idle_memory import RESULTS, SECRET_KEY, free_port, start  # noqa: E402
+
+from mudgate.auth import Authenticator  # noqa: E402
+
+CONTENDERS = ("mudgate", "fastapi-docs")
+MARKER = b'"text":"m'
+WINDOW = 50
+
+
+class RawClient:
+    """A WebSocket client with just enough protocol to send text and count received frames."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.count = 0
+        self.latencies: list[float] | None = None
+        self._tail = b""
+
+    @classmethod
+    async def open(cls, port: int, path: str) -> RawClient:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        key = base64.b64encode(os.urandom(16)).decode()
+        writer.write(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise RuntimeError(head.decode(errors="replace"))
+        return cls(reader, writer)
+
+    def send_text(self, text: str) -> None:
+        payload = text.encode()
+        mask = os.urandom(4)
+        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        length = len(payload)
+        header = (
+            bytes([0x81, 0x80 | length])
+            if length < 126
+            else bytes([0x81, 0xFE]) + struct.pack("!H", length)
+        )
+        self.writer.write(header + mask + masked)
+
+    async def read_forever(self) -> None:
+        try:
+            while chunk := await self.reader.read(65536):
+                data = self._tail + chunk
+                self.count += data.count(MARKER)
+                if self.latencies is not None:
+                    now = time.perf_counter()
+                    start = 0
+                    while (at := data.find(MARKER, start)) != -1:
+                        end = data.find(b'"', at + len(MARKER))
+                        if end == -1:
+                            break
+                        sent = float(data[at + len(MARKER) : end].split(b":")[1])
+                        self.latencies.append(now - sent)
+                        start = end
+                self._tail = data[-(len(MARKER) - 1) :]
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+
+
+async def run_once(contender: str, players: int, messages: int) -> dict[str, float]:
+    port = free_port()
+    process = start(contender, port)
+    tokens = Authenticator(SECRET_KEY, 3600)
+    me = psutil.Process()
+    try:
+
+        def path(i: int) -> str:
+            return f"/ws?token={tokens.issue(f'p{i}')}" if contender == "mudgate" else "/ws"
+
+        clients = [await RawClient.open(port, path(i)) for i in range(players)]
+        probe = clients[1]
+        probe.latencies = []
+        readers = [asyncio.create_task(client.read_forever()) for client in clients]
+        await asyncio.sleep(0.5)
+        sender = clients[0]
+        me.cpu_percent()
+        started = time.perf_counter()
+        for window in range(0, messages, WINDOW):
+            for i in range(window, min(messages, window + WINDOW)):
+                frame = json.dumps(
+                    {"op": "say", "text": f"m{i}:{time.perf_counter()}"}, separators=(",", ":")
+                )
+                sender.send_text(frame)
+            await sender.writer.drain()
+            while probe.count < min(messages, window + WINDOW):
+                await asyncio.sleep(0.0005)
+        while min(client.count for client in clients) < messages:
+            await asyncio.sleep(0.001)
+        elapsed = time.perf_counter() - started
+        cpu = me.cpu_percent()
+        for task in readers:
+            task.cancel()
+        for client in clients:
+            client.writer.close()
+        latencies = sorted(probe.latencies)
+        return {
+            "deliveries_per_second": players * messages / elapsed,
+            "p50_ms": latencies[len(latencies) // 2] * 1000,
+            "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+            "client_cpu_percent": cpu,
+        }
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--players", type=int, nargs="+", default=[100, 1000])
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    results: dict[str, dict[str, dict[str, float]]] = {}
+    for players in args.players:
+        runs: dict[str, list[dict[str, float]]] = {c: [] for c in CONTENDERS}
+        for repeat in range(args.repeat):
+            for contender in CONTENDERS:
+                outcome = asyncio.run(run_once(contender, players, args.messages))
+                runs[contender].append(outcome)
+                print(
+                    f"run {repeat + 1}: {players:5} players {contender:13} "
+                    f"{outcome['deliveries_per_second']:10,.0f} deliveries/s  "
+                    f"p50 {outcome['p50_ms']:6.1f} ms  p99 {outcome['p99_ms']:6.1f} ms  "
+                    f"client CPU {outcome['client_cpu_percent']:.0f}%",
+                    flush=True,
+                )
+        results[str(players)] = {
+            contender: {
+                key: round(statistics.median(run[key] for run in outcomes), 2)
+                for key in outcomes[0]
+            }
+            | {
+                "min_deliveries_per_second": round(
+                    min(r["deliveries_per_second"] for r in outcomes)
+                ),
+                "max_deliveries_per_second": round(
+                    max(r["deliveries_per_second"] for r in outcomes)
+                ),
+            }
+            for contender, outcomes in runs.items()
+        }
+        ours = results[str(players)]["mudgate"]["deliveries_per_second"]
+        theirs = results[str(players)]["fastapi-docs"]["deliveries_per_second"]
+        print(f"{players} players: mudgate / fastapi-docs = {ours / theirs:.2f}")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "broadcast.json").write_text(
+        json.dumps(
+            {
+                "benchmark": "broadcast",
+                "messages": args.messages,
+                "repeat": args.repeat,
+                "machine": {
+                    "cores": os.cpu_count(),
+                    "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+                    "python": platform.python_version(),
+                },
+                "results": results,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main()
