@@ -69,8 +69,10 @@ readme: install
 # Benchmarks write JSON to bench/results/.
 bench: install
 	$(BIN)/python bench/idle_memory.py
+	$(BIN)/python bench/broadcast.py --messages 500
 	$(BIN)/python bench/cleanup_cost.py
 	$(BIN)/python bench/tracemalloc_overhead.py
+	$(BIN)/python bench/report.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage build src/*.egg-info

@@ -29,11 +29,6 @@ logger = logging.getLogger("mudgate.connection")
 _ids = itertools.count(1)
 
 
-def _resolve(future: asyncio.Future[bool], value: bool) -> None:
-    if not future.done():
-        future.set_result(value)
-
-
 class ConnectionState(enum.Enum):
     OPEN = "open"
     CLOSING = "closing"
@@ -49,9 +44,8 @@ class ConnectionLimits:
     write_timeout: float
     bad_frame_limit: int
     bad_frame_window: float
-    # How long (one to two watchdog rounds) a writer waits for more once its outbox is empty
-    # before its task ends: long enough that a busy connection keeps one task and no timer per
-    # message, short enough that an idle one soon has none.
+    # The watchdog's round: a writer found waiting for more at a round ends, so an idle
+    # connection soon holds no task, while a busy one keeps one task and no timer per message.
     writer_linger_seconds: float = 0.25
 
     @classmethod
@@ -272,8 +266,9 @@ class Connection(abc.ABC):
             self.close(CloseCode.SLOW_CONSUMER, "write timed out")
             return
         if self._wakeup is not None and not self._wakeup.done():
-            self._wakeup.set_result(False)  # idle since the last round: the writer ends
-            return
+            # Lingering at this round: the writer ends (its finally cancels the next round,
+            # which still watches it should a message have come just now).
+            self._wakeup.set_result(False)
         delay = timeout if started is None else started + timeout - now
         self._watchdog = loop.call_later(self._watch_interval(delay), self._check_write)
 

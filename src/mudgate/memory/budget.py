@@ -20,7 +20,7 @@ from ..settings import Settings
 
 __all__ = ["BudgetLine", "MemoryBudget", "entry_sizes", "memory_budget"]
 
-# Server RSS per idle WebSocket under uvicorn, measured with bench/idle_memory.py (21.2 KiB).
+# Server RSS per idle WebSocket under uvicorn, measured with bench/idle_memory.py (21.0 KiB).
 TRANSPORT_BYTES_PER_CONNECTION = 21 * 1024
 _SAMPLES = 500
 
