@@ -79,8 +79,33 @@ def main() -> None:
             "The target is ≥ 2× the FastAPI docs pattern: **missed**. That pattern awaits each "
             "client's send in one loop, which costs nothing while every client reads and stalls "
             "the whole room when one does not; mudgate queues to each connection's outbox and its "
-            "writer task writes, one task step per recipient. The stalled-client benchmark, where "
-            "that choice pays, is still to come.",
+            "writer task writes, one task step per recipient. The stalled-client benchmark below "
+            "shows what that buys.",
+            "",
+        ]
+    stalled = load("stalled")
+    if stalled:
+        lines += [
+            "## A stalled client",
+            "",
+            f"`python bench/stalled.py` — a room of {stalled['players']}, one player stops "
+            f"reading while another floods the room for {stalled['seconds']:.0f} s, "
+            f"{stalled['repeat']} runs, {machine(stalled)}.",
+            "",
+            "| server | healthy players' rate, nobody stalled | with one stalled | kept | server RSS growth |",
+            "|---|---|---|---|---|",
+        ]
+        for server, r in stalled["results"].items():
+            lines.append(
+                f"| {server} | {r['unstalled']['healthy_deliveries_per_second']:,.0f} msg/s "
+                f"| {r['stalled']['healthy_deliveries_per_second']:,.0f} msg/s "
+                f"| {r['kept_fraction']:.1%} | {r['stalled']['rss_growth_mib']:+.1f} MiB |"
+            )
+        lines += [
+            "",
+            "Target: healthy players keep ≥ 99 % of their rate and the server holds no more "
+            "than the outbox cap for the stalled one. mudgate closes it with 4008 once its "
+            "outbox fills; the FastAPI docs pattern waits on it, and the whole room with it.",
             "",
         ]
     cleanup = load("cleanup_cost")

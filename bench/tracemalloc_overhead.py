@@ -26,7 +26,7 @@ from mudgate.hub import LOBBY, Hub
 from mudgate.protocol import CloseCode, Outgoing
 from mudgate.settings import Settings
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(os.environ.get("MUDGATE_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
 PLAYERS = 200
 BROADCASTS = 1000
 

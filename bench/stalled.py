@@ -1,0 +1,151 @@
+"""A stalled client: one player in a room of 200 stops reading while another floods the room.
+
+For each server: the healthy players' delivery rate with the stalled one present, against the
+same room with nobody stalled, and the server's RSS growth over the flood. Each run is a fresh
+server; contenders alternate; medians over --repeat runs.
+
+    python bench/stalled.py [--players 200] [--seconds 5] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from broadcast import CONTENDERS, WINDOW, RawClient  # noqa: E402
+from idle_memory import RESULTS, SECRET_KEY, free_port, start  # noqa: E402
+
+from mudgate.auth import Authenticator  # noqa: E402
+
+TEXT = "x" * 3000  # ~3 KB messages: the stalled client's buffers fill early in the run
+
+
+async def flood(contender: str, players: int, seconds: float, stall: bool) -> dict[str, float]:
+    port = free_port()
+    process = start(contender, port)
+    server = psutil.Process(process.pid)
+    tokens = Authenticator(SECRET_KEY, 3600)
+    try:
+
+        def path(i: int) -> str:
+            return f"/ws?token={tokens.issue(f'p{i}')}" if contender == "mudgate" else "/ws"
+
+        clients = [await RawClient.open(port, path(i)) for i in range(players)]
+        stalled = clients[-1]
+        if stall:  # it reads nothing, into the smallest buffer the kernel allows
+            stalled.writer.get_extra_info("socket").setsockopt(
+                socket.SOL_SOCKET, socket.SO_RCVBUF, 4096
+            )
+        healthy = clients[:-1] if stall else clients
+        readers = [asyncio.create_task(client.read_forever()) for client in healthy]
+        await asyncio.sleep(0.5)
+        sender, probe = clients[0], clients[1]
+        rss_before = server.memory_info().rss
+        started = time.perf_counter()
+        sent = 0
+        while time.perf_counter() - started < seconds:
+            for _ in range(WINDOW):
+                frame = {"op": "say", "text": f"m{sent}:0:{TEXT}"}
+                sender.send_text(json.dumps(frame, separators=(",", ":")))
+                sent += 1
+            # Paced by what a healthy player has received, and bounded by the clock (a server
+            # stuck on the stalled client stops reading the sender too).
+            try:
+                async with asyncio.timeout(max(0.0, seconds - (time.perf_counter() - started))):
+                    await sender.writer.drain()
+                    while probe.count < sent:
+                        await asyncio.sleep(0.001)
+            except TimeoutError:
+                break
+        elapsed = time.perf_counter() - started
+        delivered = min(client.count for client in healthy[1:])
+        rss_after = server.memory_info().rss
+        for task in readers:
+            task.cancel()
+        for client in clients:
+            client.writer.close()
+        return {
+            "healthy_deliveries_per_second": delivered / elapsed,
+            "rss_growth_mib": (rss_after - rss_before) / 2**20,
+        }
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:  # a handler stuck on the stalled client
+            process.kill()
+            process.wait(timeout=5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--players", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    runs: dict[str, dict[str, list[dict[str, float]]]] = {
+        c: {"stalled": [], "unstalled": []} for c in CONTENDERS
+    }
+    for repeat in range(args.repeat):
+        for contender in CONTENDERS:
+            for case in ("unstalled", "stalled"):
+                outcome = asyncio.run(
+                    flood(contender, args.players, args.seconds, stall=case == "stalled")
+                )
+                runs[contender][case].append(outcome)
+                print(
+                    f"run {repeat + 1}: {contender:13} {case:9} "
+                    f"{outcome['healthy_deliveries_per_second']:8,.0f} msg/s per healthy player, "
+                    f"RSS {outcome['rss_growth_mib']:+.1f} MiB",
+                    flush=True,
+                )
+    results = {}
+    for contender, cases in runs.items():
+        median = {
+            case: {
+                key: round(statistics.median(run[key] for run in outcomes), 2)
+                for key in outcomes[0]
+            }
+            for case, outcomes in cases.items()
+        }
+        unstalled = median["unstalled"]["healthy_deliveries_per_second"]
+        kept = median["stalled"]["healthy_deliveries_per_second"] / unstalled if unstalled else 0.0
+        results[contender] = median | {"kept_fraction": round(kept, 3)}
+        print(f"{contender}: healthy players keep {kept:.1%} of their unstalled rate")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "stalled.json").write_text(
+        json.dumps(
+            {
+                "benchmark": "stalled",
+                "players": args.players,
+                "seconds": args.seconds,
+                "repeat": args.repeat,
+                "machine": {
+                    "cores": os.cpu_count(),
+                    "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+                    "python": platform.python_version(),
+                },
+                "results": results,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Smoke runs of every benchmark with tiny sizes, so the harness cannot rot.
+
+They check that each script runs end to end and writes its JSON; the figures are meaningless
+at these sizes and go to a temporary directory, never over bench/results/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "bench"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("script", "arguments", "result"),
+    [
+        ("idle_memory.py", ["--connections", "20", "--repeat", "1"], "idle_memory"),
+        ("broadcast.py", ["--players", "10", "--messages", "50", "--repeat", "1"], "broadcast"),
+        ("stalled.py", ["--players", "10", "--seconds", "1", "--repeat", "1"], "stalled"),
+        ("cleanup_cost.py", ["--repeat", "1", "--smoke"], "cleanup_cost"),
+        ("tracemalloc_overhead.py", ["--repeat", "1"], "tracemalloc_overhead"),
+    ],
+)
+def test_the_benchmark_runs(tmp_path: Path, script: str, arguments: list[str], result: str) -> None:
+    env = os.environ | {"MUDGATE_BENCH_RESULTS": str(tmp_path)}
+    completed = subprocess.run(
+        [sys.executable, str(BENCH / script), *arguments],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    written = json.loads((tmp_path / f"{result}.json").read_text())
+    assert written["benchmark"] == result
+    assert written["machine"]["cores"] >= 1
+
+
+def test_the_report_is_written_from_results(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [sys.executable, str(BENCH / "report.py")], capture_output=True, text=True, check=False
+    )
+    assert completed.returncode == 0, completed.stderr
+    report = (BENCH.parent / "BENCHMARKS.md").read_text()
+    assert "## Idle connections" in report
