@@ -175,14 +175,6 @@ def test_bounded_queue_keeps_the_newest(clock: FakeClock) -> None:
     assert queue.drain() == [2, 3, 4]
 
 
-def test_bounded_queue_trim_drops_the_oldest() -> None:
-    queue: BoundedQueue[int] = BoundedQueue(1500)
-    for i in range(1500):
-        queue.append(i)
-    assert queue.trim(1000) == 500
-    assert queue.drain()[0] == 500
-
-
 def test_bounded_queue_expires_in_order_and_stops_early(clock: FakeClock) -> None:
     queue: BoundedQueue[str] = BoundedQueue(10, 5.0, clock=clock)
     queue.append("old")

@@ -152,23 +152,13 @@ class TTLMap(Generic[K, V]):
 
 
 class BoundedQueue(Generic[T]):
-    """A FIFO queue with a capacity, an optional TTL per item, and a running size in bytes.
+    """A FIFO queue with a capacity and an optional TTL per item.
 
-    Appending to a full queue drops the oldest item and counts an eviction: the newest
-    messages are the ones worth keeping for a player who is about to reconnect. With
-    ``sizeof``, ``size_bytes`` is the sum of the items' sizes, kept exact on every removal.
+    Appending to a full queue drops the oldest item and counts an eviction: the newest items
+    are the ones worth keeping (the notifier's queue of alerts, say).
     """
 
-    __slots__ = (
-        "_clock",
-        "_items",
-        "_sizeof",
-        "capacity",
-        "evictions",
-        "expirations",
-        "size_bytes",
-        "ttl_seconds",
-    )
+    __slots__ = ("_clock", "_items", "capacity", "evictions", "expirations", "ttl_seconds")
 
     def __init__(
         self,
@@ -176,33 +166,24 @@ class BoundedQueue(Generic[T]):
         ttl_seconds: float | None = None,
         *,
         clock: Clock = time.monotonic,
-        sizeof: Callable[[T], int] | None = None,
     ) -> None:
         _check_bounds(capacity, ttl_seconds)
         self.capacity = capacity
         self.ttl_seconds = ttl_seconds
         self.evictions = 0
         self.expirations = 0
-        self.size_bytes = 0
         self._clock = clock
-        self._sizeof = sizeof
-        # (expires_at, item, size)
-        self._items: deque[tuple[float, T, int]] = deque()
+        self._items: deque[tuple[float, T]] = deque()
 
     def __len__(self) -> int:
         return len(self._items)
 
-    def _pop_oldest(self) -> None:
-        self.size_bytes -= self._items.popleft()[2]
-
     def append(self, item: T) -> None:
         if len(self._items) >= self.capacity:
-            self._pop_oldest()
+            self._items.popleft()
             self.evictions += 1
         expires_at = float("inf") if self.ttl_seconds is None else self._clock() + self.ttl_seconds
-        size = self._sizeof(item) if self._sizeof is not None else 0
-        self._items.append((expires_at, item, size))
-        self.size_bytes += size
+        self._items.append((expires_at, item))
 
     def expire(self, limit: int | None = None) -> int:
         """Drop expired items from the front, at most ``limit``; O(expired)."""
@@ -210,31 +191,16 @@ class BoundedQueue(Generic[T]):
         now = self._clock()
         removed = 0
         while items and items[0][0] <= now and (limit is None or removed < limit):
-            self._pop_oldest()
+            items.popleft()
             removed += 1
         self.expirations += removed
-        return removed
-
-    def expired(self) -> int:
-        """How many items have expired (and not been removed yet); O(expired)."""
-        now = self._clock()
-        return sum(1 for _ in itertools.takewhile(lambda item: item[0] <= now, self._items))
-
-    def trim(self, capacity: int) -> int:
-        """Drop the oldest items until at most ``capacity`` remain; returns how many went."""
-        removed = 0
-        while len(self._items) > capacity:
-            self._pop_oldest()
-            removed += 1
-        self.evictions += removed
         return removed
 
     def drain(self) -> list[T]:
         """Remove and return every live item, oldest first."""
         self.expire()
-        items = [item for _, item, _ in self._items]
+        items = [item for _, item in self._items]
         self._items.clear()
-        self.size_bytes = 0
         return items
 
     def stats(self) -> ContainerStats:

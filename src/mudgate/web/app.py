@@ -35,7 +35,7 @@ from .diagnostics import diagnostics_router
 from .errors import APIError, api_error_handler, validation_error_handler
 from .metrics import metrics_registry
 from .monitoring import monitoring_router
-from .realtime import RealtimeTransports, commands_router
+from .realtime import RealtimeTransports, realtime_router
 
 __all__ = ["MudgateApp", "bind_socket", "create_app", "mount", "serve", "server_config"]
 
@@ -145,7 +145,7 @@ def create_app(
     app.state.diagnostics = diagnostics
     app.include_router(monitoring_router(janitor, admin_token, metrics_registry(janitor)))
     app.include_router(diagnostics_router(diagnostics, admin_token))
-    app.include_router(commands_router(hub, commands, authenticator))
+    app.include_router(realtime_router(hub, commands, authenticator))
 
     app.include_router(guest_router(settings, hub, authenticator))
     return app

@@ -27,7 +27,7 @@ from ..hub import Hub, Refusal
 from ..protocol import CloseCode, ErrorCode, Outgoing, ProtocolError, encode_error
 from .errors import APIError, error_body
 
-__all__ = ["RealtimeTransports", "SSEConnection", "WebSocketConnection", "commands_router"]
+__all__ = ["RealtimeTransports", "SSEConnection", "WebSocketConnection", "realtime_router"]
 
 logger = logging.getLogger("mudgate.realtime")
 
@@ -295,8 +295,9 @@ class CommandAccepted(BaseModel):
     status: str = "accepted"
 
 
-def commands_router(hub: Hub, commands: CommandRegistry, authenticator: Authenticator) -> APIRouter:
-    """``POST /commands``: how an SSE client sends a frame. Replies arrive on its stream."""
+def realtime_router(hub: Hub, commands: CommandRegistry, authenticator: Authenticator) -> APIRouter:
+    """``POST /commands`` (how an SSE client sends a frame; replies arrive on its stream) and
+    ``GET /play``, the page that plays over ``/ws`` or ``/events``."""
     router = APIRouter()
     bearer = HTTPBearer(auto_error=False, description="A player token.")
 
