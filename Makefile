@@ -71,6 +71,7 @@ bench: install
 	$(BIN)/python bench/idle_memory.py
 	$(BIN)/python bench/broadcast.py --messages 500
 	$(BIN)/python bench/stalled.py
+	$(BIN)/python bench/monitoring_overhead.py
 	$(BIN)/python bench/cleanup_cost.py
 	$(BIN)/python bench/tracemalloc_overhead.py
 	$(BIN)/python bench/report.py

@@ -93,9 +93,25 @@ class RawClient:
             pass
 
 
-async def run_once(contender: str, players: int, messages: int) -> dict[str, float]:
+async def scrape_metrics(port: int, every_seconds: float) -> None:
+    """A Prometheus that scrapes /metrics every ``every_seconds`` (for the overhead benchmark)."""
+    while True:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        await reader.read()
+        writer.close()
+        await asyncio.sleep(every_seconds)
+
+
+async def run_once(
+    contender: str,
+    players: int,
+    messages: int,
+    extra_env: dict[str, str] | None = None,
+    scrape_every_seconds: float | None = None,
+) -> dict[str, float]:
     port = free_port()
-    process = start(contender, port)
+    process = start(contender, port, extra_env)
     tokens = Authenticator(SECRET_KEY, 3600)
     me = psutil.Process()
     try:
@@ -107,6 +123,8 @@ async def run_once(contender: str, players: int, messages: int) -> dict[str, flo
         probe = clients[1]
         probe.latencies = []
         readers = [asyncio.create_task(client.read_forever()) for client in clients]
+        if scrape_every_seconds is not None:
+            readers.append(asyncio.create_task(scrape_metrics(port, scrape_every_seconds)))
         await asyncio.sleep(0.5)
         sender = clients[0]
         me.cpu_percent()

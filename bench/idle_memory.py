@@ -39,20 +39,26 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start(contender: str, port: int) -> subprocess.Popen[bytes]:
+def start(
+    contender: str, port: int, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     if contender == "mudgate":
         command = [sys.executable, "-m", "mudgate", "serve", "--port", str(port)]
         command += ["--log-level", "warning"]
     else:
         peer = {"bare-asgi": "bare_asgi.py", "fastapi-docs": "fastapi_docs.py"}[contender]
         command = [sys.executable, str(ROOT / "bench" / "peers" / peer), str(port)]
-    env = os.environ | {
-        "MUDGATE_SECRET_KEY": SECRET_KEY,
-        "MUDGATE_ADMIN_TOKEN": "bench-admin-token",
-        "MUDGATE_MAX_RATE_LIMIT_ENTRIES": "1000000",
-        "MUDGATE_PING_INTERVAL": "60",
-        "MUDGATE_PING_TIMEOUT": "60",
-    }
+    env = (
+        os.environ
+        | {
+            "MUDGATE_SECRET_KEY": SECRET_KEY,
+            "MUDGATE_ADMIN_TOKEN": "bench-admin-token",
+            "MUDGATE_MAX_RATE_LIMIT_ENTRIES": "1000000",
+            "MUDGATE_PING_INTERVAL": "60",
+            "MUDGATE_PING_TIMEOUT": "60",
+        }
+        | (extra_env or {})
+    )
     process = subprocess.Popen(command, env=env)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:

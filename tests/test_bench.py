@@ -25,6 +25,11 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
         ("broadcast.py", ["--players", "10", "--messages", "50", "--repeat", "1"], "broadcast"),
         ("stalled.py", ["--players", "10", "--seconds", "1", "--repeat", "1"], "stalled"),
         ("cleanup_cost.py", ["--repeat", "1", "--smoke"], "cleanup_cost"),
+        (
+            "monitoring_overhead.py",
+            ["--players", "10", "--messages", "50", "--repeat", "1"],
+            "monitoring_overhead",
+        ),
         ("tracemalloc_overhead.py", ["--repeat", "1"], "tracemalloc_overhead"),
     ],
 )
