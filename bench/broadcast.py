@@ -17,7 +17,6 @@ import asyncio
 import base64
 import json
 import os
-import platform
 import statistics
 import struct
 import sys
@@ -27,7 +26,7 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from idle_memory import RESULTS, SECRET_KEY, free_port, start  # noqa: E402
+from harness import SECRET_KEY, free_port, start, stop, write_result  # noqa: E402
 
 from mudgate.auth import Authenticator  # noqa: E402
 
@@ -154,8 +153,7 @@ async def run_once(
             "client_cpu_percent": cpu,
         }
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop(process)
 
 
 def main() -> None:
@@ -198,23 +196,8 @@ def main() -> None:
         ours = results[str(players)]["mudgate"]["deliveries_per_second"]
         theirs = results[str(players)]["fastapi-docs"]["deliveries_per_second"]
         print(f"{players} players: mudgate / fastapi-docs = {ours / theirs:.2f}")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "broadcast.json").write_text(
-        json.dumps(
-            {
-                "benchmark": "broadcast",
-                "messages": args.messages,
-                "repeat": args.repeat,
-                "machine": {
-                    "cores": os.cpu_count(),
-                    "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-                    "python": platform.python_version(),
-                },
-                "results": results,
-            },
-            indent=2,
-        )
-        + "\n"
+    write_result(
+        "broadcast", {"messages": args.messages, "repeat": args.repeat, "results": results}
     )
 
 

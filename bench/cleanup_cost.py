@@ -12,22 +12,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
-import psutil
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import summary, write_result  # noqa: E402
 
-from mudgate.cleanup import Janitor, Trigger
-from mudgate.hub import Hub
-from mudgate.memory.monitor import MemoryMonitor
-from mudgate.protocol import Outgoing
-from mudgate.settings import Settings
+from mudgate.cleanup import Janitor, Trigger  # noqa: E402
+from mudgate.hub import Hub  # noqa: E402
+from mudgate.memory.monitor import MemoryMonitor  # noqa: E402
+from mudgate.protocol import Outgoing  # noqa: E402
+from mudgate.settings import Settings  # noqa: E402
 
-RESULTS = Path(os.environ.get("MUDGATE_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
 EXPIRED = 1000
 
 
@@ -74,14 +72,6 @@ async def cleanup_seconds(players: int, per_player: int) -> tuple[float, int]:
     return time.perf_counter() - started, report.removed["pending_messages"]
 
 
-def summary(values: list[float]) -> dict[str, float]:
-    return {
-        "median": round(statistics.median(values), 6),
-        "min": round(min(values), 6),
-        "max": round(max(values), 6),
-    }
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -118,23 +108,13 @@ def main() -> None:
     small = cleanups["100 players x 100 (10k entries)"]["median"]
     large = cleanups["10000 players x 100 (1M entries)"]["median"]
     print(f"1M vs 10k entries, same {EXPIRED} expired: time ratio {large / small:.1f}")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "cleanup_cost.json").write_text(
-        json.dumps(
-            {
-                "benchmark": "cleanup_cost",
-                "machine": {
-                    "cores": os.cpu_count(),
-                    "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-                    "python": platform.python_version(),
-                },
-                "monitor_read_microseconds": summary(reads),
-                "cleanup_seconds": cleanups,
-                "ratio_1m_vs_10k": round(large / small, 2),
-            },
-            indent=2,
-        )
-        + "\n"
+    write_result(
+        "cleanup_cost",
+        {
+            "monitor_read_microseconds": summary(reads),
+            "cleanup_seconds": cleanups,
+            "ratio_1m_vs_10k": round(large / small, 2),
+        },
     )
 
 

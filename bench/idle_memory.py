@@ -11,64 +11,23 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import os
-import platform
 import resource
 import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import SECRET_KEY, free_port, start, stop, write_result
+
 from mudgate.auth import Authenticator
 
-ROOT = Path(__file__).resolve().parent.parent
-# The smoke tests in `make test` write elsewhere, so they never overwrite the real figures.
-RESULTS = Path(os.environ.get("MUDGATE_BENCH_RESULTS", ROOT / "bench" / "results"))
-SECRET_KEY = "bench-secret-key-that-is-long-enough-for-hs256"
 CONTENDERS = ("mudgate", "bare-asgi")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def start(
-    contender: str, port: int, extra_env: dict[str, str] | None = None
-) -> subprocess.Popen[bytes]:
-    if contender == "mudgate":
-        command = [sys.executable, "-m", "mudgate", "serve", "--port", str(port)]
-        command += ["--log-level", "warning"]
-    else:
-        peer = {"bare-asgi": "bare_asgi.py", "fastapi-docs": "fastapi_docs.py"}[contender]
-        command = [sys.executable, str(ROOT / "bench" / "peers" / peer), str(port)]
-    env = (
-        os.environ
-        | {
-            "MUDGATE_SECRET_KEY": SECRET_KEY,
-            "MUDGATE_ADMIN_TOKEN": "bench-admin-token",
-            "MUDGATE_MAX_RATE_LIMIT_ENTRIES": "1000000",
-            "MUDGATE_PING_INTERVAL": "60",
-            "MUDGATE_PING_TIMEOUT": "60",
-        }
-        | (extra_env or {})
-    )
-    process = subprocess.Popen(command, env=env)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return process
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise RuntimeError(f"{contender} did not start")
 
 
 def open_connection(port: int, transport: str, token: str) -> socket.socket:
@@ -115,8 +74,7 @@ def measure(contender: str, transport: str, connections: int) -> float:
             sock.close()
         return (after - before) / connections / 1024
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop(process)
 
 
 def main() -> None:
@@ -143,15 +101,9 @@ def main() -> None:
                     flush=True,
                 )
 
-    results = {
-        "benchmark": "idle_memory",
+    results: dict[str, Any] = {
         "connections": args.connections,
         "repeat": args.repeat,
-        "machine": {
-            "cores": os.cpu_count(),
-            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "python": platform.python_version(),
-        },
         "results": {
             transport: {
                 contender: {
@@ -164,13 +116,12 @@ def main() -> None:
             for transport, by_contender in samples.items()
         },
     }
-    for transport, by_contender in results["results"].items():  # type: ignore[union-attr]
+    for transport, by_contender in results["results"].items():
         floor = by_contender["bare-asgi"]["median_kib"]
         mine = by_contender["mudgate"]["median_kib"]
         ratio = f"{mine / floor:.2f}" if floor > 0 else "n/a"  # tiny smoke runs can measure 0
         print(f"{transport}: mudgate {mine} KiB vs floor {floor} KiB (ratio {ratio})")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "idle_memory.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_result("idle_memory", results)
 
 
 if __name__ == "__main__":

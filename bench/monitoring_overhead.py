@@ -12,18 +12,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
 import statistics
 import sys
 from pathlib import Path
 
-import psutil
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from broadcast import run_once  # noqa: E402
-from idle_memory import RESULTS  # noqa: E402
+from harness import summary, write_result  # noqa: E402
 
 ON = {"MUDGATE_CHECK_INTERVAL": "0.5", "MUDGATE_CLEANUP_INTERVAL": "2"}
 OFF = {"MUDGATE_CHECK_INTERVAL": "3600", "MUDGATE_CLEANUP_INTERVAL": "3600"}
@@ -58,28 +53,15 @@ def main() -> None:
     off, on = statistics.median(rates["off"]), statistics.median(rates["on"])
     cost = 1 - on / off
     print(f"monitoring on costs {cost:.1%} of broadcast throughput (target <= 1 %)")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "monitoring_overhead.json").write_text(
-        json.dumps(
-            {
-                "benchmark": "monitoring_overhead",
-                "players": args.players,
-                "messages": args.messages,
-                "repeat": args.repeat,
-                "machine": {
-                    "cores": os.cpu_count(),
-                    "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-                    "python": platform.python_version(),
-                },
-                "deliveries_per_second": {
-                    mode: {"median": statistics.median(v), "min": min(v), "max": max(v)}
-                    for mode, v in rates.items()
-                },
-                "cost_fraction": round(cost, 4),
-            },
-            indent=2,
-        )
-        + "\n"
+    write_result(
+        "monitoring_overhead",
+        {
+            "players": args.players,
+            "messages": args.messages,
+            "repeat": args.repeat,
+            "deliveries_per_second": {mode: summary(v, 1) for mode, v in rates.items()},
+            "cost_fraction": round(cost, 4),
+        },
     )
 
 

@@ -12,11 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import socket
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,7 +22,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from broadcast import CONTENDERS, WINDOW, RawClient  # noqa: E402
-from idle_memory import RESULTS, SECRET_KEY, free_port, start  # noqa: E402
+from harness import SECRET_KEY, free_port, start, stop, write_result  # noqa: E402
 
 from mudgate.auth import Authenticator  # noqa: E402
 
@@ -81,12 +78,7 @@ async def flood(contender: str, players: int, seconds: float, stall: bool) -> di
             "rss_growth_mib": (rss_after - rss_before) / 2**20,
         }
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:  # a handler stuck on the stalled client
-            process.kill()
-            process.wait(timeout=5)
+        stop(process)
 
 
 def main() -> None:
@@ -126,24 +118,14 @@ def main() -> None:
         kept = median["stalled"]["healthy_deliveries_per_second"] / unstalled if unstalled else 0.0
         results[contender] = median | {"kept_fraction": round(kept, 3)}
         print(f"{contender}: healthy players keep {kept:.1%} of their unstalled rate")
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "stalled.json").write_text(
-        json.dumps(
-            {
-                "benchmark": "stalled",
-                "players": args.players,
-                "seconds": args.seconds,
-                "repeat": args.repeat,
-                "machine": {
-                    "cores": os.cpu_count(),
-                    "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-                    "python": platform.python_version(),
-                },
-                "results": results,
-            },
-            indent=2,
-        )
-        + "\n"
+    write_result(
+        "stalled",
+        {
+            "players": args.players,
+            "seconds": args.seconds,
+            "repeat": args.repeat,
+            "results": results,
+        },
     )
 
 

@@ -11,22 +11,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import platform
 import statistics
+import sys
 import time
 import tracemalloc
 from pathlib import Path
 
-import psutil
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import summary, write_result  # noqa: E402
 
-from mudgate.connection import Connection
-from mudgate.hub import LOBBY, Hub
-from mudgate.protocol import CloseCode, Outgoing
-from mudgate.settings import Settings
+from mudgate.connection import Connection  # noqa: E402
+from mudgate.hub import LOBBY, Hub  # noqa: E402
+from mudgate.protocol import CloseCode, Outgoing  # noqa: E402
+from mudgate.settings import Settings  # noqa: E402
 
-RESULTS = Path(os.environ.get("MUDGATE_BENCH_RESULTS", Path(__file__).resolve().parent / "results"))
 PLAYERS = 200
 BROADCASTS = 1000
 
@@ -89,26 +87,13 @@ def main() -> None:
     print(
         f"slowdown {ratio:.2f}x; tracemalloc's own memory {statistics.median(memory) / 2**20:.1f} MiB"
     )
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "tracemalloc_overhead.json").write_text(
-        json.dumps(
-            {
-                "benchmark": "tracemalloc_overhead",
-                "machine": {
-                    "cores": os.cpu_count(),
-                    "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-                    "python": platform.python_version(),
-                },
-                "deliveries_per_second": {
-                    "off": {"median": statistics.median(off), "min": min(off), "max": max(off)},
-                    "on": {"median": statistics.median(on), "min": min(on), "max": max(on)},
-                },
-                "slowdown": round(ratio, 2),
-                "tracemalloc_memory_bytes_median": statistics.median(memory),
-            },
-            indent=2,
-        )
-        + "\n"
+    write_result(
+        "tracemalloc_overhead",
+        {
+            "deliveries_per_second": {"off": summary(off, 1), "on": summary(on, 1)},
+            "slowdown": round(ratio, 2),
+            "tracemalloc_memory_bytes_median": statistics.median(memory),
+        },
     )
 
 

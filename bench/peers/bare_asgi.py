@@ -34,7 +34,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
     elif scope["type"] == "lifespan":
-        while (message := await receive())["type"] != "lifespan.shutdown":
+        while (await receive())["type"] != "lifespan.shutdown":
             await send({"type": "lifespan.startup.complete"})
         await send({"type": "lifespan.shutdown.complete"})
 

@@ -1,0 +1,97 @@
+"""What every benchmark shares: starting a contender's server, the machine, and the results.
+
+Contenders run as separate processes under the same uvicorn settings; results go to
+bench/results/<name>.json (or $MUDGATE_BENCH_RESULTS, where the smoke tests send them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(os.environ.get("MUDGATE_BENCH_RESULTS", ROOT / "bench" / "results"))
+SECRET_KEY = "bench-secret-key-that-is-long-enough-for-hs256"
+PEERS = {"bare-asgi": "bare_asgi.py", "fastapi-docs": "fastapi_docs.py"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start(
+    contender: str, port: int, extra_env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``contender`` ("mudgate" or a peer) on ``port`` and wait until it listens."""
+    if contender == "mudgate":
+        command = [sys.executable, "-m", "mudgate", "serve", "--port", str(port)]
+        command += ["--log-level", "warning"]
+    else:
+        command = [sys.executable, str(ROOT / "bench" / "peers" / PEERS[contender]), str(port)]
+    env = (
+        os.environ
+        | {
+            "MUDGATE_SECRET_KEY": SECRET_KEY,
+            "MUDGATE_ADMIN_TOKEN": "bench-admin-token",
+            "MUDGATE_MAX_RATE_LIMIT_ENTRIES": "1000000",
+            "MUDGATE_PING_INTERVAL": "60",
+            "MUDGATE_PING_TIMEOUT": "60",
+        }
+        | (extra_env or {})
+    )
+    process = subprocess.Popen(command, env=env)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return process
+        except OSError:
+            time.sleep(0.05)
+    process.kill()
+    raise RuntimeError(f"{contender} did not start")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL for a server stuck on a client (the stalled benchmark's peer)."""
+    process.terminate()
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)
+
+
+def summary(values: Iterable[float], digits: int = 6) -> dict[str, float]:
+    values = list(values)
+    return {
+        "median": round(statistics.median(values), digits),
+        "min": round(min(values), digits),
+        "max": round(max(values), digits),
+    }
+
+
+def write_result(name: str, payload: dict[str, Any]) -> None:
+    """bench/results/<name>.json, with the machine it ran on."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    document = {
+        "benchmark": name,
+        "machine": {
+            "cores": os.cpu_count(),
+            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": platform.python_version(),
+        },
+    } | payload
+    (RESULTS / f"{name}.json").write_text(json.dumps(document, indent=2) + "\n")
