@@ -367,3 +367,11 @@ def test_mailboxes_drop_the_oldest_mailbox_past_max_keys(clock: FakeClock) -> No
 def test_mailboxes_reject_nonsense_bounds() -> None:
     with pytest.raises(ValueError, match="caps"):
         Mailboxes(0, 1, 1, 1.0)
+
+
+def test_the_line_is_bounded_even_when_items_have_no_size(clock: FakeClock) -> None:
+    boxes: Mailboxes[str, int] = Mailboxes(2, 3, 10**9, 60.0, clock=clock)
+    for i in range(100):
+        boxes.append("a", i)
+        boxes.take("a")  # delivered at once: only the line still holds them
+    assert len(boxes._line) <= 2 * 3

@@ -90,3 +90,22 @@ async def test_game_code_sends_to_players_rooms_and_channels(hub: Hub) -> None:
     assert (last[0]["event"], last[0]["text"]) == ("narrate", "A bell rings.")
     assert (last[1]["event"], last[1]["channel"]) == ("news", "ooc")
     assert json.loads(bob.written[-2].data)["text"] == "The fire crackles."
+
+
+async def test_hung_coroutine_hooks_cannot_pile_up(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("mudgate.hooks.MAX_RUNNING_HOOKS", 2)
+
+    @hub.hooks.on_connect
+    async def hangs(player: str) -> None:
+        await asyncio.sleep(3600)
+
+    with caplog.at_level(logging.ERROR):
+        for name in ("a", "b", "c", "d"):
+            connect(hub, name)
+        await settle()
+    assert len(hub.hooks._running) == 2
+    assert hub.hooks.skipped == 2
+    assert "skipped" in caplog.text
+    await hub.close(timeout_seconds=0.01)

@@ -215,8 +215,9 @@ class Mailboxes(Generic[K, T]):
     off the front of its own mailbox: O(expired), however many keys and items there are.
     An item that left its mailbox early (delivered by ``take``, or dropped by the per-key cap)
     stays in the line until its turn comes, and its bytes count until then: ``size_bytes`` is
-    what the mailboxes really hold in memory, and past ``max_bytes`` the line's oldest items go
-    first, delivered or not.
+    what the mailboxes really hold in memory, and past ``max_bytes`` (or, whatever ``sizeof``
+    says, past ``max_keys * max_per_key`` entries) the line's oldest items go first, delivered
+    or not.
     """
 
     __slots__ = (
@@ -290,7 +291,10 @@ class Mailboxes(Generic[K, T]):
         self._line.append((expires_at, key, item, size))
         self.items_held += 1
         self.size_bytes += size
-        while self.size_bytes > self.max_bytes and self._line:
+        line = self._line
+        while line and (
+            self.size_bytes > self.max_bytes or len(line) > self.max_keys * self.max_per_key
+        ):
             if self._pop_line():
                 self.evictions += 1
 

@@ -20,6 +20,10 @@ __all__ = ["Hooks"]
 
 logger = logging.getLogger("mudgate.hooks")
 
+# Coroutine hooks running at once; past it a hook call is skipped (and logged), so a game hook
+# that hangs cannot pile up a task per player who comes and goes.
+MAX_RUNNING_HOOKS = 1000
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -33,6 +37,7 @@ class Hooks:
         self._room_change: list[Callable[..., Any]] = []
         # Coroutine hooks still running (each leaves the set when it finishes).
         self._running: set[asyncio.Task[Any]] = set()
+        self.skipped = 0
 
     def on_connect(self, hook: F) -> F:
         """Call ``hook(player_id)`` when a player comes online (their first connection)."""
@@ -66,6 +71,16 @@ class Hooks:
                 logger.exception("hook %s failed", getattr(hook, "__qualname__", hook))
                 continue
             if inspect.isawaitable(result):
+                if len(self._running) >= MAX_RUNNING_HOOKS:
+                    self.skipped += 1
+                    if inspect.iscoroutine(result):
+                        result.close()
+                    logger.error(
+                        "hook %s skipped: %d hooks still running",
+                        getattr(hook, "__qualname__", hook),
+                        len(self._running),
+                    )
+                    continue
                 task = asyncio.ensure_future(result)
                 self._running.add(task)
                 task.add_done_callback(self._finished)
