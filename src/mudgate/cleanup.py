@@ -74,18 +74,13 @@ class CleanupReport:
 
 @dataclass(slots=True)
 class CleanupStats:
-    """The janitor's running totals, as ``/monitoring/memory`` shows them."""
+    """The janitor's running totals, as ``/monitoring/memory`` shows them; the ``last_*``
+    figures are those of the newest of the ``recent`` reports."""
 
-    last_cleanup: str | None = None
-    cleanups_performed: int = 0
     memory_cleanups: int = 0
     time_cleanups: int = 0
     forced_cleanups: int = 0
     removed: dict[str, int] = field(default_factory=dict)
-    last_duration_seconds: float = 0.0
-    last_memory_before_mb: float = 0.0
-    last_memory_after_mb: float = 0.0
-    last_trigger: str | None = None
     # Cleanup durations as a histogram (cumulative counts per upper bound, in seconds).
     duration_buckets: dict[float, int] = field(
         default_factory=lambda: dict.fromkeys(DURATION_BUCKETS, 0)
@@ -93,9 +88,35 @@ class CleanupStats:
     duration_sum_seconds: float = 0.0
     recent: deque[CleanupReport] = field(default_factory=lambda: deque(maxlen=10))
 
+    @property
+    def cleanups_performed(self) -> int:
+        return self.memory_cleanups + self.time_cleanups + self.forced_cleanups
+
+    @property
+    def last(self) -> CleanupReport | None:
+        return self.recent[-1] if self.recent else None
+
+    @property
+    def last_cleanup(self) -> str | None:
+        return self.last.started_at if self.last else None
+
+    @property
+    def last_trigger(self) -> str | None:
+        return str(self.last.trigger) if self.last else None
+
+    @property
+    def last_duration_seconds(self) -> float:
+        return self.last.duration_seconds if self.last else 0.0
+
+    @property
+    def last_memory_before_mb(self) -> float:
+        return self.last.memory_before_mb if self.last else 0.0
+
+    @property
+    def last_memory_after_mb(self) -> float:
+        return self.last.memory_after_mb if self.last else 0.0
+
     def record(self, report: CleanupReport) -> None:
-        self.last_cleanup = report.started_at
-        self.cleanups_performed += 1
         if report.trigger is Trigger.MEMORY:
             self.memory_cleanups += 1
         elif report.trigger is Trigger.TIME:
@@ -104,10 +125,6 @@ class CleanupStats:
             self.forced_cleanups += 1
         for name, count in report.removed.items():
             self.removed[name] = self.removed.get(name, 0) + count
-        self.last_duration_seconds = report.duration_seconds
-        self.last_memory_before_mb = report.memory_before_mb
-        self.last_memory_after_mb = report.memory_after_mb
-        self.last_trigger = report.trigger
         self.duration_sum_seconds += report.duration_seconds
         for bound in self.duration_buckets:
             if report.duration_seconds <= bound:
@@ -162,7 +179,6 @@ class Janitor:
         self.notifier = notifier or Notifier(settings, clock=clock, wall_clock=wall_clock)
         self._last_sample_at: float | None = None
         self.stats = CleanupStats()
-        self.last_report: CleanupReport | None = None
         self.ineffective_cleanup = False
         self._malloc_trim = malloc_trim
         self._last_time_cleanup = clock()
@@ -306,7 +322,6 @@ class Janitor:
     def _finish(self, report: CleanupReport) -> None:
         now = self.clock()
         self.stats.record(report)
-        self.last_report = report
         # Any full cleanup did the time-based one's work: its schedule restarts.
         self._last_time_cleanup = now
         if report.trigger is Trigger.MEMORY:

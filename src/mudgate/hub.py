@@ -128,7 +128,6 @@ class Hub:
         # Counters for monitoring.
         self.connections_opened = 0
         self.slow_consumer_disconnects = 0
-        self.refused_connections = 0
         self.refused_by_reason: dict[str, int] = dict.fromkeys(REFUSAL_REASONS, 0)
         # When recent slow consumers were dropped, for the SLOW_CONSUMERS alert.
         self.slow_consumer_times: deque[float] = deque(maxlen=1000)
@@ -204,7 +203,6 @@ class Hub:
         return sum(1 for at in self.slow_consumer_times if at > cutoff)
 
     def _refuse(self, code: CloseCode, reason: str, retry_after_seconds: int) -> Refusal:
-        self.refused_connections += 1
         self.refused_by_reason[reason] += 1
         return Refusal(code, reason, retry_after_seconds)
 
@@ -473,5 +471,5 @@ class Hub:
             "outbox_bytes": outbox_bytes,
             "connections_opened": self.connections_opened,
             "slow_consumer_disconnects": self.slow_consumer_disconnects,
-            "refused_connections": self.refused_connections,
+            "refused_connections": sum(self.refused_by_reason.values()),
         }
