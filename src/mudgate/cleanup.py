@@ -236,20 +236,25 @@ class Janitor:
     async def check(self) -> CleanupReport | None:
         """One tick of the janitor: observe memory, record it, clean if due, alert."""
         sample = self.observe()
+        # hub.stats() walks every connection: take it once a tick, again only after a cleanup.
+        stats: dict[str, int] | None = self.hub.stats()
         now = self.clock()
         if self._last_sample_at is None or now - self._last_sample_at >= (
             self.settings.sample_interval
         ):
-            self.record(sample)
+            self.record(sample, stats)
         trigger = self.due(sample)
-        report = None if trigger is None else await self.clean(trigger)
-        self.update_alerts()
+        report = None
+        if trigger is not None:
+            report = await self.clean(trigger)
+            stats = None
+        self.update_alerts(stats)
         return report
 
-    def record(self, sample: MemorySample) -> None:
+    def record(self, sample: MemorySample, stats: dict[str, int] | None = None) -> None:
         """Add ``sample``, with the structures' sizes beside it, to the history."""
         self._last_sample_at = self.clock()
-        stats = self.hub.stats()
+        stats = stats or self.hub.stats()
         self.history.record(
             HistoryPoint(
                 at=self.wall_clock(),
@@ -262,9 +267,9 @@ class Janitor:
             )
         )
 
-    def update_alerts(self) -> None:
+    def update_alerts(self, stats: dict[str, int] | None = None) -> None:
         """Evaluate the rules; log and notify what started and what resolved."""
-        started, resolved = self.tracker.update(self.alerts())
+        started, resolved = self.tracker.update(self.alerts(stats))
         for alert in started:
             logger.warning("alert started", extra=_alert_fields(alert))
         for alert in resolved:
@@ -437,11 +442,11 @@ class Janitor:
 
     # Reporting
 
-    def alerts(self) -> list[Alert]:
-        """The alerts active now (memory as of the last ``observe``)."""
+    def alerts(self, stats: dict[str, int] | None = None) -> list[Alert]:
+        """The alerts active now (memory as of the last ``observe``; ``stats`` if fresh)."""
         return self.rules.evaluate(
             self.levels,
-            self.hub.stats(),
+            stats or self.hub.stats(),
             stale_connections=self.stale_connections(),
             recent_slow_consumers=self.hub.recent_slow_consumers(
                 self.settings.slow_consumer_alert_window

@@ -179,7 +179,9 @@ async def test_critical_memory_refuses_new_players_and_keeps_the_old_ones(
     await alice.next("welcome")
     assert (await get(server, "/health/ready")).status_code == 200
 
-    ballast = bytearray(int(limit * 0.45))  # zero-filled pages: RSS really grows
+    # Zero-filled pages: RSS really grows, well past 90 % even if the pressure cleanup hands
+    # memory earlier tests freed back to the OS.
+    ballast = bytearray(int(limit * 0.6))
     await wait_for(lambda: server.hub.shedding)
     ready = await get(server, "/health/ready")
     assert (ready.status_code, ready.json()["status"]) == (503, "shedding")
