@@ -23,7 +23,9 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(os.environ.get("MUDGATE_BENCH_RESULTS", ROOT / "bench" / "results"))
 SECRET_KEY = "bench-secret-key-that-is-long-enough-for-hs256"
-PEERS = {"bare-asgi": "bare_asgi.py", "fastapi-docs": "fastapi_docs.py"}
+PEERS = {"bare-asgi": "bare_asgi:app", "fastapi-docs": "fastapi_docs:app"}
+# What mudgate serve sets too (web/app.py server_config), with the bench's 60 s pings.
+UVICORN = ["--ws", "websockets-sansio", "--ws-ping-interval", "60", "--ws-ping-timeout", "60"]
 
 
 def free_port() -> int:
@@ -40,7 +42,9 @@ def start(
         command = [sys.executable, "-m", "mudgate", "serve", "--port", str(port)]
         command += ["--log-level", "warning"]
     else:
-        command = [sys.executable, str(ROOT / "bench" / "peers" / PEERS[contender]), str(port)]
+        command = [sys.executable, "-m", "uvicorn", PEERS[contender], "--app-dir"]
+        command += [str(ROOT / "bench" / "peers"), "--port", str(port), *UVICORN]
+        command += ["--log-level", "warning"]
     env = (
         os.environ
         | {

@@ -1,15 +1,12 @@
 """The floor under uvicorn: a bare ASGI callable that accepts a WebSocket or an SSE stream,
 sends one event, and holds the connection until the client leaves. Nothing else.
 
-Run: python bench/peers/bare_asgi.py PORT
+bench/harness.py serves it with the same uvicorn settings as mudgate.
 """
 
 from __future__ import annotations
 
-import sys
 from typing import Any
-
-import uvicorn
 
 WELCOME = '{"type":"event","event":"welcome"}'
 
@@ -37,15 +34,3 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         while (await receive())["type"] != "lifespan.shutdown":
             await send({"type": "lifespan.startup.complete"})
         await send({"type": "lifespan.shutdown.complete"})
-
-
-if __name__ == "__main__":
-    uvicorn.run(
-        app,
-        host="127.0.0.1",
-        port=int(sys.argv[1]),
-        ws="websockets-sansio",
-        ws_ping_interval=60,
-        ws_ping_timeout=60,
-        log_level="warning",
-    )

@@ -1,14 +1,11 @@
 """The connection manager from FastAPI's WebSocket documentation, as its users write it:
 a list of sockets, and a broadcast that awaits each send in turn.
 
-Run: python bench/peers/fastapi_docs.py PORT
+bench/harness.py serves it with the same uvicorn settings as mudgate.
 """
 
 from __future__ import annotations
 
-import sys
-
-import uvicorn
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
 
 
@@ -42,15 +39,3 @@ async def websocket_endpoint(websocket: WebSocket) -> None:
             await manager.broadcast(data)
     except WebSocketDisconnect:
         manager.disconnect(websocket)
-
-
-if __name__ == "__main__":
-    uvicorn.run(
-        app,
-        host="127.0.0.1",
-        port=int(sys.argv[1]),
-        ws="websockets-sansio",
-        ws_ping_interval=60,
-        ws_ping_timeout=60,
-        log_level="warning",
-    )
