@@ -131,13 +131,13 @@ async def bard(hub: Hub, every_seconds: float) -> None:
 
 def create_game(settings: Settings | None = None, bard_every_seconds: float = 30.0) -> FastAPI:
     """The game's app, with the gateway mounted at /mud and the bard in its lifespan."""
-    tasks: list[asyncio.Task[None]] = []
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        tasks.append(asyncio.create_task(bard(gateway.state.hub, bard_every_seconds)))
+        singer = asyncio.create_task(bard(gateway.state.hub, bard_every_seconds))
         yield
-        tasks.pop().cancel()
+        singer.cancel()
+        await asyncio.wait((singer,))
 
     app = FastAPI(title="Castle", lifespan=lifespan)
     gateway = mount(app, "/mud", settings, commands=commands())
