@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -11,6 +12,8 @@ from mudgate.connection import Connection
 from mudgate.hub import Hub
 from mudgate.protocol import CloseCode, Outgoing
 from mudgate.settings import Settings
+
+from .redis_server import RedisServer
 
 SECRET_KEY = "test-secret-key-that-is-long-enough-for-hs256"
 
@@ -90,3 +93,13 @@ async def settle() -> None:
     """Let writer tasks run until every outbox is drained."""
     for _ in range(5):
         await asyncio.sleep(0)
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A redis-server of the test's own, on a free port."""
+    server = RedisServer().start()
+    try:
+        yield server
+    finally:
+        server.close()

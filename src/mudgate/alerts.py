@@ -141,6 +141,7 @@ class AlertRules:
         recent_slow_consumers: int = 0,
         ineffective_cleanup: bool = False,
         trend: Trend | None = None,
+        backplane_problem: str | None = None,
     ) -> list[Alert]:
         alerts = []
         if levels.level is not None:
@@ -211,6 +212,16 @@ class AlertRules:
                     trend.growing_structure or "",
                 )
             )
+        if backplane_problem is not None:
+            alerts.append(
+                Alert(
+                    Level.WARNING,
+                    "BACKPLANE_UNAVAILABLE",
+                    f"Backplane unavailable, serving local players only: {backplane_problem}",
+                    1,
+                    0,
+                )
+            )
         return alerts
 
 
@@ -222,6 +233,7 @@ ALERT_CODES = (
     "SLOW_CONSUMERS",
     "CLEANUP_INEFFECTIVE",
     "LEAK_SUSPECTED",
+    "BACKPLANE_UNAVAILABLE",
 )
 
 

@@ -270,11 +270,27 @@ class Janitor:
     def update_alerts(self, stats: dict[str, int] | None = None) -> None:
         """Evaluate the rules; log and notify what started and what resolved."""
         started, resolved = self.tracker.update(self.alerts(stats))
+        self.report_health()
         for alert in started:
             logger.warning("alert started", extra=_alert_fields(alert))
         for alert in resolved:
             logger.info("alert resolved", extra=_alert_fields(alert))
         self.notifier.notify(started, resolved)
+
+    def report_health(self) -> None:
+        """Hand the hub what the cluster view shows of this node."""
+        sample = self.monitor.last
+        self.hub.health = {
+            "memory": None
+            if sample is None
+            else {
+                "rss_mb": round(sample.rss_bytes / MIB, 1),
+                "percent": round(sample.percent, 1),
+                "limit_mb": round(sample.limit_bytes / MIB, 1),
+            },
+            "alerts": [str(alert) for alert in self.tracker.active.values()],
+            "shedding": self.hub.shedding,
+        }
 
     def forced_cleanup_wait(self) -> float:
         """Seconds until an admin may force another cleanup (0: now)."""
@@ -453,4 +469,5 @@ class Janitor:
             ),
             ineffective_cleanup=self.ineffective_cleanup,
             trend=self.history.trend(),
+            backplane_problem=self.hub.backplane.problem,
         )

@@ -12,7 +12,6 @@ An op nobody registered is simply unknown.
 
 from __future__ import annotations
 
-import heapq
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
@@ -193,38 +192,40 @@ def builtin_commands() -> CommandRegistry:
     def ping(ctx: CommandContext, args: NoArgs) -> None:
         ctx.reply("pong")
 
-    def describe_room(ctx: CommandContext) -> None:
-        occupants = ctx.hub.room_occupants.get(ctx.room, set())
+    async def describe_room(ctx: CommandContext) -> None:
+        # Everyone in the room, on every node.
+        occupants = await ctx.hub.occupants(ctx.room)
         ctx.reply(
             "room",
             room=ctx.room,
-            occupants=heapq.nsmallest(MAX_LISTED_NAMES, occupants),
+            occupants=occupants[:MAX_LISTED_NAMES],
             occupant_count=len(occupants),
         )
 
     @commands.register("look")
-    def look(ctx: CommandContext, args: NoArgs) -> None:
-        describe_room(ctx)
+    async def look(ctx: CommandContext, args: NoArgs) -> None:
+        await describe_room(ctx)
 
-    def go(ctx: CommandContext, args: Go) -> None:
+    async def go(ctx: CommandContext, args: Go) -> None:
         ctx.hub.move(ctx.player, args.room)
-        describe_room(ctx)
+        await describe_room(ctx)
 
     commands.register("go", Go)(go)
     commands.register("join", Go)(go)
 
     @commands.register("leave")
-    def leave(ctx: CommandContext, args: NoArgs) -> None:
-        go(ctx, Go(room=LOBBY))
+    async def leave(ctx: CommandContext, args: NoArgs) -> None:
+        await go(ctx, Go(room=LOBBY))
 
     @commands.register("say", Say)
     def say(ctx: CommandContext, args: Say) -> None:
         ctx.broadcast("say", **{"from": ctx.player.id, "text": args.text})
 
     @commands.register("tell", Tell)
-    def tell(ctx: CommandContext, args: Tell) -> None:
+    async def tell(ctx: CommandContext, args: Tell) -> None:
         message = ctx.hub.event("tell", **{"from": ctx.player.id, "to": args.to, "text": args.text})
-        delivery = ctx.hub.send_to_player(args.to, message)
+        # Waits for the cluster's answer, so a player nobody knows is an error here too.
+        delivery = await ctx.hub.tell(args.to, message)
         if delivery is Delivery.UNKNOWN_PLAYER:
             raise ProtocolError(ErrorCode.PLAYER_NOT_FOUND, f"no player {args.to!r} is online")
         if args.to != ctx.player.id:
@@ -257,8 +258,8 @@ def builtin_commands() -> CommandRegistry:
         )
 
     @commands.register("who")
-    def who(ctx: CommandContext, args: NoArgs) -> None:
-        players = ctx.hub.online_players
-        ctx.reply("who", players=heapq.nsmallest(MAX_LISTED_NAMES, players), count=len(players))
+    async def who(ctx: CommandContext, args: NoArgs) -> None:
+        players = await ctx.hub.who()
+        ctx.reply("who", players=players[:MAX_LISTED_NAMES], count=len(players))
 
     return commands

@@ -198,7 +198,10 @@ class Connection(abc.ABC):
         """
         if self.state is not ConnectionState.OPEN or not messages:
             return
-        self._backlog = deque(messages)
+        if self._backlog is None:
+            self._backlog = deque(messages)
+        else:  # what other nodes queued arrives after what this one did
+            self._backlog.extend(messages)
         self._wake_writer()
 
     def _next(self) -> tuple[deque[Outgoing], Outgoing] | None:

@@ -9,7 +9,7 @@ rooms and subscription sets by being removed when empty, and what outlives a con
 from __future__ import annotations
 
 import asyncio
-import enum
+import heapq
 import logging
 import time
 from collections import deque
@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .backplane import Backplane, LocalBackplane
+from .backplane import Backplane, Delivery, Presence, create_backplane
 from .bounded import Mailboxes, SlidingWindowLimiter, TTLMap
 from .connection import Connection, ConnectionLimits
 from .hooks import Hooks
@@ -35,14 +35,6 @@ MEMORY_PRESSURE = "memory pressure"
 SERVER_FULL = "server full"
 TOO_MANY_PLAYERS = "too many players online"
 REFUSAL_REASONS = (RATE_LIMITED, MEMORY_PRESSURE, SERVER_FULL, TOO_MANY_PLAYERS)
-
-
-class Delivery(enum.Enum):
-    """What became of a message sent to one player."""
-
-    SENT = "sent"
-    QUEUED = "queued"
-    UNKNOWN_PLAYER = "unknown_player"
 
 
 class Player:
@@ -94,7 +86,7 @@ class Hub:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        self.backplane: Backplane = backplane or LocalBackplane()
+        self.backplane: Backplane = backplane or create_backplane(settings)
         self.clock = clock
         self.wall_clock = wall_clock
         self.limits = ConnectionLimits.from_settings(settings)
@@ -135,13 +127,16 @@ class Hub:
         self.shedding = False
         self._seq = 0
         self.hooks = Hooks()
+        # The latest memory reading and alerts, as the janitor last reported them, for the
+        # cluster view.
+        self.health: dict[str, Any] = {}
         self._all_disconnected = asyncio.Event()
         self._all_disconnected.set()
 
     # Lifecycle
 
     async def start(self) -> None:
-        await self.backplane.start(self.deliver)
+        await self.backplane.start(self)
 
     async def close(self, timeout_seconds: float = 5.0) -> None:
         """Close every connection with 1001 and stop the backplane."""
@@ -226,6 +221,7 @@ class Hub:
             oldest.close(CloseCode.REPLACED)
             self.disconnect(oldest)
 
+        self._announce(player.id)
         conn.send(self.event("welcome", player=player.id, room=player.room, connection=conn.id))
         # What was queued while the player was away, in order.
         conn.send_backlog(self.pending_messages.take(conn.player_id))
@@ -253,6 +249,8 @@ class Hub:
             if not own:
                 del self.player_websockets[conn.player_id]
                 self._go_offline(conn.player_id)
+            else:
+                self._announce(conn.player_id)
         if conn.close_code is CloseCode.SLOW_CONSUMER:
             self.slow_consumer_disconnects += 1
             self.slow_consumer_times.append(self.clock())
@@ -295,6 +293,7 @@ class Hub:
             self._unsubscribe(channel_topic(channel), player_id)
         player.channels.clear()
         self.backplane.unsubscribe(player_topic(player_id))
+        self.backplane.announce(player_id, None)
         # Remembered for a while, so a player who comes back soon gets what was sent meanwhile.
         self.last_seen.set(player_id, self.wall_clock())
         self.hooks.disconnected(player_id)
@@ -314,6 +313,7 @@ class Hub:
         self._leave_room(player)
         self.broadcast_room(old_room, self.event("depart", room=old_room, player=player.id))
         self._enter_room(player, room)
+        self._announce(player.id)
         self.broadcast_room(room, self.event("arrive", room=room, player=player.id))
         self.hooks.moved(player.id, old_room, room)
 
@@ -385,12 +385,27 @@ class Hub:
     def send_to_player(self, player_id: str, message: Outgoing) -> Delivery:
         """Send to a player wherever they are; queue it if they left recently.
 
-        Queued messages are capped per player and, all players together, in bytes; past
-        either cap the oldest go first.
+        Never waits: a player held by another node is reached through the backplane, which
+        delivers or queues the message there (``Delivery.ROUTED``). Queued messages are capped
+        per player and, all players together, in bytes; past either cap the oldest go first.
         """
         if player_id in self.online_players:
             self.publish(player_topic(player_id), message)
             return Delivery.SENT
+        if self.backplane.clustered:
+            self.backplane.route(player_id, message)
+            return Delivery.ROUTED
+        return self._queue(player_id, message)
+
+    async def tell(self, player_id: str, message: Outgoing) -> Delivery:
+        """``send_to_player``, waiting for the cluster to say what became of the message."""
+        if player_id in self.online_players:
+            self.publish(player_topic(player_id), message)
+            return Delivery.SENT
+        delivery = await self.backplane.send_direct(player_id, message)
+        return self._queue(player_id, message) if delivery is None else delivery
+
+    def _queue(self, player_id: str, message: Outgoing) -> Delivery:
         if player_id not in self.last_seen:
             return Delivery.UNKNOWN_PLAYER
         self.pending_messages.append(player_id, message)
@@ -445,6 +460,80 @@ class Hub:
         for conn in self.player_websockets.get(player_id, ()):
             conn.send(message)
 
+    # The cluster (the backplane's Node protocol, and what commands ask of other nodes)
+
+    def _announce(self, player_id: str) -> None:
+        self.backplane.announce(player_id, self._presence(player_id))
+
+    def _presence(self, player_id: str) -> Presence:
+        player = self.online_players[player_id]
+        # Wall-clock times, so nodes can tell which of a player's connections is oldest.
+        offset = self.wall_clock() - self.clock()
+        opened = tuple(
+            round(conn.connected_at + offset, 3) for conn in self.player_websockets[player_id]
+        )
+        return Presence(self.backplane.node_id, player.room, opened)
+
+    def presence(self) -> dict[str, Presence]:
+        return {player_id: self._presence(player_id) for player_id in self.player_websockets}
+
+    def evict(self, player_id: str, count: int) -> None:
+        for conn in self.player_websockets.get(player_id, [])[:count]:
+            conn.close(CloseCode.REPLACED)
+            self.disconnect(conn)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "name": self.settings.node_name,
+            "connections": len(self.connection_timestamps),
+            "players": len(self.online_players),
+            **self.health,
+        }
+
+    async def settle(self, conn: Connection) -> None:
+        """The cluster's side of a new connection: what was queued for the player on other
+        nodes, and ``max_connections_per_player`` across the cluster. Without a reachable
+        cluster there is nothing to do."""
+        if not self.backplane.clustered:
+            return
+        conn.send_backlog(await self.backplane.take_pending(conn.player_id))
+        cluster = await self.backplane.cluster_presence()
+        elsewhere = (cluster or {}).get(conn.player_id, [])
+        own = self.player_websockets.get(conn.player_id, [])
+        excess = len(own) + sum(len(p.connected_at) for p in elsewhere)
+        excess -= self.settings.max_connections_per_player
+        if excess <= 0:
+            return
+        # The oldest connections go, wherever they are.
+        here = self._presence(conn.player_id) if own else None
+        candidates = [
+            (opened, presence.node)
+            for presence in (*elsewhere, *([here] if here else []))
+            for opened in presence.connected_at
+        ]
+        by_node: dict[str, int] = {}
+        for _, node in heapq.nsmallest(excess, candidates):
+            by_node[node] = by_node.get(node, 0) + 1
+        for node, count in by_node.items():
+            if node == self.backplane.node_id:
+                self.evict(conn.player_id, count)
+            else:
+                self.backplane.evict(node, conn.player_id, count)
+
+    async def who(self) -> list[str]:
+        """Every player online, on this node and (when reachable) every other, sorted."""
+        players = set(self.online_players)
+        players.update(await self.backplane.cluster_presence() or ())
+        return sorted(players)
+
+    async def occupants(self, room: str) -> list[str]:
+        """The players in ``room``, on this node and (when reachable) every other, sorted."""
+        players = set(self.room_occupants.get(room, ()))
+        for player_id, seen in (await self.backplane.cluster_presence() or {}).items():
+            if any(presence.room == room for presence in seen):
+                players.add(player_id)
+        return sorted(players)
+
     # Monitoring
 
     def stats(self) -> dict[str, int]:
@@ -472,4 +561,5 @@ class Hub:
             "connections_opened": self.connections_opened,
             "slow_consumer_disconnects": self.slow_consumer_disconnects,
             "refused_connections": sum(self.refused_by_reason.values()),
+            **self.backplane.stats(),
         }

@@ -223,6 +223,37 @@ class Settings(BaseSettings):
         0.8, description="How straight the growth must be (r squared) to suspect a leak."
     )
 
+    # Many processes (DESIGN.md section 6)
+    backplane: str | None = Field(
+        None,
+        description="`redis://host:port/db` to share rooms, channels, direct messages and "
+        "presence with other nodes through Redis; unset: this process alone.",
+    )
+    redis_prefix: str = Field(
+        "mudgate",
+        pattern=r"^[A-Za-z0-9_.-]{1,64}$",
+        description="Prefix of every Redis key and channel, so several games can share a Redis.",
+    )
+    presence_ttl: PositiveSeconds = Field(
+        60.0,
+        description="Lifetime of a node's presence lease in Redis; a node that dies drops out "
+        "of the cluster within it, seconds.",
+    )
+    presence_refresh: PositiveSeconds = Field(
+        20.0, description="How often a node renews its presence lease, seconds."
+    )
+    backplane_timeout: PositiveSeconds = Field(
+        2.0, description="How long one Redis call may take before Redis counts as away, seconds."
+    )
+    backplane_retry_max: PositiveSeconds = Field(
+        30.0, description="Longest wait between two attempts to reach Redis again, seconds."
+    )
+    backplane_queue_size: PositiveInt = Field(
+        10000,
+        description="Messages waiting to be written to Redis; past it (or while Redis is away) "
+        "they are dropped and counted.",
+    )
+
     # Notifications and diagnostics
     alert_webhooks: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
@@ -274,6 +305,22 @@ class Settings(BaseSettings):
             raise ValueError(
                 "MUDGATE_MEMORY_INFO_PERCENT < MUDGATE_MEMORY_WARNING_PERCENT < "
                 "MUDGATE_MEMORY_CRITICAL_PERCENT must hold"
+            )
+        return self
+
+    @field_validator("backplane")
+    @classmethod
+    def _check_backplane(cls, url: str | None) -> str | None:
+        if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"not a redis:// URL: {url!r}")
+        return url or None
+
+    @model_validator(mode="after")
+    def _check_presence(self) -> Settings:
+        if self.presence_refresh >= self.presence_ttl:
+            raise ValueError(
+                "MUDGATE_PRESENCE_REFRESH must be shorter than MUDGATE_PRESENCE_TTL, or a live "
+                "node's lease would lapse between two renewals"
             )
         return self
 

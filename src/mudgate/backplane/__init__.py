@@ -1,6 +1,24 @@
-"""How hubs share rooms, channels and direct messages: in one process, or through Redis."""
+"""How hubs share rooms, channels, direct messages and presence: in one process, or through
+Redis (``MUDGATE_BACKPLANE=redis://...``)."""
 
-from .base import Backplane, Deliver
+from __future__ import annotations
+
+from ..settings import Settings
+from .base import Backplane, Delivery, Node, Presence
 from .local import LocalBackplane
 
-__all__ = ["Backplane", "Deliver", "LocalBackplane"]
+__all__ = ["Backplane", "Delivery", "LocalBackplane", "Node", "Presence", "create_backplane"]
+
+
+def create_backplane(settings: Settings) -> Backplane:
+    """The backplane ``settings`` ask for: Redis when ``backplane`` is set, else in-process."""
+    if settings.backplane is None:
+        return LocalBackplane()
+    try:
+        from .redis import RedisBackplane  # noqa: PLC0415 - redis-py is an optional extra
+    except ImportError as error:  # pragma: no cover - depends on what is installed
+        raise RuntimeError(
+            "MUDGATE_BACKPLANE is a Redis URL but redis-py is not installed: "
+            "pip install 'mudgate[redis]'"
+        ) from error
+    return RedisBackplane(settings)

@@ -1,31 +1,72 @@
-"""The Backplane protocol: the one way a hub's fan-out leaves the process.
+"""The Backplane protocol: the one way a hub's fan-out and presence leave the process.
 
 A hub publishes every room, channel and direct message to a topic (``room:NAME``,
 ``channel:NAME``, ``player:ID``) and subscribes to a topic only while it has a local listener
-for it. The backplane hands each published message to the ``Deliver`` callback of every hub
-subscribed to its topic: the in-process one does so at once, the Redis one across nodes.
+for it. The backplane hands each published message to ``Node.deliver`` of every hub subscribed
+to its topic: the in-process one at once, the Redis one on every node.
+
+The cluster questions (who is online elsewhere, send to a player held elsewhere, what was queued
+for a player elsewhere) are asynchronous and answer ``None`` when there is no cluster to ask:
+the in-process backplane, or Redis while it is away. The hub then answers from what it holds.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Protocol
+import enum
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from ..protocol import Outgoing
 
-__all__ = ["Backplane", "Deliver"]
+__all__ = ["Backplane", "Delivery", "Node", "Presence"]
 
-Deliver = Callable[[str, Outgoing], None]
+
+@dataclass(frozen=True, slots=True)
+class Presence:
+    """One player as seen by one node: their room and when each of their connections there
+    opened (wall-clock seconds, oldest first)."""
+
+    node: str
+    room: str
+    connected_at: tuple[float, ...]
+
+
+class Delivery(enum.Enum):
+    """What became of a message sent to one player."""
+
+    SENT = "sent"  # a connection of theirs has it queued (here or on another node)
+    QUEUED = "queued"  # they left recently: it waits for them (here or in Redis)
+    ROUTED = "routed"  # handed to the cluster, which delivers or queues it
+    UNKNOWN_PLAYER = "unknown_player"  # nobody holds them and nobody has seen them lately
+
+
+class Node(Protocol):
+    """What a backplane asks of the hub it serves."""
+
+    def deliver(self, topic: str, message: Outgoing) -> None:
+        """Queue ``message`` for every local listener of ``topic``; never awaits."""
+
+    def evict(self, player_id: str, count: int) -> None:
+        """Close this node's ``count`` oldest connections of ``player_id`` (4009)."""
+
+    def presence(self) -> dict[str, Presence]:
+        """Every player on this node, to announce in full (at start and after a reconnect)."""
+
+    def status(self) -> dict[str, Any]:
+        """A small summary of this node for the cluster view (memory, connections, alerts)."""
 
 
 class Backplane(Protocol):
-    """Publish/subscribe between hubs. ``publish`` never waits: fan-out must not block."""
+    """Publish/subscribe and presence between hubs. Nothing here that a player's message
+    passes through ever waits: fan-out must not block."""
 
-    async def start(self, deliver: Deliver) -> None:
-        """Start delivering messages for subscribed topics to ``deliver``."""
+    node_id: str
+
+    async def start(self, node: Node) -> None:
+        """Start delivering messages for subscribed topics to ``node``."""
 
     async def close(self) -> None:
-        """Stop delivering and release every resource."""
+        """Stop delivering, withdraw this node's presence, and release every resource."""
 
     def publish(self, topic: str, message: Outgoing) -> None:
         """Send ``message`` to every hub subscribed to ``topic``, this one included."""
@@ -36,5 +77,35 @@ class Backplane(Protocol):
     def unsubscribe(self, topic: str) -> None:
         """Stop receiving messages published to ``topic``."""
 
+    def announce(self, player_id: str, presence: Presence | None) -> None:
+        """Tell the cluster where ``player_id`` is on this node (None: gone from this node)."""
+
+    def evict(self, node_id: str, player_id: str, count: int) -> None:
+        """Ask node ``node_id`` to close its ``count`` oldest connections of ``player_id``."""
+
+    @property
+    def clustered(self) -> bool:
+        """Whether other nodes can be reached now (the cluster questions get answers)."""
+
+    @property
+    def problem(self) -> str | None:
+        """Why the cluster cannot be reached, while it cannot; None when all is well."""
+
+    def route(self, player_id: str, message: Outgoing) -> None:
+        """Send to a player held elsewhere, or queue it for them, without waiting for the
+        outcome (game code's ``send_event``)."""
+
+    async def send_direct(self, player_id: str, message: Outgoing) -> Delivery | None:
+        """Send to a player held elsewhere, or queue it for them in the cluster."""
+
+    async def take_pending(self, player_id: str) -> list[Outgoing]:
+        """What was queued for ``player_id`` in the cluster while they were away; removed."""
+
+    async def cluster_presence(self) -> dict[str, list[Presence]] | None:
+        """The players on every other live node, by player id."""
+
+    async def nodes(self) -> list[dict[str, Any]] | None:
+        """Every live node's latest summary, this one included."""
+
     def stats(self) -> dict[str, int]:
-        """The sizes of the backplane's own structures, for monitoring."""
+        """The sizes of the backplane's own structures, and its counters, for monitoring."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..protocol import Outgoing
-from .base import Deliver
+from .base import Delivery, Node, Presence
 
 __all__ = ["LocalBackplane"]
 
@@ -12,29 +14,54 @@ class LocalBackplane:
     """Delivers a published message at once to the hub that published it.
 
     The hub already knows which of its players listen to a topic, so there is nothing to
-    track here; subscribe and unsubscribe are no-ops.
+    track here; there are no other nodes, so every cluster question answers None.
     """
 
-    __slots__ = ("_deliver",)
+    __slots__ = ("_node",)
+
+    node_id = "local"
+    clustered = False
+    problem = None
 
     def __init__(self) -> None:
-        self._deliver: Deliver | None = None
+        self._node: Node | None = None
 
-    async def start(self, deliver: Deliver) -> None:
-        self._deliver = deliver
+    async def start(self, node: Node) -> None:
+        self._node = node
 
     async def close(self) -> None:
-        self._deliver = None
+        self._node = None
 
     def publish(self, topic: str, message: Outgoing) -> None:
-        if self._deliver is not None:
-            self._deliver(topic, message)
+        if self._node is not None:
+            self._node.deliver(topic, message)
 
     def subscribe(self, topic: str) -> None:
         pass
 
     def unsubscribe(self, topic: str) -> None:
         pass
+
+    def announce(self, player_id: str, presence: Presence | None) -> None:
+        pass
+
+    def evict(self, node_id: str, player_id: str, count: int) -> None:
+        pass
+
+    def route(self, player_id: str, message: Outgoing) -> None:
+        pass
+
+    async def send_direct(self, player_id: str, message: Outgoing) -> Delivery | None:
+        return None
+
+    async def take_pending(self, player_id: str) -> list[Outgoing]:
+        return []
+
+    async def cluster_presence(self) -> dict[str, list[Presence]] | None:
+        return None
+
+    async def nodes(self) -> list[dict[str, Any]] | None:
+        return None
 
     def stats(self) -> dict[str, int]:
         return {}

@@ -31,6 +31,7 @@ from ..memory.diagnostics import Diagnostics
 from ..memory.monitor import MIB, MemoryMonitor
 from ..protocol import ErrorCode
 from ..settings import Settings
+from .cluster import cluster_router
 from .diagnostics import diagnostics_router
 from .errors import APIError, api_error_handler, validation_error_handler
 from .metrics import metrics_registry
@@ -115,6 +116,8 @@ def create_app(
             logger.warning(
                 "MUDGATE_ADMIN_TOKEN is not set; this run's admin token: %s", admin_token
             )
+        janitor.observe()
+        janitor.report_health()  # what the node's first lease in a cluster says of it
         await hub.start()
         _check_budget(settings, janitor)
         janitor.record(janitor.monitor.last or janitor.observe())  # the history's first point
@@ -145,6 +148,7 @@ def create_app(
     app.state.diagnostics = diagnostics
     app.include_router(monitoring_router(janitor, admin_token, metrics_registry(janitor)))
     app.include_router(diagnostics_router(diagnostics, admin_token))
+    app.include_router(cluster_router(hub))
     app.include_router(realtime_router(hub, commands, authenticator))
 
     app.include_router(guest_router(settings, hub, authenticator))

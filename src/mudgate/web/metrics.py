@@ -34,6 +34,7 @@ class GatewayCollector(Collector):
         yield from self._memory()
         yield from self._cleanups()
         yield from self._counters(stats)
+        yield from self._backplane(stats)
 
     def _structures(self, stats: dict[str, int]) -> Iterator[Metric]:
         connections = GaugeMetricFamily(
@@ -164,6 +165,33 @@ class GatewayCollector(Collector):
         notifications.add_metric(["failed"], notifier.failed)
         notifications.add_metric(["dropped"], notifier.dropped)
         yield notifications
+
+    def _backplane(self, stats: dict[str, int]) -> Iterator[Metric]:
+        """Only with a Redis backplane: the in-process one has nothing to count."""
+        if "backplane_up" not in stats:
+            return
+        yield GaugeMetricFamily(
+            "mudgate_backplane_up", "1 while Redis can be reached, else 0.", stats["backplane_up"]
+        )
+        yield GaugeMetricFamily(
+            "mudgate_backplane_subscriptions",
+            "Redis channels this node listens to.",
+            stats["backplane_subscriptions"],
+        )
+        yield GaugeMetricFamily(
+            "mudgate_backplane_queue",
+            "Commands waiting to be written to Redis.",
+            stats["backplane_queue"],
+        )
+        for name, meaning in (
+            ("published", "Messages published to Redis."),
+            ("received", "Messages from other nodes delivered here."),
+            ("dropped", "Commands for Redis dropped while it was away or the queue was full."),
+            ("reconnects", "Times Redis was reached again after being away."),
+        ):
+            yield CounterMetricFamily(
+                f"mudgate_backplane_{name}", meaning, value=stats[f"backplane_{name}"]
+            )
 
 
 def metrics_registry(janitor: Janitor) -> CollectorRegistry:

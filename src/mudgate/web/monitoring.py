@@ -77,6 +77,10 @@ class DataStructures(BaseModel):
     pending_messages: int = Field(description="Players with queued messages.")
     pending_message_entries: int = Field(description="Queued messages, all players together.")
     pending_message_bytes: int
+    backplane_subscriptions: int = Field(
+        0, description="Redis channels this node listens to (0 without a Redis backplane)."
+    )
+    backplane_queue: int = Field(0, description="Commands waiting to be written to Redis.")
 
 
 class CleanupStatsModel(BaseModel):
@@ -387,10 +391,15 @@ def monitoring_router(janitor: Janitor, admin_token: str, registry: CollectorReg
         "/health/ready", response_model=Health, tags=["health"], responses={503: {"model": Health}}
     )
     async def ready() -> JSONResponse:
-        """Whether to send new players here: 503 while memory pressure sheds load."""
+        """Whether to send new players here: 503 while memory pressure sheds load; ``degraded``
+        (still 200) while a configured backplane cannot be reached."""
         if hub.shedding:
             body = Health(status="shedding", detail="memory pressure: new connections refused")
             return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "30"})
+        if hub.backplane.problem is not None:
+            # Still ready: its own players play on, they just cannot reach other nodes.
+            body = Health(status="degraded", detail=hub.backplane.problem)
+            return JSONResponse(body.model_dump())
         return JSONResponse(Health(status="ready").model_dump())
 
     return router

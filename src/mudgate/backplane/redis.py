@@ -1,0 +1,542 @@
+"""The Redis backplane: several mudgate processes behave as one gateway (DESIGN.md section 6).
+
+What lives in Redis, under ``MUDGATE_REDIS_PREFIX`` (``P``), and what bounds it:
+
+``P:node:<node>``
+    The node's lease: a JSON summary (memory, connections, alerts), expiring after
+    ``presence_ttl`` unless renewed every ``presence_refresh``.
+``P:players:<node>``
+    A hash of the node's players (room, connection times), on the same lease: a node that dies
+    drops out of ``who`` and of every room within ``presence_ttl``, with nobody cleaning up.
+``P:seen:<player>``
+    Set when a player leaves a node, expiring after ``last_seen_ttl``: a tell to them is queued.
+``P:pending:<player>``
+    What was told to them meanwhile: trimmed to ``max_pending_messages`` and expiring after
+    ``pending_message_ttl`` at every push.
+
+Room, channel and player topics are pub/sub channels ``P:<topic>``; a node subscribes to one
+only while it has a local listener. A message reaches local listeners at once and is published
+once, tagged with the node's id, so the publishing node skips its own echo.
+
+Nothing a player does waits for Redis: writes go through one bounded queue, drained by one
+task. While Redis is away the node serves its own players, drops (and counts) what was meant
+for the others, and reconnects with capped, jittered backoff; on return it subscribes again
+and announces its players afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import msgspec
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from ..protocol import Outgoing
+from ..settings import Settings
+from .base import Delivery, Node, Presence
+
+__all__ = ["RedisBackplane"]
+
+logger = logging.getLogger("mudgate.backplane")
+
+# The first wait before reaching Redis again; doubled up to backplane_retry_max.
+FIRST_RETRY_SECONDS = 0.1
+# Commands written to Redis in one round trip.
+WRITE_BATCH = 512
+# How many of a node's players one HSET carries when it announces them all.
+ANNOUNCE_BATCH = 1000
+
+MESSAGE = b"m"
+EVICT = b"e"
+SEP = b"\n"
+
+# Publish to the player's channel; if no node holds them but they were seen lately, queue it.
+SEND_DIRECT = """
+if redis.call('PUBLISH', ARGV[1], ARGV[2]) > 0 then return 1 end
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('RPUSH', KEYS[2], ARGV[3])
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
+redis.call('PEXPIRE', KEYS[2], ARGV[5])
+return 2
+"""
+SEND_DIRECT_RESULTS = {0: Delivery.UNKNOWN_PLAYER, 1: Delivery.SENT, 2: Delivery.QUEUED}
+
+Command = tuple[Any, ...]
+T = TypeVar("T")
+# Errors that mean Redis is away (or misbehaving): the node goes on without it.
+REDIS_ERRORS = (RedisError, OSError, TimeoutError)
+
+
+class _PresenceRecord(msgspec.Struct, array_like=True):
+    room: str
+    connected_at: tuple[float, ...]
+
+
+_encode = msgspec.json.Encoder().encode
+_decode_presence = msgspec.json.Decoder(_PresenceRecord).decode
+_decode_summary = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+def _node_id(settings: Settings) -> str:
+    """Unique per process: the node's name, its pid, and a few random bytes for restarts."""
+    return f"{settings.node_name}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+class RedisBackplane:
+    """A ``Backplane`` through Redis pub/sub, with presence as leases."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        node_id: str | None = None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        assert settings.backplane is not None
+        self.settings = settings
+        self.url = settings.backplane
+        self.node_id = node_id or _node_id(settings)
+        self.wall_clock = wall_clock
+        self._prefix = settings.redis_prefix
+        self._own_channel = self._channel(f"node:{self.node_id}")
+        self._node: Node | None = None
+
+        # Topics with a local listener: mirrors the hub's room_subscriptions and players, so
+        # it is bounded by them. What changed since the subscriber last caught up:
+        self.topics: set[str] = set()
+        self._topic_changes: dict[str, bool] = {}
+        # Commands waiting to be written; while Redis is away nothing is queued.
+        self._writes: deque[Command] = deque()
+        self._wake = asyncio.Event()
+
+        self._redis: Redis | None = None
+        self._pubsub: PubSub | None = None
+        self._send_direct_sha: str | None = None
+        self._up = False
+        self._problem: str | None = "not connected yet"
+        self._task: asyncio.Task[None] | None = None
+
+        # Counters for monitoring.
+        self.published = 0
+        self.received = 0
+        self.dropped = 0
+        self.reconnects = 0
+        self.errors = 0
+
+    # The Backplane protocol: lifecycle
+
+    async def start(self, node: Node) -> None:
+        """Connect (waiting at most ``backplane_timeout`` for the first attempt) and keep
+        connecting in the background: an unreachable Redis does not stop the node, which
+        serves its own players meanwhile."""
+        self._node = node
+        first_attempt = asyncio.Event()
+        self._task = asyncio.get_running_loop().create_task(
+            self._run(first_attempt), name="mudgate-backplane"
+        )
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.backplane_timeout * 2):
+                await first_attempt.wait()
+
+    async def close(self) -> None:
+        """Write what is still queued, withdraw this node's lease at once (rather than
+        lingering in ``who`` until it runs out), and disconnect."""
+        if self._task is not None:
+            self._task.cancel("mudgate: shutting down")
+            await asyncio.wait((self._task,))
+            self._task = None
+        if self._redis is not None and self._up:
+            with contextlib.suppress(*REDIS_ERRORS):
+                async with asyncio.timeout(self.settings.backplane_timeout):
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        for command in self._writes:
+                            pipe.execute_command(*command)
+                        pipe.delete(self._node_key(self.node_id), self._players_key())
+                        await pipe.execute(raise_on_error=False)
+        self._writes.clear()
+        self._up = False
+        self._problem = "closed"
+        await self._disconnect()
+        self._node = None
+
+    @property
+    def clustered(self) -> bool:
+        return self._up
+
+    @property
+    def problem(self) -> str | None:
+        return self._problem
+
+    # Pub/sub
+
+    def publish(self, topic: str, message: Outgoing) -> None:
+        if self._node is not None:
+            self._node.deliver(topic, message)
+        self._write(("PUBLISH", self._channel(topic), self._message_payload(message)))
+        self.published += 1
+
+    def subscribe(self, topic: str) -> None:
+        self.topics.add(topic)
+        self._topic_changes[topic] = True
+        self._wake.set()
+
+    def unsubscribe(self, topic: str) -> None:
+        self.topics.discard(topic)
+        self._topic_changes[topic] = False
+        self._wake.set()
+
+    # Presence
+
+    def announce(self, player_id: str, presence: Presence | None) -> None:
+        players = self._players_key()
+        if presence is None:
+            self._write(("HDEL", players, player_id))
+            self._write(
+                ("SET", self._seen_key(player_id), b"1", "PX", _ms(self.settings.last_seen_ttl))
+            )
+        else:
+            record = _encode(_PresenceRecord(presence.room, presence.connected_at))
+            self._write(("HSET", players, player_id, record))
+            self._write(("PEXPIRE", players, _ms(self.settings.presence_ttl)))
+
+    def evict(self, node_id: str, player_id: str, count: int) -> None:
+        payload = SEP.join((EVICT + self.node_id.encode(), node_id.encode(), str(count).encode()))
+        self._write(("PUBLISH", self._channel(f"player:{player_id}"), payload))
+
+    # Direct messages and what waits for a player
+
+    def route(self, player_id: str, message: Outgoing) -> None:
+        self._write(("EVALSHA", *self._send_direct_args(player_id, message)))
+
+    async def send_direct(self, player_id: str, message: Outgoing) -> Delivery | None:
+        result = await self._call(
+            lambda redis: redis.evalsha(*self._send_direct_args(player_id, message))
+        )
+        return None if result is None else SEND_DIRECT_RESULTS[int(result)]
+
+    def _send_direct_args(self, player_id: str, message: Outgoing) -> Command:
+        return (
+            self._send_direct_sha,
+            2,
+            self._seen_key(player_id),
+            self._pending_key(player_id),
+            self._channel(f"player:{player_id}"),
+            self._message_payload(message),
+            message.event.encode() + SEP + message.data,
+            self.settings.max_pending_messages,
+            _ms(self.settings.pending_message_ttl),
+        )
+
+    async def take_pending(self, player_id: str) -> list[Outgoing]:
+        key = self._pending_key(player_id)
+
+        async def take(redis: Redis) -> list[bytes]:
+            async with redis.pipeline(transaction=True) as pipe:
+                pipe.lrange(key, 0, -1)
+                pipe.delete(key)
+                stored, _ = await pipe.execute()
+            return list(stored)
+
+        stored = await self._call(take)
+        messages = []
+        for item in stored or ():
+            event, _, data = item.partition(SEP)
+            messages.append(Outgoing(event.decode(), data))
+        return messages
+
+    # The cluster view
+
+    async def cluster_presence(self) -> dict[str, list[Presence]] | None:
+        async def read(redis: Redis) -> dict[str, list[Presence]]:
+            others = [node for node in await self._live_nodes(redis) if node != self.node_id]
+            async with redis.pipeline(transaction=False) as pipe:
+                for node in others:
+                    pipe.hgetall(self._players_key(node))
+                hashes = await pipe.execute()
+            players: dict[str, list[Presence]] = {}
+            for node, fields in zip(others, hashes, strict=True):
+                for player_id, raw in fields.items():
+                    try:
+                        record = _decode_presence(raw)
+                    except msgspec.DecodeError:
+                        continue  # written by an incompatible version: not ours to judge
+                    players.setdefault(player_id.decode(), []).append(
+                        Presence(node, record.room, record.connected_at)
+                    )
+            return players
+
+        return await self._call(read)
+
+    async def nodes(self) -> list[dict[str, Any]] | None:
+        async def read(redis: Redis) -> list[dict[str, Any]]:
+            nodes = await self._live_nodes(redis)
+            summaries = await redis.mget([self._node_key(node) for node in nodes]) if nodes else []
+            found = []
+            for raw in summaries:
+                if raw is not None:  # expired between the scan and the read
+                    try:
+                        found.append(_decode_summary(raw))
+                    except msgspec.DecodeError:
+                        continue
+            return sorted(found, key=lambda summary: str(summary.get("node", "")))
+
+        return await self._call(read)
+
+    async def _live_nodes(self, redis: Redis) -> list[str]:
+        start = len(self._node_key(""))
+        return [
+            key.decode()[start:]
+            async for key in redis.scan_iter(match=self._node_key("*"), count=1000)
+        ]
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "backplane_subscriptions": len(self.topics),
+            "backplane_queue": len(self._writes),
+            "backplane_published": self.published,
+            "backplane_received": self.received,
+            "backplane_dropped": self.dropped,
+            "backplane_reconnects": self.reconnects,
+            "backplane_up": int(self._up),
+        }
+
+    # Keys and payloads
+
+    def _channel(self, topic: str) -> str:
+        return f"{self._prefix}:{topic}"
+
+    def _node_key(self, node_id: str) -> str:
+        return f"{self._prefix}:node:{node_id}"
+
+    def _players_key(self, node_id: str | None = None) -> str:
+        return f"{self._prefix}:players:{node_id or self.node_id}"
+
+    def _seen_key(self, player_id: str) -> str:
+        return f"{self._prefix}:seen:{player_id}"
+
+    def _pending_key(self, player_id: str) -> str:
+        return f"{self._prefix}:pending:{player_id}"
+
+    def _message_payload(self, message: Outgoing) -> bytes:
+        return MESSAGE + self.node_id.encode() + SEP + message.event.encode() + SEP + message.data
+
+    def _safe_url(self) -> str:
+        """The URL without its password, for logs."""
+        scheme, _, rest = self.url.partition("://")
+        return f"{scheme}://{rest.rpartition('@')[2]}"
+
+    # The connection: one task connects, subscribes, announces, writes, reads and renews
+
+    def _write(self, command: Command) -> None:
+        if not self._up:
+            self.dropped += 1  # Redis is away: what was meant for other nodes is lost
+            return
+        if len(self._writes) >= self.settings.backplane_queue_size:
+            self._writes.popleft()
+            self.dropped += 1
+        self._writes.append(command)
+        self._wake.set()
+
+    async def _call(self, operation: Callable[[Redis], Awaitable[T]]) -> T | None:
+        """Run a request against Redis, or answer None while it is away or when it fails."""
+        redis = self._redis
+        if not self._up or redis is None:
+            return None
+        try:
+            async with asyncio.timeout(self.settings.backplane_timeout):
+                return await operation(redis)
+        except REDIS_ERRORS as error:
+            self.errors += 1
+            logger.warning("Redis request failed: %s", error or type(error).__name__)
+            return None
+
+    async def _run(self, first_attempt: asyncio.Event) -> None:
+        wait = FIRST_RETRY_SECONDS
+        while True:
+            try:
+                await self._connect()
+            except Exception as error:  # whatever it was, the node goes on without Redis
+                self._went_away(error)
+            else:
+                wait = FIRST_RETRY_SECONDS
+                first_attempt.set()
+                self._went_away(await self._serve())
+            first_attempt.set()
+            await self._disconnect()
+            # Full jitter, so nodes that lost Redis together do not return in lockstep.
+            await asyncio.sleep(random.uniform(wait / 2, wait))
+            wait = min(wait * 2, self.settings.backplane_retry_max)
+
+    async def _connect(self) -> None:
+        timeout = self.settings.backplane_timeout
+        self._redis = Redis.from_url(
+            self.url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0),
+        )
+        async with asyncio.timeout(timeout):
+            await self._redis.ping()
+            self._send_direct_sha = await self._redis.script_load(SEND_DIRECT)
+            self._pubsub = self._redis.pubsub()
+            # Everything this node listens to, in one command; what changes from here on is
+            # in _topic_changes, for the writer.
+            self._topic_changes.clear()
+            await self._pubsub.subscribe(
+                self._own_channel, *(self._channel(topic) for topic in self.topics)
+            )
+            # From here on writes are queued: they run after the announcement below, so a
+            # player who comes or goes meanwhile is neither lost nor resurrected.
+            self._up = True
+            await self._announce_all(self._redis)
+        if self._problem != "not connected yet":
+            self.reconnects += 1
+        self._problem = None
+        logger.info(
+            "Redis backplane connected",
+            extra={"url": self._safe_url(), "node": self.node_id, "topics": len(self.topics)},
+        )
+
+    async def _announce_all(self, redis: Redis) -> None:
+        """Replace this node's lease and player hash with what it holds now."""
+        assert self._node is not None
+        players = self._players_key()
+        records = [
+            (player_id, _encode(_PresenceRecord(presence.room, presence.connected_at)))
+            for player_id, presence in self._node.presence().items()
+        ]
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.delete(players)
+            for start in range(0, len(records), ANNOUNCE_BATCH):
+                pipe.hset(players, mapping=dict(records[start : start + ANNOUNCE_BATCH]))
+            self._renew(pipe)
+            await pipe.execute()
+
+    def _renew(self, pipe: Any) -> None:
+        assert self._node is not None
+        ttl = _ms(self.settings.presence_ttl)
+        summary = {"node": self.node_id, "updated_at": self.wall_clock(), **self._node.status()}
+        pipe.set(self._node_key(self.node_id), _encode(summary), px=ttl)
+        pipe.pexpire(self._players_key(), ttl)
+
+    async def _serve(self) -> BaseException:
+        """Read, write and renew until one of them fails; returns what failed."""
+        tasks = [
+            asyncio.create_task(self._read(), name="mudgate-backplane-read"),
+            asyncio.create_task(self._flush(), name="mudgate-backplane-write"),
+            asyncio.create_task(self._renew_lease(), name="mudgate-backplane-lease"),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks)
+        error = next(iter(done)).exception()
+        assert error is not None  # the three loops only end by failing
+        return error
+
+    async def _read(self) -> None:
+        assert self._pubsub is not None
+        while True:
+            message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+            if message is not None and message["type"] == "message":
+                self._received(message["channel"], message["data"])
+
+    def _received(self, channel: bytes, payload: bytes) -> None:
+        node = self._node
+        kind, origin_and_rest = payload[:1], payload[1:]
+        origin, _, rest = origin_and_rest.partition(SEP)
+        if node is None or origin == self.node_id.encode():
+            return  # our own message: delivered locally when published
+        try:
+            topic = channel.decode()[len(self._prefix) + 1 :]
+            if kind == MESSAGE:
+                event, _, data = rest.partition(SEP)
+                message = Outgoing(event.decode(), data)
+                self.received += 1
+                node.deliver(topic, message)
+            elif kind == EVICT and topic.startswith("player:"):
+                target, _, count = rest.partition(SEP)
+                if target == self.node_id.encode() and count.isdigit():
+                    self.received += 1
+                    node.evict(topic.removeprefix("player:"), int(count))
+            else:
+                raise ValueError(f"unknown kind {kind!r}")
+        except ValueError as error:  # UnicodeDecodeError too: not from a mudgate node
+            self.errors += 1
+            logger.warning("ignored a malformed message on %r: %s", channel[:200], error)
+
+    async def _flush(self) -> None:
+        assert self._redis is not None
+        assert self._pubsub is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._topic_changes:
+                changes, self._topic_changes = self._topic_changes, {}
+                add = [self._channel(topic) for topic, on in changes.items() if on]
+                remove = [self._channel(topic) for topic, on in changes.items() if not on]
+                if add:
+                    await self._pubsub.subscribe(*add)
+                if remove:
+                    await self._pubsub.unsubscribe(*remove)
+            while self._writes:
+                batch = [self._writes.popleft() for _ in range(min(WRITE_BATCH, len(self._writes)))]
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for command in batch:
+                        pipe.execute_command(*command)
+                    results = await pipe.execute(raise_on_error=False)
+                for result in results:
+                    if isinstance(result, Exception):
+                        self.errors += 1
+                        logger.warning("Redis refused a write: %s", result)
+
+    async def _renew_lease(self) -> None:
+        assert self._redis is not None
+        while True:
+            await asyncio.sleep(self.settings.presence_refresh)
+            async with asyncio.timeout(self.settings.backplane_timeout):
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    self._renew(pipe)
+                    await pipe.execute()
+
+    def _went_away(self, error: BaseException) -> None:
+        reason = str(error) or type(error).__name__
+        if not isinstance(error, REDIS_ERRORS):
+            logger.error("Redis backplane failed", exc_info=error)
+        if self._up or self._problem == "not connected yet":
+            logger.warning(
+                "Redis backplane unreachable: serving local players only, retrying",
+                extra={"url": self._safe_url(), "error": reason},
+            )
+        self._up = False
+        self._problem = f"Redis at {self._safe_url()} unreachable: {reason}"
+        # Nothing queued for Redis outlives the connection it was meant for.
+        self.dropped += len(self._writes)
+        self._writes.clear()
+
+    async def _disconnect(self) -> None:
+        pubsub, redis = self._pubsub, self._redis
+        self._pubsub = self._redis = None
+        for closing in (pubsub, redis):
+            if closing is not None:
+                with contextlib.suppress(*REDIS_ERRORS):
+                    await closing.aclose()
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
