@@ -71,6 +71,7 @@ readme: install
 bench: install
 	$(BIN)/python bench/idle_memory.py
 	$(BIN)/python bench/broadcast.py --messages 500
+	$(BIN)/python bench/cluster_broadcast.py --messages 500
 	$(BIN)/python bench/stalled.py
 	$(BIN)/python bench/monitoring_overhead.py
 	$(BIN)/python bench/cleanup_cost.py

@@ -83,6 +83,33 @@ def main() -> None:
             "shows what that buys.",
             "",
         ]
+    cluster = load("cluster_broadcast")
+    if cluster:
+        lines += [
+            "## Broadcast across nodes (Redis backplane)",
+            "",
+            f"`python bench/cluster_broadcast.py` — a room of {cluster['players']}, "
+            f"{cluster['messages']} messages, {cluster['repeat']} runs, {machine(cluster)}. "
+            "Both nodes, redis-server and the load generator share the machine.",
+            "",
+            "| setup | deliveries/s | p50 | p99 | load generator CPU | vs in-process |",
+            "|---|---|---|---|---|---|",
+        ]
+        ratios = cluster["ratios_to_in_process"]
+        for setup, r in cluster["results"].items():
+            lines.append(
+                f"| {setup} | {r['deliveries_per_second']:,.0f} "
+                f"({r['min_deliveries_per_second']:,}–{r['max_deliveries_per_second']:,}) "
+                f"| {r['p50_ms']:.1f} ms | {r['p99_ms']:.1f} ms | {r['client_cpu_percent']:.0f} % "
+                f"| {ratios.get(setup, 1.0):.2f} |"
+            )
+        lines += [
+            "",
+            "`redis-1-node` is one node whose every message also goes through Redis (and comes "
+            "back, to be skipped): what the backplane costs. With `redis-2-nodes` half the room "
+            "is on each node and each node fans out to its own half, on its own core.",
+            "",
+        ]
     stalled = load("stalled")
     if stalled:
         lines += [

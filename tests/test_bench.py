@@ -31,6 +31,11 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
             "monitoring_overhead",
         ),
         ("tracemalloc_overhead.py", ["--repeat", "1"], "tracemalloc_overhead"),
+        (
+            "cluster_broadcast.py",
+            ["--players", "10", "--messages", "50", "--repeat", "1"],
+            "cluster_broadcast",
+        ),
     ],
 )
 def test_the_benchmark_runs(tmp_path: Path, script: str, arguments: list[str], result: str) -> None:

@@ -2,7 +2,7 @@
 
 from .commands import CommandContext, CommandRegistry, NoArgs, builtin_commands
 from .hooks import Hooks
-from .hub import Hub
+from .hub import Delivery, Hub
 from .protocol import CloseCode, ErrorCode, ProtocolError
 from .settings import Settings
 from .web.app import MudgateApp, create_app, mount, serve
@@ -11,6 +11,7 @@ __all__ = [
     "CloseCode",
     "CommandContext",
     "CommandRegistry",
+    "Delivery",
     "ErrorCode",
     "Hooks",
     "Hub",

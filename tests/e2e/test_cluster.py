@@ -394,3 +394,29 @@ async def test_the_dashboard_shows_the_cluster(nodes: Any, browser: Browser) -> 
         await expect(page.locator("#nodes")).to_contain_text("node1")
         ARTIFACTS.mkdir(exist_ok=True)
         await page.screenshot(path=str(ARTIFACTS / "dashboard-cluster.png"), full_page=True)
+
+
+async def test_game_code_reaches_a_player_on_another_node(nodes: Any) -> None:
+    a, b = nodes(2)
+    async with await Player.connect(b.ws("bob")) as bob:
+        await bob.next("welcome")
+        # An NPC on node A speaks to bob, who is on node B: routed, not waited for.
+        assert a.call(lambda: a.hub.send_event("bob", "narrate", text="The bard waves."))
+        assert (await bob.next("narrate"))["text"] == "The bard waves."
+        a.call(lambda: a.hub.room_event("lobby", "narrate", text="A bell rings."))
+        assert (await bob.next("narrate"))["text"] == "A bell rings."
+
+
+async def test_the_write_queue_is_capped(nodes: Any) -> None:
+    (a,) = nodes(1, backplane_queue_size=10)
+
+    def burst() -> tuple[int, int]:
+        before = a.hub.backplane.stats()["backplane_dropped"]
+        for _ in range(100):  # in one step of the loop: the writer cannot run meanwhile
+            a.hub.room_event("nowhere", "narrate", text="x")
+        stats = a.hub.backplane.stats()
+        return stats["backplane_queue"], stats["backplane_dropped"] - before
+
+    queued, dropped = a.call(burst)
+    assert queued == 10
+    assert dropped == 90

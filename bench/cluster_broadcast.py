@@ -1,0 +1,161 @@
+"""Cross-node broadcast: a room of N split over two mudgate nodes sharing a Redis, against the
+same room on one node with the in-process backplane.
+
+One player talks; every player counts what it receives. With Redis, half the room is on each
+node, so half the deliveries cross Redis (published once per message, fanned out by the other
+node). The load generator (this process), both nodes and redis-server share this machine's
+cores: the client CPU is reported beside each result. Contenders alternate; medians over
+--repeat runs.
+
+    python bench/cluster_broadcast.py [--players 100] [--messages 1000] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from broadcast import WINDOW, RawClient  # noqa: E402
+from harness import SECRET_KEY, free_port, start, stop, write_result  # noqa: E402
+
+from mudgate.auth import Authenticator  # noqa: E402
+
+# in-process: one node, no Redis. redis-1-node: the same room through Redis (each message is
+# also published and comes back): Redis's own cost. redis-2-nodes: the room split over two.
+CONTENDERS = ("in-process", "redis-1-node", "redis-2-nodes")
+
+
+def start_redis(port: int, directory: str) -> subprocess.Popen[bytes]:
+    redis_server = shutil.which("redis-server")
+    if redis_server is None:
+        raise SystemExit("redis-server is missing: apt-get install redis-server (make test does)")
+    process = subprocess.Popen(
+        [redis_server, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", directory],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    time.sleep(0.3)
+    return process
+
+
+async def run_once(contender: str, players: int, messages: int) -> dict[str, float]:
+    processes = []
+    with tempfile.TemporaryDirectory() as directory:
+        try:
+            if contender == "in-process":
+                ports = [free_port()]
+                processes.append(start("mudgate", ports[0]))
+            else:
+                redis_port = free_port()
+                processes.append(start_redis(redis_port, directory))
+                env = {"MUDGATE_BACKPLANE": f"redis://127.0.0.1:{redis_port}/0"}
+                ports = [free_port() for _ in range(1 if contender == "redis-1-node" else 2)]
+                processes += [start("mudgate", port, env) for port in ports]
+            tokens = Authenticator(SECRET_KEY, 3600)
+            clients = [
+                await RawClient.open(ports[i % len(ports)], f"/ws?token={tokens.issue(f'p{i}')}")
+                for i in range(players)
+            ]
+            return await measure(clients, messages)
+        finally:
+            for process in reversed(processes):  # Redis last
+                stop(process)
+
+
+async def measure(clients: list[RawClient], messages: int) -> dict[str, float]:
+    me = psutil.Process()
+    sender, probe = clients[0], clients[1]  # probe is on the other node when there are two
+    probe.latencies = []
+    readers = [asyncio.create_task(client.read_forever()) for client in clients]
+    await asyncio.sleep(1.0)  # every node subscribed to the lobby
+    me.cpu_percent()
+    started = time.perf_counter()
+    for window in range(0, messages, WINDOW):
+        for i in range(window, min(messages, window + WINDOW)):
+            frame = json.dumps(
+                {"op": "say", "text": f"m{i}:{time.perf_counter()}"}, separators=(",", ":")
+            )
+            sender.send_text(frame)
+        await sender.writer.drain()
+        async with asyncio.timeout(30):
+            while probe.count < min(messages, window + WINDOW):
+                await asyncio.sleep(0.0005)
+    async with asyncio.timeout(30):
+        while min(client.count for client in clients) < messages:
+            await asyncio.sleep(0.001)
+    elapsed = time.perf_counter() - started
+    cpu = me.cpu_percent()
+    for task in readers:
+        task.cancel()
+    for client in clients:
+        client.writer.close()
+    latencies = sorted(probe.latencies)
+    return {
+        "deliveries_per_second": len(clients) * messages / elapsed,
+        "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+        "client_cpu_percent": cpu,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--players", type=int, default=100)
+    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    runs: dict[str, list[dict[str, float]]] = {c: [] for c in CONTENDERS}
+    for repeat in range(args.repeat):
+        for contender in CONTENDERS:
+            outcome = asyncio.run(run_once(contender, args.players, args.messages))
+            runs[contender].append(outcome)
+            print(
+                f"run {repeat + 1}: {contender:14} {outcome['deliveries_per_second']:10,.0f} "
+                f"deliveries/s  p50 {outcome['p50_ms']:6.1f} ms  p99 {outcome['p99_ms']:6.1f} ms"
+                f"  client CPU {outcome['client_cpu_percent']:.0f}%",
+                flush=True,
+            )
+    results = {
+        contender: {
+            key: round(statistics.median(run[key] for run in outcomes), 2) for key in outcomes[0]
+        }
+        | {
+            "min_deliveries_per_second": round(min(r["deliveries_per_second"] for r in outcomes)),
+            "max_deliveries_per_second": round(max(r["deliveries_per_second"] for r in outcomes)),
+        }
+        for contender, outcomes in runs.items()
+    }
+    local = results["in-process"]["deliveries_per_second"]
+    ratios = {
+        contender: round(results[contender]["deliveries_per_second"] / local, 3)
+        for contender in CONTENDERS[1:]
+    }
+    for contender, ratio in ratios.items():
+        print(f"{contender} / in-process = {ratio:.2f}")
+    write_result(
+        "cluster_broadcast",
+        {
+            "players": args.players,
+            "messages": args.messages,
+            "repeat": args.repeat,
+            "results": results,
+            "ratios_to_in_process": ratios,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
