@@ -17,7 +17,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,redis,bench,soak]'
 	@touch $@
 
 install: $(STAMP)
@@ -73,6 +73,7 @@ bench: install
 	$(BIN)/python bench/broadcast.py --messages 500
 	$(BIN)/python bench/cluster_broadcast.py --messages 500
 	$(BIN)/python bench/stalled.py
+	$(BIN)/python bench/churn.py
 	$(BIN)/python bench/monitoring_overhead.py
 	$(BIN)/python bench/cleanup_cost.py
 	$(BIN)/python bench/tracemalloc_overhead.py

@@ -1,4 +1,4 @@
-"""Broadcast throughput: one player talks in a room of N, mudgate vs the FastAPI docs pattern.
+"""Broadcast throughput: one player talks in a room of N, mudgate vs each peer.
 
 Each run starts a fresh server process; N raw WebSocket clients (handshake, then counting
 frames) and one sender live in this process, which is the load generator: its CPU use is
@@ -14,11 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import json
-import os
 import statistics
-import struct
 import sys
 import time
 from pathlib import Path
@@ -26,70 +22,11 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import SECRET_KEY, free_port, start, stop, write_result  # noqa: E402
+from clients import Dialect, RawClient  # noqa: E402
+from harness import free_port, start, stop, write_result  # noqa: E402
 
-from mudgate.auth import Authenticator  # noqa: E402
-
-CONTENDERS = ("mudgate", "fastapi-docs")
-MARKER = b'"text":"m'
+CONTENDERS = ("mudgate", "fastapi-docs", "socketio")
 WINDOW = 50
-
-
-class RawClient:
-    """A WebSocket client with just enough protocol to send text and count received frames."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.count = 0
-        self.latencies: list[float] | None = None
-        self._tail = b""
-
-    @classmethod
-    async def open(cls, port: int, path: str) -> RawClient:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        key = base64.b64encode(os.urandom(16)).decode()
-        writer.write(
-            (
-                f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-            ).encode()
-        )
-        head = await reader.readuntil(b"\r\n\r\n")
-        if not head.startswith(b"HTTP/1.1 101"):
-            raise RuntimeError(head.decode(errors="replace"))
-        return cls(reader, writer)
-
-    def send_text(self, text: str) -> None:
-        payload = text.encode()
-        mask = os.urandom(4)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        length = len(payload)
-        header = (
-            bytes([0x81, 0x80 | length])
-            if length < 126
-            else bytes([0x81, 0xFE]) + struct.pack("!H", length)
-        )
-        self.writer.write(header + mask + masked)
-
-    async def read_forever(self) -> None:
-        try:
-            while chunk := await self.reader.read(65536):
-                data = self._tail + chunk
-                self.count += data.count(MARKER)
-                if self.latencies is not None:
-                    now = time.perf_counter()
-                    start = 0
-                    while (at := data.find(MARKER, start)) != -1:
-                        end = data.find(b'"', at + len(MARKER))
-                        if end == -1:
-                            break
-                        sent = float(data[at + len(MARKER) : end].split(b":")[1])
-                        self.latencies.append(now - sent)
-                        start = end
-                self._tail = data[-(len(MARKER) - 1) :]
-        except (ConnectionError, asyncio.CancelledError):
-            pass
 
 
 async def scrape_metrics(port: int, every_seconds: float) -> None:
@@ -111,14 +48,10 @@ async def run_once(
 ) -> dict[str, float]:
     port = free_port()
     process = start(contender, port, extra_env)
-    tokens = Authenticator(SECRET_KEY, 3600)
+    dialect = Dialect(contender)
     me = psutil.Process()
     try:
-
-        def path(i: int) -> str:
-            return f"/ws?token={tokens.issue(f'p{i}')}" if contender == "mudgate" else "/ws"
-
-        clients = [await RawClient.open(port, path(i)) for i in range(players)]
+        clients = [await RawClient.open(port, dialect, f"p{i}") for i in range(players)]
         probe = clients[1]
         probe.latencies = []
         readers = [asyncio.create_task(client.read_forever()) for client in clients]
@@ -130,10 +63,7 @@ async def run_once(
         started = time.perf_counter()
         for window in range(0, messages, WINDOW):
             for i in range(window, min(messages, window + WINDOW)):
-                frame = json.dumps(
-                    {"op": "say", "text": f"m{i}:{time.perf_counter()}"}, separators=(",", ":")
-                )
-                sender.send_text(frame)
+                sender.send_text(dialect.say(f"m{i}:{time.perf_counter()}"))
             await sender.writer.drain()
             while probe.count < min(messages, window + WINDOW):
                 await asyncio.sleep(0.0005)
@@ -194,8 +124,9 @@ def main() -> None:
             for contender, outcomes in runs.items()
         }
         ours = results[str(players)]["mudgate"]["deliveries_per_second"]
-        theirs = results[str(players)]["fastapi-docs"]["deliveries_per_second"]
-        print(f"{players} players: mudgate / fastapi-docs = {ours / theirs:.2f}")
+        for peer in CONTENDERS[1:]:
+            theirs = results[str(players)][peer]["deliveries_per_second"]
+            print(f"{players} players: mudgate / {peer} = {ours / theirs:.2f}")
     write_result(
         "broadcast", {"messages": args.messages, "repeat": args.repeat, "results": results}
     )

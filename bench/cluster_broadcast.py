@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import shutil
 import statistics
 import subprocess
@@ -26,10 +25,9 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from broadcast import WINDOW, RawClient  # noqa: E402
-from harness import SECRET_KEY, free_port, start, stop, write_result  # noqa: E402
-
-from mudgate.auth import Authenticator  # noqa: E402
+from broadcast import WINDOW  # noqa: E402
+from clients import Dialect, RawClient  # noqa: E402
+from harness import free_port, start, stop, write_result  # noqa: E402
 
 # in-process: one node, no Redis. redis-1-node: the same room through Redis (each message is
 # also published and comes back): Redis's own cost. redis-2-nodes: the room split over two.
@@ -62,9 +60,8 @@ async def run_once(contender: str, players: int, messages: int) -> dict[str, flo
                 env = {"MUDGATE_BACKPLANE": f"redis://127.0.0.1:{redis_port}/0"}
                 ports = [free_port() for _ in range(1 if contender == "redis-1-node" else 2)]
                 processes += [start("mudgate", port, env) for port in ports]
-            tokens = Authenticator(SECRET_KEY, 3600)
             clients = [
-                await RawClient.open(ports[i % len(ports)], f"/ws?token={tokens.issue(f'p{i}')}")
+                await RawClient.open(ports[i % len(ports)], Dialect("mudgate"), f"p{i}")
                 for i in range(players)
             ]
             return await measure(clients, messages)
@@ -83,10 +80,7 @@ async def measure(clients: list[RawClient], messages: int) -> dict[str, float]:
     started = time.perf_counter()
     for window in range(0, messages, WINDOW):
         for i in range(window, min(messages, window + WINDOW)):
-            frame = json.dumps(
-                {"op": "say", "text": f"m{i}:{time.perf_counter()}"}, separators=(",", ":")
-            )
-            sender.send_text(frame)
+            sender.send_text(Dialect("mudgate").say(f"m{i}:{time.perf_counter()}"))
         await sender.writer.drain()
         async with asyncio.timeout(30):
             while probe.count < min(messages, window + WINDOW):

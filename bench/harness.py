@@ -23,7 +23,11 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(os.environ.get("MUDGATE_BENCH_RESULTS", ROOT / "bench" / "results"))
 SECRET_KEY = "bench-secret-key-that-is-long-enough-for-hs256"
-PEERS = {"bare-asgi": "bare_asgi:app", "fastapi-docs": "fastapi_docs:app"}
+PEERS = {
+    "bare-asgi": "bare_asgi:app",
+    "fastapi-docs": "fastapi_docs:app",
+    "socketio": "socketio_rooms:app",
+}
 # What mudgate serve sets too (web/app.py server_config), with the bench's 60 s pings.
 UVICORN = ["--ws", "websockets-sansio", "--ws-ping-interval", "60", "--ws-ping-timeout", "60"]
 

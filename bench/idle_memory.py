@@ -1,17 +1,15 @@
-"""Server RSS per idle connection: mudgate vs the bare-ASGI floor under the same uvicorn.
+"""Server RSS per idle connection: mudgate vs each peer and the bare-ASGI floor, same uvicorn.
 
 Each run starts a fresh server process, warms it up, opens N connections that each wait for
 their first event and then stay idle, and reads the server's RSS before and after. Contenders
 alternate within one invocation; the result is the median (with min and max) over repeats.
 
-    python bench/idle_memory.py [--connections 2000] [--repeat 3] [--transports ws sse]
+    python bench/idle_memory.py [--connections 2000 5000] [--repeat 3] [--transports ws sse]
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
-import os
 import resource
 import socket
 import statistics
@@ -23,29 +21,33 @@ from typing import Any
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from harness import SECRET_KEY, free_port, start, stop, write_result
+from clients import TOKENS, Dialect, handshake, ws_frame
+from harness import free_port, start, stop, write_result
 
-from mudgate.auth import Authenticator
+# bare-asgi is the floor: uvicorn holding a socket and nothing else. The FastAPI docs pattern
+# and python-socketio have no SSE endpoint, so SSE compares mudgate with the floor only.
+CONTENDERS = {
+    "ws": ("mudgate", "bare-asgi", "fastapi-docs", "socketio"),
+    "sse": ("mudgate", "bare-asgi"),
+}
 
-CONTENDERS = ("mudgate", "bare-asgi")
 
-
-def open_connection(port: int, transport: str, token: str) -> socket.socket:
+def open_connection(port: int, transport: str, dialect: Dialect, player: str) -> socket.socket:
     """A client that reads the handshake and the first event, then sits idle."""
     sock = socket.create_connection(("127.0.0.1", port))
     if transport == "ws":
-        key = base64.b64encode(os.urandom(16)).decode()
-        request = (
-            f"GET /ws?token={token} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        )
-        marker = b"welcome"
+        sock.sendall(handshake(dialect.path(player)))
+        if dialect.hello is not None:  # once the upgrade is answered
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += sock.recv(4096)
+            sock.sendall(ws_frame(dialect.hello))
     else:
-        request = f"GET /events?token={token} HTTP/1.1\r\nHost: x\r\n\r\n"
-        marker = b"welcome"
-    sock.sendall(request.encode())
+        sock.sendall(
+            f"GET /events?token={TOKENS.issue(player)} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        )
     received = b""
-    while marker not in received:
+    while dialect.welcome not in received:
         chunk = sock.recv(4096)
         if not chunk:
             raise RuntimeError(f"server closed a {transport} connection: {received[:200]!r}")
@@ -58,16 +60,14 @@ def measure(contender: str, transport: str, connections: int) -> float:
     port = free_port()
     process = start(contender, port)
     server = psutil.Process(process.pid)
-    tokens = Authenticator(SECRET_KEY, 3600)
+    dialect = Dialect(contender)
     try:
         # Warm up: imports, caches and the allocator's first arenas are not per-connection.
-        for sock in [open_connection(port, transport, tokens.issue(f"w{i}")) for i in range(50)]:
+        for sock in [open_connection(port, transport, dialect, f"w{i}") for i in range(50)]:
             sock.close()
         time.sleep(1.0)
         before = server.memory_info().rss
-        sockets = [
-            open_connection(port, transport, tokens.issue(f"p{i}")) for i in range(connections)
-        ]
+        sockets = [open_connection(port, transport, dialect, f"p{i}") for i in range(connections)]
         time.sleep(1.0)
         after = server.memory_info().rss
         for sock in sockets:
@@ -81,46 +81,56 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--connections", type=int, default=2000)
+    parser.add_argument("--connections", type=int, nargs="+", default=[2000, 5000])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--transports", nargs="+", default=["ws", "sse"], choices=["ws", "sse"])
     args = parser.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
 
-    samples: dict[str, dict[str, list[float]]] = {
-        t: {c: [] for c in CONTENDERS} for t in args.transports
+    samples: dict[str, dict[str, dict[str, list[float]]]] = {
+        str(n): {t: {c: [] for c in CONTENDERS[t]} for t in args.transports}
+        for n in args.connections
     }
     for run in range(args.repeat):
-        for transport in args.transports:
-            for contender in CONTENDERS:  # alternate contenders within each repeat
-                kib = measure(contender, transport, args.connections)
-                samples[transport][contender].append(kib)
-                print(
-                    f"run {run + 1}: {transport:3} {contender:9} {kib:6.1f} KiB/connection",
-                    flush=True,
-                )
+        for n in args.connections:
+            for transport in args.transports:
+                for contender in CONTENDERS[transport]:  # alternate within each repeat
+                    kib = measure(contender, transport, n)
+                    samples[str(n)][transport][contender].append(kib)
+                    print(
+                        f"run {run + 1}: {n:5} {transport:3} {contender:12} "
+                        f"{kib:6.1f} KiB/connection",
+                        flush=True,
+                    )
 
     results: dict[str, Any] = {
         "connections": args.connections,
         "repeat": args.repeat,
         "results": {
-            transport: {
-                contender: {
-                    "median_kib": round(statistics.median(values), 1),
-                    "min_kib": round(min(values), 1),
-                    "max_kib": round(max(values), 1),
+            n: {
+                transport: {
+                    contender: {
+                        "median_kib": round(statistics.median(values), 1),
+                        "min_kib": round(min(values), 1),
+                        "max_kib": round(max(values), 1),
+                    }
+                    for contender, values in by_contender.items()
                 }
-                for contender, values in by_contender.items()
+                for transport, by_contender in by_transport.items()
             }
-            for transport, by_contender in samples.items()
+            for n, by_transport in samples.items()
         },
     }
-    for transport, by_contender in results["results"].items():
-        floor = by_contender["bare-asgi"]["median_kib"]
-        mine = by_contender["mudgate"]["median_kib"]
-        ratio = f"{mine / floor:.2f}" if floor > 0 else "n/a"  # tiny smoke runs can measure 0
-        print(f"{transport}: mudgate {mine} KiB vs floor {floor} KiB (ratio {ratio})")
+    for n, by_transport in results["results"].items():
+        for transport, by_contender in by_transport.items():
+            mine = by_contender["mudgate"]["median_kib"]
+            others = ", ".join(
+                f"{peer} {r['median_kib']} KiB"
+                for peer, r in by_contender.items()
+                if peer != "mudgate"
+            )
+            print(f"{n} {transport}: mudgate {mine} KiB; {others}")
     write_result("idle_memory", results)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import socket
 import statistics
 import sys
@@ -21,10 +20,9 @@ from pathlib import Path
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from broadcast import CONTENDERS, WINDOW, RawClient  # noqa: E402
-from harness import SECRET_KEY, free_port, start, stop, write_result  # noqa: E402
-
-from mudgate.auth import Authenticator  # noqa: E402
+from broadcast import CONTENDERS, WINDOW  # noqa: E402
+from clients import Dialect, RawClient  # noqa: E402
+from harness import free_port, start, stop, write_result  # noqa: E402
 
 TEXT = "x" * 3000  # ~3 KB messages: the stalled client's buffers fill early in the run
 
@@ -33,13 +31,9 @@ async def flood(contender: str, players: int, seconds: float, stall: bool) -> di
     port = free_port()
     process = start(contender, port)
     server = psutil.Process(process.pid)
-    tokens = Authenticator(SECRET_KEY, 3600)
+    dialect = Dialect(contender)
     try:
-
-        def path(i: int) -> str:
-            return f"/ws?token={tokens.issue(f'p{i}')}" if contender == "mudgate" else "/ws"
-
-        clients = [await RawClient.open(port, path(i)) for i in range(players)]
+        clients = [await RawClient.open(port, dialect, f"p{i}") for i in range(players)]
         stalled = clients[-1]
         if stall:  # it reads nothing, into the smallest buffer the kernel allows
             stalled.writer.get_extra_info("socket").setsockopt(
@@ -54,8 +48,7 @@ async def flood(contender: str, players: int, seconds: float, stall: bool) -> di
         sent = 0
         while time.perf_counter() - started < seconds:
             for _ in range(WINDOW):
-                frame = {"op": "say", "text": f"m{sent}:0:{TEXT}"}
-                sender.send_text(json.dumps(frame, separators=(",", ":")))
+                sender.send_text(dialect.say(f"m{sent}:0:{TEXT}"))
                 sent += 1
             # Paced by what a healthy player has received, and bounded by the clock (a server
             # stuck on the stalled client stops reading the sender too).

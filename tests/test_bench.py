@@ -32,6 +32,11 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
         ),
         ("tracemalloc_overhead.py", ["--repeat", "1"], "tracemalloc_overhead"),
         (
+            "churn.py",
+            ["--cycles", "200", "--processes", "2", "--concurrency", "5"],
+            "churn",
+        ),
+        (
             "cluster_broadcast.py",
             ["--players", "10", "--messages", "50", "--repeat", "1"],
             "cluster_broadcast",

@@ -42,9 +42,15 @@ def test_ttl_map_matches_a_model(capacity: int, ops: list[tuple[str, object, obj
             assert isinstance(value, int)
             if key in model:
                 model.move_to_end(key)
-            elif len(model) >= capacity:
-                model.popitem(last=False)
-                evictions += 1
+            else:
+                # A new key first forgets up to two expired ones, and evicts only if none was.
+                forgotten = 0
+                while forgotten < 2 and model and next(iter(model.values()))[0] <= clock.now:
+                    model.popitem(last=False)
+                    forgotten += 1
+                if not forgotten and len(model) >= capacity:
+                    model.popitem(last=False)
+                    evictions += 1
             model[key] = (clock.now + ttl, value)
             container.set(key, value)
         elif op == "pop":
@@ -375,3 +381,18 @@ def test_the_line_is_bounded_even_when_items_have_no_size(clock: FakeClock) -> N
         boxes.append("a", i)
         boxes.take("a")  # delivered at once: only the line still holds them
     assert len(boxes._line) <= 2 * 3
+
+
+def test_new_keys_forget_expired_ones_without_waiting_for_a_sweep() -> None:
+    clock = FakeClock()
+    seen: TTLMap[str, int] = TTLMap(1000, 10.0, clock=clock)
+    limiter = SlidingWindowLimiter(5, 10.0, 1000, clock=clock)
+    for i in range(100):  # churn: a new key every second, each forgotten 10 s later
+        seen.set(f"p{i}", i)
+        limiter.hit(f"p{i}")
+        clock.advance(1.0)
+    # Each holds about its working set (10 s of keys), nowhere near its cap of 1000.
+    assert len(seen) <= 12
+    assert len(limiter) <= 22  # a limiter key lasts one window after its window ends
+    assert seen.stats().evictions == 0
+    assert limiter.evictions == 0

@@ -29,6 +29,12 @@ app = FastAPI()
 manager = ConnectionManager()
 
 
+@app.get("/stats")
+async def stats() -> dict[str, int]:
+    """For the churn benchmark: what the pattern holds (not part of the docs' example)."""
+    return {"active_connections": len(manager.active_connections)}
+
+
 @app.websocket("/ws")
 async def websocket_endpoint(websocket: WebSocket) -> None:
     await manager.connect(websocket)

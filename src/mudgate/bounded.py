@@ -31,6 +31,11 @@ def _check_bounds(capacity: int, ttl_seconds: float | None) -> None:
         raise ValueError(f"ttl_seconds must be positive, got {ttl_seconds}")
 
 
+# Inserting a new key first forgets up to this many expired ones (O(1)): a structure under
+# churn stays near its working set between the janitor's sweeps instead of filling to its cap.
+AMORTIZED_EXPIRY = 2
+
+
 @dataclass(frozen=True, slots=True)
 class ContainerStats:
     """A container's counters, as monitoring reads them."""
@@ -89,7 +94,7 @@ class TTLMap(Generic[K, V]):
         evicted = None
         if key in entries:
             entries.move_to_end(key)
-        elif len(entries) >= self.capacity:
+        elif self.expire(AMORTIZED_EXPIRY) == 0 and len(entries) >= self.capacity:
             old_key, (_, old_value) = entries.popitem(last=False)
             evicted = (old_key, old_value)
             self.evictions += 1
@@ -425,7 +430,7 @@ class SlidingWindowLimiter:
         keys = self._keys
         window = keys.get(key)
         if window is None:
-            if len(keys) >= self.max_keys:
+            if self.expire(AMORTIZED_EXPIRY) == 0 and len(keys) >= self.max_keys:
                 keys.popitem(last=False)
                 self.evictions += 1
             window = keys[key] = _Window(int(now / self.window_seconds), now)

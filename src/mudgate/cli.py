@@ -1,13 +1,19 @@
-"""The ``mudgate`` command: ``serve`` the gateway, or mint a player ``token``."""
+"""The ``mudgate`` command: ``serve`` the gateway, mint a player ``token``, show the
+``settings``, or ``soak`` a running server."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import datetime
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .auth import Authenticator, is_valid_player_id
 from .settings import Settings, SettingsError, load_settings, settings_table
+from .soak import SoakConfig, SoakError, parse_duration, progress_bar, run_soak, write_report
 from .web.app import create_app, serve
 
 __all__ = ["main"]
@@ -64,6 +70,41 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument(
         "--defaults", action="store_true", help="show the defaults instead (the README's table)"
     )
+    soak = commands.add_parser(
+        "soak",
+        help="drive a running server with simulated players and report whether memory stays flat",
+        description="Drive the server at --url with N simulated players (connecting, moving, "
+        "talking, disconnecting, some vanishing without a close) for --duration, showing live "
+        "connections, messages and the server's RSS. At the end it writes soak.md, soak.json "
+        "and soak.png (RSS and connections over time) to --out, with the RSS trend, every "
+        "structure before and after, the errors seen and a verdict: flat or growing (exit 1).",
+    )
+    soak.add_argument(
+        "--url", default="http://127.0.0.1:54731", help="the server (default %(default)s)"
+    )
+    soak.add_argument(
+        "--clients", type=int, default=100, help="simulated players (default %(default)s)"
+    )
+    soak.add_argument(
+        "--duration", default="5m", help="how long: 90s, 15m, 2h, up to 7d (default %(default)s)"
+    )
+    soak.add_argument(
+        "--churn-rate",
+        type=float,
+        default=None,
+        help="sessions ending per second, all players together (default: clients / 30, so a "
+        "session lasts 30 s on average; 0: nobody leaves)",
+    )
+    soak.add_argument(
+        "--secret-key",
+        help="the server's MUDGATE_SECRET_KEY, to sign players' tokens (default: that variable "
+        "here; without it, guest tokens from POST /auth/guest, which are rate-limited)",
+    )
+    soak.add_argument("--out", help="report directory (default soak-<date-time>)")
+    soak.add_argument(
+        "--max-slope", type=float, default=10.0,
+        help="MiB/h of steady growth after the warm-up that counts as growing (default 10)",
+    )  # fmt: skip
     return parser
 
 
@@ -97,6 +138,44 @@ def _show_settings(args: argparse.Namespace) -> None:
     print(settings_table(None if args.defaults else _settings(args.config)))
 
 
+def _soak(args: argparse.Namespace) -> None:
+    try:
+        duration = parse_duration(args.duration)
+    except ValueError as error:
+        sys.exit(f"mudgate soak: --duration: {error}")
+    if args.clients < 1:
+        sys.exit("mudgate soak: --clients must be at least 1")
+    churn_rate = args.clients / 30 if args.churn_rate is None else args.churn_rate
+    if churn_rate < 0:
+        sys.exit("mudgate soak: --churn-rate cannot be negative")
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    config = SoakConfig(
+        url=args.url,
+        clients=args.clients,
+        duration_seconds=duration,
+        churn_rate=churn_rate,
+        out=Path(args.out or f"soak-{stamp}"),
+        secret_key=args.secret_key or os.environ.get("MUDGATE_SECRET_KEY"),
+        sample_seconds=max(1.0, min(30.0, duration / 300)),
+        max_slope_mb_per_hour=args.max_slope,
+    )
+    try:
+        report = asyncio.run(run_soak(config, progress_bar()))
+    except SoakError as error:
+        sys.exit(f"\nmudgate soak: {error}")
+    except KeyboardInterrupt:
+        sys.exit("\nmudgate soak: interrupted; no report written")
+    written = write_report(report, config.out)
+    print(f"\nverdict: {report.verdict}", *(f"  {reason}" for reason in report.reasons), sep="\n")
+    print(
+        f"RSS {report.growth_mb:+.2f} MiB after warm-up, trend {report.slope_mb_per_hour:+.2f} "
+        f"MiB/h (r² {report.r_squared}); errors: {sum(report.errors.values())}"
+    )
+    print("report:", *(str(path) for path in written))
+    sys.exit(1 if report.verdict == "growing" else 0)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    {"serve": _serve, "token": _token, "settings": _show_settings}[args.command](args)
+    commands = {"serve": _serve, "token": _token, "settings": _show_settings, "soak": _soak}
+    commands[args.command](args)

@@ -93,6 +93,7 @@ class Connection(abc.ABC):
         "player_id",
         "remote",
         "state",
+        "welcomed",
     )
 
     def __init__(
@@ -107,6 +108,7 @@ class Connection(abc.ABC):
         self.player_id = player_id
         self.remote = remote
         self.state = ConnectionState.OPEN
+        self.welcomed = False  # the hub's welcome event was sent
         self.close_code: CloseCode | None = None
         self.close_reason = ""
         self.connected_at = self.last_received = clock()

@@ -19,7 +19,7 @@ from typing import Any
 
 from .backplane import Backplane, Delivery, Presence, create_backplane
 from .bounded import Mailboxes, SlidingWindowLimiter, TTLMap
-from .connection import Connection, ConnectionLimits
+from .connection import Connection, ConnectionLimits, ConnectionState
 from .hooks import Hooks
 from .protocol import CloseCode, Outgoing, encode_event
 from .settings import Settings
@@ -222,9 +222,9 @@ class Hub:
             self.disconnect(oldest)
 
         self._announce(player.id)
-        conn.send(self.event("welcome", player=player.id, room=player.room, connection=conn.id))
-        # What was queued while the player was away, in order.
-        conn.send_backlog(self.pending_messages.take(conn.player_id))
+        if not self.backplane.clustered:
+            # In a cluster, settle() welcomes once the player can be reached from every node.
+            self._welcome(conn)
         if arrived:  # now that the player can be reached
             self.hooks.connected(conn.player_id)
         logger.info(
@@ -237,6 +237,16 @@ class Hub:
             },
         )
         return player
+
+    def _welcome(self, conn: Connection, elsewhere: list[Outgoing] | None = None) -> None:
+        """Tell ``conn`` it is in, then hand it what was queued while the player was away
+        (here, then on other nodes), in order."""
+        player = self.online_players.get(conn.player_id)
+        if player is None or conn.state is not ConnectionState.OPEN:
+            return  # closed while settling
+        conn.welcomed = True
+        conn.send(self.event("welcome", player=player.id, room=player.room, connection=conn.id))
+        conn.send_backlog([*self.pending_messages.take(conn.player_id), *(elsewhere or ())])
 
     def disconnect(self, conn: Connection) -> None:
         """Remove every reference to ``conn`` from every structure. Idempotent."""
@@ -491,13 +501,25 @@ class Hub:
         }
 
     async def settle(self, conn: Connection) -> None:
-        """The cluster's side of a new connection: what was queued for the player on other
-        nodes, and ``max_connections_per_player`` across the cluster. Without a reachable
-        cluster there is nothing to do."""
-        if not self.backplane.clustered:
-            return
-        conn.send_backlog(await self.backplane.take_pending(conn.player_id))
-        cluster = await self.backplane.cluster_presence()
+        """The cluster's side of a new connection, before the player is welcomed: their
+        subscriptions in force in Redis (so a tell sent the moment they are welcomed reaches
+        them), what was queued for them on other nodes, and ``max_connections_per_player``
+        across the cluster. Without a reachable cluster, only the welcome (if still due)."""
+        elsewhere: list[Outgoing] = []
+        if self.backplane.clustered:
+            try:
+                await self.backplane.settled()
+                elsewhere = await self.backplane.take_pending(conn.player_id)
+                await self._hold_connection_cap(conn)
+            except Exception:  # the cluster's trouble never reaches the player
+                logger.exception("settling %s in the cluster failed", conn.player_id)
+        if not conn.welcomed:
+            self._welcome(conn, elsewhere)
+        else:
+            conn.send_backlog(elsewhere)
+
+    async def _hold_connection_cap(self, conn: Connection) -> None:
+        cluster = await self.backplane.cluster_presence(conn.player_id)
         elsewhere = (cluster or {}).get(conn.player_id, [])
         own = self.player_websockets.get(conn.player_id, [])
         excess = len(own) + sum(len(p.connected_at) for p in elsewhere)

@@ -77,6 +77,10 @@ class Backplane(Protocol):
     def unsubscribe(self, topic: str) -> None:
         """Stop receiving messages published to ``topic``."""
 
+    async def settled(self) -> None:
+        """Return once every subscription asked for so far is in force across the cluster
+        (or at once, with no cluster); waits at most a bounded time."""
+
     def announce(self, player_id: str, presence: Presence | None) -> None:
         """Tell the cluster where ``player_id`` is on this node (None: gone from this node)."""
 
@@ -101,8 +105,10 @@ class Backplane(Protocol):
     async def take_pending(self, player_id: str) -> list[Outgoing]:
         """What was queued for ``player_id`` in the cluster while they were away; removed."""
 
-    async def cluster_presence(self) -> dict[str, list[Presence]] | None:
-        """The players on every other live node, by player id."""
+    async def cluster_presence(
+        self, player_id: str | None = None
+    ) -> dict[str, list[Presence]] | None:
+        """The players on every other live node (or only ``player_id``), by player id."""
 
     async def nodes(self) -> list[dict[str, Any]] | None:
         """Every live node's latest summary, this one included."""

@@ -42,6 +42,9 @@ class LocalBackplane:
     def unsubscribe(self, topic: str) -> None:
         pass
 
+    async def settled(self) -> None:
+        pass
+
     def announce(self, player_id: str, presence: Presence | None) -> None:
         pass
 
@@ -57,7 +60,9 @@ class LocalBackplane:
     async def take_pending(self, player_id: str) -> list[Outgoing]:
         return []
 
-    async def cluster_presence(self) -> dict[str, list[Presence]] | None:
+    async def cluster_presence(
+        self, player_id: str | None = None
+    ) -> dict[str, list[Presence]] | None:
         return None
 
     async def nodes(self) -> list[dict[str, Any]] | None:

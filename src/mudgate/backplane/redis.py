@@ -111,6 +111,8 @@ class RedisBackplane:
         self.node_id = node_id or _node_id(settings)
         self.wall_clock = wall_clock
         self._prefix = settings.redis_prefix
+        # Always subscribed, so the reader has a subscription to read from even when this
+        # node has no players.
         self._own_channel = self._channel(f"node:{self.node_id}")
         self._node: Node | None = None
 
@@ -118,6 +120,10 @@ class RedisBackplane:
         # it is bounded by them. What changed since the subscriber last caught up:
         self.topics: set[str] = set()
         self._topic_changes: dict[str, bool] = {}
+        # Who waits for the subscriptions asked for so far to be in force: resolved when the
+        # PONG to a PING sent on the subscriber connection after them comes back.
+        self._barriers: list[asyncio.Future[None]] = []
+        self._pings: deque[list[asyncio.Future[None]]] = deque()
         # Commands waiting to be written; while Redis is away nothing is queued.
         self._writes: deque[Command] = deque()
         self._wake = asyncio.Event()
@@ -190,13 +196,28 @@ class RedisBackplane:
 
     def subscribe(self, topic: str) -> None:
         self.topics.add(topic)
-        self._topic_changes[topic] = True
-        self._wake.set()
+        self._changed(topic, True)
 
     def unsubscribe(self, topic: str) -> None:
         self.topics.discard(topic)
-        self._topic_changes[topic] = False
+        self._changed(topic, False)
+
+    def _changed(self, topic: str, listening: bool) -> None:
+        # Only for a live subscriber connection: a new one subscribes to all of `topics` at
+        # once, so nothing accumulates while Redis is away.
+        if self._pubsub is not None:
+            self._topic_changes[topic] = listening
+            self._wake.set()
+
+    async def settled(self) -> None:
+        if not self._up:
+            return
+        barrier = asyncio.get_running_loop().create_future()
+        self._barriers.append(barrier)
         self._wake.set()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.backplane_timeout):
+                await asyncio.shield(barrier)
 
     # Presence
 
@@ -259,21 +280,29 @@ class RedisBackplane:
 
     # The cluster view
 
-    async def cluster_presence(self) -> dict[str, list[Presence]] | None:
+    async def cluster_presence(
+        self, player_id: str | None = None
+    ) -> dict[str, list[Presence]] | None:
         async def read(redis: Redis) -> dict[str, list[Presence]]:
             others = [node for node in await self._live_nodes(redis) if node != self.node_id]
             async with redis.pipeline(transaction=False) as pipe:
                 for node in others:
-                    pipe.hgetall(self._players_key(node))
-                hashes = await pipe.execute()
+                    if player_id is None:
+                        pipe.hgetall(self._players_key(node))
+                    else:  # one field per node, not every node's every player
+                        pipe.hmget(self._players_key(node), [player_id])
+                replies = await pipe.execute()
             players: dict[str, list[Presence]] = {}
-            for node, fields in zip(others, hashes, strict=True):
-                for player_id, raw in fields.items():
+            for node, reply in zip(others, replies, strict=True):
+                fields = reply.items() if player_id is None else [(player_id.encode(), reply[0])]
+                for player, raw in fields:
+                    if raw is None:
+                        continue
                     try:
                         record = _decode_presence(raw)
                     except msgspec.DecodeError:
                         continue  # written by an incompatible version: not ours to judge
-                    players.setdefault(player_id.decode(), []).append(
+                    players.setdefault(player.decode(), []).append(
                         Presence(node, record.room, record.connected_at)
                     )
             return players
@@ -453,8 +482,12 @@ class RedisBackplane:
         assert self._pubsub is not None
         while True:
             message = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-            if message is not None and message["type"] == "message":
+            if message is None:
+                continue
+            if message["type"] == "message":
                 self._received(message["channel"], message["data"])
+            elif message["type"] == "pong" and self._pings:
+                _resolve(self._pings.popleft())
 
     def _received(self, channel: bytes, payload: bytes) -> None:
         node = self._node
@@ -494,6 +527,11 @@ class RedisBackplane:
                     await self._pubsub.subscribe(*add)
                 if remove:
                     await self._pubsub.unsubscribe(*remove)
+            if self._barriers:
+                # Redis answers in order: once this PING's PONG is back, so are the above.
+                self._pings.append(self._barriers)
+                self._barriers = []
+                await self._pubsub.ping()
             while self._writes:
                 batch = [self._writes.popleft() for _ in range(min(WRITE_BATCH, len(self._writes)))]
                 async with self._redis.pipeline(transaction=False) as pipe:
@@ -528,6 +566,12 @@ class RedisBackplane:
         # Nothing queued for Redis outlives the connection it was meant for.
         self.dropped += len(self._writes)
         self._writes.clear()
+        self._topic_changes.clear()
+        # Nobody waits for subscriptions on a connection that is gone.
+        _resolve(self._barriers)
+        self._barriers = []
+        while self._pings:
+            _resolve(self._pings.popleft())
 
     async def _disconnect(self) -> None:
         pubsub, redis = self._pubsub, self._redis
@@ -536,6 +580,12 @@ class RedisBackplane:
             if closing is not None:
                 with contextlib.suppress(*REDIS_ERRORS):
                     await closing.aclose()
+
+
+def _resolve(waiters: list[asyncio.Future[None]]) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(None)
 
 
 def _ms(seconds: float) -> int:

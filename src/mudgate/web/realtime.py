@@ -222,10 +222,7 @@ class RealtimeTransports:
         """Register ``conn``, run its receive loop, and always leave through Hub.disconnect."""
         self.hub.connect(conn)
         try:
-            try:
-                await self.hub.settle(conn)
-            except Exception:  # the cluster's trouble never reaches the player
-                logger.exception("settling %s in the cluster failed", conn.player_id)
+            await self.hub.settle(conn)
             await receiving
         except asyncio.CancelledError:
             # Only the cancellation that Connection.abort asked for ends the handler quietly.

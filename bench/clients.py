@@ -1,0 +1,143 @@
+"""Load-generator clients: raw WebSocket with just enough protocol to be cheap, speaking each
+contender's dialect (mudgate's frames, the FastAPI docs echo, Socket.IO's packets).
+
+A client opens, says hello the way its server expects, sends text frames and counts received
+messages carrying ``marker``; nothing else is parsed, so the generator stays cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import struct
+import time
+from dataclasses import dataclass
+
+from mudgate.auth import Authenticator
+
+from harness import SECRET_KEY
+
+# How a room message's text starts in every dialect's encoding (all three are compact JSON).
+MARKER = b'"text":"m'
+TOKENS = Authenticator(SECRET_KEY, 3600)
+
+
+def _compact(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """How a contender's clients connect, join a room and talk."""
+
+    name: str
+
+    def path(self, player: str) -> str:
+        if self.name == "socketio":
+            return "/socket.io/?EIO=4&transport=websocket"
+        if self.name == "mudgate":
+            return f"/ws?token={TOKENS.issue(player)}"
+        return "/ws"
+
+    @property
+    def hello(self) -> str | None:
+        """What the client sends first: Socket.IO's connect to the default namespace."""
+        return "40" if self.name == "socketio" else None
+
+    @property
+    def welcome(self) -> bytes:
+        """What the server sends once the client is in (all three send a welcome event)."""
+        return b"welcome"
+
+    def say(self, text: str) -> str:
+        if self.name == "socketio":
+            return "42" + _compact(["say", {"text": text}])
+        return _compact({"op": "say", "text": text})
+
+    def join(self, room: str) -> str | None:
+        """None where the server has no rooms (the FastAPI docs pattern)."""
+        if self.name == "socketio":
+            return "42" + _compact(["join", {"room": room}])
+        if self.name == "mudgate":
+            return _compact({"op": "go", "room": room})
+        return None
+
+
+def ws_frame(data: str | bytes, opcode: int = 0x1) -> bytes:
+    """A masked client frame (text by default)."""
+    payload = data.encode() if isinstance(data, str) else data
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    length = len(payload)
+    if length < 126:
+        header = bytes([0x80 | opcode, 0x80 | length])
+    elif length < 65536:
+        header = bytes([0x80 | opcode, 0xFE]) + struct.pack("!H", length)
+    else:
+        header = bytes([0x80 | opcode, 0xFF]) + struct.pack("!Q", length)
+    return header + mask + masked
+
+
+def handshake(path: str) -> bytes:
+    key = base64.b64encode(os.urandom(16)).decode()
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    ).encode()
+
+
+CLOSE_FRAME = ws_frame(struct.pack("!H", 1000), opcode=0x8)
+
+
+class RawClient:
+    """One connection: counts the room messages it receives (and, for the probe, their
+    latency from the send time the sender wrote into the text)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+        self.count = 0
+        self.latencies: list[float] | None = None
+        self._tail = b""
+
+    @classmethod
+    async def open(cls, port: int, dialect: Dialect, player: str) -> RawClient:
+        """Connect, say hello, and return once the server's welcome arrived."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(handshake(dialect.path(player)))
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 101"):
+            raise RuntimeError(head.decode(errors="replace"))
+        if dialect.hello is not None:
+            writer.write(ws_frame(dialect.hello))
+        received = b""
+        while dialect.welcome not in received:
+            chunk = await reader.read(4096)
+            if not chunk:
+                raise ConnectionError(f"closed before the welcome: {received[:200]!r}")
+            received += chunk
+        return cls(reader, writer)
+
+    def send_text(self, text: str) -> None:
+        self.writer.write(ws_frame(text))
+
+    async def read_forever(self) -> None:
+        try:
+            while chunk := await self.reader.read(65536):
+                data = self._tail + chunk
+                self.count += data.count(MARKER)
+                if self.latencies is not None:
+                    now = time.perf_counter()
+                    start = 0
+                    while (at := data.find(MARKER, start)) != -1:
+                        end = data.find(b'"', at + len(MARKER))
+                        if end == -1:
+                            break
+                        sent = float(data[at + len(MARKER) : end].split(b":")[1])
+                        self.latencies.append(now - sent)
+                        start = end
+                self._tail = data[-(len(MARKER) - 1) :]
+        except (ConnectionError, asyncio.CancelledError):
+            pass
