@@ -49,41 +49,56 @@ async def run_once(
     port = free_port()
     process = start(contender, port, extra_env)
     dialect = Dialect(contender)
-    me = psutil.Process()
     try:
         clients = [await RawClient.open(port, dialect, f"p{i}") for i in range(players)]
-        probe = clients[1]
-        probe.latencies = []
-        readers = [asyncio.create_task(client.read_forever()) for client in clients]
-        if scrape_every_seconds is not None:
-            readers.append(asyncio.create_task(scrape_metrics(port, scrape_every_seconds)))
-        await asyncio.sleep(0.5)
-        sender = clients[0]
-        me.cpu_percent()
-        started = time.perf_counter()
-        for window in range(0, messages, WINDOW):
-            for i in range(window, min(messages, window + WINDOW)):
-                sender.send_text(dialect.say(f"m{i}:{time.perf_counter()}"))
-            await sender.writer.drain()
-            while probe.count < min(messages, window + WINDOW):
-                await asyncio.sleep(0.0005)
-        while min(client.count for client in clients) < messages:
-            await asyncio.sleep(0.001)
-        elapsed = time.perf_counter() - started
-        cpu = me.cpu_percent()
-        for task in readers:
-            task.cancel()
-        for client in clients:
-            client.writer.close()
-        latencies = sorted(probe.latencies)
-        return {
-            "deliveries_per_second": players * messages / elapsed,
-            "p50_ms": latencies[len(latencies) // 2] * 1000,
-            "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
-            "client_cpu_percent": cpu,
-        }
+        scraper = (
+            None
+            if scrape_every_seconds is None
+            else asyncio.create_task(scrape_metrics(port, scrape_every_seconds))
+        )
+        try:
+            return await measure(clients, dialect, messages, settle_seconds=0.5)
+        finally:
+            if scraper is not None:
+                scraper.cancel()
     finally:
         stop(process)
+
+
+async def measure(
+    clients: list[RawClient], dialect: Dialect, messages: int, settle_seconds: float
+) -> dict[str, float]:
+    """clients[0] talks, everyone counts; clients[1] is the probe that times each message."""
+    me = psutil.Process()
+    sender, probe = clients[0], clients[1]
+    probe.latencies = []
+    readers = [asyncio.create_task(client.read_forever()) for client in clients]
+    await asyncio.sleep(settle_seconds)
+    me.cpu_percent()
+    started = time.perf_counter()
+    for window in range(0, messages, WINDOW):
+        for i in range(window, min(messages, window + WINDOW)):
+            sender.send_text(dialect.say(f"m{i}:{time.perf_counter()}"))
+        await sender.writer.drain()
+        async with asyncio.timeout(60):
+            while probe.count < min(messages, window + WINDOW):
+                await asyncio.sleep(0.0005)
+    async with asyncio.timeout(60):
+        while min(client.count for client in clients) < messages:
+            await asyncio.sleep(0.001)
+    elapsed = time.perf_counter() - started
+    cpu = me.cpu_percent()
+    for task in readers:
+        task.cancel()
+    for client in clients:
+        client.writer.close()
+    latencies = sorted(probe.latencies)
+    return {
+        "deliveries_per_second": len(clients) * messages / elapsed,
+        "p50_ms": latencies[len(latencies) // 2] * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
+        "client_cpu_percent": cpu,
+    }
 
 
 def main() -> None:

@@ -22,10 +22,9 @@ import tempfile
 import time
 from pathlib import Path
 
-import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from broadcast import WINDOW  # noqa: E402
+from broadcast import measure  # noqa: E402
 from clients import Dialect, RawClient  # noqa: E402
 from harness import free_port, start, stop, write_result  # noqa: E402
 
@@ -64,43 +63,11 @@ async def run_once(contender: str, players: int, messages: int) -> dict[str, flo
                 await RawClient.open(ports[i % len(ports)], Dialect("mudgate"), f"p{i}")
                 for i in range(players)
             ]
-            return await measure(clients, messages)
+            # Every node subscribed to the lobby before the first message.
+            return await measure(clients, Dialect("mudgate"), messages, settle_seconds=1.0)
         finally:
             for process in reversed(processes):  # Redis last
                 stop(process)
-
-
-async def measure(clients: list[RawClient], messages: int) -> dict[str, float]:
-    me = psutil.Process()
-    sender, probe = clients[0], clients[1]  # probe is on the other node when there are two
-    probe.latencies = []
-    readers = [asyncio.create_task(client.read_forever()) for client in clients]
-    await asyncio.sleep(1.0)  # every node subscribed to the lobby
-    me.cpu_percent()
-    started = time.perf_counter()
-    for window in range(0, messages, WINDOW):
-        for i in range(window, min(messages, window + WINDOW)):
-            sender.send_text(Dialect("mudgate").say(f"m{i}:{time.perf_counter()}"))
-        await sender.writer.drain()
-        async with asyncio.timeout(30):
-            while probe.count < min(messages, window + WINDOW):
-                await asyncio.sleep(0.0005)
-    async with asyncio.timeout(30):
-        while min(client.count for client in clients) < messages:
-            await asyncio.sleep(0.001)
-    elapsed = time.perf_counter() - started
-    cpu = me.cpu_percent()
-    for task in readers:
-        task.cancel()
-    for client in clients:
-        client.writer.close()
-    latencies = sorted(probe.latencies)
-    return {
-        "deliveries_per_second": len(clients) * messages / elapsed,
-        "p50_ms": latencies[len(latencies) // 2] * 1000,
-        "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
-        "client_cpu_percent": cpu,
-    }
 
 
 def main() -> None:
