@@ -167,6 +167,8 @@ def _soak(args: argparse.Namespace) -> None:
         sys.exit("\nmudgate soak: interrupted; no report written")
     written = write_report(report, config.out)
     print(f"\nverdict: {report.verdict}", *(f"  {reason}" for reason in report.reasons), sep="\n")
+    for hint in report.hints:
+        print(f"note: {hint}")
     print(
         f"RSS {report.growth_mb:+.2f} MiB after warm-up, trend {report.slope_mb_per_hour:+.2f} "
         f"MiB/h (r² {report.r_squared}); errors: {sum(report.errors.values())}"

@@ -29,6 +29,7 @@ from typing import Any, TextIO
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
+from websockets.protocol import State
 
 from .auth import Authenticator
 
@@ -89,6 +90,7 @@ class SoakReport:
     growth_mb: float = 0.0
     verdict: str = "flat"
     reasons: list[str] = field(default_factory=list)
+    hints: list[str] = field(default_factory=list)
 
 
 def parse_duration(text: str) -> float:
@@ -153,6 +155,25 @@ def verdict(report: SoakReport, max_slope_mb_per_hour: float) -> None:
             reasons.append(f"{name} holds {after} entries after the soak, {before} before")
     report.reasons = reasons
     report.verdict = "growing" if reasons else "flat"
+    report.hints = _hints(report.errors)
+
+
+# What a refusal seen by the soak's players means, and what to do about it.
+REFUSAL_HINTS = {
+    "4029": "connections refused as rate-limited (4029): every soak player comes from this one "
+    "address; raise MUDGATE_MAX_RATE_LIMIT_ENTRIES on the server under test",
+    "1013": "connections refused with 1013 (server full, too many players, or shedding under "
+    "memory pressure): see the server's /monitoring/memory and its logs",
+}
+
+
+def _hints(errors: dict[str, int]) -> list[str]:
+    hints = []
+    for code, hint in REFUSAL_HINTS.items():
+        count = sum(n for name, n in errors.items() if name.endswith(f" {code}"))
+        if count:
+            hints.append(f"{count:,} {hint}")
+    return hints
 
 
 class _Counters:
@@ -199,6 +220,7 @@ class Soak:
         mean_session = (
             self.config.clients / self.config.churn_rate if self.config.churn_rate else math.inf
         )
+        refusals = 0
         while not self.stopping.is_set():
             try:
                 async with connect(f"{self.ws_url}?token={token}", open_timeout=10) as ws:
@@ -208,16 +230,23 @@ class Soak:
                         await self.session(ws, random.expovariate(1 / mean_session))
                     finally:
                         counters.live -= 1
-                    if not self.stopping.is_set() and random.random() < VANISH_FRACTION:
+                    if (
+                        ws.state is State.OPEN
+                        and not self.stopping.is_set()
+                        and random.random() < VANISH_FRACTION
+                    ):
                         # Gone without a close (a reset): the server must notice by itself.
                         counters.vanished += 1
                         sock = ws.transport.get_extra_info("socket")
                         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
                         ws.transport.abort()
-            except Exception as error:  # counted, reported, and the player tries again
+                refusals = 0
+            except Exception as error:  # counted, reported, and the player tries again later
                 counters.errors[_describe(error)] += 1
+                refusals += 1
+                # Backing off, as a real client does, so a refusing server is not hammered.
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(1 + random.random()):
+                    async with asyncio.timeout(min(30.0, 2**refusals) * (0.5 + random.random())):
                         await self.stopping.wait()
 
     async def session(self, ws: ClientConnection, seconds: float) -> None:
@@ -421,6 +450,7 @@ def _markdown(report: SoakReport, chart: Path | None) -> str:
         "",
     ]
     lines += [f"- {reason}" for reason in report.reasons] + ([""] if report.reasons else [])
+    lines += [f"- Note: {hint}" for hint in report.hints] + ([""] if report.hints else [])
     if chart is not None:
         lines += [f"![RSS and connections]({chart.name})", ""]
     else:

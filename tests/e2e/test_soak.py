@@ -109,3 +109,14 @@ def test_soak_says_what_to_do_without_a_server(tmp_path: Path, capsys: Any) -> N
 def test_soak_refuses_a_bad_duration() -> None:
     with pytest.raises(SystemExit, match="--duration: not a duration"):
         main(["soak", "--duration", "forever"])
+
+
+def test_refusals_come_with_what_to_do() -> None:
+    report = _report([80] * 11)
+    report.errors = {"ConnectionClosedError 4029": 12, "OSError": 1}
+    verdict(report, max_slope_mb_per_hour=10)
+    assert report.verdict == "flat"
+    assert report.hints == [
+        "12 connections refused as rate-limited (4029): every soak player comes from this one "
+        "address; raise MUDGATE_MAX_RATE_LIMIT_ENTRIES on the server under test"
+    ]
