@@ -214,7 +214,7 @@ class Soak:
         body = response.json()
         return str(body["player"]), str(body["token"])
 
-    async def player(self, slot: int, player: str, token: str) -> None:
+    async def player(self, token: str) -> None:
         """One simulated player: sessions one after another until the soak ends."""
         counters = self.counters
         mean_session = (
@@ -246,7 +246,9 @@ class Soak:
                 refusals += 1
                 # Backing off, as a real client does, so a refusing server is not hammered.
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(30.0, 2**refusals) * (0.5 + random.random())):
+                    async with asyncio.timeout(
+                        min(30.0, 2.0 ** min(refusals, 5)) * (0.5 + random.random())
+                    ):
                         await self.stopping.wait()
 
     async def session(self, ws: ClientConnection, seconds: float) -> None:
@@ -318,10 +320,7 @@ async def run_soak(
         identities = [await soak.token(slot) for slot in range(config.clients)]
         soak.players = [player for player, _ in identities]
         started = time.monotonic()
-        tasks = [
-            asyncio.create_task(soak.player(slot, player, token))
-            for slot, (player, token) in enumerate(identities)
-        ]
+        tasks = [asyncio.create_task(soak.player(token)) for _, token in identities]
         try:
             while (elapsed := time.monotonic() - started) < config.duration_seconds:
                 try:
