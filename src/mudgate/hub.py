@@ -409,9 +409,8 @@ class Hub:
 
     async def tell(self, player_id: str, message: Outgoing) -> Delivery:
         """``send_to_player``, waiting for the cluster to say what became of the message."""
-        if player_id in self.online_players:
-            self.publish(player_topic(player_id), message)
-            return Delivery.SENT
+        if player_id in self.online_players or not self.backplane.clustered:
+            return self.send_to_player(player_id, message)
         delivery = await self.backplane.send_direct(player_id, message)
         return self._queue(player_id, message) if delivery is None else delivery
 
@@ -473,7 +472,10 @@ class Hub:
     # The cluster (the backplane's Node protocol, and what commands ask of other nodes)
 
     def _announce(self, player_id: str) -> None:
-        self.backplane.announce(player_id, self._presence(player_id))
+        # Only with a cluster to tell: one process alone (or Redis away) needs no presence,
+        # and a returning Redis gets every player at once (Node.presence).
+        if self.backplane.clustered:
+            self.backplane.announce(player_id, self._presence(player_id))
 
     def _presence(self, player_id: str) -> Presence:
         player = self.online_players[player_id]
