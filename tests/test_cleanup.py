@@ -23,10 +23,9 @@ class FakeMonitor:
         self.clock = clock
         self.percent = 10.0
         self.rss_mb = 100.0
-        self.last: MemorySample | None = None
 
     def read(self) -> MemorySample:
-        self.last = MemorySample(
+        return MemorySample(
             rss_bytes=int(self.rss_mb * MIB),
             vms_bytes=0,
             available_bytes=0,
@@ -36,7 +35,6 @@ class FakeMonitor:
             percent=self.percent,
             taken_at=self.clock(),
         )
-        return self.last
 
 
 class Setup:

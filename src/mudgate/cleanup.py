@@ -270,17 +270,17 @@ class Janitor:
     def update_alerts(self, stats: dict[str, int] | None = None) -> None:
         """Evaluate the rules; log and notify what started and what resolved."""
         started, resolved = self.tracker.update(self.alerts(stats))
-        self.report_health()
         for alert in started:
             logger.warning("alert started", extra=_alert_fields(alert))
         for alert in resolved:
             logger.info("alert resolved", extra=_alert_fields(alert))
         self.notifier.notify(started, resolved)
 
-    def report_health(self) -> None:
-        """Hand the hub what the cluster view shows of this node."""
+    def health(self) -> dict[str, object]:
+        """What the cluster view shows of this node: the last memory reading and the alerts
+        active now (read when the node renews its lease)."""
         sample = self.monitor.last
-        self.hub.health = {
+        return {
             "memory": None
             if sample is None
             else {

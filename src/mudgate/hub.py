@@ -127,9 +127,9 @@ class Hub:
         self.shedding = False
         self._seq = 0
         self.hooks = Hooks()
-        # The latest memory reading and alerts, as the janitor last reported them, for the
-        # cluster view.
-        self.health: dict[str, Any] = {}
+        # What the cluster view shows of this node besides its counts: memory and alerts,
+        # which the janitor knows (create_app hands it its Janitor.health).
+        self.health: Callable[[], dict[str, object]] = dict
         self._all_disconnected = asyncio.Event()
         self._all_disconnected.set()
 
@@ -499,7 +499,7 @@ class Hub:
             "name": self.settings.node_name,
             "connections": len(self.connection_timestamps),
             "players": len(self.online_players),
-            **self.health,
+            **self.health(),
         }
 
     async def settle(self, conn: Connection) -> None:

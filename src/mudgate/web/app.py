@@ -87,6 +87,7 @@ def create_app(
     janitor = janitor or Janitor(
         hub, MemoryMonitor(settings, clock=hub.clock), settings, clock=hub.clock
     )
+    hub.health = janitor.health
     diagnostics = Diagnostics(settings, clock=hub.clock)
     secret_key_generated = settings.secret_key is None
     secret_key = (
@@ -116,8 +117,7 @@ def create_app(
             logger.warning(
                 "MUDGATE_ADMIN_TOKEN is not set; this run's admin token: %s", admin_token
             )
-        janitor.observe()
-        janitor.report_health()  # what the node's first lease in a cluster says of it
+        janitor.observe()  # a memory reading for the node's first lease in a cluster
         await hub.start()
         _check_budget(settings, janitor)
         janitor.record(janitor.monitor.last or janitor.observe())  # the history's first point
