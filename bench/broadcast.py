@@ -101,6 +101,18 @@ async def measure(
     }
 
 
+def summarize(outcomes: list[dict[str, float]]) -> dict[str, float]:
+    """Medians of every figure over the runs, with the throughput's min and max."""
+    rates = [outcome["deliveries_per_second"] for outcome in outcomes]
+    return {
+        key: round(statistics.median(outcome[key] for outcome in outcomes), 2)
+        for key in outcomes[0]
+    } | {
+        "min_deliveries_per_second": round(min(rates)),
+        "max_deliveries_per_second": round(max(rates)),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -124,19 +136,7 @@ def main() -> None:
                     flush=True,
                 )
         results[str(players)] = {
-            contender: {
-                key: round(statistics.median(run[key] for run in outcomes), 2)
-                for key in outcomes[0]
-            }
-            | {
-                "min_deliveries_per_second": round(
-                    min(r["deliveries_per_second"] for r in outcomes)
-                ),
-                "max_deliveries_per_second": round(
-                    max(r["deliveries_per_second"] for r in outcomes)
-                ),
-            }
-            for contender, outcomes in runs.items()
+            contender: summarize(outcomes) for contender, outcomes in runs.items()
         }
         ours = results[str(players)]["mudgate"]["deliveries_per_second"]
         for peer in CONTENDERS[1:]:

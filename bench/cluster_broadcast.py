@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from pathlib import Path
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from broadcast import measure  # noqa: E402
+from broadcast import measure, summarize  # noqa: E402
 from clients import Dialect, RawClient  # noqa: E402
 from harness import free_port, start, stop, write_result  # noqa: E402
 
@@ -89,16 +88,7 @@ def main() -> None:
                 f"  client CPU {outcome['client_cpu_percent']:.0f}%",
                 flush=True,
             )
-    results = {
-        contender: {
-            key: round(statistics.median(run[key] for run in outcomes), 2) for key in outcomes[0]
-        }
-        | {
-            "min_deliveries_per_second": round(min(r["deliveries_per_second"] for r in outcomes)),
-            "max_deliveries_per_second": round(max(r["deliveries_per_second"] for r in outcomes)),
-        }
-        for contender, outcomes in runs.items()
-    }
+    results = {contender: summarize(outcomes) for contender, outcomes in runs.items()}
     local = results["in-process"]["deliveries_per_second"]
     ratios = {
         contender: round(results[contender]["deliveries_per_second"] / local, 3)
