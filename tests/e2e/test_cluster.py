@@ -420,3 +420,24 @@ async def test_the_write_queue_is_capped(nodes: Any) -> None:
     queued, dropped = a.call(burst)
     assert queued == 10
     assert dropped == 90
+
+
+@pytest.mark.slow
+async def test_a_subscriber_connection_that_stops_answering_is_replaced(nodes: Any) -> None:
+    (a,) = nodes(1, backplane_timeout=0.05)
+    backplane = a.hub.backplane
+
+    async def deafen_and_settle() -> None:
+        async def ping_into_the_void(*args: object) -> None:
+            pass  # the PING is never sent, so no PONG comes back
+
+        assert backplane._pubsub is not None
+        backplane._pubsub.ping = ping_into_the_void
+        for _ in range(101):  # each waits backplane_timeout for a PONG that never comes
+            await backplane.settled()
+
+    a.run(deafen_and_settle())
+    await wait_for(lambda: backplane.reconnects == 1 and backplane.clustered)
+    assert len(backplane._pings) == 0
+    async with await Player.connect(a.ws("alice")) as alice:
+        await alice.next("welcome")  # settled again on the new connection

@@ -59,6 +59,10 @@ WRITE_BATCH = 512
 # How many of a node's players one HSET carries when it announces them all.
 ANNOUNCE_BATCH = 1000
 
+# PINGs on the subscriber connection still waiting for their PONG; past it the connection is
+# taken for dead (and every waiter released), so the list of waiters cannot grow.
+MAX_UNANSWERED_PINGS = 100
+
 MESSAGE = b"m"
 EVICT = b"e"
 SEP = b"\n"
@@ -528,6 +532,9 @@ class RedisBackplane:
                 if remove:
                     await self._pubsub.unsubscribe(*remove)
             if self._barriers:
+                if len(self._pings) >= MAX_UNANSWERED_PINGS:
+                    # Alive enough to take commands, deaf to pub/sub: start over.
+                    raise ConnectionError("the subscriber connection stopped answering PINGs")
                 # Redis answers in order: once this PING's PONG is back, so are the above.
                 self._pings.append(self._barriers)
                 self._barriers = []
