@@ -441,3 +441,18 @@ async def test_a_subscriber_connection_that_stops_answering_is_replaced(nodes: A
     assert len(backplane._pings) == 0
     async with await Player.connect(a.ws("alice")) as alice:
         await alice.next("welcome")  # settled again on the new connection
+
+
+async def test_a_lost_presence_write_is_made_good_at_the_next_renewal(
+    nodes: Any, redis_server: RedisServer
+) -> None:
+    (a,) = nodes(1, presence_ttl=1.0, presence_refresh=0.2)
+    players_key = f"mudgate:players:{a.hub.backplane.node_id}"
+    async with await Player.connect(a.ws("alice")) as alice:
+        await alice.next("welcome")
+        with redis_server.client() as redis:
+            # As if the HDEL of a player who left had been dropped by a full queue, and the
+            # HSET of alice too.
+            redis.hset(players_key, "ghost", '["lobby",[1.0]]')
+            redis.hdel(players_key, "alice")
+            await wait_for(lambda: redis.hkeys(players_key) == ["alice"], timeout=5)

@@ -444,7 +444,8 @@ class RedisBackplane:
         )
 
     async def _announce_all(self, redis: Redis) -> None:
-        """Replace this node's lease and player hash with what it holds now."""
+        """Replace this node's lease and player hash with what it holds now (on connecting,
+        and at every renewal)."""
         assert self._node is not None
         players = self._players_key()
         records = [
@@ -554,10 +555,10 @@ class RedisBackplane:
         assert self._redis is not None
         while True:
             await asyncio.sleep(self.settings.presence_refresh)
+            # The whole hash, not just its TTL: a presence write the full queue dropped is
+            # made good here rather than lingering (a ghost in `who`) until a reconnect.
             async with asyncio.timeout(self.settings.backplane_timeout):
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    self._renew(pipe)
-                    await pipe.execute()
+                await self._announce_all(self._redis)
 
     def _went_away(self, error: BaseException) -> None:
         reason = str(error) or type(error).__name__
