@@ -16,6 +16,7 @@ from mudgate.settings import Settings
 from .redis_server import RedisServer
 
 SECRET_KEY = "test-secret-key-that-is-long-enough-for-hs256"
+ADMIN_TOKEN = "admin-token-for-the-tests"
 
 
 class FakeClock:
@@ -61,7 +62,7 @@ class RecordingConnection(Connection):
 
 
 def make_settings(**overrides: Any) -> Settings:
-    values: dict[str, Any] = {"secret_key": SECRET_KEY, "admin_token": "admin-token"}
+    values: dict[str, Any] = {"secret_key": SECRET_KEY, "admin_token": ADMIN_TOKEN}
     values.update(overrides)
     return Settings(**values)
 

@@ -4,8 +4,9 @@ from .commands import CommandContext, CommandRegistry, NoArgs, builtin_commands
 from .hooks import Hooks
 from .hub import Delivery, Hub
 from .protocol import CloseCode, ErrorCode, ProtocolError
+from .server import serve
 from .settings import Settings
-from .web.app import MudgateApp, create_app, mount, serve
+from .web.app import MudgateApp, create_app, mount
 
 __all__ = [
     "CloseCode",

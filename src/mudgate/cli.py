@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .auth import Authenticator, is_valid_player_id
+from .server import serve
 from .settings import Settings, SettingsError, load_settings, settings_table
 from .soak import SoakConfig, SoakError, parse_duration, progress_bar, run_soak, write_report
-from .web.app import create_app, serve
+from .web.app import create_app
 
 __all__ = ["main"]
 

@@ -34,7 +34,8 @@ RATE_LIMITED = "too many connection attempts"
 MEMORY_PRESSURE = "memory pressure"
 SERVER_FULL = "server full"
 TOO_MANY_PLAYERS = "too many players online"
-REFUSAL_REASONS = (RATE_LIMITED, MEMORY_PRESSURE, SERVER_FULL, TOO_MANY_PLAYERS)
+SHUTTING_DOWN = "shutting down"
+REFUSAL_REASONS = (RATE_LIMITED, MEMORY_PRESSURE, SERVER_FULL, TOO_MANY_PLAYERS, SHUTTING_DOWN)
 
 
 class Player:
@@ -132,17 +133,22 @@ class Hub:
         self.health: Callable[[], dict[str, object]] = dict
         self._all_disconnected = asyncio.Event()
         self._all_disconnected.set()
+        self._closing = False  # shutting down: no new connections
 
     # Lifecycle
 
     async def start(self) -> None:
         await self.backplane.start(self)
 
-    async def close(self, timeout_seconds: float = 5.0) -> None:
-        """Close every connection with 1001 and stop the backplane."""
-        # Tell every client the server is going away.
+    async def close_connections(
+        self, code: CloseCode = CloseCode.GOING_AWAY, timeout_seconds: float = 5.0
+    ) -> None:
+        """Refuse new connections, close every open one with ``code``, and wait (at most
+        ``timeout_seconds``) until each has left through ``disconnect``."""
+        self._closing = True
+        # Tell every client why.
         for conn in list(self.connections()):
-            conn.close(CloseCode.GOING_AWAY)
+            conn.close(code)
         # Wait, bounded, for their handlers to run the one way out.
         try:
             async with asyncio.timeout(timeout_seconds):
@@ -153,6 +159,11 @@ class Hub:
         for conn in list(self.connections()):
             conn.abort()
             self.disconnect(conn)
+
+    async def close(self, timeout_seconds: float = 5.0) -> None:
+        """Close every connection (1001, unless the server closed them already), the game's
+        running hooks and the backplane."""
+        await self.close_connections(CloseCode.GOING_AWAY, timeout_seconds)
         await self.hooks.close()
         await self.backplane.close()
 
@@ -171,6 +182,8 @@ class Hub:
             and self.connection_attempts.hit(f"player:{player_id}")
         ):
             return self._refuse(CloseCode.RATE_LIMITED, RATE_LIMITED, 60)
+        if self._closing:
+            return self._refuse(CloseCode.SERVICE_RESTART, SHUTTING_DOWN, 5)
         if self.shedding:
             return self._refuse(CloseCode.TRY_AGAIN_LATER, MEMORY_PRESSURE, 30)
         if len(self.connection_timestamps) >= self.settings.max_connections:

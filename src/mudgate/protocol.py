@@ -49,6 +49,10 @@ class CloseCode(enum.IntEnum):
     """The client kept sending bad frames. Fix the client; do not reconnect in a loop."""
     MESSAGE_TOO_BIG = 1009
     """A frame was larger than max_message_bytes. Send smaller frames."""
+    INTERNAL_ERROR = 1011
+    """The server failed (or the client stopped answering pings). Reconnect with backoff."""
+    SERVICE_RESTART = 1012
+    """The server is restarting. Reconnect after a short, jittered delay."""
     TRY_AGAIN_LATER = 1013
     """The server is full or under memory pressure. Reconnect with backoff."""
     UNAUTHORIZED = 4001
@@ -62,7 +66,8 @@ class CloseCode(enum.IntEnum):
     IDLE = 4011
     """Nothing was received for idle_timeout. Reconnect when the user is back."""
     RATE_LIMITED = 4029
-    """Too many connection attempts. Reconnect after the delay the server asked for."""
+    """Too many connection attempts, or messages. Reconnect after the delay the server asked
+    for."""
 
     @property
     def reason(self) -> str:
@@ -85,7 +90,13 @@ class ErrorCode(enum.StrEnum):
     UNAUTHORIZED = "unauthorized"
     FORBIDDEN = "forbidden"
     UNAVAILABLE = "unavailable"
+    MAILBOX_FULL = "mailbox_full"
     INTERNAL = "internal"
+    # The protocol layer's refusals of a request that is not one.
+    BAD_REQUEST = "bad_request"
+    REQUEST_TIMEOUT = "request_timeout"
+    URI_TOO_LONG = "uri_too_long"
+    HEADERS_TOO_LARGE = "headers_too_large"
 
 
 class ProtocolError(Exception):

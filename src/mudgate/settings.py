@@ -7,6 +7,7 @@ a message naming the variable (see ``describe_errors``).
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 from contextvars import ContextVar
@@ -67,11 +68,12 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = Field(
         None,
         description="Key that signs player tokens (at least 32 characters). "
-        "Unset: a random one per start, so tokens do not survive a restart.",
+        "Unset or empty: a random one per start, so tokens do not survive a restart.",
     )
     admin_token: SecretStr | None = Field(
         None,
-        description="Bearer token for admin endpoints. Unset: a random one, logged once at start.",
+        description="Bearer token for admin endpoints (at least 16 characters). Unset or empty: "
+        "a random one, logged once at start.",
     )
     allow_guests: bool = Field(True, description="Whether `POST /auth/guest` issues guest tokens.")
     token_ttl: PositiveSeconds = Field(86400.0, description="Lifetime of a player token, seconds.")
@@ -80,6 +82,11 @@ class Settings(BaseSettings):
     )
     guest_tokens_per_minute: PositiveInt = Field(
         10, description="Guest tokens one IP address may obtain per minute."
+    )
+    admin_failures_per_minute: PositiveInt = Field(
+        10,
+        description="Wrong admin tokens one IP address may present per minute; past it admin "
+        "endpoints answer 429 to that address.",
     )
 
     # Structures (DESIGN.md section 3)
@@ -158,6 +165,78 @@ class Settings(BaseSettings):
     ws_per_message_deflate: bool = Field(
         False, description="WebSocket compression; costs 64-316 KiB per connection."
     )
+    control_frame_limit: PositiveInt = Field(
+        20,
+        description="WebSocket pings (and unsolicited pongs) a client may send per "
+        "control_frame_window; past it the connection is closed with 1008.",
+    )
+    control_frame_window: PositiveSeconds = Field(
+        10.0, description="Window of the control-frame limit, seconds."
+    )
+
+    # What one player may send (DESIGN.md invariant 10)
+    player_messages_per_second: PositiveFloat = Field(
+        10.0,
+        description="Frames one player may send per second, all their connections and POST "
+        "/commands together, once their burst is spent; past it: a rate_limited error.",
+    )
+    player_message_burst: PositiveInt = Field(
+        30,
+        description="Frames a player may send at once before the per-second rate applies; a "
+        "player who sends another burst while limited is closed with 4029.",
+    )
+    max_pending_per_sender: PositiveInt = Field(
+        100,
+        description="Messages one player may have waiting for players who are away (here or "
+        "in Redis); past it their tells to absent players are refused.",
+    )
+
+    # Below ASGI: every TCP connection, whatever it carries (DESIGN.md invariant 9)
+    max_sockets: PositiveInt = Field(
+        11000,
+        description="Open TCP connections of every kind. Past it, the oldest connection still "
+        "waiting for a request is closed to make room; if none is, the new one is closed at "
+        "once. Lowered at start to fit the process's file descriptor limit.",
+    )
+    request_timeout: PositiveSeconds = Field(
+        10.0,
+        description="Time a client has to send a whole request (line, headers, body) after "
+        "connecting or after its previous response; past it: 408 and closed, seconds.",
+    )
+    keep_alive_timeout: PositiveSeconds = Field(
+        5.0, description="How long an HTTP connection may wait idle for its next request, seconds."
+    )
+    max_request_head_bytes: Annotated[int, Field(ge=1024)] = Field(
+        16384,
+        description="Largest request line plus headers; past it: 414 (a longer request line) "
+        "or 431, and closed.",
+    )
+    write_buffer_bytes: Annotated[int, Field(ge=4096)] = Field(
+        65536,
+        description="Bytes the server buffers for one connection above the kernel's; past it "
+        "the connection is not read until the client catches up (read backpressure).",
+    )
+    socket_send_buffer_bytes: Annotated[int, Field(ge=4096)] = Field(
+        65536,
+        description="SO_SNDBUF of every accepted socket: what the kernel may hold for a client "
+        "that does not read (it allows twice this, for its bookkeeping).",
+    )
+    socket_receive_buffer_bytes: Annotated[int, Field(ge=4096)] = Field(
+        65536,
+        description="SO_RCVBUF of every accepted socket: what the kernel may hold from a client "
+        "that is not being read (it allows twice this).",
+    )
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Proxies trusted to set X-Forwarded-For and X-Forwarded-Proto "
+        "(comma-separated addresses or networks, `*` for any); none: every client is who "
+        "its TCP address says.",
+    )
+    shutdown_timeout: PositiveSeconds = Field(
+        5.0,
+        description="On SIGTERM, how long players get to receive their close (1012) before "
+        "the rest is shut down, seconds.",
+    )
 
     # Memory monitoring and cleanup (DESIGN.md sections 2, 7 and 8)
     memory_limit_mb: PositiveFloat | None = Field(
@@ -204,6 +283,11 @@ class Settings(BaseSettings):
     )
     slow_consumer_alert_window: PositiveSeconds = Field(
         300.0, description="How long a slow-consumer disconnect keeps its alert up, seconds."
+    )
+    loop_lag_threshold: PositiveSeconds = Field(
+        0.5,
+        description="How late the event loop may run before EVENT_LOOP_BLOCKED fires (a "
+        "command or hook that blocks it freezes every player), seconds.",
     )
 
     # History, trend and leak suspicion (DESIGN.md section 8)
@@ -324,6 +408,13 @@ class Settings(BaseSettings):
             )
         return self
 
+    @field_validator("secret_key", "admin_token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        # `MUDGATE_ADMIN_TOKEN=` in a compose file or unit means "not set", not "the empty
+        # token" (which nobody could present, locking the admin out).
+        return None if value == "" else value
+
     @field_validator("secret_key")
     @classmethod
     def _check_secret_key_length(cls, value: SecretStr | None) -> SecretStr | None:
@@ -331,6 +422,32 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters long")
         return value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _check_admin_token_length(cls, value: SecretStr | None) -> SecretStr | None:
+        # Short enough to guess is as good as none.
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters long")
+        return value
+
+    @field_validator("forwarded_allow_ips", mode="before")
+    @classmethod
+    def _split_addresses(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [address.strip() for address in value.split(",") if address.strip()]
+        return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _check_addresses(cls, addresses: list[str]) -> list[str]:
+        for address in addresses:
+            if address != "*":
+                try:
+                    ipaddress.ip_network(address, strict=False)
+                except ValueError:
+                    raise ValueError(f"not an address or network: {address!r}") from None
+        return addresses
 
     @classmethod
     def settings_customise_sources(

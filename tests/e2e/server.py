@@ -1,4 +1,5 @@
-"""A real mudgate server: uvicorn on a free port, in a thread with its own event loop."""
+"""A real mudgate server (uvicorn with mudgate's protocol layer) on a free port, in a thread
+with its own event loop."""
 
 from __future__ import annotations
 
@@ -8,12 +9,11 @@ from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-import uvicorn
-
 from mudgate.auth import Authenticator
 from mudgate.hub import Hub
+from mudgate.server import create_server
 from mudgate.settings import Settings
-from mudgate.web.app import bind_socket, create_app, server_config
+from mudgate.web.app import create_app
 
 T = TypeVar("T")
 
@@ -31,12 +31,10 @@ class RunningServer:
         self.settings = settings
         self.app = app or create_app(settings, **({"clock": clock} if clock else {}))
         self.hub: Hub = hub or self.app.state.hub
-        config = server_config(settings, self.app, port=0, log_level="warning")
-        self._sock = bind_socket(config, settings)
+        self.server, self._sock = create_server(self.app, settings, port=0, log_level="warning")
         self.port = self._sock.getsockname()[1]
         self.http_url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}{prefix}/ws"
-        self.server = uvicorn.Server(config)
         self.loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._run, name="mudgate-server", daemon=True)
         self.authenticator = Authenticator(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from playwright.async_api import Browser, Page, expect
 
+from ..conftest import ADMIN_TOKEN
 from .clients import Player
 from .server import RunningServer
 
@@ -33,7 +34,7 @@ async def test_the_dashboard_follows_connections_and_forces_a_cleanup(
     await expect(page.locator("#structures")).to_contain_text("online_players")
     assert float((await page.locator("#rss").inner_text()).replace(",", "")) > 0
 
-    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept("admin-token")))
+    page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept(ADMIN_TOKEN)))
     await page.click("#force-cleanup")
     await expect(page.locator("#cleanup-result")).to_contain_text("forced cleanup removed")
     await expect(page.locator("#cleanups")).to_contain_text("forced")

@@ -11,10 +11,11 @@ import httpx
 import psutil
 import pytest
 
+from ..conftest import ADMIN_TOKEN
 from .clients import Player
 from .server import RunningServer, wait_for
 
-ADMIN = {"Authorization": "Bearer admin-token"}
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 async def get(server: RunningServer, path: str, **options: Any) -> httpx.Response:

@@ -9,12 +9,12 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from ..conftest import FakeClock, make_settings
+from ..conftest import ADMIN_TOKEN, FakeClock, make_settings
 from .clients import Player
 from .receiver import receiving
 from .server import RunningServer, running_server, wait_for
 
-ADMIN = {"Authorization": "Bearer admin-token"}
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 
 async def scrape(server: RunningServer) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""``create_app(settings)``: the FastAPI app, and the uvicorn server that runs it.
+"""``create_app(settings)``: the gateway, a FastAPI app (``mudgate.server`` runs it).
 
 FastAPI serves every request/response endpoint and the OpenAPI schema; ``/ws`` and
 ``/events`` are answered by ``RealtimeTransports`` before FastAPI's router sees them.
@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import logging
 import secrets
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-import uvicorn
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
@@ -25,12 +23,12 @@ from ..bounded import SlidingWindowLimiter
 from ..cleanup import Janitor
 from ..commands import CommandRegistry, builtin_commands
 from ..hub import Hub
-from ..logs import configure_logging
 from ..memory.budget import memory_budget
 from ..memory.diagnostics import Diagnostics
 from ..memory.monitor import MIB, MemoryMonitor
 from ..protocol import ErrorCode
 from ..settings import Settings
+from ..sockets import SocketTable
 from .cluster import cluster_router
 from .diagnostics import diagnostics_router
 from .errors import APIError, api_error_handler, validation_error_handler
@@ -38,7 +36,7 @@ from .metrics import metrics_registry
 from .monitoring import monitoring_router
 from .realtime import RealtimeTransports, realtime_router
 
-__all__ = ["MudgateApp", "bind_socket", "create_app", "mount", "serve", "server_config"]
+__all__ = ["MudgateApp", "create_app", "mount"]
 
 logger = logging.getLogger("mudgate")
 
@@ -53,12 +51,16 @@ class MudgateApp(FastAPI):
     """FastAPI, with ``/ws`` and ``/events`` answered before its middleware and router.
 
     Every idle connection would otherwise hold the frames of FastAPI's middleware stack
-    (about 1.5 KiB each, measured with bench/idle_memory.py).
+    (about 1.5 KiB each, measured with bench/idle_memory.py). ``sockets`` is the table of TCP
+    connections that mudgate's server (``mudgate.server``) fills and monitoring reads.
     """
 
-    def __init__(self, transports: RealtimeTransports, **options: Any) -> None:
+    def __init__(
+        self, transports: RealtimeTransports, sockets: SocketTable, **options: Any
+    ) -> None:
         super().__init__(**options)
         self.transports = transports
+        self.sockets = sockets
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         handler = self.transports.route(scope)
@@ -132,6 +134,7 @@ def create_app(
 
     app = MudgateApp(
         RealtimeTransports(hub=hub, commands=commands, authenticator=authenticator),
+        SocketTable(settings.max_sockets),
         title="mudgate",
         summary="Real-time gateway for MUD-style game servers.",
         version="0.1.0",
@@ -226,48 +229,3 @@ def mount(
 
     parent.router.lifespan_context = lifespan
     return gateway
-
-
-def serve(app: Any, settings: Settings, log_level: str = "info") -> None:
-    """Serve ``app`` (a gateway, or a game's app with one mounted) the way ``mudgate serve``
-    does: mudgate's logs, uvicorn settings, heartbeats and TCP_USER_TIMEOUT, until
-    interrupted."""
-    configure_logging(log_level, settings.log_format)
-    config = server_config(settings, app)
-    sock = bind_socket(config, settings)
-    host, port = sock.getsockname()[:2]
-    logger.info(f"serving on http://{host}:{port}", extra={"host": host, "port": port})
-    uvicorn.Server(config).run(sockets=[sock])
-
-
-def server_config(settings: Settings, app: FastAPI, **overrides: object) -> uvicorn.Config:
-    """The uvicorn configuration mudgate runs under; tests and ``mudgate serve`` share it."""
-    options: dict[str, object] = {
-        "host": settings.host,
-        "port": settings.port,
-        # The sans-I/O websockets implementation: heartbeats, and the least memory per socket.
-        "ws": "websockets-sansio",
-        "ws_max_size": settings.max_message_bytes,
-        "ws_ping_interval": settings.ping_interval,
-        "ws_ping_timeout": settings.ping_timeout,
-        "ws_per_message_deflate": settings.ws_per_message_deflate,
-        "lifespan": "on",
-        "timeout_graceful_shutdown": 10,
-        "log_config": None,
-    }
-    options.update(overrides)
-    return uvicorn.Config(app, **options)  # type: ignore[arg-type]
-
-
-def bind_socket(config: uvicorn.Config, settings: Settings) -> socket.socket:
-    """The listening socket, set so the kernel drops a peer that stops acknowledging.
-
-    Accepted sockets inherit TCP_USER_TIMEOUT: data (an SSE keep-alive, a ping) left
-    unacknowledged for ping_timeout ends the connection, even if the peer vanished silently.
-    """
-    sock = config.bind_socket()
-    if hasattr(socket, "TCP_USER_TIMEOUT"):
-        sock.setsockopt(
-            socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(settings.ping_timeout * 1000)
-        )
-    return sock

@@ -1,0 +1,71 @@
+"""What every connection's protocol object shares: the app, the limits and the socket table."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn._types import ASGI3Application
+from uvicorn.server import ServerState
+
+from ..settings import Settings
+from ..sockets import SocketTable
+
+__all__ = ["ProtocolLimits", "ServerContext", "access_logger"]
+
+access_logger = logging.getLogger("mudgate.access")
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolLimits:
+    """The limits the protocol layer enforces, built once from Settings."""
+
+    request_timeout: float
+    keep_alive_timeout: float
+    max_request_head_bytes: int
+    write_buffer_bytes: int
+    max_message_bytes: int
+    ping_interval: float
+    ping_timeout: float
+    close_timeout: float
+    control_frame_limit: int
+    control_frame_window: float
+    per_message_deflate: bool
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ProtocolLimits:
+        return cls(
+            request_timeout=settings.request_timeout,
+            keep_alive_timeout=settings.keep_alive_timeout,
+            max_request_head_bytes=settings.max_request_head_bytes,
+            write_buffer_bytes=settings.write_buffer_bytes,
+            max_message_bytes=settings.max_message_bytes,
+            ping_interval=settings.ping_interval,
+            ping_timeout=settings.ping_timeout,
+            # A close that cannot be written in the time one write may take never will be.
+            close_timeout=settings.write_timeout,
+            control_frame_limit=settings.control_frame_limit,
+            control_frame_window=settings.control_frame_window,
+            per_message_deflate=settings.ws_per_message_deflate,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ServerContext:
+    """Shared by every connection of one server."""
+
+    app: ASGI3Application
+    limits: ProtocolLimits
+    sockets: SocketTable
+    # uvicorn's: the connections its shutdown closes, the tasks it waits for, and the default
+    # response headers it refreshes every second (the Date).
+    state: ServerState
+    app_state: dict[str, Any]
+    root_path: str
+    loop: asyncio.AbstractEventLoop
+
+    @property
+    def default_headers(self) -> list[tuple[bytes, bytes]]:
+        return self.state.default_headers

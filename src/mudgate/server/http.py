@@ -1,0 +1,519 @@
+"""HTTP/1.1 connections: h11 parses, this module bounds what a client can make it hold.
+
+Every connection, from its first byte, is under a deadline: a whole request (line, headers
+and body) within ``request_timeout`` of connecting or of the previous response, else 408 (or,
+for a client that sent nothing, a quiet close). The request head is capped at
+``max_request_head_bytes`` (414 for the line, 431 for the headers). One request is handled at
+a time: a pipelined one waits, unread, until the response before it is complete. Reading
+stops while the app has not taken the body received so far, and while the transport holds
+more than ``write_buffer_bytes`` for a client that does not read (``Flow``), so no client can
+make the server buffer replies it never collects. A WebSocket upgrade is handed, with the
+transport, to ``WebSocketProtocol``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from http import HTTPStatus
+from typing import cast
+from urllib.parse import unquote
+
+import h11
+from uvicorn._types import ASGIReceiveEvent, ASGISendEvent, HTTPScope
+from uvicorn.protocols.utils import get_local_addr, get_remote_addr, is_ssl
+
+from ..protocol import ErrorCode
+from ..sockets import SocketEvent, SocketKind
+from ..web.errors import error_body
+from .context import ServerContext, access_logger
+from .flow import BODY, NEXT_REQUEST, Flow
+from .websocket import WebSocketProtocol, is_websocket_upgrade
+
+__all__ = ["HTTPProtocol", "RequestCycle", "simple_response"]
+
+logger = logging.getLogger("mudgate.server")
+
+# Request body held for the app before reading stops.
+BODY_BUFFER_BYTES = 65536
+
+_REFUSALS = {
+    400: (ErrorCode.BAD_REQUEST, SocketEvent.MALFORMED),
+    414: (ErrorCode.URI_TOO_LONG, SocketEvent.HEAD_TOO_LARGE),
+    431: (ErrorCode.HEADERS_TOO_LARGE, SocketEvent.HEAD_TOO_LARGE),
+}
+
+
+def simple_response(context: ServerContext, status: int, code: ErrorCode, message: str) -> bytes:
+    """A whole ``Connection: close`` response in mudgate's error shape, for the protocol
+    layer's own answers (written without h11: the request may not even be HTTP)."""
+    body = error_body(code, message)
+    head = [b"HTTP/1.1 %d %s\r\n" % (status, HTTPStatus(status).phrase.encode())]
+    head += [name + b": " + value + b"\r\n" for name, value in context.default_headers]
+    head.append(
+        b"content-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n"
+        % len(body)
+    )
+    return b"".join(head) + body
+
+
+class HTTPProtocol(asyncio.Protocol):
+    """One HTTP/1.1 connection, until it closes or is upgraded to a WebSocket."""
+
+    __slots__ = (
+        "_client",
+        "_context",
+        "_cycle",
+        "_flow",
+        "_h11",
+        "_keep_alive_idle",
+        "_line_complete",
+        "_received",
+        "_scheme",
+        "_server",
+        "_upgraded",
+        "closing",
+    )
+
+    def __init__(self, context: ServerContext) -> None:
+        self._context = context
+        self._h11 = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=context.limits.max_request_head_bytes
+        )
+        self._flow: Flow | None = None
+        self._client: tuple[str, int] | None = None
+        self._server: tuple[str, int | None] | None = None
+        self._scheme = "http"
+        self._cycle: RequestCycle | None = None
+        self._keep_alive_idle = False
+        self._upgraded = False
+        self._received = 0  # bytes of the current request (and any after it) received
+        self._line_complete = False  # whether its request line has ended
+        self.closing = False  # close once the current response is complete
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without deriving from it.
+        transport = cast(asyncio.Transport, transport)
+        context = self._context
+        if not context.sockets.open(transport):
+            # The table is full of requests and players: this one is refused at once.
+            transport.abort()
+            return
+        transport.set_write_buffer_limits(high=context.limits.write_buffer_bytes)
+        self._flow = Flow(transport, context.sockets, context.loop, context.limits.close_timeout)
+        context.state.connections.add(self)  # type: ignore[arg-type]
+        self._client = get_remote_addr(transport)
+        self._server = get_local_addr(transport)
+        self._scheme = "https" if is_ssl(transport) else "http"
+        self._flow.arm(context.limits.request_timeout, self._request_timed_out)
+
+    def data_received(self, data: bytes) -> None:
+        flow = self._flow
+        assert flow is not None
+        if flow.closing:
+            flow.linger(data)
+            return
+        if self._keep_alive_idle:
+            # The next request has begun: it gets request_timeout to arrive whole.
+            self._keep_alive_idle = False
+            flow.arm(self._context.limits.request_timeout, self._request_timed_out)
+        received = self._received
+        self._received += len(data)
+        if not self._line_complete and not self._check_line(data, received):
+            return
+        self._h11.receive_data(data)
+        self._handle_events()
+
+    def eof_received(self) -> bool:
+        assert self._flow is not None
+        if self._flow.closing:
+            return False
+        # The client will send nothing more; a response in progress is still delivered.
+        self._h11.receive_data(b"")
+        self._handle_events()
+        return self._cycle is not None and not self._cycle.response_complete
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._flow is None or self._upgraded:
+            return  # refused on arrival, or a WebSocket's now
+        self._flow.lost()
+        self._context.state.connections.discard(self)
+        if self._cycle is not None:
+            self._cycle.disconnected()
+
+    def pause_writing(self) -> None:
+        assert self._flow is not None
+        self._flow.pause_writing()
+
+    def resume_writing(self) -> None:
+        assert self._flow is not None
+        self._flow.resume_writing()
+
+    # uvicorn's shutdown
+
+    def shutdown(self) -> None:
+        """Close now if idle, else once the response in progress is complete."""
+        self.closing = True
+        if self._cycle is None and self._flow is not None:
+            self._flow.close(linger=False)
+
+    # The request
+
+    def _check_line(self, data: bytes, offset: int) -> bool:
+        """Refuse (414) a request line over the head's cap before h11 holds it; ``data``
+        starts ``offset`` bytes into the request."""
+        end = data.find(b"\n")
+        self._line_complete = end >= 0
+        if offset + (end if end >= 0 else len(data)) <= self._context.limits.max_request_head_bytes:
+            return True
+        self._refuse(414, "the request line is too long")
+        return False
+
+    def _handle_events(self) -> None:
+        flow = self._flow
+        assert flow is not None
+        while not self._upgraded and not flow.closing:
+            try:
+                event = self._h11.next_event()
+            except h11.RemoteProtocolError as error:
+                self._refuse(error.error_status_hint, str(error))
+                return
+            if event is h11.NEED_DATA:
+                return
+            if event is h11.PAUSED:
+                # The next request waits, unread, for the current response.
+                flow.pause(NEXT_REQUEST)
+                return
+            if isinstance(event, h11.Request):
+                self._start(event)
+            elif isinstance(event, h11.Data):
+                assert self._cycle is not None
+                if self._cycle.body_received(event.data) > BODY_BUFFER_BYTES:
+                    flow.pause(BODY)
+            elif isinstance(event, h11.EndOfMessage):
+                flow.cancel_timer()  # the request is whole
+                assert self._cycle is not None
+                self._cycle.body_received(b"", more=False)
+            elif isinstance(event, h11.ConnectionClosed):
+                if self._cycle is None:
+                    flow.close()
+                return
+
+    def _head_bytes(self) -> int:
+        """The size of the request head h11 has taken, or holds while it is incomplete."""
+        if self._h11.their_state is h11.IDLE:
+            return self._received
+        return self._received - len(self._h11.trailing_data[0])
+
+    def _start(self, request: h11.Request) -> None:
+        flow = self._flow
+        assert flow is not None
+        # h11 caps a head that arrives in pieces; one that arrives whole is measured here.
+        if self._head_bytes() > self._context.limits.max_request_head_bytes:
+            self._refuse(431, "the request headers are too large")
+            return
+        self._context.sockets.mark(flow.transport, SocketKind.HTTP)
+        if is_websocket_upgrade(request):
+            self._upgrade(request)
+            return
+        try:
+            scope = self._scope(request)
+        except ValueError as error:
+            self._refuse(400, str(error))
+            return
+        self._cycle = RequestCycle(self, flow, self._context, scope, self._h11)
+        task = self._context.loop.create_task(self._cycle.run())
+        self._context.state.tasks.add(task)
+        task.add_done_callback(self._context.state.tasks.discard)
+
+    def _scope(self, request: h11.Request) -> HTTPScope:
+        target = request.target
+        if target.startswith((b"http://", b"https://")):  # the absolute form, from a proxy
+            target = b"/" + target.split(b"/", 3)[3] if target.count(b"/") >= 3 else b"/"
+        elif not target.startswith(b"/") and target != b"*":
+            raise ValueError("the request target must be a path")
+        raw_path, _, query = target.partition(b"?")
+        root_path = self._context.root_path
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0", "spec_version": "2.3"},
+            "http_version": request.http_version.decode(),
+            "server": self._server,
+            "client": self._client,
+            "scheme": self._scheme,
+            "method": request.method.decode("ascii"),
+            "root_path": root_path,
+            "path": root_path + unquote(raw_path.decode("ascii")),
+            "raw_path": root_path.encode("ascii") + raw_path,
+            "query_string": query,
+            "headers": list(request.headers),
+            "state": self._context.app_state.copy(),
+        }
+
+    def _upgrade(self, request: h11.Request) -> None:
+        """Hand the transport, its flow control and whatever the client sent after its
+        handshake to a WebSocket protocol."""
+        flow = self._flow
+        assert flow is not None
+        trailing, _ = self._h11.trailing_data
+        self._upgraded = True
+        self._context.state.connections.discard(self)
+        websocket = WebSocketProtocol(self._context, flow, self._client, self._server)
+        flow.transport.set_protocol(websocket)
+        websocket.handshake(request, trailing)
+
+    def _refuse(self, status: int, reason: str) -> None:
+        """Answer (400, 414 or 431) a request that cannot be served, and close."""
+        assert self._flow is not None
+        if status != 414 and self._head_bytes() > self._context.limits.max_request_head_bytes:
+            status, reason = 431, "the request headers are too large"
+        code, event = _REFUSALS.get(status, _REFUSALS[400])
+        self._context.sockets.count(event)
+        logger.info("request refused", extra={"status": status, "reason": reason})
+        cycle = self._cycle
+        if cycle is None or not cycle.response_started:
+            self._flow.write(simple_response(self._context, status, code, reason))
+        if cycle is not None:
+            cycle.disconnected()
+        self._flow.close()
+
+    # Deadlines
+
+    def _request_timed_out(self) -> None:
+        """The request did not arrive whole in time: 408, or a quiet close for a client that
+        sent nothing (nobody would read an answer)."""
+        assert self._flow is not None
+        self._context.sockets.count(SocketEvent.TIMED_OUT)
+        cycle = self._cycle
+        if self._received and (cycle is None or not cycle.response_started):
+            self._flow.write(
+                simple_response(
+                    self._context,
+                    408,
+                    ErrorCode.REQUEST_TIMEOUT,
+                    f"the request did not arrive within {self._context.limits.request_timeout} s",
+                )
+            )
+        if cycle is not None:
+            cycle.disconnected()
+        self._flow.close(linger=bool(self._received))
+
+    def _keep_alive_expired(self) -> None:
+        assert self._flow is not None
+        self._flow.close(linger=False)
+
+    # The response
+
+    def response_complete(self, *, close: bool = False) -> None:
+        """The response is written: wait for the next request, or close."""
+        flow = self._flow
+        assert flow is not None
+        self._cycle = None
+        self.closing |= close
+        if flow.closing:
+            return
+        if self.closing or self._h11.our_state is not h11.DONE:
+            flow.close()
+        elif self._h11.their_state is not h11.DONE:
+            # Answered before the body arrived (a 413): closing reads and drops the rest,
+            # so the kernel does not reset the connection before the client reads the answer.
+            flow.close()
+        else:
+            self._next_request()
+
+    def _next_request(self) -> None:
+        flow = self._flow
+        assert flow is not None
+        self._h11.start_next_cycle()
+        self._context.sockets.mark(flow.transport, SocketKind.WAITING)
+        trailing, _ = self._h11.trailing_data  # the next request's beginning, if it came
+        self._received = len(trailing)
+        self._line_complete = False
+        self._keep_alive_idle = not trailing
+        if self._keep_alive_idle:
+            flow.arm(self._context.limits.keep_alive_timeout, self._keep_alive_expired)
+        else:
+            flow.arm(self._context.limits.request_timeout, self._request_timed_out)
+            if not self._check_line(trailing, 0):
+                return
+        flow.resume(NEXT_REQUEST)
+        self._handle_events()  # a pipelined request may be here already
+
+
+class RequestCycle:
+    """One request and its response: the ASGI ``receive`` and ``send`` of one app call."""
+
+    __slots__ = (
+        "_body",
+        "_body_bytes",
+        "_connection",
+        "_context",
+        "_disconnected",
+        "_flow",
+        "_more_body",
+        "_protocol",
+        "_request_read",
+        "_waiter",
+        "response_complete",
+        "response_started",
+        "scope",
+    )
+
+    def __init__(
+        self,
+        protocol: HTTPProtocol,
+        flow: Flow,
+        context: ServerContext,
+        scope: HTTPScope,
+        connection: h11.Connection,
+    ) -> None:
+        self._protocol = protocol
+        self._flow = flow
+        self._context = context
+        self._connection = connection
+        self.scope = scope
+        self._body: list[bytes] = []
+        self._body_bytes = 0
+        self._more_body = True
+        self._request_read = False
+        self._disconnected = False
+        self._waiter: asyncio.Future[None] | None = None
+        self.response_started = False
+        self.response_complete = False
+
+    # What the protocol tells the cycle
+
+    def body_received(self, data: bytes, *, more: bool = True) -> int:
+        """Hold a chunk of the body for the app; returns the bytes held."""
+        if data:
+            self._body.append(data)
+            self._body_bytes += len(data)
+        self._more_body = more
+        self._wake()
+        return self._body_bytes
+
+    def disconnected(self) -> None:
+        self._disconnected = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _wait(self) -> None:
+        if self._waiter is None:
+            self._waiter = self._context.loop.create_future()
+        await self._waiter
+
+    # Running the app
+
+    async def run(self) -> None:
+        scope = self.scope
+        try:
+            await self._context.app(scope, self.receive, self.send)
+        except asyncio.CancelledError:
+            # Shutdown's last resort, after its grace period: nothing more can be written.
+            self._flow.abort()
+            raise
+        except Exception:
+            logger.exception(
+                "error in the app", extra={"method": scope["method"], "path": scope["path"]}
+            )
+            self._fail()
+        else:
+            if not self.response_started:
+                logger.error(
+                    "the app returned without a response",
+                    extra={"method": scope["method"], "path": scope["path"]},
+                )
+                self._fail()
+            elif not self.response_complete:
+                self._flow.abort()
+
+    def _fail(self) -> None:
+        """A 500 in mudgate's error shape if nothing was sent yet; else the end of the
+        connection (a truncated response rather than a wrong one)."""
+        if self.response_started or self._disconnected:
+            self._flow.abort()
+            return
+        self.response_started = self.response_complete = True
+        self._flow.write(
+            simple_response(self._context, 500, ErrorCode.INTERNAL, "the server failed")
+        )
+        self._protocol.response_complete(close=True)
+
+    # ASGI
+
+    async def receive(self) -> ASGIReceiveEvent:
+        if not self._request_read:
+            if self._connection.they_are_waiting_for_100_continue and not self._disconnected:
+                self._send(h11.InformationalResponse(status_code=100, headers=[]))
+            while not self._body and self._more_body and not self._disconnected:
+                self._flow.resume(BODY)
+                await self._wait()
+            if not self._disconnected:
+                body = b"".join(self._body)
+                self._body.clear()
+                self._body_bytes = 0
+                self._request_read = not self._more_body
+                self._flow.resume(BODY)
+                return {"type": "http.request", "body": body, "more_body": self._more_body}
+        # All read: what is left to hear is that the client went or the response is done.
+        while not self._disconnected and not self.response_complete:
+            await self._wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: ASGISendEvent) -> None:
+        if self._flow.write_paused:
+            await self._flow.drain()
+        if self._disconnected:
+            return
+        if not self.response_started:
+            if message["type"] != "http.response.start":
+                raise RuntimeError(f"expected 'http.response.start', got {message['type']!r}")
+            self.response_started = True
+            status = message["status"]
+            headers = [*self._context.default_headers, *message.get("headers", ())]
+            if self._protocol.closing:
+                headers.append((b"connection", b"close"))
+            self._log(status)
+            self._send(h11.Response(status_code=status, headers=headers, reason=b""))
+        elif not self.response_complete:
+            if message["type"] != "http.response.body":
+                raise RuntimeError(f"expected 'http.response.body', got {message['type']!r}")
+            body = message.get("body", b"")
+            if body and self.scope["method"] != "HEAD":
+                self._send(h11.Data(data=body))
+            if not message.get("more_body", False):
+                self._send(h11.EndOfMessage())
+                self.response_complete = True
+                self._wake()
+                self._protocol.response_complete()
+        else:
+            raise RuntimeError(f"{message['type']!r} sent after the response was complete")
+
+    def _send(self, event: h11.Event) -> None:
+        try:
+            data = self._connection.send(event)
+        except h11.LocalProtocolError as error:
+            raise RuntimeError(f"invalid response: {error}") from None
+        self._flow.write(data or b"")
+
+    def _log(self, status: int) -> None:
+        if not access_logger.isEnabledFor(logging.INFO):
+            return
+        scope = self.scope
+        query = scope["query_string"]
+        target = scope["path"] + ("?" + query.decode("latin-1") if query else "")
+        client = scope["client"]
+        access_logger.info(
+            '%s - "%s %s HTTP/%s" %d',
+            f"{client[0]}:{client[1]}" if client else "-",
+            scope["method"],
+            target,
+            scope["http_version"],
+            status,
+        )

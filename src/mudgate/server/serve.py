@@ -1,0 +1,183 @@
+"""``serve``: uvicorn with mudgate's protocol classes, listening socket and shutdown order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import resource
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+import uvicorn
+from uvicorn.server import ServerState
+
+from ..hub import Hub
+from ..logs import configure_logging
+from ..protocol import CloseCode
+from ..settings import Settings
+from ..sockets import RESERVED_DESCRIPTORS, SocketTable
+from ..web.app import MudgateApp
+from .context import ProtocolLimits, ServerContext
+from .http import HTTPProtocol
+
+__all__ = [
+    "MudgateServer",
+    "ProtocolFactory",
+    "bind_socket",
+    "create_server",
+    "find_gateways",
+    "serve",
+]
+
+logger = logging.getLogger("mudgate")
+
+
+class ProtocolFactory:
+    """What uvicorn builds every connection's protocol with (``Config(http=...)``): each new
+    ``HTTPProtocol`` gets the one ``ServerContext`` of its server."""
+
+    def __init__(self, limits: ProtocolLimits, sockets: SocketTable) -> None:
+        self.limits = limits
+        self.sockets = sockets
+        self._context: ServerContext | None = None
+
+    def __call__(
+        self,
+        config: uvicorn.Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+    ) -> HTTPProtocol:
+        if self._context is None:
+            self._context = ServerContext(
+                app=config.loaded_app,
+                limits=self.limits,
+                sockets=self.sockets,
+                state=server_state,
+                app_state=app_state,
+                root_path=config.root_path,
+                loop=_loop or asyncio.get_running_loop(),
+            )
+        return HTTPProtocol(self._context)
+
+
+class MudgateServer(uvicorn.Server):
+    """uvicorn's server, stopping in the order players need: their connections first."""
+
+    def __init__(
+        self, config: uvicorn.Config, hubs: Sequence[Hub], shutdown_timeout: float
+    ) -> None:
+        super().__init__(config)
+        self.hubs = list(hubs)
+        self.shutdown_timeout = shutdown_timeout
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Stop accepting new connections.
+        for server in getattr(self, "servers", ()):
+            server.close()
+        # Tell every player the server is restarting (1012: reconnect, with jitter) and wait,
+        # bounded, until each has left through the hub's one way out.
+        await asyncio.gather(
+            *(
+                hub.close_connections(CloseCode.SERVICE_RESTART, self.shutdown_timeout)
+                for hub in self.hubs
+            )
+        )
+        # Then uvicorn's part: requests in flight, idle connections, the lifespan.
+        await super().shutdown(sockets)
+
+
+def find_gateways(app: Any) -> list[MudgateApp]:
+    """The gateway ``app`` is, or the gateways mounted in it (a game's app)."""
+    if isinstance(app, MudgateApp):
+        return [app]
+    return [
+        route.app
+        for route in getattr(app, "routes", ())
+        if isinstance(getattr(route, "app", None), MudgateApp)
+    ]
+
+
+def server_config(
+    settings: Settings, app: Any, sockets: SocketTable, **overrides: object
+) -> uvicorn.Config:
+    """The uvicorn configuration mudgate runs under."""
+    options: dict[str, object] = {
+        "host": settings.host,
+        "port": settings.port,
+        "http": ProtocolFactory(ProtocolLimits.from_settings(settings), sockets),
+        "ws": "none",  # mudgate's HTTP protocol upgrades to mudgate's WebSocket protocol
+        "lifespan": "on",
+        "timeout_graceful_shutdown": math.ceil(settings.shutdown_timeout),
+        "log_config": None,
+        # X-Forwarded-* only from the proxies named; by default from nobody.
+        "proxy_headers": bool(settings.forwarded_allow_ips),
+        "forwarded_allow_ips": list(settings.forwarded_allow_ips),
+        "headers": [("server", "mudgate")],
+    }
+    options.update(overrides)
+    return uvicorn.Config(app, **options)  # type: ignore[arg-type]
+
+
+def bind_socket(config: uvicorn.Config, settings: Settings) -> socket.socket:
+    """The listening socket, whose options every accepted socket inherits.
+
+    TCP_USER_TIMEOUT: data (an SSE keep-alive, a ping) left unacknowledged for ping_timeout
+    ends the connection, even if the peer vanished silently. SO_SNDBUF and SO_RCVBUF: the
+    kernel memory one connection can hold is bounded, and counted in the memory budget.
+    """
+    sock = config.bind_socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.socket_send_buffer_bytes)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, settings.socket_receive_buffer_bytes)
+    if hasattr(socket, "TCP_USER_TIMEOUT"):
+        sock.setsockopt(
+            socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(settings.ping_timeout * 1000)
+        )
+    return sock
+
+
+def raise_descriptor_limit(wanted: int) -> int | None:
+    """Raise the soft file-descriptor limit towards ``wanted``, as far as the hard limit
+    allows; returns the limit in force (None: unlimited)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return None
+    if soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    return soft
+
+
+def create_server(
+    app: Any, settings: Settings, **overrides: object
+) -> tuple[MudgateServer, socket.socket]:
+    """The server ``mudgate serve`` runs, bound to its listening socket, not yet started.
+
+    ``app`` is a gateway or a game's app with gateways mounted in it; their socket table is
+    the one the protocol layer fills, and their hubs are closed first at shutdown.
+    """
+    gateways = find_gateways(app)
+    sockets = gateways[0].sockets if gateways else SocketTable(settings.max_sockets)
+    config = server_config(settings, app, sockets, **overrides)
+    sock = bind_socket(config, settings)
+    limit = raise_descriptor_limit(sockets.capacity + RESERVED_DESCRIPTORS)
+    if limit is not None:
+        sockets.fit(limit)
+    hubs = [gateway.state.hub for gateway in gateways]
+    return MudgateServer(config, hubs, settings.shutdown_timeout), sock
+
+
+def serve(app: Any, settings: Settings, log_level: str = "info") -> None:
+    """Serve ``app`` (a gateway, or a game's app with one mounted) the way ``mudgate serve``
+    does, until interrupted: mudgate's logs, protocol classes and limits."""
+    configure_logging(log_level, settings.log_format)
+    server, sock = create_server(app, settings)
+    host, port = sock.getsockname()[:2]
+    logger.info(f"serving on http://{host}:{port}", extra={"host": host, "port": port})
+    server.run(sockets=[sock])
