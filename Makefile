@@ -30,14 +30,16 @@ example: install
 	$(BIN)/python -m examples.castle.game
 
 # Debian packages the tests drive: Chromium (dashboard and play-page tests), promtool
-# (the Prometheus rules) and redis-server (the Redis backplane; each test starts its own). Installed when missing and we are root; the tests fail, with a
-# message saying so, when they are missing.
+# (the Prometheus rules), redis-server (the Redis backplane; each test starts its own) and
+# iproute2's ss (the kernel buffers of the hostile-client tests). Installed when missing and
+# we are root; the tests fail, with a message saying so, when they are missing.
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		missing=""; \
 		[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 		command -v promtool >/dev/null || missing="$$missing prometheus"; \
 		command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+		command -v ss >/dev/null || missing="$$missing iproute2"; \
 		if [ -n "$$missing" ]; then \
 			echo "installing Debian packages:$$missing"; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive \

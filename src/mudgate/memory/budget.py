@@ -2,8 +2,9 @@
 
 Each structure's worst case is its cap times the measured size of one entry. Entry sizes are
 measured once per process with tracemalloc over real entries built with the real containers;
-a connection's transport cost (uvicorn's protocol objects and buffers) comes from
-``bench/idle_memory.py``, and its outbox may hold up to ``outbox_max_bytes``.
+a connection's transport cost (its protocol objects) comes from ``bench/idle_memory.py``, and
+its outbox may hold up to ``outbox_max_bytes``. Every TCP connection, a player's or not, may
+also hold its kernel buffers, its transport's write buffer and a request head.
 """
 
 from __future__ import annotations
@@ -109,7 +110,16 @@ def memory_budget(settings: Settings, limit_bytes: int) -> MemoryBudget:
     pending_per_message = sizes["pending_message"] + -(
         -2 * settings.max_pending_bytes // pending_count
     )
+    # Every TCP connection, players included, below ASGI: what the kernel may hold for it
+    # (twice each buffer size, for its bookkeeping), what the transport buffers before reading
+    # stops, and a request head being received.
+    per_socket = (
+        2 * (settings.socket_send_buffer_bytes + settings.socket_receive_buffer_bytes)
+        + settings.write_buffer_bytes
+        + settings.max_request_head_bytes
+    )
     lines = (
+        BudgetLine("sockets", settings.max_sockets, per_socket),
         BudgetLine("connections", settings.max_connections, per_connection),
         BudgetLine("online_players", settings.max_players, sizes["online_player"]),
         BudgetLine("room_occupants", settings.max_players, sizes["room_entry"]),

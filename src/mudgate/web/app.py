@@ -132,9 +132,10 @@ def create_app(
             diagnostics.stop()
             await hub.close()
 
+    sockets = SocketTable(settings.max_sockets)
     app = MudgateApp(
         RealtimeTransports(hub=hub, commands=commands, authenticator=authenticator),
-        SocketTable(settings.max_sockets),
+        sockets,
         title="mudgate",
         summary="Real-time gateway for MUD-style game servers.",
         version="0.1.0",
@@ -149,7 +150,9 @@ def create_app(
     app.add_exception_handler(APIError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.state.diagnostics = diagnostics
-    app.include_router(monitoring_router(janitor, admin_token, metrics_registry(janitor)))
+    app.include_router(
+        monitoring_router(janitor, sockets, admin_token, metrics_registry(janitor, sockets))
+    )
     app.include_router(diagnostics_router(diagnostics, admin_token))
     app.include_router(cluster_router(hub))
     app.include_router(realtime_router(hub, commands, authenticator))

@@ -20,17 +20,20 @@ from prometheus_client.registry import Collector
 
 from ..alerts import STRUCTURE_NAMES
 from ..cleanup import Janitor
+from ..sockets import SocketTable
 
 __all__ = ["GatewayCollector", "metrics_registry"]
 
 
 class GatewayCollector(Collector):
-    def __init__(self, janitor: Janitor) -> None:
+    def __init__(self, janitor: Janitor, sockets: SocketTable) -> None:
         self.janitor = janitor
+        self.sockets = sockets
 
     def collect(self) -> Iterator[Metric]:
         stats = self.janitor.hub.stats()
         yield from self._structures(stats)
+        yield from self._sockets()
         yield from self._memory()
         yield from self._cleanups()
         yield from self._counters(stats)
@@ -58,6 +61,30 @@ class GatewayCollector(Collector):
         yield GaugeMetricFamily(
             "mudgate_outbox_bytes", "Bytes queued in all outboxes.", value=stats["outbox_bytes"]
         )
+
+    def _sockets(self) -> Iterator[Metric]:
+        stats = self.sockets.stats()
+        sockets = GaugeMetricFamily(
+            "mudgate_sockets",
+            "Open TCP connections, by what they are doing (waiting, http, websocket).",
+            labels=["kind"],
+        )
+        for kind, count in stats.by_kind.items():
+            sockets.add_metric([kind], count)
+        yield sockets
+        yield GaugeMetricFamily(
+            "mudgate_sockets_capacity",
+            "MUDGATE_MAX_SOCKETS as fitted to the file descriptor limit.",
+            value=stats.capacity,
+        )
+        events = CounterMetricFamily(
+            "mudgate_socket_events",
+            "Connections the protocol layer refused, evicted, timed out or closed for abuse.",
+            labels=["event"],
+        )
+        for event, count in stats.events.items():
+            events.add_metric([event], count)
+        yield events
 
     def _memory(self) -> Iterator[Metric]:
         janitor = self.janitor
@@ -194,11 +221,11 @@ class GatewayCollector(Collector):
             )
 
 
-def metrics_registry(janitor: Janitor) -> CollectorRegistry:
+def metrics_registry(janitor: Janitor, sockets: SocketTable) -> CollectorRegistry:
     """A registry of its own per app (tests build many), with the process and GC collectors."""
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     GCCollector(registry=registry)
     PlatformCollector(registry=registry)
-    registry.register(GatewayCollector(janitor))
+    registry.register(GatewayCollector(janitor, sockets))
     return registry

@@ -18,6 +18,7 @@ from ..cleanup import CleanupReport, Janitor, Trigger
 from ..memory.budget import memory_budget
 from ..memory.monitor import MIB, MemorySample
 from ..protocol import ErrorCode
+from ..sockets import SocketStats, SocketTable
 from .admin import admin_guard, logger
 from .errors import APIError
 
@@ -66,6 +67,28 @@ class ConnectionCounts(BaseModel):
     total_connections: int
     player_websockets: int
     connection_timestamps: int
+
+
+class SocketCounts(BaseModel):
+    open: int = Field(description="TCP connections of every kind, players included.")
+    capacity: int = Field(
+        description="MUDGATE_MAX_SOCKETS, as fitted to the file descriptor limit."
+    )
+    waiting: int = Field(
+        description="Waiting for a request (new, idle or closing): the first to be evicted."
+    )
+    http: int = Field(description="A request being received or answered (SSE streams too).")
+    websocket: int
+    refused: int = Field(description="Closed on arrival: every socket was busy.")
+    evicted: int = Field(description="Closed to make room while waiting for a request.")
+    timed_out: int = Field(description="No whole request within MUDGATE_REQUEST_TIMEOUT.")
+    head_too_large: int = Field(description="Refused with 414 or 431.")
+    malformed: int = Field(description="Refused with 400: not HTTP, or not a valid handshake.")
+    control_flood: int = Field(description="WebSockets closed (1008) for too many pings.")
+
+    @classmethod
+    def of(cls, stats: SocketStats) -> "SocketCounts":
+        return cls(open=stats.open, capacity=stats.capacity, **stats.by_kind, **stats.events)
 
 
 class DataStructures(BaseModel):
@@ -160,6 +183,7 @@ class CleanupResult(BaseModel):
 class MemoryReport(BaseModel):
     memory: MemoryInfo
     connections: ConnectionCounts
+    sockets: SocketCounts = Field(description="Every TCP connection, below the players.")
     data_structures: DataStructures
     cleanup_stats: CleanupStatsModel
     memory_monitor: MonitorConfig
@@ -217,8 +241,11 @@ def _iso(epoch_seconds: float) -> str:
     return datetime.datetime.fromtimestamp(epoch_seconds, datetime.UTC).isoformat()
 
 
-def monitoring_router(janitor: Janitor, admin_token: str, registry: CollectorRegistry) -> APIRouter:
-    """The monitoring and health endpoints, reading from ``janitor`` (and its hub)."""
+def monitoring_router(
+    janitor: Janitor, sockets: SocketTable, admin_token: str, registry: CollectorRegistry
+) -> APIRouter:
+    """The monitoring and health endpoints, reading from ``janitor`` (and its hub) and the
+    socket table."""
     router = APIRouter()
     hub = janitor.hub
     settings = janitor.settings
@@ -233,6 +260,7 @@ def monitoring_router(janitor: Janitor, admin_token: str, registry: CollectorReg
         return MemoryReport(
             memory=MemoryInfo.of(sample),
             connections=ConnectionCounts.model_validate(stats),
+            sockets=SocketCounts.of(sockets.stats()),
             data_structures=DataStructures.model_validate(stats),
             cleanup_stats=CleanupStatsModel.model_validate(janitor.stats, from_attributes=True),
             memory_monitor=MonitorConfig(

@@ -1,0 +1,196 @@
+"""A real ``mudgate serve`` process to attack, and a healthy player who must be served
+throughout."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from mudgate.auth import Authenticator
+
+from ..conftest import ADMIN_TOKEN, SECRET_KEY
+from ..e2e.clients import Player
+
+MIB = 1024 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Gateway:
+    """``python -m mudgate serve`` on a free port, with ``settings`` as MUDGATE_* variables and,
+    optionally, a lower file-descriptor limit (``nofile``)."""
+
+    def __init__(self, log: Path, nofile: int | None = None, **settings: object) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log
+        self.nofile = nofile
+        self.env = os.environ | {
+            "MUDGATE_SECRET_KEY": SECRET_KEY,
+            "MUDGATE_ADMIN_TOKEN": ADMIN_TOKEN,
+            "MUDGATE_LOG_FORMAT": "json",
+            **{f"MUDGATE_{name.upper()}": str(value) for name, value in settings.items()},
+        }
+        self.authenticator = Authenticator(SECRET_KEY, 3600)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Gateway:
+        def limit_descriptors() -> None:
+            if self.nofile is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
+
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "mudgate", "serve", "--port", str(self.port)],
+                env=self.env,
+                stdout=log,
+                stderr=log,
+                preexec_fn=limit_descriptors,
+            )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.logs()
+            try:
+                self.get("/health/live")
+                return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"mudgate serve did not start:\n{self.logs()}")
+
+    def stop(self) -> int:
+        """SIGTERM, as an operator stops it; the exit status."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.process.wait(timeout=10)
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.logs().splitlines() if line.startswith("{")]
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def rss_mb(self) -> float:
+        return float(psutil.Process(self.pid).memory_info().rss) / MIB
+
+    def open_files(self) -> int:
+        return psutil.Process(self.pid).num_fds()
+
+    def token(self, player: str) -> str:
+        return self.authenticator.issue(player)
+
+    def ws(self, player: str) -> str:
+        return f"ws://127.0.0.1:{self.port}/ws?token={self.token(player)}"
+
+    def get(self, path: str, timeout: float = 5.0) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=timeout) as response:
+            return json.loads(response.read())
+
+    def memory(self) -> dict[str, Any]:
+        report: dict[str, Any] = self.get("/monitoring/memory")
+        return report
+
+    def sockets(self) -> dict[str, Any]:
+        sockets: dict[str, Any] = self.memory()["sockets"]
+        return sockets
+
+
+class Healthy:
+    """A player who pings every ``interval`` while an attack runs: every ping must be
+    answered, and the round trips are kept for the record."""
+
+    def __init__(self, gateway: Gateway, interval: float = 0.05) -> None:
+        self.gateway = gateway
+        self.interval = interval
+        self.round_trips: list[float] = []
+        self.failures: list[str] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Healthy:
+        self.player = await Player.connect(self.gateway.ws("healthy"))
+        await self.player.next("welcome")
+        self._task = asyncio.create_task(self._run())
+        return self
+
+    async def _run(self) -> None:
+        sequence = 0
+        while True:
+            sequence += 1
+            started = time.perf_counter()
+            try:
+                await self.player.send(op="ping", id=sequence)
+                assert (await self.player.next("pong", timeout=10))["id"] == sequence
+            except Exception as error:  # recorded; assert_served() fails the test
+                self.failures.append(repr(error))
+                return
+            self.round_trips.append(time.perf_counter() - started)
+            await asyncio.sleep(self.interval)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        await self.player.close()
+
+    def assert_served(self) -> None:
+        assert not self.failures, self.failures
+        assert self.round_trips, "the healthy player was never answered"
+
+
+@asynccontextmanager
+async def connection(
+    port: int, *, rcvbuf: int | None = None
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """A raw TCP connection to the gateway, dropped at the end; ``rcvbuf`` makes a client
+    that does not read stop the server sooner (the kernel holds less for it)."""
+    sock = socket.socket()
+    if rcvbuf is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    try:
+        yield reader, writer
+    finally:
+        writer.transport.abort()
+
+
+async def read_all(reader: asyncio.StreamReader, timeout: float = 10.0) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    async with asyncio.timeout(timeout):
+        return await reader.read()
+
+
+async def poll(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+    """Poll ``predicate`` (run in a thread: it may do blocking I/O) until it is true."""
+    async with asyncio.timeout(timeout):
+        while not (result := await asyncio.to_thread(predicate)):
+            await asyncio.sleep(0.05)
+        return result

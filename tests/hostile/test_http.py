@@ -1,0 +1,178 @@
+"""Below ASGI, over plain HTTP: heads that never end, sockets that never speak, slow lorises,
+pipelines nobody reads. Each against a real ``mudgate serve``, with a healthy player served
+throughout."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import Callable
+
+import pytest
+
+from ..e2e.clients import Player
+from .gateway import Gateway, Healthy, connection, poll, read_all
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1])
+
+
+def error_code_of(response: bytes) -> str:
+    code: str = json.loads(response.partition(b"\r\n\r\n")[2])["error"]["code"]
+    return code
+
+
+async def test_an_endless_header_line_gets_431_and_costs_nothing(
+    gateway: Callable[..., Gateway],
+) -> None:
+    server = gateway()
+    before = server.rss_mb()
+
+    def attack() -> bytes:
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Endless: ")
+            chunk = b"a" * 65536
+            try:
+                for _ in range(640):  # 40 MiB, unless the server stops it first
+                    sock.sendall(chunk)
+            except OSError:
+                pass  # it did
+            sock.settimeout(10)
+            return sock.recv(65536)
+
+    async with Healthy(server) as healthy:
+        answers = await asyncio.gather(*(asyncio.to_thread(attack) for _ in range(10)))
+    healthy.assert_served()
+    assert [status_of(answer) for answer in answers] == [431] * 10
+    assert error_code_of(answers[0]) == "headers_too_large"
+    assert server.rss_mb() - before < 10
+    assert server.sockets()["head_too_large"] == 10
+
+
+async def test_a_long_request_line_gets_414_even_in_one_piece(
+    gateway: Callable[..., Gateway],
+) -> None:
+    server = gateway()
+    async with connection(server.port) as (reader, writer):
+        writer.write(b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = await read_all(reader)
+    assert status_of(answer) == 414
+    assert error_code_of(answer) == "uri_too_long"
+    # Headers over the cap in one piece, too.
+    async with connection(server.port) as (reader, writer):
+        writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nCookie: " + b"c" * 20000 + b"\r\n\r\n")
+        assert status_of(await read_all(reader)) == 431
+
+
+async def test_silent_sockets_cannot_lock_a_healthy_client_out(
+    gateway: Callable[..., Gateway],
+) -> None:
+    # A process at a 256-descriptor limit, and 1,000 sockets that never send a byte.
+    server = gateway(nofile=256, request_timeout=2)
+    capacity = server.sockets()["capacity"]
+    assert capacity == 256 - 64
+    async with Healthy(server) as healthy:
+        silent = [await asyncio.open_connection("127.0.0.1", server.port) for _ in range(1000)]
+        # New arrivals evict the longest waiters: a healthy request still gets in.
+        for _ in range(20):
+            assert (await asyncio.to_thread(server.get, "/health/live"))["status"] == "ok"
+        sockets = await asyncio.to_thread(server.sockets)
+        assert sockets["open"] <= capacity
+        assert sockets["evicted"] >= 1000 - capacity
+        # Past the request deadline, every silent socket is closed.
+        await poll(lambda: server.sockets()["open"] <= 2, timeout=10)
+    healthy.assert_served()
+    for reader, writer in silent:
+        assert await read_all(reader) == b""  # closed without a word: nobody spoke
+        writer.transport.abort()
+    assert server.open_files() < 40
+
+
+@pytest.mark.parametrize(
+    "request_head",
+    [
+        b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /events?token=TOKEN HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"GET /ws?token=TOKEN HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n",
+    ],
+    ids=["http", "events", "websocket-upgrade"],
+)
+async def test_a_slow_loris_gets_408_at_the_request_deadline(
+    gateway: Callable[..., Gateway], request_head: bytes
+) -> None:
+    server = gateway(request_timeout=1)
+    request_head = request_head.replace(b"TOKEN", server.token("loris").encode())
+
+    async def loris() -> bytes:
+        async with connection(server.port) as (reader, writer):
+            try:
+                for byte in request_head[:40]:  # 20 bytes a second: twice the deadline
+                    writer.write(bytes([byte]))
+                    await writer.drain()
+                    await asyncio.sleep(0.05)
+            except ConnectionError:
+                pass
+            return await read_all(reader)
+
+    async with Healthy(server) as healthy:
+        answers = await asyncio.gather(*(loris() for _ in range(50)))
+    healthy.assert_served()
+    assert {status_of(answer) for answer in answers} == {408}
+    assert error_code_of(answers[0]) == "request_timeout"
+    assert server.sockets()["timed_out"] >= 50
+    assert server.memory()["connections"]["total_connections"] == 0
+
+
+async def test_a_pipeline_nobody_reads_is_not_answered_ahead(
+    gateway: Callable[..., Gateway],
+) -> None:
+    server = gateway(socket_send_buffer_bytes=4096, write_buffer_bytes=4096)
+    before = server.rss_mb()
+    request = b"GET /monitoring/memory HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    def pipeline() -> int:
+        """Send requests for 3 s without reading a byte; how many went."""
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(("127.0.0.1", server.port))
+            sock.settimeout(0.1)
+            sent = 0
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:
+                try:
+                    sock.sendall(request * 100)
+                    sent += 100
+                except TimeoutError:
+                    pass  # the server stopped reading: the kernels' buffers are full
+            return sent
+
+    sent = await asyncio.to_thread(pipeline)
+    # What the client sent waits in the kernels' buffers; the server answered only what fitted
+    # in its write buffer, then stopped reading.
+    answered = [r for r in server.records() if "/monitoring/memory" in r["event"]]
+    assert sent > 1000
+    assert len(answered) < 20
+    assert server.rss_mb() - before < 10
+
+
+async def test_a_body_over_the_limit_is_refused_and_the_answer_arrives(
+    gateway: Callable[..., Gateway],
+) -> None:
+    server = gateway(max_message_bytes=1024)
+    async with await Player.connect(server.ws("alice")) as alice:
+        await alice.next("welcome")
+        async with connection(server.port) as (reader, writer):
+            # The whole body is sent, though the server answers after its first 1,024 bytes.
+            writer.write(
+                b"POST /commands HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Authorization: Bearer " + server.token("alice").encode() + b"\r\n"
+                b"Content-Length: 200000\r\n\r\n" + b"x" * 200000
+            )
+            answer = await read_all(reader)
+    assert status_of(answer) == 413
+    assert error_code_of(answer) == "frame_too_big"
