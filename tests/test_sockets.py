@@ -18,7 +18,8 @@ class FakeTransport:
 def test_connections_are_counted_by_kind() -> None:
     table = SocketTable(10)
     first, second = FakeTransport(), FakeTransport()
-    assert table.open(first) and table.open(second)
+    assert table.open(first)
+    assert table.open(second)
     table.mark(first, SocketKind.WEBSOCKET)
     stats = table.stats()
     assert (stats.open, stats.capacity) == (2, 10)
@@ -35,7 +36,8 @@ def test_at_the_cap_the_longest_waiter_is_evicted() -> None:
     table.open(busy)
     table.mark(busy, SocketKind.HTTP)
     assert table.open(newcomer)
-    assert oldest.aborted and oldest not in table
+    assert oldest.aborted
+    assert oldest not in table
     assert not busy.aborted
     assert table.stats().events["evicted"] == 1
 
@@ -48,7 +50,8 @@ def test_waiting_again_goes_to_the_back_of_the_line() -> None:
     table.mark(first, SocketKind.HTTP)
     table.mark(first, SocketKind.WAITING)  # a keep-alive after its response
     table.open(third)
-    assert second.aborted and not first.aborted
+    assert second.aborted
+    assert not first.aborted
 
 
 def test_a_table_of_busy_connections_refuses_the_newcomer() -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import resource
 import signal
 import socket
 import subprocess
@@ -53,18 +52,12 @@ class Gateway:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Gateway:
-        def limit_descriptors() -> None:
-            if self.nofile is not None:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
-
+        command = [sys.executable, "-m", "mudgate", "serve", "--port", str(self.port)]
+        if self.nofile is not None:
+            # The shell lowers the limit, soft and hard, then becomes the server.
+            command = ["sh", "-c", f'ulimit -n {self.nofile} && exec "$@"', "sh", *command]
         with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "mudgate", "serve", "--port", str(self.port)],
-                env=self.env,
-                stdout=log,
-                stderr=log,
-                preexec_fn=limit_descriptors,
-            )
+            self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=log)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.logs()
