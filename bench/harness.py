@@ -55,6 +55,9 @@ def start(
             "MUDGATE_SECRET_KEY": SECRET_KEY,
             "MUDGATE_ADMIN_TOKEN": "bench-admin-token",
             "MUDGATE_MAX_RATE_LIMIT_ENTRIES": "1000000",
+            # Benchmarks send as fast as they can; players are rate-limited.
+            "MUDGATE_PLAYER_MESSAGES_PER_SECOND": "1000000",
+            "MUDGATE_PLAYER_MESSAGE_BURST": "1000000",
             "MUDGATE_PING_INTERVAL": "60",
             "MUDGATE_PING_TIMEOUT": "60",
         }

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mudgate.bounded import BoundedQueue, Mailboxes, SlidingWindowLimiter, TTLMap
+from mudgate.bounded import BoundedQueue, Mailboxes, SlidingWindowLimiter, TokenBuckets, TTLMap
 
 from .conftest import FakeClock
 
@@ -282,6 +283,115 @@ def test_limiter_forgets_keys_once_their_last_event_leaves_the_window(clock: Fak
     clock.advance(5.0)
     assert limiter.expire() == 1
     assert limiter.stats().expirations == 2
+
+
+@given(max_events=st.integers(1, 4), ops=limiter_ops)
+def test_a_refused_key_is_allowed_again_exactly_when_retry_after_says(
+    max_events: int, ops: list[tuple[str, object]]
+) -> None:
+    clock = FakeClock()
+    limiter = SlidingWindowLimiter(max_events, 10.0, max_keys=10, clock=clock)
+    for op, arg in ops:
+        if op == "hit":
+            assert isinstance(arg, str)
+            wait = limiter.retry_after(arg)
+            assert limiter.hit(arg) is (wait == 0)
+            if wait:
+                clock.advance(wait + 1e-9)  # floating point: "after", not "at"
+                assert limiter.retry_after(arg) == 0
+                assert limiter.hit(arg)
+        elif op == "advance":
+            assert isinstance(arg, float)
+            clock.advance(arg)
+
+
+def test_retry_after_is_the_wait_for_the_window_not_a_guess(clock: FakeClock) -> None:
+    clock.now = 3600.0 * 10  # the start of a fixed window
+    limiter = SlidingWindowLimiter(2, 3600.0, max_keys=10, clock=clock)
+    limiter.hit("ip")
+    limiter.hit("ip")
+    assert limiter.retry_after("ip") == 3600.0
+    clock.advance(600)
+    assert limiter.retry_after("ip") == 3000.0
+
+
+# TokenBuckets
+
+bucket_ops = st.lists(
+    st.one_of(
+        st.tuples(st.just("take"), st.sampled_from("abc")),
+        st.tuples(st.just("advance"), st.floats(0, 3, allow_nan=False)),
+        st.tuples(st.just("expire"), st.none()),
+    ),
+    max_size=100,
+)
+
+
+@given(rate=st.floats(0.5, 5), burst=st.integers(1, 5), ops=bucket_ops)
+def test_a_bucket_never_allows_more_than_its_burst_and_rate(
+    rate: float, burst: int, ops: list[tuple[str, object]]
+) -> None:
+    """However a key sends, what it is allowed in any stretch of time is at most burst plus
+    rate times that time; and a key that waited as long as it was told is allowed."""
+    clock = FakeClock()
+    buckets = TokenBuckets(rate, burst, max_keys=10, clock=clock)
+    allowed: dict[str, list[float]] = {}
+    told: dict[str, float] = {}
+    for op, arg in ops:
+        if op == "take":
+            assert isinstance(arg, str)
+            wait = buckets.take(arg)
+            if arg in told and clock.now >= told[arg]:
+                assert wait == 0, "waited as told, and still refused"
+            if wait == 0:
+                times = allowed.setdefault(arg, [])
+                times.append(clock.now)
+                for start in times:
+                    in_stretch = sum(1 for t in times if t >= start)
+                    assert in_stretch <= burst + rate * (clock.now - start) + 1e-6
+                told.pop(arg, None)
+            elif wait != math.inf:
+                told[arg] = clock.now + wait + 1e-9  # the latest refusal says
+        elif op == "advance":
+            assert isinstance(arg, float)
+            clock.advance(arg)
+        else:
+            buckets.expire()
+
+
+def test_a_sender_who_keeps_going_is_over_the_limit(clock: FakeClock) -> None:
+    buckets = TokenBuckets(1.0, 3, max_keys=10, clock=clock)
+    assert [buckets.take("griefer") for _ in range(3)] == [0, 0, 0]
+    # Refused: each refused take adds to the wait.
+    assert [buckets.take("griefer") for _ in range(3)] == [2.0, 3.0, 4.0]
+    assert buckets.take("griefer") == math.inf
+    assert buckets.take("someone else") == 0
+    clock.advance(4.0)
+    assert buckets.take("griefer") == 0
+
+
+def test_full_buckets_are_forgotten_in_o_expired(clock: FakeClock) -> None:
+    buckets = TokenBuckets(2.0, 4, max_keys=3, clock=clock)
+    buckets.take("a")
+    clock.advance(1.0)
+    buckets.take("b")
+    assert buckets.expired() == 0
+    assert not buckets.due()
+    clock.advance(3.0)  # "a" has had 2 * burst / rate = 4 s to refill from the bottom
+    assert buckets.due()
+    assert buckets.expired() == 1
+    assert buckets.expire() == 1
+    assert len(buckets) == 1
+    buckets.take("c")
+    buckets.take("d")
+    buckets.take("e")  # past max_keys: the idlest is forgotten
+    assert buckets.stats().evictions == 1
+    assert buckets.stats().size == 3
+
+
+def test_buckets_reject_nonsense_bounds() -> None:
+    with pytest.raises(ValueError, match="positive"):
+        TokenBuckets(0, 1, 1)
 
 
 # Mailboxes

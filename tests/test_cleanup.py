@@ -239,6 +239,7 @@ async def test_forced_cleanups_update_the_stats(setup: Setup, clock: FakeClock) 
     assert stats.last_memory_before_mb == 120.0
     assert set(stats.removed) == {
         "connection_attempts",
+        "message_rate_limits",
         "last_seen",
         "pending_messages",
         "stale_connections",

@@ -43,6 +43,7 @@ STRUCTURE_NAMES = (
     "room_subscriptions",
     "last_seen",
     "connection_attempts",
+    "message_rate_limits",
     "pending_messages",
 )
 

@@ -9,13 +9,21 @@ so monitoring can show it.
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-__all__ = ["BoundedQueue", "ContainerStats", "Mailboxes", "SlidingWindowLimiter", "TTLMap"]
+__all__ = [
+    "BoundedQueue",
+    "ContainerStats",
+    "Mailboxes",
+    "SlidingWindowLimiter",
+    "TTLMap",
+    "TokenBuckets",
+]
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -451,6 +459,19 @@ class SlidingWindowLimiter:
         window = self._keys.get(key)
         return 0 if window is None else self._count(window, self._clock())
 
+    def retry_after(self, key: str) -> float:
+        """Seconds until ``key`` may have an event again (0 if it may now)."""
+        window = self._keys.get(key)
+        now = self._clock()
+        if window is None or self._count(window, now) < self.max_events:
+            return 0.0
+        size = self.window_seconds
+        index = int(now / size)
+        # The current window's count alone still fills the allowance: two windows on.
+        windows = 2 if index == window.index and window.current >= self.max_events else 1
+        # Either way, the last event leaving the sliding window frees it all.
+        return max(0.0, min((index + windows) * size, window.last + size) - now)
+
     def due(self) -> bool:
         """Whether the idlest key can be forgotten; O(1)."""
         keys = self._keys
@@ -480,3 +501,106 @@ class SlidingWindowLimiter:
 
     def stats(self) -> ContainerStats:
         return ContainerStats(len(self._keys), self.max_keys, self.evictions, self.expirations)
+
+
+class _Bucket:
+    __slots__ = ("at", "level")
+
+    def __init__(self, level: float, at: float) -> None:
+        self.level = level
+        self.at = at
+
+
+class TokenBuckets:
+    """A token bucket per key: ``burst`` tokens, refilled at ``rate`` a second, for at most
+    ``max_keys`` keys.
+
+    ``take`` spends a token. A key that takes while its bucket is empty is refused, and
+    goes into debt (each refused take still costs a token, so a sender that keeps going
+    waits longer, not shorter); at ``burst`` tokens of debt it is over the limit. Buckets are
+    ordered by last use, and one that has had time to refill from the bottom is forgotten in
+    O(expired): a new bucket starts full, so forgetting it changes nothing. Past ``max_keys``
+    the idlest key is forgotten early (it starts again with a full bucket).
+    """
+
+    __slots__ = (
+        "_buckets",
+        "_clock",
+        "burst",
+        "evictions",
+        "expirations",
+        "max_keys",
+        "rate",
+        "refill_seconds",
+    )
+
+    def __init__(
+        self, rate: float, burst: int, max_keys: int, *, clock: Clock = time.monotonic
+    ) -> None:
+        if rate <= 0 or burst < 1 or max_keys < 1:
+            raise ValueError("rate must be positive, burst and max_keys at least 1")
+        self.rate = rate
+        self.burst = burst
+        self.max_keys = max_keys
+        # From the deepest debt to a full bucket.
+        self.refill_seconds = 2 * burst / rate
+        self.evictions = 0
+        self.expirations = 0
+        self._clock = clock
+        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def take(self, key: str) -> float:
+        """Spend a token of ``key``'s. Returns 0 when one was there; else how many seconds
+        until one will be (the take was refused), or ``math.inf`` once the key is
+        ``burst`` tokens in debt (it kept sending while refused)."""
+        now = self._clock()
+        buckets = self._buckets
+        bucket = buckets.get(key)
+        if bucket is None:
+            if self.expire(AMORTIZED_EXPIRY) == 0 and len(buckets) >= self.max_keys:
+                buckets.popitem(last=False)
+                self.evictions += 1
+            bucket = buckets[key] = _Bucket(float(self.burst), now)
+        else:
+            bucket.level = min(self.burst, bucket.level + (now - bucket.at) * self.rate)
+            bucket.at = now
+            buckets.move_to_end(key)
+        if bucket.level >= 1:
+            bucket.level -= 1
+            return 0.0
+        if bucket.level <= -self.burst:
+            return math.inf
+        bucket.level -= 1
+        return (1 - bucket.level) / self.rate
+
+    def due(self) -> bool:
+        """Whether the idlest bucket can be forgotten; O(1)."""
+        buckets = self._buckets
+        return bool(buckets) and (
+            next(iter(buckets.values())).at <= self._clock() - self.refill_seconds
+        )
+
+    def expired(self) -> int:
+        """How many buckets ``expire`` would forget now; O(expired)."""
+        cutoff = self._clock() - self.refill_seconds
+        return sum(1 for _ in itertools.takewhile(lambda b: b.at <= cutoff, self._buckets.values()))
+
+    def expire(self, limit: int | None = None) -> int:
+        """Forget buckets full again, at most ``limit``; O(expired)."""
+        buckets = self._buckets
+        cutoff = self._clock() - self.refill_seconds
+        removed = 0
+        while buckets and (limit is None or removed < limit):
+            key = next(iter(buckets))
+            if buckets[key].at > cutoff:
+                break
+            del buckets[key]
+            removed += 1
+        self.expirations += removed
+        return removed
+
+    def stats(self) -> ContainerStats:
+        return ContainerStats(len(self._buckets), self.max_keys, self.evictions, self.expirations)

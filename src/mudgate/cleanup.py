@@ -314,6 +314,7 @@ class Janitor:
         before = self.monitor.read()
         removed = {
             "connection_attempts": await self._expire(self.hub.connection_attempts, dry_run),
+            "message_rate_limits": await self._expire(self.hub.message_rates, dry_run),
             "last_seen": await self._expire(self.hub.last_seen, dry_run),
             "pending_messages": await self._sweep_pending(dry_run),
             "stale_connections": await self._close_stale(dry_run),

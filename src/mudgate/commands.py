@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -24,6 +25,7 @@ from .connection import Connection
 from .hub import LOBBY, Delivery, Hub, Player
 from .protocol import (
     ChannelName,
+    CloseCode,
     ErrorCode,
     PlayerId,
     ProtocolError,
@@ -136,6 +138,18 @@ class CommandRegistry:
 
     async def _run(self, hub: Hub, conn: Connection, raw: str | bytes) -> None:
         frame, fields = parse_frame(raw)
+        wait = hub.charge_message(conn.player_id)
+        if wait:
+            if wait == math.inf:
+                # Told to wait, and sent a whole burst more: the connection goes.
+                conn.close(CloseCode.RATE_LIMITED, "too many messages")
+                wait = hub.message_rates.refill_seconds
+            raise ProtocolError(
+                ErrorCode.RATE_LIMITED,
+                f"too many messages: wait {wait:.1f} s",
+                frame.id,
+                retry_after=round(wait, 3),
+            )
         command = self._commands.get(frame.op)
         if command is None:
             raise ProtocolError(ErrorCode.UNKNOWN_OP, f"unknown op {frame.op!r}", frame.id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .backplane import Backplane, Delivery, Presence, create_backplane
-from .bounded import Mailboxes, SlidingWindowLimiter, TTLMap
+from .bounded import Mailboxes, SlidingWindowLimiter, TokenBuckets, TTLMap
 from .connection import Connection, ConnectionLimits, ConnectionState
 from .hooks import Hooks
 from .protocol import CloseCode, Outgoing, encode_event
@@ -109,6 +110,13 @@ class Hub:
             settings.max_rate_limit_keys,
             clock=clock,
         )
+        # What each player may send: a token bucket per player, across their connections.
+        self.message_rates = TokenBuckets(
+            settings.player_messages_per_second,
+            settings.player_message_burst,
+            settings.max_players,
+            clock=clock,
+        )
         self.pending_messages: Mailboxes[str, Outgoing] = Mailboxes(
             settings.max_players,
             settings.max_pending_messages,
@@ -177,11 +185,10 @@ class Hub:
         """Decide whether a new connection from ``player_id`` at ``remote`` may open."""
         # Both keys are charged, so neither many players behind one address nor one player
         # from many addresses can hammer the server.
-        if not (
-            self.connection_attempts.hit(f"ip:{remote}")
-            and self.connection_attempts.hit(f"player:{player_id}")
-        ):
-            return self._refuse(CloseCode.RATE_LIMITED, RATE_LIMITED, 60)
+        for key in (f"ip:{remote}", f"player:{player_id}"):
+            if not self.connection_attempts.hit(key):
+                retry_after = self.connection_attempts.retry_after(key)
+                return self._refuse(CloseCode.RATE_LIMITED, RATE_LIMITED, math.ceil(retry_after))
         if self._closing:
             return self._refuse(CloseCode.SERVICE_RESTART, SHUTTING_DOWN, 5)
         if self.shedding:
@@ -194,6 +201,11 @@ class Hub:
         ):
             return self._refuse(CloseCode.TRY_AGAIN_LATER, TOO_MANY_PLAYERS, 30)
         return None
+
+    def charge_message(self, player_id: str) -> float:
+        """Count a frame ``player_id`` sent; 0 if it may be served, else the seconds they
+        must wait (``math.inf``: they kept sending while told to wait)."""
+        return self.message_rates.take(player_id)
 
     def set_shedding(self, shedding: bool) -> None:
         """Refuse (or again accept) new connections; existing players keep playing."""
@@ -590,6 +602,7 @@ class Hub:
             "room_subscriptions": len(self.room_subscriptions),
             "last_seen": len(self.last_seen),
             "connection_attempts": len(self.connection_attempts),
+            "message_rate_limits": len(self.message_rates),
             "pending_messages": len(self.pending_messages),
             "pending_message_entries": self.pending_messages.items_held,
             "pending_message_bytes": self.pending_messages.size_bytes,

@@ -100,13 +100,24 @@ class ErrorCode(enum.StrEnum):
 
 
 class ProtocolError(Exception):
-    """A frame or command the server will not act on; becomes an ``error`` event."""
+    """A frame or command the server will not act on; becomes an ``error`` event.
 
-    def __init__(self, code: ErrorCode, message: str, request_id: RequestId = None) -> None:
+    ``retry_after`` (seconds) tells a rate-limited client when to try again.
+    """
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        request_id: RequestId = None,
+        *,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.request_id = request_id
+        self.retry_after = retry_after
 
 
 class Outgoing:
@@ -164,6 +175,9 @@ def parse_frame(raw: str | bytes) -> tuple[Frame, dict[str, Any]]:
         fields = _decoder.decode(raw)
     except msgspec.DecodeError:
         raise ProtocolError(ErrorCode.BAD_JSON, "frame is not valid JSON") from None
+    except RecursionError:
+        # `[` * 1000 fits in a small frame; msgspec refuses to recurse that deep.
+        raise ProtocolError(ErrorCode.BAD_JSON, "frame is nested too deeply") from None
     if not isinstance(fields, dict):
         raise ProtocolError(ErrorCode.BAD_FRAME, "frame must be a JSON object")
     request_id = fields.get("id")
@@ -185,6 +199,10 @@ def convert_args(fields: dict[str, Any], args_type: type[ArgsT], frame: Frame) -
         return msgspec.convert(fields, args_type)
     except msgspec.ValidationError as error:
         raise ProtocolError(ErrorCode.INVALID_ARGS, str(error), frame.id) from None
+    except RecursionError:
+        raise ProtocolError(
+            ErrorCode.INVALID_ARGS, "a field is nested too deeply", frame.id
+        ) from None
 
 
 def encode_event(event: str, fields: dict[str, Any]) -> Outgoing:
@@ -192,8 +210,12 @@ def encode_event(event: str, fields: dict[str, Any]) -> Outgoing:
     return Outgoing(event, _encoder.encode({"type": "event", "event": event, **fields}))
 
 
-def encode_error(code: ErrorCode, message: str, request_id: RequestId = None) -> Outgoing:
+def encode_error(
+    code: ErrorCode, message: str, request_id: RequestId = None, retry_after: float | None = None
+) -> Outgoing:
     body: dict[str, Any] = {"type": "error", "code": code, "message": message}
     if request_id is not None:
         body["id"] = request_id
+    if retry_after is not None:
+        body["retry_after"] = retry_after
     return Outgoing("error", _encoder.encode(body))

@@ -123,6 +123,7 @@ async def test_forced_cleanup_reports_and_is_rate_limited(
     assert body["trigger"] == "forced"
     assert set(body["removed"]) == {
         "connection_attempts",
+        "message_rate_limits",
         "last_seen",
         "pending_messages",
         "stale_connections",

@@ -13,7 +13,12 @@ TEXT = "x" * 3000
 
 async def test_a_stalled_client_is_closed_and_the_room_gets_everything(server_with: object) -> None:
     server: RunningServer = server_with(  # type: ignore[operator]
-        write_timeout=1, ping_interval=60, ping_timeout=60
+        write_timeout=1,
+        ping_interval=60,
+        ping_timeout=60,
+        # The flooder is the test's instrument, not its subject (tests/hostile has that).
+        player_messages_per_second=100000,
+        player_message_burst=100000,
     )
     cap = server.settings.outbox_max_bytes
     stalled = raw_websocket(server.port, server.token("stalled"), rcvbuf=4096)

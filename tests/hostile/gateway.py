@@ -125,6 +125,7 @@ class Healthy:
         self.round_trips: list[float] = []
         self.failures: list[str] = []
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def __aenter__(self) -> Healthy:
         self.player = await Player.connect(self.gateway.ws("healthy"))
@@ -134,7 +135,7 @@ class Healthy:
 
     async def _run(self) -> None:
         sequence = 0
-        while True:
+        while not self._stopping:
             sequence += 1
             started = time.perf_counter()
             try:
@@ -147,9 +148,10 @@ class Healthy:
             await asyncio.sleep(self.interval)
 
     async def __aexit__(self, *exc_info: object) -> None:
+        # The ping in flight (at least one) is answered before the player leaves.
         assert self._task is not None
-        self._task.cancel()
-        await asyncio.gather(self._task, return_exceptions=True)
+        self._stopping = True
+        await asyncio.wait_for(self._task, timeout=15)
         await self.player.close()
 
     def assert_served(self) -> None:

@@ -15,7 +15,7 @@ import tracemalloc
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..bounded import Mailboxes, SlidingWindowLimiter, TTLMap
+from ..bounded import Mailboxes, SlidingWindowLimiter, TokenBuckets, TTLMap
 from ..protocol import Outgoing, encode_event
 from ..settings import Settings
 
@@ -76,6 +76,7 @@ def entry_sizes() -> dict[str, int]:
     """The measured size in bytes of one entry of each kind (cached for the process)."""
     last_seen: TTLMap[str, float] = TTLMap(10 * _SAMPLES, 60.0)
     limiter = SlidingWindowLimiter(10, 60.0, 10 * _SAMPLES)
+    buckets = TokenBuckets(1.0, 10, 10 * _SAMPLES)
     room: dict[str, set[str]] = {}
     online: dict[str, object] = {}
     mailboxes: Mailboxes[str, Outgoing] = Mailboxes(10 * _SAMPLES, 10, 2**40, 60.0, sizeof=len)
@@ -91,6 +92,7 @@ def entry_sizes() -> dict[str, int]:
             lambda i: online.setdefault(f"player-{i:024d}", ([f"r{i:031d}", set(), 0.0], []))
         ),
         "rate_limit_key": _measure(lambda i: limiter.hit(f"player:player-{i:024d}")),
+        "message_rate": _measure(lambda i: buckets.take(f"player-{i:024d}")),
         "room_entry": _measure(lambda i: room.setdefault(f"room-{i:027d}", {f"p{i:031d}"})),
         "pending_message": _measure(pending_message),
     }
@@ -130,6 +132,7 @@ def memory_budget(settings: Settings, limit_bytes: int) -> MemoryBudget:
         ),
         BudgetLine("last_seen", settings.max_players, sizes["last_seen"]),
         BudgetLine("connection_attempts", settings.max_rate_limit_keys, sizes["rate_limit_key"]),
+        BudgetLine("message_rate_limits", settings.max_players, sizes["message_rate"]),
         BudgetLine("pending_messages", pending_count, pending_per_message),
     )
     return MemoryBudget(lines, limit_bytes)

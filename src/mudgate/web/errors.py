@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import math
+
 import msgspec
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
-from ..protocol import ErrorCode
+from ..protocol import ErrorCode, ProtocolError
 
 __all__ = ["APIError", "api_error_handler", "error_body", "validation_error_handler"]
+
+
+# The status of a command's error answered over HTTP (POST /commands); others are 400.
+COMMAND_ERROR_STATUS = {ErrorCode.RATE_LIMITED: 429, ErrorCode.INTERNAL: 500}
 
 
 class APIError(Exception):
@@ -21,24 +27,38 @@ class APIError(Exception):
         code: ErrorCode,
         message: str,
         headers: dict[str, str] | None = None,
+        *,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(message)
         self.status_code = status_code
         self.code = code
         self.message = message
+        self.retry_after = retry_after
         self.headers = headers or {}
         if status_code == 401:
             self.headers.setdefault("WWW-Authenticate", "Bearer")
+        if retry_after is not None:
+            self.headers.setdefault("Retry-After", str(max(1, math.ceil(retry_after))))
+
+    @classmethod
+    def of(cls, error: ProtocolError) -> APIError:
+        """A command's error, answered over HTTP."""
+        status = COMMAND_ERROR_STATUS.get(error.code, 400)
+        return cls(status, error.code, error.message, retry_after=error.retry_after)
 
 
-def error_body(code: ErrorCode, message: str) -> bytes:
-    return msgspec.json.encode({"error": {"code": code, "message": message}})
+def error_body(code: ErrorCode, message: str, retry_after: float | None = None) -> bytes:
+    error: dict[str, object] = {"code": code, "message": message}
+    if retry_after is not None:
+        error["retry_after"] = retry_after
+    return msgspec.json.encode({"error": error})
 
 
 async def api_error_handler(request: Request, error: Exception) -> Response:
     assert isinstance(error, APIError)
     return Response(
-        error_body(error.code, error.message),
+        error_body(error.code, error.message, error.retry_after),
         status_code=error.status_code,
         headers=error.headers,
         media_type="application/json",

@@ -154,6 +154,7 @@ class GatewayCollector(Collector):
         containers = {
             "last_seen": hub.last_seen.stats(),
             "connection_attempts": hub.connection_attempts.stats(),
+            "message_rate_limits": hub.message_rates.stats(),
             "pending_messages": hub.pending_messages.stats(),
         }
         for name, container in containers.items():

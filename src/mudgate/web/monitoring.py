@@ -97,6 +97,7 @@ class DataStructures(BaseModel):
     room_subscriptions: int
     last_seen: int
     connection_attempts: int
+    message_rate_limits: int = Field(description="Players whose message rate is being tracked.")
     pending_messages: int = Field(description="Players with queued messages.")
     pending_message_entries: int = Field(description="Queued messages, all players together.")
     pending_message_bytes: int

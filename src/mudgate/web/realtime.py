@@ -216,7 +216,7 @@ class RealtimeTransports:
         if error.code in BAD_FRAME_CODES and not conn.bad_frame():
             conn.close(CloseCode.POLICY_VIOLATION, "too many bad frames")
             return
-        conn.send(encode_error(error.code, error.message, error.request_id))
+        conn.send(encode_error(error.code, error.message, error.request_id, error.retry_after))
 
     async def _serve(self, conn: Connection, receiving: Coroutine[Any, Any, None]) -> None:
         """Register ``conn``, run its receive loop, and always leave through Hub.disconnect."""
@@ -292,6 +292,27 @@ async def _send_error(
     await send({"type": "http.response.body", "body": body})
 
 
+# POST /commands reads its body itself (to cap it before parsing), so FastAPI cannot infer it.
+COMMAND_BODY = {
+    "required": True,
+    "description": "One protocol frame (docs/protocol.md), at most MUDGATE_MAX_MESSAGE_BYTES.",
+    "content": {
+        "application/json": {
+            "schema": {
+                "type": "object",
+                "required": ["op"],
+                "properties": {
+                    "op": {"type": "string", "maxLength": 64},
+                    "id": {"oneOf": [{"type": "string", "maxLength": 64}, {"type": "integer"}]},
+                },
+                "additionalProperties": True,
+            },
+            "example": {"op": "say", "text": "hello", "id": 1},
+        }
+    },
+}
+
+
 class CommandAccepted(BaseModel):
     status: str = "accepted"
 
@@ -315,7 +336,8 @@ def realtime_router(hub: Hub, commands: CommandRegistry, authenticator: Authenti
         status_code=202,
         response_model=CommandAccepted,
         summary="Send a command frame as an SSE client",
-        responses={400: {}, 401: {}, 409: {}, 413: {}},
+        responses={400: {}, 401: {}, 409: {}, 413: {}, 429: {}, 500: {}},
+        openapi_extra={"requestBody": COMMAND_BODY},
     )
     async def post_command(
         request: Request, identity: Annotated[Identity, Depends(identify)]
@@ -332,7 +354,7 @@ def realtime_router(hub: Hub, commands: CommandRegistry, authenticator: Authenti
         if error is not None:
             if error.code in BAD_FRAME_CODES and not conn.bad_frame():
                 conn.close(CloseCode.POLICY_VIOLATION, "too many bad frames")
-            raise APIError(400, error.code, error.message)
+            raise APIError.of(error)
         return CommandAccepted()
 
     @router.get("/play", response_class=HTMLResponse, tags=["play"])

@@ -1,0 +1,97 @@
+"""What one player sends is rate-limited, and what waits for others is shared fairly.
+Each against a real ``mudgate serve`` with its default limits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from ..e2e.clients import Player
+from .gateway import Gateway, Healthy
+
+FLOOD = 3000
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {"op": "say", "text": "spam"},
+        {"op": "chat", "channel": "ooc", "text": "spam"},
+        {"op": "tell", "to": "listener0", "text": "spam"},
+    ],
+    ids=["say", "chat", "tell"],
+)
+async def test_a_flooding_player_is_throttled_then_closed_and_nobody_else_suffers(
+    gateway: Callable[..., Gateway], frame: dict[str, str]
+) -> None:
+    server = gateway()
+    listeners = [await Player.connect(server.ws(f"listener{i}")) for i in range(5)]
+    for listener in listeners:
+        await listener.send(op="subscribe", channel="ooc")
+        await listener.next("subscribed")
+    griefer = await Player.connect(server.ws("griefer"))
+    await griefer.send(op="subscribe", channel="ooc")
+    await griefer.next("subscribed")
+    async with Healthy(server) as healthy:
+        raw = json.dumps(frame)
+        try:
+            for _ in range(FLOOD):
+                await griefer.ws.send(raw)
+        except Exception:  # closed mid-flood: the point
+            pass
+        assert await griefer.closed() == 4029
+        assert griefer.ws.close_reason == "too many messages"
+    healthy.assert_served()
+    errors = []
+    while not griefer.inbox.empty():
+        message = griefer.inbox.get_nowait()
+        if message["type"] == "error":
+            errors.append(message)
+    assert errors
+    assert {error["code"] for error in errors} == {"rate_limited"}
+    assert all(error["retry_after"] > 0 for error in errors)
+    # The listeners stay, and heard no more than the burst (and what the rate let through).
+    memory = await asyncio.to_thread(server.memory)
+    assert memory["connections"]["active_websockets"] == 5
+    for listener in listeners:
+        await listener.send(op="ping", id="still-here")
+        assert (await listener.next("pong"))["id"] == "still-here"
+        heard = 0
+        while not listener.inbox.empty():
+            message = listener.inbox.get_nowait()
+            heard += message.get("from") == "griefer"
+        assert heard <= 30 + 10 * 5
+        await listener.close()
+
+
+async def test_a_flood_of_posted_commands_gets_429(gateway: Callable[..., Gateway]) -> None:
+    server = gateway()
+    headers = {"Authorization": f"Bearer {server.token('poster')}"}
+    async with (
+        httpx.AsyncClient(base_url=server.url, timeout=10) as http,
+        http.stream("GET", "/events", headers=headers) as stream,
+    ):
+        assert stream.status_code == 200
+        statuses = []
+        for _ in range(70):
+            response = await http.post(
+                "/commands", json={"op": "say", "text": "x"}, headers=headers
+            )
+            statuses.append(response.status_code)
+            if response.status_code == 429:
+                limited = response
+        assert statuses[:30] == [202] * 30
+        assert 429 in statuses
+        assert int(limited.headers["retry-after"]) >= 1
+        assert limited.json()["error"]["code"] == "rate_limited"
+        assert limited.json()["error"]["retry_after"] > 0
+        # A whole burst more while limited: the stream is closed, with the WebSocket's code.
+        records = b""
+        async with asyncio.timeout(10):
+            async for chunk in stream.aiter_bytes():
+                records += chunk
+        assert b'"code":4029' in records
