@@ -9,7 +9,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from mudgate.bounded import BoundedQueue, Mailboxes, SlidingWindowLimiter, TokenBuckets, TTLMap
+from mudgate.bounded import (
+    BoundedQueue,
+    Mailboxes,
+    Refused,
+    SlidingWindowLimiter,
+    TokenBuckets,
+    TTLMap,
+)
 
 from .conftest import FakeClock
 
@@ -398,7 +405,11 @@ def test_buckets_reject_nonsense_bounds() -> None:
 
 mailbox_ops = st.lists(
     st.one_of(
-        st.tuples(st.just("append"), st.sampled_from("abcde"), st.integers(1, 9)),
+        st.tuples(
+            st.just("append"),
+            st.sampled_from("abcde"),
+            st.tuples(st.integers(1, 9), st.sampled_from(["x", "y", None])),
+        ),
         st.tuples(st.just("take"), st.sampled_from("abcde"), st.none()),
         st.tuples(st.just("advance"), st.floats(0, 6, allow_nan=False), st.none()),
         st.tuples(st.just("expire"), st.none(), st.none()),
@@ -410,30 +421,38 @@ mailbox_ops = st.lists(
 @given(ops=mailbox_ops)
 def test_mailboxes_stay_within_every_cap(ops: list[tuple[str, object, object]]) -> None:
     """Whatever happens: at most max_keys mailboxes of max_per_key items, at most max_bytes
-    held, items come out in order, and nothing older than the TTL is ever taken."""
+    and max_per_sender per sender held, items come out in order, nothing older than the TTL
+    is ever taken, and nothing queued is lost to make room."""
     clock = FakeClock()
     boxes: Mailboxes[str, tuple[float, int]] = Mailboxes(
-        3, 4, 20, 10.0, clock=clock, sizeof=lambda item: item[1]
+        3, 4, 20, 10.0, max_per_sender=3, clock=clock, sizeof=lambda item: item[1]
     )
+    queued: dict[str, list[tuple[float, int]]] = {}  # what a model says each box holds
     for op, key, arg in ops:
         if op == "append":
             assert isinstance(key, str)
-            assert isinstance(arg, int)
-            boxes.append(key, (clock.now, arg))
+            assert isinstance(arg, tuple)
+            size, sender = arg
+            item = (clock.now, size)
+            if boxes.append(key, item, sender) is None:
+                queued.setdefault(key, []).append(item)
         elif op == "take":
             assert isinstance(key, str)
             taken = boxes.take(key)
-            assert [at for at, _ in taken] == sorted(at for at, _ in taken)
-            assert all(at > clock.now - 10.0 for at, _ in taken)
+            expected = [item for item in queued.pop(key, []) if item[0] > clock.now - 10.0]
+            assert taken == expected
         elif op == "advance":
             assert isinstance(key, float)
             clock.advance(key)
         else:
             boxes.expire()
             assert not boxes.due()
+            for box in queued.values():
+                box[:] = [item for item in box if item[0] > clock.now - 10.0]
         assert len(boxes) <= 3
         assert boxes.size_bytes <= 20
         assert all(boxes.count(k) <= 4 for k in "abcde")
+        assert all(boxes.sent_by(sender) <= 3 for sender in "xy")
         assert boxes.items_held == sum(boxes.count(k) for k in "abcde")
 
 
@@ -454,30 +473,38 @@ def test_mailboxes_expire_in_arrival_order_in_o_expired(clock: FakeClock) -> Non
     assert boxes.stats().expirations == 1000
 
 
-def test_a_delivered_message_counts_until_its_turn(clock: FakeClock) -> None:
+def test_a_delivered_message_frees_its_bytes_at_once(clock: FakeClock) -> None:
     boxes: Mailboxes[str, bytes] = Mailboxes(10, 10, 100, 60.0, clock=clock, sizeof=len)
-    boxes.append("a", b"x" * 40)
-    assert boxes.take("a") == [b"x" * 40]
-    assert boxes.take("a") == []
-    assert (boxes.items_held, boxes.size_bytes) == (0, 40)  # still referenced by the line
-    boxes.append("b", b"y" * 40)
-    boxes.append("b", b"z" * 40)  # over 100 bytes: the delivered one goes first
-    assert boxes.size_bytes == 80
-    assert boxes.take("b") == [b"y" * 40, b"z" * 40]
+    boxes.append("a", b"x" * 60)
+    assert boxes.append("b", b"y" * 60) is Refused.MAILBOX_FULL  # over 100 bytes
+    assert boxes.take("a") == [b"x" * 60]
+    assert (boxes.items_held, boxes.size_bytes) == (0, 0)
+    assert boxes.append("b", b"y" * 60) is None
     clock.advance(60)
-    assert boxes.expire() == 0  # both already taken
-    assert boxes.size_bytes == 0
+    assert boxes.expire() == 1  # "b"'s; "a"'s left the line as delivered
 
 
-def test_mailboxes_drop_the_oldest_mailbox_past_max_keys(clock: FakeClock) -> None:
+def test_one_sender_cannot_push_out_what_others_queued(clock: FakeClock) -> None:
+    boxes: Mailboxes[str, str] = Mailboxes(10, 5, 1000, 60.0, max_per_sender=3, clock=clock)
+    assert boxes.append("bob", "from alice", "alice") is None
+    for _ in range(3):
+        assert boxes.append("bob", "spam", "griefer") is None
+    assert boxes.append("bob", "spam", "griefer") is Refused.SENDER_FULL
+    assert boxes.append("carol", "spam", "griefer") is Refused.SENDER_FULL
+    assert boxes.append("bob", "from the game") is None  # the game has no share to exceed
+    assert boxes.append("bob", "from dave", "dave") is Refused.MAILBOX_FULL  # bob's is full
+    assert boxes.take("bob")[0] == "from alice"
+    assert boxes.sent_by("griefer") == 0  # delivered: the share is free again
+    assert boxes.refusals == 3
+
+
+def test_mailboxes_refuse_a_new_mailbox_past_max_keys(clock: FakeClock) -> None:
     boxes: Mailboxes[str, int] = Mailboxes(2, 10, 1000, 60.0, clock=clock)
     boxes.append("a", 1)
-    boxes.append("a", 2)
-    boxes.append("b", 3)
-    boxes.append("c", 4)
-    assert "a" not in boxes
-    assert boxes.stats().evictions == 2
-    assert boxes.take("b") == [3]
+    boxes.append("b", 2)
+    assert boxes.append("c", 3) is Refused.MAILBOX_FULL
+    assert boxes.append("a", 4) is None
+    assert boxes.take("a") == [1, 4]
 
 
 def test_mailboxes_reject_nonsense_bounds() -> None:
@@ -485,12 +512,14 @@ def test_mailboxes_reject_nonsense_bounds() -> None:
         Mailboxes(0, 1, 1, 1.0)
 
 
-def test_the_line_is_bounded_even_when_items_have_no_size(clock: FakeClock) -> None:
+def test_the_line_is_compacted_as_messages_are_delivered(clock: FakeClock) -> None:
     boxes: Mailboxes[str, int] = Mailboxes(2, 3, 10**9, 60.0, clock=clock)
-    for i in range(100):
+    for i in range(1000):
         boxes.append("a", i)
         boxes.take("a")  # delivered at once: only the line still holds them
-    assert len(boxes._line) <= 2 * 3
+    assert len(boxes._line) <= 2 * 64 + 2
+    boxes.append("a", 1)
+    assert boxes.take("a") == [1]
 
 
 def test_new_keys_forget_expired_ones_without_waiting_for_a_sweep() -> None:

@@ -170,11 +170,14 @@ async def test_no_pending_list_ever_outgrows_its_cap(setup: Setup) -> None:
     for i in range(1500):
         hub.send_to_player("alice", Outgoing("tell", str(i).encode()))
     assert hub.pending_messages.count("alice") == 1000
+    assert hub.pending_messages.refusals == 500
     report = await setup.janitor.clean(Trigger.FORCED)
     assert report.removed["pending_messages"] == 0
     conn = connect(hub, "alice")
     await settle()
-    assert [m.data for m in conn.written[1:3]] == [b"500", b"501"]  # the newest 1000 kept
+    # The first 1000 kept: past the cap, new ones are refused, not the old ones pushed out.
+    assert [m.data for m in conn.written[1:3]] == [b"0", b"1"]
+    assert conn.written[-1].data == b"999"
 
 
 async def test_connections_past_their_age_or_idle_are_closed(clock: FakeClock) -> None:

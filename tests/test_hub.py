@@ -195,12 +195,16 @@ async def test_pending_messages_are_capped_in_total_bytes(clock: FakeClock) -> N
     for name in ("alice", "bob"):
         hub.disconnect(connect(hub, name))
     messages = [hub.event("tell", text=f"{i}" * 300) for i in range(4)]
-    for i, message in enumerate(messages):
-        assert hub.send_to_player("bob" if i % 2 else "alice", message) is Delivery.QUEUED
-    # Four messages of ~370 bytes do not fit in 1200: the oldest went.
+    deliveries = [
+        hub.send_to_player("bob" if i % 2 else "alice", message)
+        for i, message in enumerate(messages)
+    ]
+    # Four messages of ~370 bytes do not fit in 1200: the last is refused, nothing queued goes.
+    assert deliveries == [Delivery.QUEUED] * 3 + [Delivery.MAILBOX_FULL]
     assert hub.pending_messages.size_bytes <= 1200
     assert hub.stats()["pending_message_entries"] == 3
+    assert hub.stats()["pending_messages_refused"] == 1
     conn = connect(hub, "alice")
     await settle()
-    assert messages[0] not in conn.written
+    assert messages[0] in conn.written
     assert messages[2] in conn.written

@@ -8,6 +8,7 @@ so monitoring can show it.
 
 from __future__ import annotations
 
+import enum
 import itertools
 import math
 import time
@@ -20,6 +21,7 @@ __all__ = [
     "BoundedQueue",
     "ContainerStats",
     "Mailboxes",
+    "Refused",
     "SlidingWindowLimiter",
     "TTLMap",
     "TokenBuckets",
@@ -220,30 +222,59 @@ class BoundedQueue(Generic[T]):
         return ContainerStats(len(self._items), self.capacity, self.evictions, self.expirations)
 
 
+class Refused(enum.Enum):
+    """Why ``Mailboxes.append`` did not queue an item."""
+
+    MAILBOX_FULL = "mailbox_full"
+    """The recipient's mailbox holds max_per_key items, or all of them max_bytes or
+    max_keys: nothing queued is pushed out to make room."""
+    SENDER_FULL = "sender_full"
+    """The sender has max_per_sender items waiting already."""
+
+
+class _Letter(Generic[K, T]):
+    __slots__ = ("expires_at", "item", "key", "sender", "size")
+
+    def __init__(self, expires_at: float, key: K, item: T, sender: str | None, size: int) -> None:
+        self.expires_at = expires_at
+        self.key = key
+        self.item: T | None = item  # None once delivered
+        self.sender = sender
+        self.size = size
+
+
+# Delivered letters the line may hold (they leave it lazily) before it is compacted.
+_COMPACT_AFTER = 64
+
+
 class Mailboxes(Generic[K, T]):
-    """Per-key FIFO mailboxes whose items share one TTL, bounded per key, in keys and in bytes.
+    """Per-key FIFO mailboxes whose items share one TTL, bounded per key, per sender, in keys
+    and in bytes, and fair: past a cap a new item is refused, and nothing queued is ever
+    pushed out to make room. One sender cannot evict another's queued items, nor (past
+    ``max_per_sender``) fill everyone's mailboxes.
 
     Every item is also kept, in arrival order, in one global line. With one TTL, arrival order
     is expiry order, so ``expire`` pops the line's front while it is due and takes each item
-    off the front of its own mailbox: O(expired), however many keys and items there are.
-    An item that left its mailbox early (delivered by ``take``, or dropped by the per-key cap)
-    stays in the line until its turn comes, and its bytes count until then: ``size_bytes`` is
-    what the mailboxes really hold in memory, and past ``max_bytes`` (or, whatever ``sizeof``
-    says, past ``max_keys * max_per_key`` entries) the line's oldest items go first, delivered
-    or not.
+    off the front of its own mailbox: O(expired), however many keys and items there are. An
+    item delivered by ``take`` is released at once (its bytes and its sender's share) and
+    leaves the line lazily; the line is compacted when delivered items outnumber the rest,
+    so it never holds more than twice what is queued (plus a constant).
     """
 
     __slots__ = (
         "_boxes",
         "_clock",
+        "_delivered",
         "_line",
+        "_senders",
         "_sizeof",
-        "evictions",
         "expirations",
         "items_held",
         "max_bytes",
         "max_keys",
         "max_per_key",
+        "max_per_sender",
+        "refusals",
         "size_bytes",
         "ttl_seconds",
     )
@@ -255,23 +286,28 @@ class Mailboxes(Generic[K, T]):
         max_bytes: int,
         ttl_seconds: float,
         *,
+        max_per_sender: int | None = None,
         clock: Clock = time.monotonic,
         sizeof: Callable[[T], int] = lambda item: 0,
     ) -> None:
-        if min(max_keys, max_per_key, max_bytes) < 1 or ttl_seconds <= 0:
+        if min(max_keys, max_per_key, max_bytes, max_per_sender or 1) < 1 or ttl_seconds <= 0:
             raise ValueError("caps must be at least 1 and ttl_seconds positive")
         self.max_keys = max_keys
         self.max_per_key = max_per_key
         self.max_bytes = max_bytes
+        self.max_per_sender = max_per_sender or max_keys * max_per_key
         self.ttl_seconds = ttl_seconds
-        self.evictions = 0
         self.expirations = 0
-        self.items_held = 0  # items still in a mailbox
-        self.size_bytes = 0  # bytes of every item in the line
+        self.refusals = 0
+        self.items_held = 0  # items queued, not yet delivered nor expired
+        self.size_bytes = 0  # their bytes
         self._clock = clock
         self._sizeof = sizeof
-        self._boxes: dict[K, deque[tuple[float, T]]] = {}
-        self._line: deque[tuple[float, K, T, int]] = deque()
+        self._boxes: dict[K, deque[_Letter[K, T]]] = {}
+        self._line: deque[_Letter[K, T]] = deque()
+        self._delivered = 0  # delivered letters still in the line
+        # Sender -> items of theirs queued; a sender with none is not kept.
+        self._senders: dict[str, int] = {}
 
     def __len__(self) -> int:
         return len(self._boxes)
@@ -283,82 +319,100 @@ class Mailboxes(Generic[K, T]):
         box = self._boxes.get(key)
         return 0 if box is None else len(box)
 
-    def append(self, key: K, item: T) -> None:
-        """Queue ``item`` for ``key``, dropping what the caps require (oldest first)."""
-        boxes = self._boxes
-        box = boxes.get(key)
-        if box is None:
-            if len(boxes) >= self.max_keys:
-                # Drop the mailbox created longest ago; its items stay in the line until due.
-                dropped = boxes.pop(next(iter(boxes)))
-                self.items_held -= len(dropped)
-                self.evictions += len(dropped)
-            box = boxes[key] = deque()
-        elif len(box) >= self.max_per_key:
-            box.popleft()
-            self.items_held -= 1
-            self.evictions += 1
-        expires_at = self._clock() + self.ttl_seconds
+    def sent_by(self, sender: str) -> int:
+        """How many of ``sender``'s items are queued."""
+        return self._senders.get(sender, 0)
+
+    def append(self, key: K, item: T, sender: str | None = None) -> Refused | None:
+        """Queue ``item`` for ``key``; None, or why it was refused. A ``sender`` of None (the
+        game itself) has no share to exceed."""
         size = self._sizeof(item)
-        box.append((expires_at, item))
-        self._line.append((expires_at, key, item, size))
+        box = self._boxes.get(key)
+        if (
+            (box is None and len(self._boxes) >= self.max_keys)
+            or (box is not None and len(box) >= self.max_per_key)
+            or self.size_bytes + size > self.max_bytes
+        ):
+            self.refusals += 1
+            return Refused.MAILBOX_FULL
+        if sender is not None:
+            if self._senders.get(sender, 0) >= self.max_per_sender:
+                self.refusals += 1
+                return Refused.SENDER_FULL
+            self._senders[sender] = self._senders.get(sender, 0) + 1
+        if box is None:
+            box = self._boxes[key] = deque()
+        letter = _Letter(self._clock() + self.ttl_seconds, key, item, sender, size)
+        box.append(letter)
+        self._line.append(letter)
         self.items_held += 1
         self.size_bytes += size
-        line = self._line
-        while line and (
-            self.size_bytes > self.max_bytes or len(line) > self.max_keys * self.max_per_key
-        ):
-            if self._pop_line():
-                self.evictions += 1
+        return None
 
-    def _pop_line(self) -> bool:
-        """Pop the line's oldest item; True if it was still in its mailbox (now removed)."""
-        _, key, item, size = self._line.popleft()
-        self.size_bytes -= size
-        box = self._boxes.get(key)
-        if box is None or box[0][1] is not item:
-            return False  # delivered or dropped already
-        box.popleft()
+    def _release(self, letter: _Letter[K, T]) -> None:
+        letter.item = None
         self.items_held -= 1
-        if not box:
-            del self._boxes[key]
-        return True
+        self.size_bytes -= letter.size
+        sender = letter.sender
+        if sender is not None:
+            left = self._senders[sender] - 1
+            if left:
+                self._senders[sender] = left
+            else:
+                del self._senders[sender]
 
     def take(self, key: K) -> list[T]:
         """Remove and return ``key``'s live items, oldest first."""
         box = self._boxes.pop(key, None)
         if box is None:
             return []
-        self.items_held -= len(box)
         now = self._clock()
-        return [item for expires_at, item in box if expires_at > now]
+        items = [letter.item for letter in box if letter.expires_at > now]
+        for letter in box:
+            self._release(letter)
+        self._delivered += len(box)
+        if self._delivered > _COMPACT_AFTER and self._delivered * 2 > len(self._line):
+            self._line = deque(letter for letter in self._line if letter.item is not None)
+            self._delivered = 0
+        return items  # type: ignore[return-value]  # live letters hold their item
 
     def expire(self, limit: int | None = None) -> int:
-        """Remove due items, looking at most at ``limit`` of them; returns how many were still
-        in a mailbox. O(expired): the line is in expiry order."""
+        """Remove due items, looking at most at ``limit`` letters of the line; returns how
+        many were still queued. O(expired): the line is in expiry order."""
         line = self._line
         now = self._clock()
         looked = removed = 0
-        while line and line[0][0] <= now and (limit is None or looked < limit):
-            removed += self._pop_line()
+        while line and line[0].expires_at <= now and (limit is None or looked < limit):
+            letter = line.popleft()
             looked += 1
+            if letter.item is None:
+                self._delivered -= 1
+                continue
+            box = self._boxes[letter.key]
+            box.popleft()  # the same letter: each box is in expiry order too
+            if not box:
+                del self._boxes[letter.key]
+            self._release(letter)
+            removed += 1
         self.expirations += removed
         return removed
 
     def due(self) -> bool:
-        """Whether the line's oldest item is due; O(1)."""
-        return bool(self._line) and self._line[0][0] <= self._clock()
+        """Whether the line's oldest letter is due; O(1)."""
+        return bool(self._line) and self._line[0].expires_at <= self._clock()
 
     def expired(self) -> int:
-        """How many items still in a mailbox are due; O(keys), for dry runs."""
+        """How many queued items are due; O(expired), for dry runs."""
         now = self._clock()
         return sum(
-            sum(1 for _ in itertools.takewhile(lambda entry: entry[0] <= now, box))
-            for box in self._boxes.values()
+            1
+            for letter in itertools.takewhile(lambda letter: letter.expires_at <= now, self._line)
+            if letter.item is not None
         )
 
     def stats(self) -> ContainerStats:
-        return ContainerStats(len(self._boxes), self.max_keys, self.evictions, self.expirations)
+        # Nothing is ever evicted: past a cap, items are refused (``refusals``).
+        return ContainerStats(len(self._boxes), self.max_keys, 0, self.expirations)
 
 
 class _Window:

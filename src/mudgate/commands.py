@@ -79,8 +79,11 @@ class CommandContext:
         self.hub.room_event(self.room, event, **fields)
 
     def tell(self, player_id: str, event: str, **fields: Any) -> bool:
-        """Send an event to one player (queued if they left recently); False if unknown."""
-        return self.hub.send_event(player_id, event, **fields)
+        """Send an event to one player (queued if they left recently, counted against the
+        sender's share of what waits); False if unknown or refused."""
+        message = self.hub.event(event, **fields)
+        delivery = self.hub.send_to_player(player_id, message, self.player.id)
+        return delivery in (Delivery.SENT, Delivery.QUEUED, Delivery.ROUTED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,9 +242,20 @@ def builtin_commands() -> CommandRegistry:
     async def tell(ctx: CommandContext, args: Tell) -> None:
         message = ctx.hub.event("tell", **{"from": ctx.player.id, "to": args.to, "text": args.text})
         # Waits for the cluster's answer, so a player nobody knows is an error here too.
-        delivery = await ctx.hub.tell(args.to, message)
+        delivery = await ctx.hub.tell(args.to, message, ctx.player.id)
         if delivery is Delivery.UNKNOWN_PLAYER:
             raise ProtocolError(ErrorCode.PLAYER_NOT_FOUND, f"no player {args.to!r} is online")
+        if delivery is Delivery.MAILBOX_FULL:
+            raise ProtocolError(
+                ErrorCode.MAILBOX_FULL, f"{args.to} is away and cannot take more messages"
+            )
+        if delivery is Delivery.SENDER_FULL:
+            limit = ctx.hub.settings.max_pending_per_sender
+            raise ProtocolError(
+                ErrorCode.MAILBOX_FULL,
+                f"you have {limit} messages waiting for players who are away; wait for them "
+                "to come back",
+            )
         if args.to != ctx.player.id:
             ctx.reply("told", to=args.to, text=args.text)
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .backplane import Backplane, Delivery, Presence, create_backplane
-from .bounded import Mailboxes, SlidingWindowLimiter, TokenBuckets, TTLMap
+from .bounded import Mailboxes, Refused, SlidingWindowLimiter, TokenBuckets, TTLMap
 from .connection import Connection, ConnectionLimits, ConnectionState
 from .hooks import Hooks
 from .protocol import CloseCode, Outgoing, encode_event
@@ -122,6 +122,7 @@ class Hub:
             settings.max_pending_messages,
             settings.max_pending_bytes,
             settings.pending_message_ttl,
+            max_per_sender=settings.max_pending_per_sender,
             clock=clock,
             sizeof=len,
         )
@@ -417,41 +418,48 @@ class Hub:
     def broadcast_channel(self, channel: str, message: Outgoing) -> None:
         self.publish(channel_topic(channel), message)
 
-    def send_to_player(self, player_id: str, message: Outgoing) -> Delivery:
+    def send_to_player(
+        self, player_id: str, message: Outgoing, sender: str | None = None
+    ) -> Delivery:
         """Send to a player wherever they are; queue it if they left recently.
 
         Never waits: a player held by another node is reached through the backplane, which
-        delivers or queues the message there (``Delivery.ROUTED``). Queued messages are capped
-        per player and, all players together, in bytes; past either cap the oldest go first.
+        delivers or queues the message there (``Delivery.ROUTED``). What is queued is capped
+        per player, per ``sender`` (a player; None for the game itself) and, all together, in
+        bytes; past a cap the message is refused and nothing queued is pushed out.
         """
         if player_id in self.online_players:
             self.publish(player_topic(player_id), message)
             return Delivery.SENT
         if self.backplane.clustered:
-            self.backplane.route(player_id, message)
+            self.backplane.route(player_id, message, sender)
             return Delivery.ROUTED
-        return self._queue(player_id, message)
+        return self._queue(player_id, message, sender)
 
-    async def tell(self, player_id: str, message: Outgoing) -> Delivery:
+    async def tell(self, player_id: str, message: Outgoing, sender: str | None = None) -> Delivery:
         """``send_to_player``, waiting for the cluster to say what became of the message."""
         if player_id in self.online_players or not self.backplane.clustered:
-            return self.send_to_player(player_id, message)
-        delivery = await self.backplane.send_direct(player_id, message)
-        return self._queue(player_id, message) if delivery is None else delivery
+            return self.send_to_player(player_id, message, sender)
+        delivery = await self.backplane.send_direct(player_id, message, sender)
+        return self._queue(player_id, message, sender) if delivery is None else delivery
 
-    def _queue(self, player_id: str, message: Outgoing) -> Delivery:
+    def _queue(self, player_id: str, message: Outgoing, sender: str | None) -> Delivery:
         if player_id not in self.last_seen:
             return Delivery.UNKNOWN_PLAYER
-        self.pending_messages.append(player_id, message)
+        refused = self.pending_messages.append(player_id, message, sender)
+        if refused is Refused.SENDER_FULL:
+            return Delivery.SENDER_FULL
+        if refused is Refused.MAILBOX_FULL:
+            return Delivery.MAILBOX_FULL
         return Delivery.QUEUED
 
     # What game code calls, from a command or from outside any connection (a tick, an NPC).
 
     def send_event(self, player_id: str, event: str, **fields: Any) -> bool:
-        """Send ``event`` to one player, queued if they left recently; False if unknown."""
-        return self.send_to_player(player_id, self.event(event, **fields)) is not (
-            Delivery.UNKNOWN_PLAYER
-        )
+        """Send ``event`` to one player, queued if they left recently; False if they are
+        unknown (or away with a full mailbox)."""
+        delivery = self.send_to_player(player_id, self.event(event, **fields))
+        return delivery in (Delivery.SENT, Delivery.QUEUED, Delivery.ROUTED)
 
     def room_event(self, room: str, event: str, **fields: Any) -> None:
         """Send ``event`` to everyone in ``room``."""
@@ -606,6 +614,7 @@ class Hub:
             "pending_messages": len(self.pending_messages),
             "pending_message_entries": self.pending_messages.items_held,
             "pending_message_bytes": self.pending_messages.size_bytes,
+            "pending_messages_refused": self.pending_messages.refusals,
             "outbox_messages": outbox_messages,
             "outbox_bytes": outbox_bytes,
             "connections_opened": self.connections_opened,

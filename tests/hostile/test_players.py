@@ -95,3 +95,41 @@ async def test_a_flood_of_posted_commands_gets_429(gateway: Callable[..., Gatewa
             async for chunk in stream.aiter_bytes():
                 records += chunk
         assert b'"code":4029' in records
+
+
+async def test_a_griefers_tells_cannot_push_out_anyone_elses(
+    gateway: Callable[..., Gateway],
+) -> None:
+    server = gateway(
+        player_messages_per_second=10000,
+        player_message_burst=10000,
+        max_pending_per_sender=50,
+        max_pending_messages=60,
+    )
+    for away in ("bob", "carol"):  # seen lately, gone now: tells to them are queued
+        async with await Player.connect(server.ws(away)) as player:
+            await player.next("welcome")
+    async with (
+        await Player.connect(server.ws("alice")) as alice,
+        await Player.connect(server.ws("griefer")) as griefer,
+        await Player.connect(server.ws("dave")) as dave,
+    ):
+        await alice.send(op="tell", to="bob", text="meet me at the gate")
+        await alice.next("told")
+        answers = []
+        for i in range(100):
+            await griefer.send(op="tell", to="bob", text=f"spam {i}", id=i)
+            answers.append(await griefer.next("told", "error"))
+        assert [a["type"] for a in answers] == ["event"] * 50 + ["error"] * 50
+        assert answers[-1]["code"] == "mailbox_full"
+        await griefer.send(op="tell", to="carol", text="more spam")
+        assert (await griefer.next("error"))["code"] == "mailbox_full"
+        await dave.send(op="tell", to="bob", text="hi from dave")
+        await dave.next("told")
+    memory = await asyncio.to_thread(server.memory)
+    assert memory["data_structures"]["pending_message_entries"] == 52
+    async with await Player.connect(server.ws("bob")) as bob:
+        await bob.next("welcome")
+        tells = [(await bob.next("tell"))["text"] for _ in range(52)]
+    assert tells[0] == "meet me at the gate"
+    assert tells[-1] == "hi from dave"

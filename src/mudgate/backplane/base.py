@@ -38,6 +38,8 @@ class Delivery(enum.Enum):
     QUEUED = "queued"  # they left recently: it waits for them (here or in Redis)
     ROUTED = "routed"  # handed to the cluster, which delivers or queues it
     UNKNOWN_PLAYER = "unknown_player"  # nobody holds them and nobody has seen them lately
+    MAILBOX_FULL = "mailbox_full"  # they are away and their messages fill their (or all) caps
+    SENDER_FULL = "sender_full"  # the sender has max_pending_per_sender messages waiting
 
 
 class Node(Protocol):
@@ -95,11 +97,14 @@ class Backplane(Protocol):
     def problem(self) -> str | None:
         """Why the cluster cannot be reached, while it cannot; None when all is well."""
 
-    def route(self, player_id: str, message: Outgoing) -> None:
+    def route(self, player_id: str, message: Outgoing, sender: str | None) -> None:
         """Send to a player held elsewhere, or queue it for them, without waiting for the
-        outcome (game code's ``send_event``)."""
+        outcome (game code's ``send_event``). ``sender`` is the player whose share of what
+        is queued it counts against (None: the game's own)."""
 
-    async def send_direct(self, player_id: str, message: Outgoing) -> Delivery | None:
+    async def send_direct(
+        self, player_id: str, message: Outgoing, sender: str | None
+    ) -> Delivery | None:
         """Send to a player held elsewhere, or queue it for them in the cluster."""
 
     async def take_pending(self, player_id: str) -> list[Outgoing]:

@@ -51,10 +51,12 @@ class LocalBackplane:
     def evict(self, node_id: str, player_id: str, count: int) -> None:
         pass
 
-    def route(self, player_id: str, message: Outgoing) -> None:
+    def route(self, player_id: str, message: Outgoing, sender: str | None) -> None:
         pass
 
-    async def send_direct(self, player_id: str, message: Outgoing) -> Delivery | None:
+    async def send_direct(
+        self, player_id: str, message: Outgoing, sender: str | None
+    ) -> Delivery | None:
         return None
 
     async def take_pending(self, player_id: str) -> list[Outgoing]:

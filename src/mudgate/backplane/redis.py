@@ -10,18 +10,19 @@ What lives in Redis, under ``MUDGATE_REDIS_PREFIX`` (``P``), and what bounds it:
     drops out of ``who`` and of every room within ``presence_ttl``, with nobody cleaning up.
 ``P:seen:<player>``
     Set when a player leaves a node, expiring after ``last_seen_ttl``: a tell to them is queued.
-``P:pending:<player>``
-    What was told to them meanwhile: trimmed to ``max_pending_messages`` and expiring after
-    ``pending_message_ttl`` at every push.
+``P:pending:*``
+    What was told to them meanwhile, capped per player, per sender and in bytes, with its
+    accounting (``mailbox.py``).
 
 Room, channel and player topics are pub/sub channels ``P:<topic>``; a node subscribes to one
 only while it has a local listener. A message reaches local listeners at once and is published
 once, tagged with the node's id, so the publishing node skips its own echo.
 
-Nothing a player does waits for Redis: writes go through one bounded queue, drained by one
-task. While Redis is away the node serves its own players, drops (and counts) what was meant
-for the others, and reconnects with capped, jittered backoff; on return it subscribes again
-and announces its players afresh.
+Nothing read from Redis is trusted (``wire.py``): a record no mudgate node would have written
+is counted, logged once, and skipped. Nothing a player does waits for Redis: writes go through
+one bounded queue, drained by one task. While Redis is away the node serves its own players,
+drops (and counts) what was meant for the others, and reconnects with capped, jittered
+backoff; on return it subscribes again and announces its players afresh.
 """
 
 from __future__ import annotations
@@ -33,11 +34,10 @@ import os
 import random
 import secrets
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import msgspec
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.backoff import NoBackoff
@@ -47,6 +47,22 @@ from redis.retry import Retry
 from ..protocol import Outgoing
 from ..settings import Settings
 from .base import Delivery, Node, Presence
+from .mailbox import MAILBOX_SCRIPTS, SEND_RESULTS, RedisMailbox
+from .wire import (
+    EVICT,
+    MESSAGE,
+    Invalid,
+    decode_eviction,
+    decode_message,
+    decode_node_id,
+    decode_pending,
+    decode_presence,
+    decode_summary,
+    encode_eviction,
+    encode_message,
+    encode_presence,
+    encode_summary,
+)
 
 __all__ = ["RedisBackplane"]
 
@@ -63,35 +79,12 @@ ANNOUNCE_BATCH = 1000
 # taken for dead (and every waiter released), so the list of waiters cannot grow.
 MAX_UNANSWERED_PINGS = 100
 
-MESSAGE = b"m"
-EVICT = b"e"
 SEP = b"\n"
-
-# Publish to the player's channel; if no node holds them but they were seen lately, queue it.
-SEND_DIRECT = """
-if redis.call('PUBLISH', ARGV[1], ARGV[2]) > 0 then return 1 end
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('RPUSH', KEYS[2], ARGV[3])
-redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
-redis.call('PEXPIRE', KEYS[2], ARGV[5])
-return 2
-"""
-SEND_DIRECT_RESULTS = {0: Delivery.UNKNOWN_PLAYER, 1: Delivery.SENT, 2: Delivery.QUEUED}
 
 Command = tuple[Any, ...]
 T = TypeVar("T")
 # Errors that mean Redis is away (or misbehaving): the node goes on without it.
 REDIS_ERRORS = (RedisError, OSError, TimeoutError)
-
-
-class _PresenceRecord(msgspec.Struct, array_like=True):
-    room: str
-    connected_at: tuple[float, ...]
-
-
-_encode = msgspec.json.Encoder().encode
-_decode_presence = msgspec.json.Decoder(_PresenceRecord).decode
-_decode_summary = msgspec.json.Decoder(dict[str, Any]).decode
 
 
 def _node_id(settings: Settings) -> str:
@@ -134,7 +127,10 @@ class RedisBackplane:
 
         self._redis: Redis | None = None
         self._pubsub: PubSub | None = None
-        self._send_direct_sha: str | None = None
+        self._mailbox = RedisMailbox(settings)
+        # What waits in Redis for players who are away, as last read (at each renewal).
+        self.pending_players = 0
+        self.pending_bytes = 0
         self._up = False
         self._problem: str | None = "not connected yet"
         self._task: asyncio.Task[None] | None = None
@@ -145,6 +141,8 @@ class RedisBackplane:
         self.dropped = 0
         self.reconnects = 0
         self.errors = 0
+        # Records read from Redis that no mudgate node would have written, by kind.
+        self.invalid: Counter[str] = Counter()
 
     # The Backplane protocol: lifecycle
 
@@ -195,7 +193,7 @@ class RedisBackplane:
     def publish(self, topic: str, message: Outgoing) -> None:
         if self._node is not None:
             self._node.deliver(topic, message)
-        self._write(("PUBLISH", self._channel(topic), self._message_payload(message)))
+        self._write(("PUBLISH", self._channel(topic), encode_message(self.node_id, message)))
         self.published += 1
 
     def subscribe(self, topic: str) -> None:
@@ -233,53 +231,39 @@ class RedisBackplane:
                 ("SET", self._seen_key(player_id), b"1", "PX", _ms(self.settings.last_seen_ttl))
             )
         else:
-            record = _encode(_PresenceRecord(presence.room, presence.connected_at))
+            record = encode_presence(presence.room, presence.connected_at)
             self._write(("HSET", players, player_id, record))
             self._write(("PEXPIRE", players, _ms(self.settings.presence_ttl)))
 
     def evict(self, node_id: str, player_id: str, count: int) -> None:
-        payload = SEP.join((EVICT + self.node_id.encode(), node_id.encode(), str(count).encode()))
+        payload = encode_eviction(self.node_id, node_id, count)
         self._write(("PUBLISH", self._channel(f"player:{player_id}"), payload))
 
     # Direct messages and what waits for a player
 
-    def route(self, player_id: str, message: Outgoing) -> None:
-        self._write(("EVALSHA", *self._send_direct_args(player_id, message)))
+    def route(self, player_id: str, message: Outgoing, sender: str | None) -> None:
+        self._write(("EVALSHA", *self._send_args(player_id, message, sender)))
 
-    async def send_direct(self, player_id: str, message: Outgoing) -> Delivery | None:
-        result = await self._call(
-            lambda redis: redis.evalsha(*self._send_direct_args(player_id, message))
-        )
-        return None if result is None else SEND_DIRECT_RESULTS[int(result)]
+    async def send_direct(
+        self, player_id: str, message: Outgoing, sender: str | None
+    ) -> Delivery | None:
+        args = self._send_args(player_id, message, sender)
+        result = await self._call(lambda redis: redis.evalsha(*args))
+        return None if result is None else SEND_RESULTS[int(result)]
 
-    def _send_direct_args(self, player_id: str, message: Outgoing) -> Command:
-        return (
-            self._send_direct_sha,
-            2,
-            self._seen_key(player_id),
-            self._pending_key(player_id),
-            self._channel(f"player:{player_id}"),
-            self._message_payload(message),
-            message.event.encode() + SEP + message.data,
-            self.settings.max_pending_messages,
-            _ms(self.settings.pending_message_ttl),
-        )
+    def _send_args(self, player_id: str, message: Outgoing, sender: str | None) -> Command:
+        channel = self._channel(f"player:{player_id}")
+        return self._mailbox.send_args(channel, self.node_id, player_id, message, sender)
 
     async def take_pending(self, player_id: str) -> list[Outgoing]:
-        key = self._pending_key(player_id)
-
-        async def take(redis: Redis) -> list[bytes]:
-            async with redis.pipeline(transaction=True) as pipe:
-                pipe.lrange(key, 0, -1)
-                pipe.delete(key)
-                stored, _ = await pipe.execute()
-            return list(stored)
-
-        stored = await self._call(take)
+        args = self._mailbox.take_args(player_id)
+        stored = await self._call(lambda redis: redis.evalsha(*args))
         messages = []
         for item in stored or ():
-            event, _, data = item.partition(SEP)
-            messages.append(Outgoing(event.decode(), data))
+            try:
+                messages.append(decode_pending(item, self.settings.outbox_max_bytes))
+            except Invalid as error:
+                self._invalid(error)
         return messages
 
     # The cluster view
@@ -299,14 +283,15 @@ class RedisBackplane:
             players: dict[str, list[Presence]] = {}
             for node, reply in zip(others, replies, strict=True):
                 fields = reply.items() if player_id is None else [(player_id.encode(), reply[0])]
-                for player, raw in fields:
+                for field, raw in fields:
                     if raw is None:
                         continue
                     try:
-                        record = _decode_presence(raw)
-                    except msgspec.DecodeError:
-                        continue  # written by an incompatible version: not ours to judge
-                    players.setdefault(player.decode(), []).append(
+                        player, record = decode_presence(field, raw)
+                    except Invalid as error:
+                        self._invalid(error)
+                        continue
+                    players.setdefault(player, []).append(
                         Presence(node, record.room, record.connected_at)
                     )
             return players
@@ -321,19 +306,22 @@ class RedisBackplane:
             for raw in summaries:
                 if raw is not None:  # expired between the scan and the read
                     try:
-                        found.append(_decode_summary(raw))
-                    except msgspec.DecodeError:
-                        continue
-            return sorted(found, key=lambda summary: str(summary.get("node", "")))
+                        found.append(decode_summary(raw))
+                    except Invalid as error:
+                        self._invalid(error)
+            return sorted(found, key=lambda summary: str(summary["node"]))
 
         return await self._call(read)
 
     async def _live_nodes(self, redis: Redis) -> list[str]:
-        start = len(self._node_key(""))
-        return [
-            key.decode()[start:]
-            async for key in redis.scan_iter(match=self._node_key("*"), count=1000)
-        ]
+        start = len(self._node_key("").encode())
+        nodes = []
+        async for key in redis.scan_iter(match=self._node_key("*"), count=1000):
+            try:
+                nodes.append(decode_node_id(key[start:]))
+            except Invalid as error:
+                self._invalid(error)
+        return nodes
 
     def stats(self) -> dict[str, int]:
         return {
@@ -343,8 +331,21 @@ class RedisBackplane:
             "backplane_received": self.received,
             "backplane_dropped": self.dropped,
             "backplane_reconnects": self.reconnects,
+            "backplane_invalid": sum(self.invalid.values()),
             "backplane_up": int(self._up),
+            "backplane_pending_players": self.pending_players,
+            "backplane_pending_bytes": self.pending_bytes,
         }
+
+    def _invalid(self, error: Invalid) -> None:
+        """Count a record no mudgate node would have written; log the first of each kind."""
+        if not self.invalid[error.kind]:
+            logger.warning(
+                "ignored a record in Redis that no mudgate node wrote (further ones are only "
+                "counted: mudgate_backplane_invalid_total)",
+                extra={"kind": error.kind, "error": str(error)},
+            )
+        self.invalid[error.kind] += 1
 
     # Keys and payloads
 
@@ -359,12 +360,6 @@ class RedisBackplane:
 
     def _seen_key(self, player_id: str) -> str:
         return f"{self._prefix}:seen:{player_id}"
-
-    def _pending_key(self, player_id: str) -> str:
-        return f"{self._prefix}:pending:{player_id}"
-
-    def _message_payload(self, message: Outgoing) -> bytes:
-        return MESSAGE + self.node_id.encode() + SEP + message.event.encode() + SEP + message.data
 
     def _safe_url(self) -> str:
         """The URL without its password, for logs."""
@@ -423,7 +418,8 @@ class RedisBackplane:
         )
         async with asyncio.timeout(timeout):
             await self._redis.ping()
-            self._send_direct_sha = await self._redis.script_load(SEND_DIRECT)
+            for name, script in MAILBOX_SCRIPTS.items():
+                self._mailbox.shas[name] = await self._redis.script_load(script)
             self._pubsub = self._redis.pubsub()
             # Everything this node listens to, in one command; what changes from here on is
             # in _topic_changes, for the writer.
@@ -449,7 +445,7 @@ class RedisBackplane:
         assert self._node is not None
         players = self._players_key()
         records = [
-            (player_id, _encode(_PresenceRecord(presence.room, presence.connected_at)))
+            (player_id, encode_presence(presence.room, presence.connected_at))
             for player_id, presence in self._node.presence().items()
         ]
         async with redis.pipeline(transaction=True) as pipe:
@@ -457,14 +453,19 @@ class RedisBackplane:
             for start in range(0, len(records), ANNOUNCE_BATCH):
                 pipe.hset(players, mapping=dict(records[start : start + ANNOUNCE_BATCH]))
             self._renew(pipe)
-            await pipe.execute()
+            *_, pending_players, pending_bytes = await pipe.execute()
+        self.pending_players = int(pending_players)
+        self.pending_bytes = int(pending_bytes or 0)
 
     def _renew(self, pipe: Any) -> None:
         assert self._node is not None
         ttl = _ms(self.settings.presence_ttl)
         summary = {"node": self.node_id, "updated_at": self.wall_clock(), **self._node.status()}
-        pipe.set(self._node_key(self.node_id), _encode(summary), px=ttl)
+        pipe.set(self._node_key(self.node_id), encode_summary(summary), px=ttl)
         pipe.pexpire(self._players_key(), ttl)
+        # What waits in Redis for players who are away, for monitoring.
+        pipe.zcard(self._mailbox.expiry_key)
+        pipe.get(self._mailbox.total_key)
 
     async def _serve(self) -> BaseException:
         """Read, write and renew until one of them fails; returns what failed."""
@@ -500,23 +501,22 @@ class RedisBackplane:
         origin, _, rest = origin_and_rest.partition(SEP)
         if node is None or origin == self.node_id.encode():
             return  # our own message: delivered locally when published
+        # Only channels this node subscribed to arrive, so the topic is one of its own.
+        topic = channel[len(self._prefix) + 1 :].decode(errors="replace")
         try:
-            topic = channel.decode()[len(self._prefix) + 1 :]
             if kind == MESSAGE:
-                event, _, data = rest.partition(SEP)
-                message = Outgoing(event.decode(), data)
+                message = decode_message(rest, self.settings.outbox_max_bytes)
                 self.received += 1
                 node.deliver(topic, message)
             elif kind == EVICT and topic.startswith("player:"):
-                target, _, count = rest.partition(SEP)
-                if target == self.node_id.encode() and count.isdigit():
+                target, count = decode_eviction(rest)
+                if target == self.node_id.encode():
                     self.received += 1
-                    node.evict(topic.removeprefix("player:"), int(count))
+                    node.evict(topic.removeprefix("player:"), count)
             else:
-                raise ValueError(f"unknown kind {kind!r}")
-        except ValueError as error:  # UnicodeDecodeError too: not from a mudgate node
-            self.errors += 1
-            logger.warning("ignored a malformed message on %r: %s", channel[:200], error)
+                raise Invalid("message", f"not a message nor an eviction for this topic: {kind!r}")
+        except Invalid as error:
+            self._invalid(error)
 
     async def _flush(self) -> None:
         assert self._redis is not None

@@ -58,6 +58,11 @@ class GatewayCollector(Collector):
             "Bytes of messages queued for offline players.",
             value=stats["pending_message_bytes"],
         )
+        yield CounterMetricFamily(
+            "mudgate_pending_messages_refused",
+            "Messages for offline players refused at a cap (per player, per sender, bytes).",
+            value=stats["pending_messages_refused"],
+        )
         yield GaugeMetricFamily(
             "mudgate_outbox_bytes", "Bytes queued in all outboxes.", value=stats["outbox_bytes"]
         )
@@ -211,11 +216,22 @@ class GatewayCollector(Collector):
             "Commands waiting to be written to Redis.",
             stats["backplane_queue"],
         )
+        yield GaugeMetricFamily(
+            "mudgate_backplane_pending_players",
+            "Players away with messages waiting for them in Redis (all nodes').",
+            stats["backplane_pending_players"],
+        )
+        yield GaugeMetricFamily(
+            "mudgate_backplane_pending_bytes",
+            "Bytes of messages waiting in Redis for players who are away (all nodes').",
+            stats["backplane_pending_bytes"],
+        )
         for name, meaning in (
             ("published", "Messages published to Redis."),
             ("received", "Messages from other nodes delivered here."),
             ("dropped", "Commands for Redis dropped while it was away or the queue was full."),
             ("reconnects", "Times Redis was reached again after being away."),
+            ("invalid", "Records read from Redis that no mudgate node wrote, skipped."),
         ):
             yield CounterMetricFamily(
                 f"mudgate_backplane_{name}", meaning, value=stats[f"backplane_{name}"]

@@ -105,6 +105,12 @@ class DataStructures(BaseModel):
         0, description="Redis channels this node listens to (0 without a Redis backplane)."
     )
     backplane_queue: int = Field(0, description="Commands waiting to be written to Redis.")
+    backplane_pending_players: int = Field(
+        0, description="Players away with messages waiting in Redis (every node's)."
+    )
+    backplane_pending_bytes: int = Field(
+        0, description="Bytes waiting in Redis for players who are away (every node's)."
+    )
 
 
 class CleanupStatsModel(BaseModel):
