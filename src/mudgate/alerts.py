@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import httpx
 
 from .bounded import BoundedQueue, TTLMap
+from .lag import Block
 from .memory.history import Trend
 from .settings import Settings
 
@@ -143,6 +144,7 @@ class AlertRules:
         ineffective_cleanup: bool = False,
         trend: Trend | None = None,
         backplane_problem: str | None = None,
+        loop_blocked: Block | None = None,
     ) -> list[Alert]:
         alerts = []
         if levels.level is not None:
@@ -213,6 +215,17 @@ class AlertRules:
                     trend.growing_structure or "",
                 )
             )
+        if loop_blocked is not None:
+            alerts.append(
+                Alert(
+                    Level.WARNING,
+                    "EVENT_LOOP_BLOCKED",
+                    f"Event loop blocked for {loop_blocked.seconds:.2f} s, every player "
+                    f"waiting: {loop_blocked.running}",
+                    round(loop_blocked.seconds, 3),
+                    self.settings.loop_lag_threshold,
+                )
+            )
         if backplane_problem is not None:
             alerts.append(
                 Alert(
@@ -234,6 +247,7 @@ ALERT_CODES = (
     "SLOW_CONSUMERS",
     "CLEANUP_INEFFECTIVE",
     "LEAK_SUSPECTED",
+    "EVENT_LOOP_BLOCKED",
     "BACKPLANE_UNAVAILABLE",
 )
 

@@ -25,6 +25,7 @@ from typing import Protocol
 from .alerts import STRUCTURE_NAMES, Alert, AlertRules, AlertTracker, MemoryLevels, Notifier
 from .connection import Connection, ConnectionState
 from .hub import Hub
+from .lag import LoopLag
 from .memory.history import HistoryPoint, MemoryHistory
 from .memory.monitor import MIB, MemoryMonitor, MemorySample
 from .protocol import CloseCode
@@ -166,9 +167,11 @@ class Janitor:
         wall_clock: Callable[[], float] = time.time,
         malloc_trim: Callable[[], bool] = _malloc_trim,
         notifier: Notifier | None = None,
+        lag: LoopLag | None = None,
     ) -> None:
         self.hub = hub
         self.monitor = monitor
+        self.lag = lag or LoopLag(settings.loop_lag_threshold, clock=clock)
         self.settings = settings
         self.clock = clock
         self.wall_clock = wall_clock
@@ -192,12 +195,14 @@ class Janitor:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="mudgate-janitor")
         self.notifier.start()
+        self.lag.start()
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel("mudgate: shutting down")
             await asyncio.wait((self._task,))
             self._task = None
+        await self.lag.stop()
         await self.notifier.stop()
 
     async def _run(self) -> None:
@@ -471,4 +476,5 @@ class Janitor:
             ineffective_cleanup=self.ineffective_cleanup,
             trend=self.history.trend(),
             backplane_problem=self.hub.backplane.problem,
+            loop_blocked=self.lag.blocked(),
         )

@@ -17,6 +17,7 @@ import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any, Generic, TypeVar
 
 import msgspec
@@ -36,7 +37,13 @@ from .protocol import (
     parse_frame,
 )
 
-__all__ = ["CommandContext", "CommandRegistry", "NoArgs", "builtin_commands"]
+__all__ = [
+    "CommandContext",
+    "CommandRegistry",
+    "NoArgs",
+    "builtin_commands",
+    "running_command",
+]
 
 logger = logging.getLogger("mudgate.commands")
 
@@ -174,6 +181,20 @@ class CommandRegistry:
         # A frame with an id always gets exactly one answer.
         if frame.id is not None and not ctx.replied:
             ctx.reply("ok", op=frame.op)
+
+
+_RUN = CommandRegistry._run.__code__
+
+
+def running_command(frame: FrameType) -> str | None:
+    """The command a frame of the event loop's thread belongs to, in words ("command 'roll'
+    from alice"), or None: how ``LoopLag`` names what blocked the loop."""
+    if frame.f_code is not _RUN:
+        return None
+    variables = frame.f_locals
+    parsed, conn = variables.get("frame"), variables.get("conn")
+    op = getattr(parsed, "op", "?")
+    return f"command {op!r} from {getattr(conn, 'player_id', '?')}"
 
 
 # The built-in commands' arguments.

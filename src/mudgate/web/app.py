@@ -21,8 +21,9 @@ from starlette.types import Receive, Scope, Send
 from ..auth import Authenticator
 from ..bounded import SlidingWindowLimiter
 from ..cleanup import Janitor
-from ..commands import CommandRegistry, builtin_commands
+from ..commands import CommandRegistry, builtin_commands, running_command
 from ..hub import Hub
+from ..lag import LoopLag
 from ..memory.budget import memory_budget
 from ..memory.diagnostics import Diagnostics
 from ..memory.monitor import MIB, MemoryMonitor
@@ -87,7 +88,11 @@ def create_app(
     hub = hub or Hub(settings, clock=clock)
     commands = commands or builtin_commands()
     janitor = janitor or Janitor(
-        hub, MemoryMonitor(settings, clock=hub.clock), settings, clock=hub.clock
+        hub,
+        MemoryMonitor(settings, clock=hub.clock),
+        settings,
+        clock=hub.clock,
+        lag=LoopLag(settings.loop_lag_threshold, explain=running_command),
     )
     hub.health = janitor.health
     diagnostics = Diagnostics(settings, clock=hub.clock)

@@ -35,6 +35,7 @@ class GatewayCollector(Collector):
         yield from self._structures(stats)
         yield from self._sockets()
         yield from self._memory()
+        yield from self._lag()
         yield from self._cleanups()
         yield from self._counters(stats)
         yield from self._backplane(stats)
@@ -117,6 +118,24 @@ class GatewayCollector(Collector):
             "mudgate_shedding",
             "1 while new connections are refused.",
             value=int(janitor.hub.shedding),
+        )
+
+    def _lag(self) -> Iterator[Metric]:
+        lag = self.janitor.lag
+        yield HistogramMetricFamily(
+            "mudgate_event_loop_lag_seconds",
+            "How late the event loop woke, measured every 100 ms: a command or hook that "
+            "blocks it makes every player wait.",
+            buckets=[
+                ("+Inf" if bound == float("inf") else repr(bound), count)
+                for bound, count in lag.buckets.items()
+            ],
+            sum_value=lag.sum_seconds,
+        )
+        yield GaugeMetricFamily(
+            "mudgate_event_loop_lag_recent_max_seconds",
+            "The worst event-loop lag of the last minute.",
+            value=lag.recent_max(),
         )
 
     def _cleanups(self) -> Iterator[Metric]:

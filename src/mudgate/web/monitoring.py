@@ -15,6 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import BaseModel, Field
 
 from ..cleanup import CleanupReport, Janitor, Trigger
+from ..lag import LoopLag
 from ..memory.budget import memory_budget
 from ..memory.monitor import MIB, MemorySample
 from ..protocol import ErrorCode
@@ -187,10 +188,43 @@ class CleanupResult(BaseModel):
         )
 
 
+class LoopBlock(BaseModel):
+    seconds: float = Field(description="How long the loop was blocked.")
+    running: str = Field(description="The command (and code) running when it was.")
+    seconds_ago: float
+
+
+class EventLoop(BaseModel):
+    lag_seconds: float = Field(description="How late the loop woke at its last check (100 ms).")
+    recent_max_lag_seconds: float = Field(description="The worst lag of the last minute.")
+    threshold_seconds: float = Field(description="MUDGATE_LOOP_LAG_THRESHOLD.")
+    last_block: LoopBlock | None = Field(
+        description="The last time the loop was blocked past the threshold."
+    )
+
+    @classmethod
+    def of(cls, lag: LoopLag) -> "EventLoop":
+        block = lag.last_block
+        now = lag.clock()
+        return cls(
+            lag_seconds=round(lag.latest_seconds, 6),
+            recent_max_lag_seconds=round(lag.recent_max(), 6),
+            threshold_seconds=lag.threshold_seconds,
+            last_block=None
+            if block is None
+            else LoopBlock(
+                seconds=round(block.seconds, 3),
+                running=block.running,
+                seconds_ago=round(now - block.started_at, 3),
+            ),
+        )
+
+
 class MemoryReport(BaseModel):
     memory: MemoryInfo
     connections: ConnectionCounts
     sockets: SocketCounts = Field(description="Every TCP connection, below the players.")
+    event_loop: EventLoop = Field(description="How late the one loop serving everyone runs.")
     data_structures: DataStructures
     cleanup_stats: CleanupStatsModel
     memory_monitor: MonitorConfig
@@ -268,6 +302,7 @@ def monitoring_router(
             memory=MemoryInfo.of(sample),
             connections=ConnectionCounts.model_validate(stats),
             sockets=SocketCounts.of(sockets.stats()),
+            event_loop=EventLoop.of(janitor.lag),
             data_structures=DataStructures.model_validate(stats),
             cleanup_stats=CleanupStatsModel.model_validate(janitor.stats, from_attributes=True),
             memory_monitor=MonitorConfig(
