@@ -60,6 +60,21 @@ class Refusal:
     retry_after_seconds: int
 
 
+# Close codes a client sends when it leaves on its own (1005: a close frame without a code).
+_CLIENT_CLOSES = frozenset({1000, 1001, 1005})
+
+
+def _how_it_ended(conn: Connection, ended: tuple[int, str] | None) -> tuple[int | None, str]:
+    """The close code and reason of a connection, for the log."""
+    if conn.close_code is not None:  # the server closed it
+        return int(conn.close_code), conn.close_reason
+    if ended is None or ended[0] in _CLIENT_CLOSES:
+        return (ended[0] if ended else None), "closed by client"
+    if ended[0] == 1006:
+        return 1006, "connection lost"
+    return ended  # the protocol layer's own (a ping timeout, a ping flood, a frame too big)
+
+
 def room_topic(room: str) -> str:
     return f"room:{room}"
 
@@ -274,8 +289,12 @@ class Hub:
         conn.send(self.event("welcome", player=player.id, room=player.room, connection=conn.id))
         conn.send_backlog([*self.pending_messages.take(conn.player_id), *(elsewhere or ())])
 
-    def disconnect(self, conn: Connection) -> None:
-        """Remove every reference to ``conn`` from every structure. Idempotent."""
+    def disconnect(self, conn: Connection, ended: tuple[int, str] | None = None) -> None:
+        """Remove every reference to ``conn`` from every structure. Idempotent.
+
+        ``ended`` is how the transport says the connection ended (a WebSocket's close code and
+        reason), for the log when the server did not close it itself.
+        """
         if self._registry(conn).pop(conn.id, None) is None:
             return
         self.connection_timestamps.pop(conn.id, None)
@@ -293,13 +312,14 @@ class Hub:
         if not self.connection_timestamps:
             self._all_disconnected.set()
         conn.closed()
+        code, reason = _how_it_ended(conn, ended)
         logger.info(
             "connection closed",
             extra={
                 "connection": conn.id,
                 "player": conn.player_id,
-                "code": int(conn.close_code) if conn.close_code else None,
-                "reason": conn.close_reason or "closed by client",
+                "code": code,
+                "reason": reason,
                 "seconds": round(self.clock() - conn.connected_at, 3),
             },
         )

@@ -187,12 +187,15 @@ class RealtimeTransports:
         else:  # the server answers 403
             await send({"type": "websocket.close", "code": int(CloseCode.UNAUTHORIZED)})
 
-    async def _receive_frames(self, conn: WebSocketConnection, receive: Receive) -> None:
+    async def _receive_frames(
+        self, conn: WebSocketConnection, receive: Receive
+    ) -> tuple[int, str] | None:
+        """Serve the client's frames until it is gone; how the WebSocket ended."""
         max_chars = self.hub.settings.max_message_bytes
         while True:
             message = await receive()
-            if message["type"] != "websocket.receive":
-                return  # websocket.disconnect
+            if message["type"] != "websocket.receive":  # websocket.disconnect
+                return int(message.get("code", 1005)), str(message.get("reason") or "")
             if conn.state is not ConnectionState.OPEN:
                 continue
             conn.received()
@@ -218,12 +221,15 @@ class RealtimeTransports:
             return
         conn.send(encode_error(error.code, error.message, error.request_id, error.retry_after))
 
-    async def _serve(self, conn: Connection, receiving: Coroutine[Any, Any, None]) -> None:
+    async def _serve(
+        self, conn: Connection, receiving: Coroutine[Any, Any, tuple[int, str] | None]
+    ) -> None:
         """Register ``conn``, run its receive loop, and always leave through Hub.disconnect."""
         self.hub.connect(conn)
+        ended = None
         try:
             await self.hub.settle(conn)
-            await receiving
+            ended = await receiving
         except asyncio.CancelledError:
             # Only the cancellation that Connection.abort asked for ends the handler quietly.
             task = asyncio.current_task()
@@ -231,7 +237,7 @@ class RealtimeTransports:
                 raise
             task.uncancel()
         finally:
-            self.hub.disconnect(conn)
+            self.hub.disconnect(conn, ended)
 
     # Server-Sent Events
 
@@ -276,6 +282,7 @@ class RealtimeTransports:
 async def _until_disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass  # the (empty) request body
+    # no code: the stream ended
 
 
 async def _send_error(
