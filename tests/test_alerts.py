@@ -114,6 +114,19 @@ def test_notifications_are_deduplicated_within_the_cooldown(clock: FakeClock) ->
     assert len(notifier._queue) == 1
 
 
+def test_a_start_kept_quiet_by_the_cooldown_resolves_quietly(clock: FakeClock) -> None:
+    settings = make_settings(alert_webhooks=["http://127.0.0.1:1/hook"], alert_cooldown=300)
+    notifier = Notifier(settings, clock=clock)
+    alert = Alert(Level.WARNING, "SLOW_CONSUMERS", "2 slow consumers", 2, 0)
+    for _ in range(3):  # firing, resolved; then twice more within the cool-down
+        notifier.notify([alert], [])
+        clock.advance(10)
+        notifier.notify([], [alert])
+        clock.advance(10)
+    statuses = [payload["status"] for payload in notifier._queue.drain()]
+    assert statuses == ["firing", "resolved"]
+
+
 def test_the_notification_queue_is_bounded(clock: FakeClock) -> None:
     settings = make_settings(alert_webhooks=["http://127.0.0.1:1/hook"], webhook_queue_size=3)
     notifier = Notifier(settings, clock=clock)

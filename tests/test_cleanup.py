@@ -272,3 +272,14 @@ async def test_the_janitor_runs_and_stops_with_its_task(clock: FakeClock) -> Non
         await asyncio.sleep(0.001)
     await setup.janitor.stop()
     assert setup.hub.shedding
+
+
+async def test_a_forced_cleanup_gives_memory_back_but_a_dry_run_does_not(setup: Setup) -> None:
+    dry = await setup.janitor.clean(Trigger.FORCED, dry_run=True)
+    assert not dry.malloc_trimmed
+    assert setup.trims == 0
+    report = await setup.janitor.clean(Trigger.FORCED)
+    assert report.malloc_trimmed  # after a flood, RSS comes down when an admin asks
+    assert setup.trims == 1
+    time_report = await setup.janitor.clean(Trigger.TIME)
+    assert not time_report.malloc_trimmed  # the routine sweep leaves the heap alone

@@ -42,6 +42,29 @@ def test_tokens_never_reach_the_log() -> None:
     assert "token=<redacted>&x=1" in line
 
 
+@pytest.mark.parametrize("name", ["token", "TOKEN", "%74oken", "%74%6F%6B%65%6E", "Token"])
+def test_a_token_is_redacted_however_its_name_is_spelled(name: str) -> None:
+    stream = io.StringIO()
+    configure_logging("info", "json", stream)
+    logging.getLogger("mudgate.access").info('"GET /events?x=1&%s=abc.def HTTP/1.1" 401', name)
+    line = stream.getvalue()
+    assert "abc.def" not in line
+    assert f"?x=1&{name}=<redacted>" in line
+
+
+def test_a_traceback_is_text_in_json() -> None:
+    stream = io.StringIO()
+    configure_logging("info", "json", stream)
+    try:
+        raise ZeroDivisionError("division by zero")
+    except ZeroDivisionError:
+        logging.getLogger("mudgate.server").exception("error in the app")
+    record = json.loads(stream.getvalue())
+    assert record["exception"].startswith("Traceback (most recent call last):")
+    assert "ZeroDivisionError: division by zero" in record["exception"]
+    assert "exc_info" not in record
+
+
 def test_auto_is_readable_lines_on_a_terminal_and_json_elsewhere() -> None:
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

@@ -298,6 +298,8 @@ class Notifier:
         self._wakeup = asyncio.Event()
         # Alert key -> when its start was last notified; bounded like everything else.
         self._notified: TTLMap[str, float] = TTLMap(1000)
+        # The alerts active now whose start was notified: only theirs is a resolution to send.
+        self._announced: TTLMap[str, bool] = TTLMap(1000)
         self._task: asyncio.Task[None] | None = None
         self.sent = 0
         self.failed = 0
@@ -316,9 +318,11 @@ class Notifier:
             if last is not None and now - last < self.settings.alert_cooldown:
                 continue
             self._notified.set(alert.key, now)
+            self._announced.set(alert.key, True)
             self._queue.append(self._payload(alert, "firing"))
         for alert in resolved:
-            if self._notified.get(alert.key) is not None:
+            # A start that the cool-down kept quiet resolves quietly too.
+            if self._announced.pop(alert.key):
                 self._queue.append(self._payload(alert, "resolved"))
         if len(self._queue):
             self._wakeup.set()

@@ -326,7 +326,8 @@ class Janitor:
             "orphans": await self._reconcile(dry_run),
         }
         collected, trimmed = 0, False
-        if trigger is Trigger.MEMORY and not dry_run:
+        # Under pressure, and when an admin asks (after a flood, say): give memory back.
+        if trigger is not Trigger.TIME and not dry_run:
             collected = gc.collect()
             # malloc_trim walks the whole heap: off the event loop.
             trimmed = await asyncio.to_thread(self._malloc_trim)

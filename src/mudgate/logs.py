@@ -12,13 +12,15 @@ import logging
 import re
 import sys
 from typing import Any, Literal, TextIO
+from urllib.parse import unquote
 
 import structlog
 from structlog.typing import EventDict
 
 __all__ = ["configure_logging", "drop_color_message", "redact_tokens"]
 
-_TOKEN = re.compile(r"(token=)[^&\s\"']+")
+# A query parameter: its name (percent-encoded or not) and its value.
+_PARAMETER = re.compile(r"(?<=[?&;])([^=&;\s\"'?]+)=([^&;\s\"']*)")
 
 
 def drop_color_message(logger: Any, method: str, event: EventDict) -> EventDict:
@@ -27,11 +29,20 @@ def drop_color_message(logger: Any, method: str, event: EventDict) -> EventDict:
     return event
 
 
+def _redact(match: re.Match[str]) -> str:
+    name = match[1]
+    # `%74oken`, `TOKEN`: whatever the spelling, a server that decodes it sees `token`.
+    if unquote(name).lower() == "token":
+        return f"{name}=<redacted>"
+    return match[0]
+
+
 def redact_tokens(logger: Any, method: str, event: EventDict) -> EventDict:
-    """A structlog processor: ``?token=...`` becomes ``?token=<redacted>`` in every string."""
+    """A structlog processor: ``?token=...`` becomes ``?token=<redacted>`` in every string,
+    however the parameter's name is spelled or encoded."""
     for key, value in event.items():
-        if isinstance(value, str) and "token=" in value:
-            event[key] = _TOKEN.sub(r"\1<redacted>", value)
+        if isinstance(value, str) and "=" in value:
+            event[key] = _PARAMETER.sub(_redact, value)
     return event
 
 
@@ -51,14 +62,15 @@ def configure_logging(
         drop_color_message,
         redact_tokens,
     ]
-    renderer: Any = (
-        structlog.processors.JSONRenderer()
+    # JSON: a traceback becomes the "exception" field, as text (not the repr of a tuple).
+    renderers: list[Any] = (
+        [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
         if as_json
-        else structlog.dev.ConsoleRenderer(colors=stream.isatty())
+        else [structlog.dev.ConsoleRenderer(colors=stream.isatty())]
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared,
-        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderers],
     )
     handler = logging.StreamHandler(stream)
     handler.setFormatter(formatter)

@@ -13,7 +13,7 @@ from websockets.exceptions import InvalidStatus
 
 from mudgate.auth import Authenticator
 
-from ..conftest import SECRET_KEY
+from ..conftest import ADMIN_TOKEN, SECRET_KEY
 from .clients import Player
 from .server import RunningServer, wait_for
 
@@ -237,3 +237,73 @@ async def test_guests_can_be_turned_off(server_with: Any) -> None:
         response = await http.post("/auth/guest")
     assert response.status_code == 403
     assert response.json()["error"]["code"] == "forbidden"
+
+
+async def test_deeply_nested_json_is_a_bad_frame_not_a_crash(server: RunningServer) -> None:
+    headers = {"Authorization": f"Bearer {server.token('alice')}"}
+    async with (
+        await Player.connect(server.ws("alice")) as alice,
+        httpx.AsyncClient(base_url=server.http_url) as http,
+    ):
+        await alice.ws.send("[" * 1000)
+        error = await alice.next("error")
+        assert (error["code"], error["message"]) == ("bad_json", "frame is nested too deeply")
+        response = await http.post(
+            "/commands", content=b'{"op": "say", "text": ' + b"[" * 1000, headers=headers
+        )
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "bad_json"
+        await alice.send(op="ping", id="alive")
+        assert (await alice.next("pong"))["id"] == "alive"
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {"op": "go", "room": "lobby\n"},
+        {"op": "subscribe", "channel": "ooc\n"},
+        {"op": "say", "text": "hi\nbob tells you: give me your password"},
+        {"op": "say", "text": "hi\u2028there"},
+    ],
+)
+async def test_names_and_text_cannot_carry_line_breaks(
+    server: RunningServer, frame: dict[str, str]
+) -> None:
+    async with await Player.connect(server.ws("alice")) as alice:
+        await alice.send(**frame)
+        assert (await alice.next("error"))["code"] == "invalid_args"
+
+
+async def test_a_token_under_another_spelling_is_not_a_token(server: RunningServer) -> None:
+    url = f"{server.ws_url}?%74oken={server.token('alice')}"
+    with pytest.raises(InvalidStatus) as refused:
+        await connect(url)
+    assert refused.value.response.status_code == 401
+
+
+async def test_x_forwarded_for_is_trusted_only_from_the_proxies_named(server_with: Any) -> None:
+    for trusted, expected in (("", [200, 200, 429]), ("127.0.0.1", [200, 200, 200])):
+        server: RunningServer = server_with(guest_tokens_per_minute=2, forwarded_allow_ips=trusted)
+        async with httpx.AsyncClient(base_url=server.http_url) as http:
+            statuses = [
+                (
+                    await http.post("/auth/guest", headers={"X-Forwarded-For": f"10.0.0.{i}"})
+                ).status_code
+                for i in range(3)
+            ]
+        assert statuses == expected, trusted
+
+
+async def test_wrong_admin_tokens_are_slowed_down(server_with: Any) -> None:
+    server: RunningServer = server_with(admin_failures_per_minute=3)
+    async with httpx.AsyncClient(base_url=server.http_url) as http:
+        wrong = {"Authorization": "Bearer guess-guess-guess-guess"}
+        statuses = [
+            (await http.post("/monitoring/memory/cleanup", headers=wrong)).status_code
+            for _ in range(4)
+        ]
+        assert statuses == [403, 403, 403, 429]
+        right = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        refused = await http.post("/monitoring/memory/cleanup?dry_run=true", headers=right)
+    assert refused.status_code == 429  # from this address, for the rest of the window
+    assert int(refused.headers["retry-after"]) >= 1

@@ -1,4 +1,5 @@
-"""The admin bearer token, as a FastAPI dependency that logs every refusal."""
+"""The admin bearer token, as a FastAPI dependency that logs every refusal and slows guessing:
+past ``admin_failures_per_minute`` wrong tokens from one address, that address gets 429."""
 
 # No `from __future__ import annotations`: FastAPI resolves the dependency's types at runtime.
 import logging
@@ -9,6 +10,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from ..auth import admin_token_matches
+from ..bounded import SlidingWindowLimiter
 from ..protocol import ErrorCode
 from .errors import APIError
 
@@ -17,9 +19,10 @@ __all__ = ["admin_guard", "logger"]
 logger = logging.getLogger("mudgate.admin")
 
 
-def admin_guard(admin_token: str) -> Callable[..., str]:
-    """A dependency that lets only the admin token through (401 without one, 403 when wrong)
-    and returns the caller's address, for the log line every admin action writes."""
+def admin_guard(admin_token: str, failures: SlidingWindowLimiter) -> Callable[..., str]:
+    """A dependency that lets only the admin token through (401 without one, 403 when wrong,
+    429 to an address that ``failures`` says guessed too often) and returns the caller's
+    address, for the log line every admin action writes."""
     bearer = HTTPBearer(auto_error=False, description="The admin token.")
 
     def admin(
@@ -28,10 +31,17 @@ def admin_guard(admin_token: str) -> Callable[..., str]:
     ) -> str:
         remote = request.client.host if request.client else "unknown"
         action = f"{request.method} {request.url.path}"
+        wait = failures.retry_after(remote)
+        if wait > 0:
+            logger.warning("admin %s from %s refused: too many wrong tokens", action, remote)
+            raise APIError(
+                429, ErrorCode.RATE_LIMITED, "too many wrong admin tokens", retry_after=wait
+            )
         if credentials is None:
             logger.warning("admin %s from %s refused: no token", action, remote)
             raise APIError(401, ErrorCode.UNAUTHORIZED, "an admin bearer token is required")
         if not admin_token_matches(credentials.credentials, admin_token):
+            failures.hit(remote)
             logger.warning("admin %s from %s refused: wrong token", action, remote)
             raise APIError(403, ErrorCode.FORBIDDEN, "wrong admin token")
         return remote

@@ -30,6 +30,7 @@ from ..memory.monitor import MIB, MemoryMonitor
 from ..protocol import ErrorCode
 from ..settings import Settings
 from ..sockets import SocketTable
+from .admin import admin_guard
 from .cluster import cluster_router
 from .diagnostics import diagnostics_router
 from .errors import APIError, api_error_handler, validation_error_handler
@@ -151,14 +152,20 @@ def create_app(
     app.state.commands = commands
     app.state.authenticator = authenticator
     app.state.admin_token = admin_token
+    admin = admin_guard(
+        admin_token,
+        SlidingWindowLimiter(
+            settings.admin_failures_per_minute, 60.0, settings.max_rate_limit_keys, clock=hub.clock
+        ),
+    )
     app.state.janitor = janitor
     app.add_exception_handler(APIError, api_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.state.diagnostics = diagnostics
     app.include_router(
-        monitoring_router(janitor, sockets, admin_token, metrics_registry(janitor, sockets))
+        monitoring_router(janitor, sockets, admin, metrics_registry(janitor, sockets))
     )
-    app.include_router(diagnostics_router(diagnostics, admin_token))
+    app.include_router(diagnostics_router(diagnostics, admin))
     app.include_router(cluster_router(hub))
     app.include_router(realtime_router(hub, commands, authenticator))
 

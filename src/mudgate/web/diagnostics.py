@@ -1,6 +1,7 @@
 """Admin-only heavy diagnostics: tracemalloc sessions, growth by allocation site, object counts."""
 
 # No `from __future__ import annotations`: FastAPI resolves the routes' dependencies at runtime.
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
@@ -8,7 +9,7 @@ from pydantic import BaseModel, Field
 
 from ..memory.diagnostics import Diagnostics, DiagnosticsError
 from ..protocol import ErrorCode
-from .admin import admin_guard, logger
+from .admin import logger
 from .errors import APIError
 
 __all__ = ["diagnostics_router"]
@@ -40,9 +41,8 @@ class ObjectsReport(BaseModel):
     objects: list[ObjectCount]
 
 
-def diagnostics_router(diagnostics: Diagnostics, admin_token: str) -> APIRouter:
-    router = APIRouter(tags=["diagnostics"], responses={401: {}, 403: {}, 409: {}})
-    admin = admin_guard(admin_token)
+def diagnostics_router(diagnostics: Diagnostics, admin: Callable[..., str]) -> APIRouter:
+    router = APIRouter(tags=["diagnostics"], responses={401: {}, 403: {}, 409: {}, 429: {}})
     max_seconds = diagnostics.settings.tracemalloc_max_seconds
 
     @router.post("/monitoring/memory/tracemalloc/start", response_model=TracingState)

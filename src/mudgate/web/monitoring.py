@@ -6,6 +6,7 @@ pydantic model, so ``/openapi.json`` documents each field.
 
 # No `from __future__ import annotations`: FastAPI resolves the routes' dependencies at runtime.
 import datetime
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -20,7 +21,7 @@ from ..memory.budget import memory_budget
 from ..memory.monitor import MIB, MemorySample
 from ..protocol import ErrorCode
 from ..sockets import SocketStats, SocketTable
-from .admin import admin_guard, logger
+from .admin import logger
 from .errors import APIError
 
 __all__ = ["monitoring_router"]
@@ -283,14 +284,16 @@ def _iso(epoch_seconds: float) -> str:
 
 
 def monitoring_router(
-    janitor: Janitor, sockets: SocketTable, admin_token: str, registry: CollectorRegistry
+    janitor: Janitor,
+    sockets: SocketTable,
+    admin: Callable[..., str],
+    registry: CollectorRegistry,
 ) -> APIRouter:
     """The monitoring and health endpoints, reading from ``janitor`` (and its hub) and the
     socket table."""
     router = APIRouter()
     hub = janitor.hub
     settings = janitor.settings
-    admin = admin_guard(admin_token)
 
     @router.get("/monitoring/memory", response_model=MemoryReport, tags=["monitoring"])
     async def memory() -> MemoryReport:

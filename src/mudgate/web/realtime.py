@@ -12,7 +12,7 @@ import logging
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import parse_qs
+from urllib.parse import unquote_plus
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
@@ -101,11 +101,16 @@ class SSEConnection(Connection):
 
 
 def _query_token(scope: Scope) -> str | None:
-    """The token from ``?token=`` (what browsers can send) or an Authorization bearer header."""
+    """The token from ``?token=`` (what browsers can send) or an Authorization bearer header.
+
+    Only a parameter spelled exactly ``token`` counts: ``%74oken`` is not one (and so not
+    redacted from logs by a rule that looks for ``token=``).
+    """
     query_string: bytes = scope.get("query_string", b"")
-    tokens = parse_qs(query_string.decode("latin-1")).get("token")
-    if tokens:
-        return tokens[0]
+    for parameter in query_string.split(b"&"):
+        name, _, value = parameter.partition(b"=")
+        if name == b"token":
+            return unquote_plus(value.decode("latin-1")) or None
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
             header: str = value.decode("latin-1")
