@@ -177,6 +177,8 @@ def parse_frame(raw: str | bytes) -> tuple[Frame, dict[str, Any]]:
     """Decode a client frame into its envelope and its fields; raises ProtocolError."""
     try:
         fields = _decoder.decode(raw)
+    except msgspec.ValidationError as error:  # valid JSON msgspec will not hold (1e400)
+        raise ProtocolError(ErrorCode.BAD_JSON, f"frame cannot be read: {error}") from None
     except msgspec.DecodeError:
         raise ProtocolError(ErrorCode.BAD_JSON, "frame is not valid JSON") from None
     except RecursionError:

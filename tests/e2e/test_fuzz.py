@@ -25,7 +25,9 @@ OPS = builtin_commands().ops
 FIELDS = ("text", "room", "channel", "to")
 
 names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}", fullmatch=True)
-scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+scalars = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+)
 json_values = st.recursive(
     scalars | st.text(max_size=50),
     lambda children: (
