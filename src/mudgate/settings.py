@@ -217,12 +217,12 @@ class Settings(BaseSettings):
         "the connection is not read until the client catches up (read backpressure).",
     )
     socket_send_buffer_bytes: Annotated[int, Field(ge=4096)] = Field(
-        65536,
+        32768,
         description="SO_SNDBUF of every accepted socket: what the kernel may hold for a client "
         "that does not read (it allows twice this, for its bookkeeping).",
     )
     socket_receive_buffer_bytes: Annotated[int, Field(ge=4096)] = Field(
-        65536,
+        16384,
         description="SO_RCVBUF of every accepted socket: what the kernel may hold from a client "
         "that is not being read (it allows twice this).",
     )
