@@ -76,6 +76,7 @@ bench: install system-deps
 	$(BIN)/python bench/broadcast.py --messages 500
 	$(BIN)/python bench/cluster_broadcast.py --messages 500
 	$(BIN)/python bench/stalled.py
+	$(BIN)/python bench/hostile.py
 	$(BIN)/python bench/churn.py
 	$(BIN)/python bench/monitoring_overhead.py
 	$(BIN)/python bench/cleanup_cost.py

@@ -199,6 +199,43 @@ def main() -> None:
             "outbox fills; the FastAPI docs pattern waits on it, and the whole room with it.",
             "",
         ]
+    hostile = load("hostile")
+    if hostile:
+        lines += [
+            "## Hostile floods",
+            "",
+            f"`python bench/hostile.py` — each flood runs {hostile['seconds']:.0f} s from "
+            f"loopback against a fresh server, {hostile['repeat']} run(s), contenders alternating, "
+            f"{machine(hostile)}. Four healthy players ping in turn every 25 ms throughout; "
+            "RSS is the server's before the flood, at its peak, and 2 s after it ended; CPU is "
+            "the server's own during the flood.",
+            "",
+            "| flood | server | healthy ping p50 | p99 | unanswered, dropped | RSS before → peak → after | server CPU |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for attack, by_server in hostile["results"].items():
+            for server, r in by_server.items():
+                lines.append(
+                    f"| {attack} | {server} | {r['ping_p50_ms']:.1f} ms | {r['ping_p99_ms']:.1f} ms "
+                    f"| {r['unanswered']:.0f}, {r['disconnected']:.0f} "
+                    f"| {r['rss_before_mib']:.0f} → {r['rss_peak_mib']:.0f} → "
+                    f"{r['rss_after_mib']:.0f} MiB | {r['server_cpu_seconds']:.2f} s |"
+                )
+        worst = max(r["mudgate"]["ping_p99_ms"] for r in hostile["results"].values())
+        grown = max(
+            r["mudgate"]["rss_after_mib"] / r["mudgate"]["rss_before_mib"] - 1
+            for r in hostile["results"].values()
+        )
+        lines += [
+            "",
+            f"Target: the healthy player's p99 ≤ 50 ms during every flood, and RSS back within "
+            f"10 % of its start after it. mudgate: worst p99 {worst:.1f} ms "
+            f"(**{'met' if worst <= 50 else 'missed'}**), RSS at most {grown:+.0%} of its start "
+            f"2 s after a flood (**{'met' if grown <= 0.10 else 'missed'}**). Every flood is "
+            "bounded here so that the peer survives it; `tests/hostile/` runs each against "
+            "`mudgate serve` with the assertions.",
+            "",
+        ]
     overhead = load("monitoring_overhead")
     if overhead:
         d = overhead["deliveries_per_second"]

@@ -24,6 +24,11 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
         ("idle_memory.py", ["--connections", "20", "--repeat", "1"], "idle_memory"),
         ("broadcast.py", ["--players", "10", "--messages", "50", "--repeat", "1"], "broadcast"),
         ("stalled.py", ["--players", "10", "--seconds", "1", "--repeat", "1"], "stalled"),
+        (
+            "hostile.py",
+            ["--seconds", "0.5", "--attacks", "slow loris (300)", "ping flood, never reads"],
+            "hostile",
+        ),
         ("cleanup_cost.py", ["--repeat", "1", "--smoke"], "cleanup_cost"),
         (
             "monitoring_overhead.py",

@@ -127,10 +127,12 @@ class HTTPProtocol(asyncio.Protocol):
         self._handle_events()
 
     def eof_received(self) -> bool:
+        # The client will send nothing more. Between requests (or before the first, or while
+        # closing) there is nothing to answer: the transport closes. A response in progress
+        # is still delivered.
         assert self._flow is not None
-        if self._flow.closing:
+        if self._flow.closing or self._cycle is None:
             return False
-        # The client will send nothing more; a response in progress is still delivered.
         self._h11.receive_data(b"")
         self._handle_events()
         return self._cycle is not None and not self._cycle.response_complete

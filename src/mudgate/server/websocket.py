@@ -238,6 +238,12 @@ class WebSocketProtocol(asyncio.Protocol):
         if self._flow.closing:
             self._flow.linger(data)
             return
+        if self._state is State.CLOSING:
+            # Waiting for the client's close reply: what comes before it is dropped, and
+            # there is a limit to how much of it the server reads.
+            self._flow.linger(data)
+            if self._flow.transport.is_closing():
+                return
         protocol = self._protocol
         if protocol is None:
             # Before the app answers: what arrived with the handshake (reading is paused).
