@@ -46,3 +46,12 @@ def test_every_close_code_is_documented() -> None:
     protocol = (ROOT / "docs/protocol.md").read_text()
     for code in CloseCode:
         assert f"| {int(code)} | {code.name} |" in protocol, code
+
+
+def test_the_openapi_schema_says_what_each_endpoint_can_answer() -> None:
+    paths = create_app(make_settings()).openapi()["paths"]
+    commands = paths["/commands"]["post"]
+    assert commands["requestBody"]["content"]["application/json"]["schema"]["required"] == ["op"]
+    assert {"400", "401", "409", "413", "429"} <= set(commands["responses"])
+    assert "429" in paths["/monitoring/memory/objects"]["get"]["responses"]
+    assert "429" in paths["/monitoring/memory/cleanup"]["post"]["responses"]

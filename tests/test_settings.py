@@ -52,6 +52,12 @@ def test_a_toml_file_sets_values_below_the_environment(
         ("MUDGATE_PING_INTERVAL", "soon", "MUDGATE_PING_INTERVAL: Input should be a valid number"),
         ("MUDGATE_IDLE_TIMEOUT", "-1", "MUDGATE_IDLE_TIMEOUT: Input should be greater than or"),
         ("MUDGATE_SECRET_KEY", "short", "MUDGATE_SECRET_KEY: Value error, must be at least 32"),
+        ("MUDGATE_ADMIN_TOKEN", "x", "MUDGATE_ADMIN_TOKEN: Value error, must be at least 16"),
+        (
+            "MUDGATE_FORWARDED_ALLOW_IPS",
+            "10.0.0.1,proxy",
+            "MUDGATE_FORWARDED_ALLOW_IPS: Value error, not an address or network: 'proxy'",
+        ),
     ],
 )
 def test_invalid_values_name_the_variable(
@@ -99,3 +105,18 @@ def test_the_table_of_values_in_force_hides_secrets() -> None:
     assert "s" * 40 not in table
     assert "| `MUDGATE_SECRET_KEY` | `(set)` |" in table
     assert "| `MUDGATE_MAX_PLAYERS` | `7` |" in table
+
+
+@pytest.mark.parametrize("variable", ["MUDGATE_ADMIN_TOKEN", "MUDGATE_SECRET_KEY"])
+def test_an_empty_secret_is_an_unset_one(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    # An empty admin token would lock the admin out, with no random one logged to use instead.
+    monkeypatch.setenv(variable, "")
+    settings = load_settings()
+    assert settings.admin_token is None
+    assert settings.secret_key is None
+
+
+def test_trusted_proxies_are_a_list_of_networks(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings().forwarded_allow_ips == []  # nobody is trusted by default
+    monkeypatch.setenv("MUDGATE_FORWARDED_ALLOW_IPS", "127.0.0.1, 10.0.0.0/8,*")
+    assert load_settings().forwarded_allow_ips == ["127.0.0.1", "10.0.0.0/8", "*"]

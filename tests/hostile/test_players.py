@@ -133,3 +133,22 @@ async def test_a_griefers_tells_cannot_push_out_anyone_elses(
         tells = [(await bob.next("tell"))["text"] for _ in range(52)]
     assert tells[0] == "meet me at the gate"
     assert tells[-1] == "hi from dave"
+
+
+async def test_deeply_nested_json_is_answered_not_dropped(gateway: Callable[..., Gateway]) -> None:
+    server = gateway()
+    headers = {"Authorization": f"Bearer {server.token('alice')}"}
+    async with (
+        await Player.connect(server.ws("alice")) as alice,
+        httpx.AsyncClient(base_url=server.url) as http,
+    ):
+        await alice.next("welcome")
+        for _ in range(5):
+            await alice.ws.send("[" * 1000)  # 1 KB that nests a thousand deep
+            assert (await alice.next("error"))["code"] == "bad_json"
+        response = await http.post("/commands", content=b"[" * 1000, headers=headers)
+        assert response.status_code == 400
+        assert response.json()["error"]["code"] == "bad_json"
+        await alice.send(op="ping", id="alive")
+        assert (await alice.next("pong"))["id"] == "alive"
+    assert not [r for r in server.records() if r["level"] == "error"]
