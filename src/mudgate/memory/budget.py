@@ -21,8 +21,9 @@ from ..settings import Settings
 
 __all__ = ["BudgetLine", "MemoryBudget", "entry_sizes", "memory_budget"]
 
-# Server RSS per idle WebSocket under uvicorn, measured with bench/idle_memory.py (21.0 KiB).
-TRANSPORT_BYTES_PER_CONNECTION = 21 * 1024
+# Server RSS per idle WebSocket on mudgate's own protocol classes, measured with
+# bench/idle_memory.py (10.7 KiB at 2,000 connections; uvicorn's were 21).
+TRANSPORT_BYTES_PER_CONNECTION = 11 * 1024
 _SAMPLES = 500
 
 
