@@ -192,11 +192,25 @@ def main() -> None:
                 f"| {r['stalled']['healthy_deliveries_per_second']:,.0f} msg/s "
                 f"| {r['kept_fraction']:.1%} | {r['stalled']['rss_growth_mib']:+.1f} MiB |"
             )
+        peers_kept = {
+            server: r["kept_fraction"]
+            for server, r in stalled["results"].items()
+            if server != "mudgate"
+        }
+        waited = [server for server, kept in peers_kept.items() if kept < 0.99]
         lines += [
             "",
             "Target: healthy players keep ≥ 99 % of their rate and the server holds no more "
-            "than the outbox cap for the stalled one. mudgate closes it with 4008 once its "
-            "outbox fills; the FastAPI docs pattern waits on it, and the whole room with it.",
+            "than the outbox cap for the stalled one. mudgate holds at most its outbox, its "
+            "write buffer and its capped kernel send buffer for it, and closes it with 4008 once "
+            "the outbox fills. "
+            + (
+                f"{', '.join(waited)} waited on it, and the whole room with it."
+                if waited
+                else "No peer stalled in this run: uvicorn lets the kernel hold megabytes for "
+                "the stalled client before a send blocks, and the flood did not reach that "
+                "within the run on this machine; longer runs (`--seconds`) show the stall."
+            ),
             "",
         ]
     hostile = load("hostile")

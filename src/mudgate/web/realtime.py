@@ -209,7 +209,7 @@ class RealtimeTransports:
             if text is None:
                 error = ProtocolError(ErrorCode.BAD_FRAME, "send JSON in text frames")
             elif len(text) > max_chars:
-                # uvicorn enforces ws_max_size itself; this covers servers that do not.
+                # mudgate's server enforces it below ASGI; this covers other ASGI servers.
                 conn.close(CloseCode.MESSAGE_TOO_BIG)
                 continue
             else:
@@ -287,7 +287,6 @@ class RealtimeTransports:
 async def _until_disconnect(receive: Receive) -> None:
     while (await receive())["type"] != "http.disconnect":
         pass  # the (empty) request body
-    # no code: the stream ended
 
 
 async def _send_error(
