@@ -99,19 +99,20 @@ class Healthy:
 # The attacks: each runs until ``stop_at`` (monotonic), from threads or tasks of its own.
 
 
-def endless_headers(port: int, stop_at: float) -> None:
-    """10 connections, each sending one header line that never ends (40 MiB at most)."""
+def endless_head(port: int, stop_at: float, start: bytes, mib: int, connections: int) -> None:
+    """``connections`` sockets, each sending ``start`` then one header line that goes on for
+    ``mib`` MiB (or until ``stop_at``), in threads of their own."""
 
     def one() -> None:
         with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)) as sock:
             sock.settimeout(1)
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Endless: ")
-            for _ in range(640):
+            sock.sendall(start)
+            for _ in range(mib * 16):
                 if time.monotonic() > stop_at:
                     break
                 sock.sendall(b"a" * 65536)
 
-    threads = [threading.Thread(target=one) for _ in range(10)]
+    threads = [threading.Thread(target=one) for _ in range(connections)]
     for thread in threads:
         thread.start()
     for thread in threads:
@@ -162,25 +163,6 @@ def ping_flood(port: int, dialect: Dialect, stop_at: float) -> None:
                 sock.sendall(pings)
 
 
-def huge_upgrades(port: int, stop_at: float) -> None:
-    """20 WebSocket upgrades, each with a 4 MiB header."""
-
-    def one() -> None:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)) as sock:
-            sock.settimeout(1)
-            sock.sendall(handshake("/ws?token=" + TOKENS.issue("big"))[:-2] + b"X-Big: ")
-            for _ in range(64):
-                if time.monotonic() > stop_at:
-                    break
-                sock.sendall(b"b" * 65536)
-
-    threads = [threading.Thread(target=one) for _ in range(20)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-
-
 async def say_flood(port: int, dialect: Dialect, stop_at: float) -> None:
     """A player sending room messages as fast as the connection takes them."""
     with contextlib.suppress(OSError):
@@ -207,16 +189,18 @@ async def _discard(reader: asyncio.StreamReader) -> None:
 Attack = Callable[[int, Dialect, float], Awaitable[None]]
 
 ATTACKS: dict[str, Attack] = {
+    # 10 connections, each one header line that never ends (40 MiB at most).
     "endless header": lambda port, dialect, stop_at: asyncio.to_thread(
-        endless_headers, port, stop_at
+        endless_head, port, stop_at, b"GET / HTTP/1.1\r\nHost: x\r\nX-Endless: ", 40, 10
     ),
     "2,000 silent sockets": lambda port, dialect, stop_at: silent_sockets(port, stop_at),
     "slow loris (300)": lambda port, dialect, stop_at: slow_loris(port, stop_at),
     "ping flood, never reads": lambda port, dialect, stop_at: asyncio.to_thread(
         ping_flood, port, dialect, stop_at
     ),
+    # 20 WebSocket upgrades, each with a 4 MiB header.
     "4 MiB upgrade headers (20)": lambda port, dialect, stop_at: asyncio.to_thread(
-        huge_upgrades, port, stop_at
+        endless_head, port, stop_at, handshake("/ws?token=" + TOKENS.issue("big"))[:-2], 4, 20
     ),
     "say flood": say_flood,
 }
@@ -288,7 +272,8 @@ def main() -> None:
                 print(
                     f"run {repeat + 1}: {name:28} {contender:13} ping p99 "
                     f"{outcome['ping_p99_ms']:7.1f} ms ({outcome['unanswered']} unanswered, "
-                    f"{outcome['disconnected']} disconnected), cpu {outcome['server_cpu_seconds']:.2f} s, "
+                    f"{outcome['disconnected']} disconnected), "
+                    f"cpu {outcome['server_cpu_seconds']:.2f} s, "
                     f"RSS {outcome['rss_before_mib']:.0f} → {outcome['rss_peak_mib']:.0f} → "
                     f"{outcome['rss_after_mib']:.0f} MiB",
                     flush=True,
