@@ -177,3 +177,18 @@ async def test_guest_tokens_open_a_websocket(server: RunningServer) -> None:
     assert guest["player"].startswith("guest-")
     async with await Player.connect(f"{server.ws_url}?token={guest['token']}") as player:
         assert (await player.next("welcome"))["player"] == guest["player"]
+
+
+async def test_compression_is_negotiated_when_it_is_on(server_with: Any) -> None:
+    server: RunningServer = server_with(ws_per_message_deflate=True)
+    async with await Player.connect(server.ws("alice"), compression="deflate") as alice:
+        assert alice.ws.response is not None
+        assert "permessage-deflate" in alice.ws.response.headers["Sec-WebSocket-Extensions"]
+        await alice.next("welcome")
+        await alice.send(op="say", text="squeezed " * 50)
+        assert (await alice.next("say"))["text"] == "squeezed " * 50
+    off = server_with()
+    async with await Player.connect(off.ws("bob"), compression="deflate") as bob:
+        assert bob.ws.response is not None
+        assert "Sec-WebSocket-Extensions" not in bob.ws.response.headers
+        await bob.next("welcome")
