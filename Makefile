@@ -69,8 +69,8 @@ readme: install
 		p.write_text(re.sub(r"(<!-- settings-table:start.*?-->\n).*?(\n<!-- settings-table:end -->)", \
 			lambda m: m.group(1) + settings_table() + m.group(2), p.read_text(), flags=re.S))'
 
-# Benchmarks write JSON to bench/results/ and the table to BENCHMARKS.md (about 12 minutes;
-# the cross-node one needs redis-server, which system-deps installs).
+# Benchmarks write JSON to bench/results/ and the table to BENCHMARKS.md (13 to 30 minutes on
+# a shared 2-core machine; the cross-node one needs redis-server, which system-deps installs).
 bench: install system-deps
 	$(BIN)/python bench/idle_memory.py
 	$(BIN)/python bench/broadcast.py --messages 500
