@@ -176,3 +176,16 @@ async def test_a_body_over_the_limit_is_refused_and_the_answer_arrives(
             answer = await read_all(reader)
     assert status_of(answer) == 413
     assert error_code_of(answer) == "frame_too_big"
+
+
+async def test_a_stream_whose_client_left_ends_at_once(gateway: Callable[..., Gateway]) -> None:
+    # No keep-alive comment for a minute: the server learns of the client's leaving from its
+    # end of the stream, not from its next write.
+    server = gateway(ping_interval=60, ping_timeout=60)
+    async with connection(server.port) as (reader, writer):
+        writer.write(
+            f"GET /events?token={server.token('carol')} HTTP/1.1\r\nHost: x\r\n\r\n".encode()
+        )
+        await reader.readuntil(b"welcome")
+        writer.write_eof()  # what a client that closes its socket sends
+        await poll(lambda: server.memory()["connections"]["active_sse"] == 0, timeout=5)

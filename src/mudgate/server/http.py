@@ -113,15 +113,10 @@ class HTTPProtocol(asyncio.Protocol):
         self._handle_events()
 
     def eof_received(self) -> bool:
-        # The client will send nothing more. Between requests (or before the first, or while
-        # closing) there is nothing to answer: the transport closes. A response in progress
-        # is still delivered.
-        assert self._flow is not None
-        if self._flow.closing or self._cycle is None:
-            return False
-        self._h11.receive_data(b"")
-        self._handle_events()
-        return self._cycle is not None and not self._cycle.response_complete
+        # The client is gone (browsers and HTTP clients do not half-close a connection they
+        # still read): the transport closes, and a response in progress (an SSE stream) ends
+        # at once rather than at its next write.
+        return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._flow is None or self._upgraded:
@@ -184,10 +179,6 @@ class HTTPProtocol(asyncio.Protocol):
                 flow.cancel_timer()  # the request is whole
                 assert self._cycle is not None
                 self._cycle.body_received(b"", more=False)
-            elif isinstance(event, h11.ConnectionClosed):
-                if self._cycle is None:
-                    flow.close()
-                return
 
     def _head_bytes(self) -> int:
         """The size of the request head h11 has taken, or holds while it is incomplete."""
