@@ -41,6 +41,10 @@ __all__ = ["WebSocketProtocol", "is_websocket_upgrade"]
 
 logger = logging.getLogger("mudgate.server")
 
+# What is fed to the parser at once: a read of tiny frames becomes at most a few hundred
+# messages before the app must take them.
+PARSE_BYTES = 4096
+
 # Close codes of the protocol layer's own making.
 KEEPALIVE_TIMEOUT = 1011
 ABNORMAL_CLOSURE = 1006
@@ -73,7 +77,6 @@ class WebSocketProtocol(asyncio.Protocol):
         "_control_at",
         "_control_level",
         "_disconnect_sent",
-        "_early",
         "_flow",
         "_fragments",
         "_handshake",
@@ -87,6 +90,7 @@ class WebSocketProtocol(asyncio.Protocol):
         "_server",
         "_state",
         "_text",
+        "_unparsed",
         "_waiter",
     )
 
@@ -107,7 +111,9 @@ class WebSocketProtocol(asyncio.Protocol):
         self._http_response: tuple[int, list[tuple[bytes, bytes]], list[bytes]] | None = None
         self._protocol: ServerProtocol | None = None
         self._scope: WebSocketScope | None = None
-        self._early = b""
+        # What the client sent and was not parsed yet: at most one read, as nothing more is
+        # read while it waits.
+        self._unparsed = b""
         self._inbox: deque[ASGIReceiveEvent] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._disconnect_sent = False
@@ -126,7 +132,7 @@ class WebSocketProtocol(asyncio.Protocol):
         context = self._context
         context.state.connections.add(self)  # type: ignore[arg-type]
         self._flow.pause(APP)
-        self._early = trailing
+        self._unparsed = trailing
         path = request.target.decode("latin-1")
         headers = Headers(
             [(name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers]
@@ -203,10 +209,8 @@ class WebSocketProtocol(asyncio.Protocol):
         self._context.sockets.mark(self._flow.transport, SocketKind.WEBSOCKET)
         self._log("accepted")
         self._schedule_ping()
-        early, self._early = self._early, b""
-        if early:
-            self.data_received(early)
-        if not self._inbox:
+        self._parse()  # what the client sent with its handshake
+        if not self._inbox and not self._unparsed:
             self._flow.resume(APP)
 
     def _refuse(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
@@ -244,21 +248,34 @@ class WebSocketProtocol(asyncio.Protocol):
             self._flow.linger(data)
             if self._flow.transport.is_closing():
                 return
+        self._unparsed += data
+        self._parse()
+
+    def _parse(self) -> None:
+        """Parse what the client sent, PARSE_BYTES at a time, while no message waits for the
+        app. A read of tiny frames would otherwise become thousands of messages at once (a
+        few bytes on the wire, hundreds in memory each); this way the bytes wait unparsed,
+        and unread, until the app takes what was parsed."""
         protocol = self._protocol
-        if protocol is None:
-            # Before the app answers: what arrived with the handshake (reading is paused).
-            self._early += data
-            return
-        protocol.receive_data(data)
-        for frame in protocol.events_received():
-            assert isinstance(frame, Frame)
-            self._frame(frame)
-        if self._state is State.OPEN and protocol.state is not OPEN:
-            # websockets closed it (a frame too big, a protocol error): tell the app.
-            self._state = State.CLOSING
-            sent = protocol.close_sent
-            self._disconnected(sent.code if sent else ABNORMAL_CLOSURE)
-        self._flush()
+        while (
+            protocol is not None
+            and self._unparsed
+            and (not self._inbox or self._state is not State.OPEN)
+        ):
+            chunk = self._unparsed[:PARSE_BYTES]
+            self._unparsed = self._unparsed[PARSE_BYTES:]
+            protocol.receive_data(chunk)
+            for frame in protocol.events_received():
+                assert isinstance(frame, Frame)
+                self._frame(frame)
+            if self._state is State.OPEN and protocol.state is not OPEN:
+                # websockets closed it (a frame too big, a protocol error): tell the app.
+                self._state = State.CLOSING
+                sent = protocol.close_sent
+                self._disconnected(sent.code if sent else ABNORMAL_CLOSURE)
+            self._flush()
+        if self._unparsed:
+            self._flow.pause(APP)
 
     def eof_received(self) -> None:
         # The client closed its side: so does the server (asyncio closes the transport).
@@ -467,7 +484,9 @@ class WebSocketProtocol(asyncio.Protocol):
             await self._waiter
         message = self._inbox.popleft()
         if not self._inbox and self._state is not State.CONNECTING:
-            self._flow.resume(APP)
+            self._parse()
+            if not self._inbox and not self._unparsed:
+                self._flow.resume(APP)
         return message
 
     async def send(self, message: ASGISendEvent) -> None:

@@ -1,0 +1,110 @@
+"""The WebSocket protocol against a fake transport: what it holds while the app is busy."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import struct
+from typing import Any
+
+import h11
+from uvicorn.server import ServerState
+
+from mudgate.server.context import ProtocolLimits, ServerContext
+from mudgate.server.flow import Flow
+from mudgate.server.websocket import PARSE_BYTES, WebSocketProtocol
+from mudgate.sockets import SocketTable
+
+from ..conftest import make_settings
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.reading = True
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True
+
+    abort = close
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default
+
+
+def tiny_frame() -> bytes:
+    """A masked one-byte text frame: 7 bytes on the wire."""
+    mask = os.urandom(4)
+    return struct.pack("!BB", 0x81, 0x81) + mask + bytes([ord("x") ^ mask[0]])
+
+
+async def test_a_read_of_tiny_frames_waits_unparsed_while_the_app_is_busy() -> None:
+    loop = asyncio.get_running_loop()
+    accepted = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        accepted.set()
+        await asyncio.Event().wait()  # busy: it never takes a message
+
+    sockets = SocketTable(10)
+    transport = FakeTransport()
+    sockets.open(transport)  # type: ignore[arg-type]
+    context = ServerContext(
+        app=app,  # type: ignore[arg-type]
+        limits=ProtocolLimits.from_settings(make_settings()),
+        sockets=sockets,
+        state=ServerState(),
+        app_state={},
+        root_path="",
+        loop=loop,
+    )
+    flow = Flow(transport, sockets, loop, close_timeout=10)  # type: ignore[arg-type]
+    websocket = WebSocketProtocol(context, flow, ("127.0.0.1", 1), ("127.0.0.1", 2))
+    key = base64.b64encode(os.urandom(16))
+    request = h11.Request(
+        method="GET",
+        target="/ws",
+        headers=[
+            ("Host", "x"),
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Key", key),
+            ("Sec-WebSocket-Version", "13"),
+        ],
+    )
+    websocket.handshake(request, b"")
+    await accepted.wait()
+    burst = tiny_frame() * 40_000  # 280 KB: 40,000 messages if parsed at once
+    websocket.data_received(burst)
+    # A few hundred parsed and waiting for the app; the rest waits as bytes, and nothing more
+    # is read until the app catches up.
+    assert len(websocket._inbox) <= PARSE_BYTES // 7 + 1
+    assert len(websocket._unparsed) >= len(burst) - PARSE_BYTES
+    assert not transport.reading
+    # The app takes them all, in order, and reading resumes once it has.
+    taken = 0
+    while transport.reading is False:
+        message = await websocket.receive()
+        assert message == {"type": "websocket.receive", "text": "x"}
+        taken += 1
+    assert taken == 40_000
+    websocket.connection_lost(None)
