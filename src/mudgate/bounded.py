@@ -25,6 +25,7 @@ __all__ = [
     "SlidingWindowLimiter",
     "TTLMap",
     "TokenBuckets",
+    "leak",
 ]
 
 K = TypeVar("K")
@@ -555,6 +556,14 @@ class SlidingWindowLimiter:
 
     def stats(self) -> ContainerStats:
         return ContainerStats(len(self._keys), self.max_keys, self.evictions, self.expirations)
+
+
+def leak(level: float, elapsed: float, limit: int, window: float) -> float:
+    """A leaky bucket's level after one more event: ``level``, drained for ``elapsed`` seconds
+    at ``limit`` per ``window``, plus one. Over ``limit``, the events came too fast. Two floats
+    per sender (the level and when it was last set), where a log of events would hold one
+    float per event."""
+    return max(0.0, level - elapsed * limit / window) + 1
 
 
 class _Bucket:

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
+from .bounded import leak
 from .protocol import CloseCode, Outgoing
 from .settings import Settings
 
@@ -299,8 +300,12 @@ class Connection(abc.ABC):
         """
         limits = self._limits
         now = self._clock()
-        drained = (now - self._bad_frame_at) * limits.bad_frame_limit / limits.bad_frame_window
-        self._bad_frame_level = max(0.0, self._bad_frame_level - drained) + 1
+        self._bad_frame_level = leak(
+            self._bad_frame_level,
+            now - self._bad_frame_at,
+            limits.bad_frame_limit,
+            limits.bad_frame_window,
+        )
         self._bad_frame_at = now
         return self._bad_frame_level <= limits.bad_frame_limit
 

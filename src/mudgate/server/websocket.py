@@ -29,6 +29,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
+from ..bounded import leak
 from ..protocol import CloseCode
 from ..sockets import SocketEvent, SocketKind
 from .context import ServerContext, access_logger
@@ -357,9 +358,12 @@ class WebSocketProtocol(asyncio.Protocol):
         """A leaky bucket: control_frame_limit per control_frame_window, then 1008."""
         limits = self._context.limits
         now = self._context.loop.time()
-        rate = limits.control_frame_limit / limits.control_frame_window
-        drained = (now - self._control_at) * rate
-        self._control_level = max(0.0, self._control_level - drained) + 1
+        self._control_level = leak(
+            self._control_level,
+            now - self._control_at,
+            limits.control_frame_limit,
+            limits.control_frame_window,
+        )
         self._control_at = now
         if self._control_level > limits.control_frame_limit and self._state is State.OPEN:
             self._context.sockets.count(SocketEvent.CONTROL_FLOOD)
