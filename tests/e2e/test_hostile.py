@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -307,3 +308,33 @@ async def test_wrong_admin_tokens_are_slowed_down(server_with: Any) -> None:
         refused = await http.post("/monitoring/memory/cleanup?dry_run=true", headers=right)
     assert refused.status_code == 429  # from this address, for the rest of the window
     assert int(refused.headers["retry-after"]) >= 1
+
+
+@pytest.mark.parametrize(
+    ("target", "status"),
+    [
+        (b"http://example.org/health/live", b"200"),
+        (b"/ws?token=TOKEN", b"101"),
+        (b"http://example.org/ws?token=TOKEN", b"101"),  # a proxy's absolute form
+        (b"health/live", b"400"),
+        (b"example.org:443", b"400"),
+    ],
+)
+async def test_request_targets_are_read_alike_for_http_and_upgrades(
+    server: RunningServer, target: bytes, status: bytes
+) -> None:
+    target = target.replace(b"TOKEN", server.token("alice").encode())
+    upgrade = b"/ws" in target or target.startswith(b"example")
+    head = b"GET " + target + b" HTTP/1.1\r\nHost: x\r\n"
+    if upgrade:
+        head += (
+            b"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        )
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    try:
+        writer.write(head + b"\r\n")
+        line = await asyncio.wait_for(reader.readline(), 5)
+    finally:
+        writer.transport.abort()
+    assert line.split(b" ")[1] == status

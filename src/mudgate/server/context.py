@@ -6,14 +6,15 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
-from uvicorn._types import ASGI3Application
+from uvicorn._types import ASGI3Application, WWWScope
 from uvicorn.server import ServerState
 
 from ..settings import Settings
 from ..sockets import SocketTable
 
-__all__ = ["ProtocolLimits", "ServerContext", "access_logger"]
+__all__ = ["ProtocolLimits", "ServerContext", "access_logger", "access_target", "split_target"]
 
 access_logger = logging.getLogger("mudgate.access")
 
@@ -50,6 +51,27 @@ class ProtocolLimits:
             control_frame_window=settings.control_frame_window,
             per_message_deflate=settings.ws_per_message_deflate,
         )
+
+
+def split_target(root_path: str, target: bytes) -> tuple[str, bytes, bytes]:
+    """A request target as ASGI's ``path``, ``raw_path`` and ``query_string`` under
+    ``root_path``; ValueError if it is not a path (the absolute form a proxy sends is)."""
+    if target.startswith((b"http://", b"https://")):
+        target = b"/" + target.split(b"/", 3)[3] if target.count(b"/") >= 3 else b"/"
+    elif not target.startswith(b"/") and target != b"*":
+        raise ValueError("the request target must be a path")
+    raw_path, _, query = target.partition(b"?")
+    path = root_path + unquote(raw_path.decode("latin-1"))
+    return path, root_path.encode("ascii") + raw_path, query
+
+
+def access_target(scope: WWWScope) -> tuple[str, str]:
+    """The client and the request target of ``scope``, as the access log writes them (tokens
+    in the query are redacted by the log's formatter)."""
+    client = scope["client"]
+    query = scope["query_string"]
+    target = scope["path"] + ("?" + query.decode("latin-1") if query else "")
+    return (f"{client[0]}:{client[1]}" if client else "-"), target
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from uvicorn._types import ASGIReceiveEvent, ASGISendEvent, HTTPScope
 
 from ..protocol import ErrorCode
 from ..web.errors import error_body
-from .context import ServerContext, access_logger
+from .context import ServerContext, access_logger, access_target
 from .flow import BODY, Flow
 
 __all__ = ["RequestCycle", "Responder", "simple_response"]
@@ -210,12 +210,10 @@ class RequestCycle:
         if not access_logger.isEnabledFor(logging.INFO):
             return
         scope = self.scope
-        query = scope["query_string"]
-        target = scope["path"] + ("?" + query.decode("latin-1") if query else "")
-        client = scope["client"]
+        client, target = access_target(scope)
         access_logger.info(
             '%s - "%s %s HTTP/%s" %d',
-            f"{client[0]}:{client[1]}" if client else "-",
+            client,
             scope["method"],
             target,
             scope["http_version"],

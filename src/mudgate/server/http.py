@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import cast
-from urllib.parse import unquote
 
 import h11
 from uvicorn._types import HTTPScope
@@ -24,7 +23,7 @@ from uvicorn.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 
 from ..protocol import ErrorCode
 from ..sockets import SocketEvent, SocketKind
-from .context import ServerContext
+from .context import ServerContext, split_target
 from .cycle import RequestCycle, simple_response
 from .flow import BODY, NEXT_REQUEST, Flow
 from .websocket import WebSocketProtocol, is_websocket_upgrade
@@ -208,13 +207,8 @@ class HTTPProtocol(asyncio.Protocol):
         task.add_done_callback(self._context.state.tasks.discard)
 
     def _scope(self, request: h11.Request) -> HTTPScope:
-        target = request.target
-        if target.startswith((b"http://", b"https://")):  # the absolute form, from a proxy
-            target = b"/" + target.split(b"/", 3)[3] if target.count(b"/") >= 3 else b"/"
-        elif not target.startswith(b"/") and target != b"*":
-            raise ValueError("the request target must be a path")
-        raw_path, _, query = target.partition(b"?")
         root_path = self._context.root_path
+        path, raw_path, query = split_target(root_path, request.target)
         return {
             "type": "http",
             "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -224,8 +218,8 @@ class HTTPProtocol(asyncio.Protocol):
             "scheme": self._scheme,
             "method": request.method.decode("ascii"),
             "root_path": root_path,
-            "path": root_path + unquote(raw_path.decode("ascii")),
-            "raw_path": root_path.encode("ascii") + raw_path,
+            "path": path,
+            "raw_path": raw_path,
             "query_string": query,
             "headers": list(request.headers),
             "state": self._context.app_state.copy(),

@@ -17,7 +17,6 @@ import os
 from collections import deque
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Any, cast
-from urllib.parse import unquote
 
 import h11
 from uvicorn._types import ASGIReceiveEvent, ASGISendEvent, WebSocketScope
@@ -32,7 +31,7 @@ from websockets.server import ServerProtocol
 from ..bounded import leak
 from ..protocol import CloseCode
 from ..sockets import SocketEvent, SocketKind
-from .context import ServerContext, access_logger
+from .context import ServerContext, access_logger, access_target, split_target
 from .flow import APP, Flow
 
 if TYPE_CHECKING:
@@ -156,9 +155,14 @@ class WebSocketProtocol(asyncio.Protocol):
             self._state = State.CLOSED
             self._flow.close()
             return
-        self._handshake, self._response = handshake, response
-        raw_path, _, query = path.partition("?")
         root_path = context.root_path
+        try:
+            scope_path, raw_path, query = split_target(root_path, request.target)
+        except ValueError as error:
+            context.sockets.count(SocketEvent.MALFORMED)
+            self._refuse(400, [], f"{error}\n".encode())
+            return
+        self._handshake, self._response = handshake, response
         self._scope = {
             "type": "websocket",
             "asgi": {"version": "3.0", "spec_version": "2.4"},
@@ -167,9 +171,9 @@ class WebSocketProtocol(asyncio.Protocol):
             "server": self._server,
             "client": self._client,
             "root_path": root_path,
-            "path": root_path + unquote(raw_path),
-            "raw_path": root_path.encode("ascii") + raw_path.encode("latin-1"),
-            "query_string": query.encode("latin-1"),
+            "path": scope_path,
+            "raw_path": raw_path,
+            "query_string": query,
             "headers": list(request.headers),
             "subprotocols": [
                 token.strip()
@@ -537,13 +541,4 @@ class WebSocketProtocol(asyncio.Protocol):
     def _log(self, outcome: str) -> None:
         if self._scope is None or not access_logger.isEnabledFor(logging.INFO):
             return
-        scope = self._scope
-        query = scope["query_string"]
-        target = scope["path"] + ("?" + query.decode("latin-1") if query else "")
-        client = self._client
-        access_logger.info(
-            '%s - "WebSocket %s" %s',
-            f"{client[0]}:{client[1]}" if client else "-",
-            target,
-            outcome,
-        )
+        access_logger.info('%s - "WebSocket %s" %s', *access_target(self._scope), outcome)
