@@ -28,7 +28,7 @@ logger = logging.getLogger("mudgate.server")
 class Responder(Protocol):
     """What a cycle tells the connection it belongs to."""
 
-    closing: bool
+    close_after_response: bool
 
     def response_complete(self, *, close: bool = False) -> None: ...
 
@@ -181,7 +181,7 @@ class RequestCycle:
             self.response_started = True
             status = message["status"]
             headers = [*self._context.default_headers, *message.get("headers", ())]
-            if self._protocol.closing:
+            if self._protocol.close_after_response:
                 headers.append((b"connection", b"close"))
             self._log(status)
             self._send(h11.Response(status_code=status, headers=headers, reason=b""))

@@ -57,7 +57,7 @@ class HTTPProtocol(asyncio.Protocol):
         "_scheme",
         "_server",
         "_upgraded",
-        "closing",
+        "close_after_response",
     )
 
     def __init__(self, context: ServerContext) -> None:
@@ -74,7 +74,7 @@ class HTTPProtocol(asyncio.Protocol):
         self._upgraded = False
         self._received = 0  # bytes of the current request (and any after it) received
         self._line_complete = False  # whether its request line has ended
-        self.closing = False  # close once the current response is complete
+        self.close_after_response = False
 
     # asyncio.Protocol
 
@@ -137,7 +137,7 @@ class HTTPProtocol(asyncio.Protocol):
 
     def shutdown(self) -> None:
         """Close now if idle, else once the response in progress is complete."""
-        self.closing = True
+        self.close_after_response = True
         if self._cycle is None and self._flow is not None:
             self._flow.close(linger=False)
 
@@ -284,10 +284,10 @@ class HTTPProtocol(asyncio.Protocol):
         flow = self._flow
         assert flow is not None
         self._cycle = None
-        self.closing |= close
+        self.close_after_response |= close
         if flow.closing:
             return
-        if self.closing or self._h11.our_state is not h11.DONE:
+        if self.close_after_response or self._h11.our_state is not h11.DONE:
             flow.close()
         elif self._h11.their_state is not h11.DONE:
             # Answered before the body arrived (a 413): closing reads and drops the rest,
