@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import FrameType
@@ -148,12 +147,10 @@ class CommandRegistry:
 
     async def _run(self, hub: Hub, conn: Connection, raw: str | bytes) -> None:
         frame, fields = parse_frame(raw)
-        wait = hub.charge_message(conn.player_id)
+        wait, over_limit = hub.charge_message(conn.player_id)
+        if over_limit:
+            conn.close(CloseCode.RATE_LIMITED, "too many messages")
         if wait:
-            if wait == math.inf:
-                # Told to wait, and sent a whole burst more: the connection goes.
-                conn.close(CloseCode.RATE_LIMITED, "too many messages")
-                wait = hub.message_rates.refill_seconds
             raise ProtocolError(
                 ErrorCode.RATE_LIMITED,
                 f"too many messages: wait {wait:.1f} s",

@@ -218,10 +218,14 @@ class Hub:
             return self._refuse(CloseCode.TRY_AGAIN_LATER, TOO_MANY_PLAYERS, 30)
         return None
 
-    def charge_message(self, player_id: str) -> float:
-        """Count a frame ``player_id`` sent; 0 if it may be served, else the seconds they
-        must wait (``math.inf``: they kept sending while told to wait)."""
-        return self.message_rates.take(player_id)
+    def charge_message(self, player_id: str) -> tuple[float, bool]:
+        """Count a frame ``player_id`` sent: the seconds they must wait before the next (0:
+        serve this one), and whether they are over the limit (they kept sending while told
+        to wait: the connection goes)."""
+        wait = self.message_rates.take(player_id)
+        if wait == math.inf:
+            return self.message_rates.refill_seconds, True
+        return wait, False
 
     def set_shedding(self, shedding: bool) -> None:
         """Refuse (or again accept) new connections; existing players keep playing."""
