@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 __all__ = [
     "BoundedQueue",
@@ -416,6 +416,65 @@ class Mailboxes(Generic[K, T]):
         return ContainerStats(len(self._boxes), self.max_keys, 0, self.expirations)
 
 
+class _Used(Protocol):
+    last: float  # when the key was last used
+
+
+U = TypeVar("U", bound=_Used)
+
+
+class _ByLastUse(Generic[U]):
+    """Per-key state, the keys in the order of their last use: one idle for ``idle_seconds``
+    is forgotten from the front in O(expired), and past ``max_keys`` the idlest goes early.
+    What the rate limiters share; each says when forgetting a key changes nothing."""
+
+    __slots__ = ("_clock", "_keys", "evictions", "expirations", "idle_seconds", "max_keys")
+
+    def __init__(self, max_keys: int, idle_seconds: float, clock: Clock) -> None:
+        self.max_keys = max_keys
+        self.idle_seconds = idle_seconds
+        self.evictions = 0
+        self.expirations = 0
+        self._clock = clock
+        self._keys: OrderedDict[str, U] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def _make_room(self) -> None:
+        """Before a new key: forget a few idle ones, or the idlest if there are none."""
+        if self.expire(AMORTIZED_EXPIRY) == 0 and len(self._keys) >= self.max_keys:
+            self._keys.popitem(last=False)
+            self.evictions += 1
+
+    def due(self) -> bool:
+        """Whether the idlest key can be forgotten; O(1)."""
+        keys = self._keys
+        return bool(keys) and next(iter(keys.values())).last <= self._clock() - self.idle_seconds
+
+    def expired(self) -> int:
+        """How many keys ``expire`` would forget now; O(expired)."""
+        cutoff = self._clock() - self.idle_seconds
+        return sum(1 for _ in itertools.takewhile(lambda s: s.last <= cutoff, self._keys.values()))
+
+    def expire(self, limit: int | None = None) -> int:
+        """Forget keys idle for ``idle_seconds``, at most ``limit``; O(expired)."""
+        keys = self._keys
+        cutoff = self._clock() - self.idle_seconds
+        removed = 0
+        while keys and (limit is None or removed < limit):
+            key = next(iter(keys))
+            if keys[key].last > cutoff:
+                break
+            del keys[key]
+            removed += 1
+        self.expirations += removed
+        return removed
+
+    def stats(self) -> ContainerStats:
+        return ContainerStats(len(self._keys), self.max_keys, self.evictions, self.expirations)
+
+
 class _Window:
     """One key's counts: events in the current fixed window and in the one before it."""
 
@@ -428,7 +487,7 @@ class _Window:
         self.last = now
 
 
-class SlidingWindowLimiter:
+class SlidingWindowLimiter(_ByLastUse[_Window]):
     """At most ``max_events`` events per key in any ``window_seconds``, for ``max_keys`` keys.
 
     Each key holds two counts, for the current fixed window and the one before, and an event
@@ -442,15 +501,7 @@ class SlidingWindowLimiter:
     of a bounded table).
     """
 
-    __slots__ = (
-        "_clock",
-        "_keys",
-        "evictions",
-        "expirations",
-        "max_events",
-        "max_keys",
-        "window_seconds",
-    )
+    __slots__ = ("max_events", "window_seconds")
 
     def __init__(
         self,
@@ -464,16 +515,10 @@ class SlidingWindowLimiter:
             raise ValueError("max_events and max_keys must be at least 1")
         if window_seconds <= 0:
             raise ValueError(f"window_seconds must be positive, got {window_seconds}")
+        # A key whose last event left the window counts zero: forgetting it changes nothing.
+        super().__init__(max_keys, window_seconds, clock)
         self.max_events = max_events
         self.window_seconds = window_seconds
-        self.max_keys = max_keys
-        self.evictions = 0
-        self.expirations = 0
-        self._clock = clock
-        self._keys: OrderedDict[str, _Window] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._keys)
 
     def _count(self, window: _Window, now: float) -> int:
         """Events in the current fixed window and the one before it (none if the last one
@@ -493,9 +538,7 @@ class SlidingWindowLimiter:
         keys = self._keys
         window = keys.get(key)
         if window is None:
-            if self.expire(AMORTIZED_EXPIRY) == 0 and len(keys) >= self.max_keys:
-                keys.popitem(last=False)
-                self.evictions += 1
+            self._make_room()
             window = keys[key] = _Window(int(now / self.window_seconds), now)
         elif self._count(window, now) >= self.max_events:
             return False
@@ -527,36 +570,6 @@ class SlidingWindowLimiter:
         # Either way, the last event leaving the sliding window frees it all.
         return max(0.0, min((index + windows) * size, window.last + size) - now)
 
-    def due(self) -> bool:
-        """Whether the idlest key can be forgotten; O(1)."""
-        keys = self._keys
-        return bool(keys) and next(iter(keys.values())).last <= self._clock() - self.window_seconds
-
-    def expired(self) -> int:
-        """How many keys ``expire`` would forget now; O(expired)."""
-        cutoff = self._clock() - self.window_seconds
-        return sum(1 for _ in itertools.takewhile(lambda w: w.last <= cutoff, self._keys.values()))
-
-    def expire(self, limit: int | None = None) -> int:
-        """Forget keys whose last event left the window, at most ``limit``; O(expired).
-
-        Their count in any window ending now is zero, so forgetting them changes nothing.
-        """
-        keys = self._keys
-        cutoff = self._clock() - self.window_seconds
-        removed = 0
-        while keys and (limit is None or removed < limit):
-            key = next(iter(keys))
-            if keys[key].last > cutoff:
-                break
-            del keys[key]
-            removed += 1
-        self.expirations += removed
-        return removed
-
-    def stats(self) -> ContainerStats:
-        return ContainerStats(len(self._keys), self.max_keys, self.evictions, self.expirations)
-
 
 def leak(level: float, elapsed: float, limit: int, window: float) -> float:
     """A leaky bucket's level after one more event: ``level``, drained for ``elapsed`` seconds
@@ -567,14 +580,14 @@ def leak(level: float, elapsed: float, limit: int, window: float) -> float:
 
 
 class _Bucket:
-    __slots__ = ("at", "level")
+    __slots__ = ("last", "level")
 
-    def __init__(self, level: float, at: float) -> None:
+    def __init__(self, level: float, last: float) -> None:
         self.level = level
-        self.at = at
+        self.last = last
 
 
-class TokenBuckets:
+class TokenBuckets(_ByLastUse[_Bucket]):
     """A token bucket per key: ``burst`` tokens, refilled at ``rate`` a second, for at most
     ``max_keys`` keys.
 
@@ -586,50 +599,36 @@ class TokenBuckets:
     the idlest key is forgotten early (it starts again with a full bucket).
     """
 
-    __slots__ = (
-        "_buckets",
-        "_clock",
-        "burst",
-        "evictions",
-        "expirations",
-        "max_keys",
-        "rate",
-        "refill_seconds",
-    )
+    __slots__ = ("burst", "rate")
 
     def __init__(
         self, rate: float, burst: int, max_keys: int, *, clock: Clock = time.monotonic
     ) -> None:
         if rate <= 0 or burst < 1 or max_keys < 1:
             raise ValueError("rate must be positive, burst and max_keys at least 1")
+        # Idle from the deepest debt to a full bucket, a key is as good as new.
+        super().__init__(max_keys, 2 * burst / rate, clock)
         self.rate = rate
         self.burst = burst
-        self.max_keys = max_keys
-        # From the deepest debt to a full bucket.
-        self.refill_seconds = 2 * burst / rate
-        self.evictions = 0
-        self.expirations = 0
-        self._clock = clock
-        self._buckets: OrderedDict[str, _Bucket] = OrderedDict()
 
-    def __len__(self) -> int:
-        return len(self._buckets)
+    @property
+    def refill_seconds(self) -> float:
+        """How long a bucket takes to refill from the deepest debt."""
+        return self.idle_seconds
 
     def take(self, key: str) -> float:
         """Spend a token of ``key``'s. Returns 0 when one was there; else how many seconds
         until one will be (the take was refused), or ``math.inf`` once the key is
         ``burst`` tokens in debt (it kept sending while refused)."""
         now = self._clock()
-        buckets = self._buckets
+        buckets = self._keys
         bucket = buckets.get(key)
         if bucket is None:
-            if self.expire(AMORTIZED_EXPIRY) == 0 and len(buckets) >= self.max_keys:
-                buckets.popitem(last=False)
-                self.evictions += 1
+            self._make_room()
             bucket = buckets[key] = _Bucket(float(self.burst), now)
         else:
-            bucket.level = min(self.burst, bucket.level + (now - bucket.at) * self.rate)
-            bucket.at = now
+            bucket.level = min(self.burst, bucket.level + (now - bucket.last) * self.rate)
+            bucket.last = now
             buckets.move_to_end(key)
         if bucket.level >= 1:
             bucket.level -= 1
@@ -638,32 +637,3 @@ class TokenBuckets:
             return math.inf
         bucket.level -= 1
         return (1 - bucket.level) / self.rate
-
-    def due(self) -> bool:
-        """Whether the idlest bucket can be forgotten; O(1)."""
-        buckets = self._buckets
-        return bool(buckets) and (
-            next(iter(buckets.values())).at <= self._clock() - self.refill_seconds
-        )
-
-    def expired(self) -> int:
-        """How many buckets ``expire`` would forget now; O(expired)."""
-        cutoff = self._clock() - self.refill_seconds
-        return sum(1 for _ in itertools.takewhile(lambda b: b.at <= cutoff, self._buckets.values()))
-
-    def expire(self, limit: int | None = None) -> int:
-        """Forget buckets full again, at most ``limit``; O(expired)."""
-        buckets = self._buckets
-        cutoff = self._clock() - self.refill_seconds
-        removed = 0
-        while buckets and (limit is None or removed < limit):
-            key = next(iter(buckets))
-            if buckets[key].at > cutoff:
-                break
-            del buckets[key]
-            removed += 1
-        self.expirations += removed
-        return removed
-
-    def stats(self) -> ContainerStats:
-        return ContainerStats(len(self._buckets), self.max_keys, self.evictions, self.expirations)
