@@ -23,9 +23,9 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clients import Dialect, RawClient  # noqa: E402
-from harness import free_port, start, stop, write_result  # noqa: E402
+from harness import cpu_seconds, free_port, node_peers_installed, start, stop, write_result  # noqa: E402
 
-CONTENDERS = ("mudgate", "fastapi-docs", "socketio")
+CONTENDERS = ("mudgate", "fastapi-docs", "socketio", "node-ws", "node-socketio")
 WINDOW = 50
 
 
@@ -57,7 +57,9 @@ async def run_once(
             else asyncio.create_task(scrape_metrics(port, scrape_every_seconds))
         )
         try:
-            return await measure(clients, dialect, messages, settle_seconds=0.5)
+            return await measure(
+                clients, dialect, messages, settle_seconds=0.5, servers=[process.pid]
+            )
         finally:
             if scraper is not None:
                 scraper.cancel()
@@ -66,15 +68,24 @@ async def run_once(
 
 
 async def measure(
-    clients: list[RawClient], dialect: Dialect, messages: int, settle_seconds: float
+    clients: list[RawClient],
+    dialect: Dialect,
+    messages: int,
+    settle_seconds: float,
+    servers: list[int],
 ) -> dict[str, float]:
-    """clients[0] talks, everyone counts; clients[1] is the probe that times each message."""
+    """clients[0] talks, everyone counts; clients[1] is the probe that times each message.
+
+    ``servers`` are the server processes (pids): their CPU time over the run, per delivery,
+    is the figure that other work on the machine does not move.
+    """
     me = psutil.Process()
     sender, probe = clients[0], clients[1]
     probe.latencies = []
     readers = [asyncio.create_task(client.read_forever()) for client in clients]
     await asyncio.sleep(settle_seconds)
     me.cpu_percent()
+    server_cpu = cpu_seconds(servers)
     started = time.perf_counter()
     for window in range(0, messages, WINDOW):
         for i in range(window, min(messages, window + WINDOW)):
@@ -88,13 +99,16 @@ async def measure(
             await asyncio.sleep(0.001)
     elapsed = time.perf_counter() - started
     cpu = me.cpu_percent()
+    server_cpu = cpu_seconds(servers) - server_cpu
     for task in readers:
         task.cancel()
     for client in clients:
         client.writer.close()
     latencies = sorted(probe.latencies)
+    deliveries = len(clients) * messages
     return {
-        "deliveries_per_second": len(clients) * messages / elapsed,
+        "deliveries_per_second": deliveries / elapsed,
+        "server_cpu_us_per_delivery": server_cpu / deliveries * 1e6,
         "p50_ms": latencies[len(latencies) // 2] * 1000,
         "p99_ms": latencies[int(len(latencies) * 0.99)] * 1000,
         "client_cpu_percent": cpu,
@@ -120,17 +134,28 @@ def main() -> None:
     parser.add_argument("--players", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS),
+        help="the servers to compare (the Node.js ones need `make bench`'s npm install)",
+    )  # fmt: skip
     args = parser.parse_args()
+    contenders = list(args.contenders)
+    if not node_peers_installed():
+        missing = [c for c in contenders if c.startswith("node-")]
+        if missing:
+            print(f"skipping {', '.join(missing)}: run `make bench` (node and npm install)")
+            contenders = [c for c in contenders if c not in missing]
     results: dict[str, dict[str, dict[str, float]]] = {}
     for players in args.players:
-        runs: dict[str, list[dict[str, float]]] = {c: [] for c in CONTENDERS}
+        runs: dict[str, list[dict[str, float]]] = {c: [] for c in contenders}
         for repeat in range(args.repeat):
-            for contender in CONTENDERS:
+            for contender in contenders:
                 outcome = asyncio.run(run_once(contender, players, args.messages))
                 runs[contender].append(outcome)
                 print(
                     f"run {repeat + 1}: {players:5} players {contender:13} "
                     f"{outcome['deliveries_per_second']:10,.0f} deliveries/s  "
+                    f"server {outcome['server_cpu_us_per_delivery']:5.1f} µs/delivery  "
                     f"p50 {outcome['p50_ms']:6.1f} ms  p99 {outcome['p99_ms']:6.1f} ms  "
                     f"client CPU {outcome['client_cpu_percent']:.0f}%",
                     flush=True,
@@ -138,10 +163,19 @@ def main() -> None:
         results[str(players)] = {
             contender: summarize(outcomes) for contender, outcomes in runs.items()
         }
-        ours = results[str(players)]["mudgate"]["deliveries_per_second"]
-        for peer in CONTENDERS[1:]:
-            theirs = results[str(players)][peer]["deliveries_per_second"]
-            print(f"{players} players: mudgate / {peer} = {ours / theirs:.2f}")
+        by = results[str(players)]
+        for peer in contenders:
+            if peer == "mudgate":
+                continue
+            rate = by["mudgate"]["deliveries_per_second"] / by[peer]["deliveries_per_second"]
+            cost = (
+                by["mudgate"]["server_cpu_us_per_delivery"]
+                / by[peer]["server_cpu_us_per_delivery"]
+            )
+            print(
+                f"{players} players: mudgate / {peer}: deliveries/s {rate:.2f}, "
+                f"server CPU per delivery {cost:.2f}"
+            )
     write_result(
         "broadcast", {"messages": args.messages, "repeat": args.repeat, "results": results}
     )

@@ -1,5 +1,5 @@
 """Load-generator clients: raw WebSocket with just enough protocol to be cheap, speaking each
-contender's dialect (mudgate's frames, the FastAPI docs echo, Socket.IO's packets).
+contender's dialect (mudgate's frames, the FastAPI docs and Node ws echo, Socket.IO's packets).
 
 A client opens, says hello the way its server expects, sends text frames and counts received
 messages carrying ``marker``; nothing else is parsed, so the generator stays cheap.
@@ -34,8 +34,13 @@ class Dialect:
 
     name: str
 
+    @property
+    def socketio(self) -> bool:
+        """python-socketio and Node's Socket.IO speak the same packets."""
+        return self.name in ("socketio", "node-socketio")
+
     def path(self, player: str) -> str:
-        if self.name == "socketio":
+        if self.socketio:
             return "/socket.io/?EIO=4&transport=websocket"
         if self.name == "mudgate":
             return f"/ws?token={TOKENS.issue(player)}"
@@ -44,7 +49,7 @@ class Dialect:
     @property
     def hello(self) -> str | None:
         """What the client sends first: Socket.IO's connect to the default namespace."""
-        return "40" if self.name == "socketio" else None
+        return "40" if self.socketio else None
 
     @property
     def welcome(self) -> bytes:
@@ -52,13 +57,13 @@ class Dialect:
         return b"welcome"
 
     def say(self, text: str) -> str:
-        if self.name == "socketio":
+        if self.socketio:
             return "42" + _compact(["say", {"text": text}])
         return _compact({"op": "say", "text": text})
 
     def join(self, room: str) -> str | None:
-        """None where the server has no rooms (the FastAPI docs pattern)."""
-        if self.name == "socketio":
+        """None where the server has no rooms (the FastAPI docs pattern, Node's ws)."""
+        if self.socketio:
             return "42" + _compact(["join", {"room": room}])
         if self.name == "mudgate":
             return _compact({"op": "go", "room": room})

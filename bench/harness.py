@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import socket
 import statistics
 import subprocess
@@ -28,6 +29,12 @@ PEERS = {
     "fastapi-docs": "fastapi_docs:app",
     "socketio": "socketio_rooms:app",
 }
+# Node.js peers (bench/peers/node; `make bench` runs npm install there): one process each.
+NODE_PEERS = {
+    "node-ws": "ws_broadcast.js",
+    "node-socketio": "socketio_rooms.js",
+}
+NODE_DIR = ROOT / "bench" / "peers" / "node"
 # What mudgate serve sets too (web/app.py server_config), with the bench's 60 s pings.
 UVICORN = ["--ws", "websockets-sansio", "--ws-ping-interval", "60", "--ws-ping-timeout", "60"]
 
@@ -45,6 +52,8 @@ def start(
     if contender == "mudgate":
         command = [sys.executable, "-m", "mudgate", "serve", "--port", str(port)]
         command += ["--log-level", "warning"]
+    elif contender in NODE_PEERS:
+        command = ["node", str(NODE_DIR / NODE_PEERS[contender]), str(port)]
     else:
         command = [sys.executable, "-m", "uvicorn", PEERS[contender], "--app-dir"]
         command += [str(ROOT / "bench" / "peers"), "--port", str(port), *UVICORN]
@@ -73,6 +82,26 @@ def start(
             time.sleep(0.05)
     process.kill()
     raise RuntimeError(f"{contender} did not start")
+
+
+def cpu_seconds(pids: Iterable[int]) -> float:
+    """User + system CPU time of these processes and their children (a supervisor's workers)
+    so far: the server's own cost, which other load on the machine does not change."""
+    total = 0.0
+    for pid in pids:
+        try:
+            root = psutil.Process(pid)
+            for process in (root, *root.children(recursive=True)):
+                times = process.cpu_times()
+                total += times.user + times.system
+        except psutil.NoSuchProcess:
+            continue
+    return total
+
+
+def node_peers_installed() -> bool:
+    """Whether the Node.js peers can run: node on the PATH and their packages installed."""
+    return shutil.which("node") is not None and (NODE_DIR / "node_modules" / "ws").is_dir()
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

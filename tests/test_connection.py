@@ -176,3 +176,54 @@ async def test_a_failing_transport_empties_the_outbox() -> None:
     conn.send(message())
     await settle()
     assert conn.outbox_messages == 0
+
+
+class FastConnection(RecordingConnection):
+    """A transport with a fast path that has room only while ``room`` is True."""
+
+    __slots__ = ("room", "written_now")
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.room = True
+        self.written_now: list[Outgoing] = []
+
+    def _write_now(self, message: Outgoing) -> bool:
+        if self.room:
+            self.written_now.append(message)
+        return self.room
+
+
+async def test_with_room_on_the_transport_a_message_is_written_at_once_without_a_task() -> None:
+    conn = FastConnection("alice", "127.0.0.1", limits())
+    sent = [message(), message()]
+    assert all(conn.send(m) for m in sent)
+    assert conn.written_now == sent
+    assert conn.outbox_messages == 0
+    assert conn._writer is None
+
+
+async def test_once_anything_is_queued_what_follows_waits_behind_it() -> None:
+    conn = FastConnection("alice", "127.0.0.1", limits())
+    conn.room = False
+    first, second = message(), message()
+    assert conn.send(first)  # no room: queued for the writer
+    conn.room = True
+    assert conn.send(second)  # room again, but `first` is ahead of it
+    assert conn.written_now == []
+    await settle()
+    assert conn.written == [first, second]
+    third = message()
+    assert conn.send(third)  # the queue is empty again: straight to the transport
+    assert conn.written_now == [third]
+
+
+async def test_a_backlog_being_written_keeps_new_messages_behind_it() -> None:
+    conn = FastConnection("alice", "127.0.0.1", limits())
+    backlog = [message(), message()]
+    conn.send_backlog(backlog)
+    later = message()
+    assert conn.send(later)
+    await settle()
+    assert conn.written_now == []
+    assert conn.written == [later, *backlog]  # the outbox first, then the backlog (as before)

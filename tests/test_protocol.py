@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from websockets.frames import Frame, Opcode
+from websockets.streams import StreamReader
 
 from mudgate.protocol import (
     CloseCode,
@@ -68,3 +70,18 @@ def test_errors_and_close_records() -> None:
 def test_close_codes_have_readable_reasons() -> None:
     assert CloseCode.SLOW_CONSUMER.reason == "slow consumer"
     assert CloseCode.TRY_AGAIN_LATER == 1013
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70000])
+def test_an_outgoing_frame_is_what_websockets_reads_as_its_text(size: int) -> None:
+    data = json.dumps({"type": "event", "text": "é" * (size // 2)}).encode()[:size]
+    message = Outgoing("say", data)
+    reader = StreamReader()
+    reader.feed_data(message.frame)
+    parser = Frame.parse(reader.read_exact, mask=False)
+    with pytest.raises(StopIteration) as parsed:
+        next(parser)
+    frame = parsed.value.value
+    assert (frame.opcode, frame.fin, frame.data) == (Opcode.TEXT, True, data)
+    assert not reader.buffer  # the frame is exactly its header and payload
+    assert message.frame is message.frame  # built once, shared by every recipient

@@ -120,3 +120,19 @@ def test_trusted_proxies_are_a_list_of_networks(monkeypatch: pytest.MonkeyPatch)
     assert Settings().forwarded_allow_ips == []  # nobody is trusted by default
     monkeypatch.setenv("MUDGATE_FORWARDED_ALLOW_IPS", "127.0.0.1, 10.0.0.0/8,*")
     assert load_settings().forwarded_allow_ips == ["127.0.0.1", "10.0.0.0/8", "*"]
+
+
+def test_several_workers_need_a_backplane_and_the_message_says_what_to_set() -> None:
+    with pytest.raises(SettingsError, match=r"MUDGATE_BACKPLANE=redis://") as raised:
+        load_settings(None, workers=2)
+    assert "MUDGATE_WORKERS=1" in str(raised.value)
+    settings = load_settings(None, workers=2, backplane="redis://127.0.0.1:6379/0")
+    assert settings.workers == 2
+
+
+def test_serve_runs_one_process_and_points_to_serve_workers_for_more() -> None:
+    from mudgate.server import serve
+
+    settings = load_settings(None, workers=2, backplane="redis://127.0.0.1:6379/0")
+    with pytest.raises(ValueError, match="serve_workers"):
+        serve(object(), settings)

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .auth import Authenticator, is_valid_player_id
-from .server import serve
+from .server import serve, serve_workers
 from .settings import Settings, SettingsError, load_settings, settings_table
 from .soak import SoakConfig, SoakError, parse_duration, progress_bar, run_soak, write_report
 from .web.app import create_app
@@ -43,6 +43,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="TCP port to listen on (default 54731)")
     serve.add_argument("--config", metavar="FILE", help="TOML file of settings")
+    serve.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes serving the port, e.g. one per core (default 1); more than 1 needs "
+        "MUDGATE_BACKPLANE, as every worker is a node of the Redis backplane",
+    )
     serve.add_argument(
         "--log-level",
         default="info",
@@ -118,8 +125,11 @@ def _settings(config: str | None, **overrides: object) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    settings = _settings(args.config, host=args.host, port=args.port)
-    serve(create_app(settings), settings, args.log_level)
+    settings = _settings(args.config, host=args.host, port=args.port, workers=args.workers)
+    if settings.workers > 1:
+        serve_workers(create_app, settings, args.log_level)
+    else:
+        serve(create_app(settings), settings, args.log_level)
 
 
 def _token(args: argparse.Namespace) -> None:

@@ -1,9 +1,12 @@
 """One client connection: its bounded outbox, the writer that drains it, and how it closes.
 
-The hub only enqueues: ``send`` never awaits the client, so a broadcast costs the same whether
-a recipient reads fast, slowly or not at all. A recipient whose outbox fills up (in messages or
-bytes), or whose single write blocks past ``write_timeout``, is closed with 4008. Transports
-(WebSocket, SSE) subclass ``Connection`` and supply the two ways to write.
+``send`` never awaits the client, so a broadcast costs the same whether a recipient reads
+fast, slowly or not at all. A message for a connection with nothing queued goes to its
+transport at once when the transport can take it without growing (``_write_now``); otherwise
+it waits in the outbox for the writer task, which exists only while something waits. A
+recipient whose outbox fills up (in messages or bytes), or whose single write blocks past
+``write_timeout``, is closed with 4008. Transports (WebSocket, SSE) subclass ``Connection``
+and supply the ways to write.
 """
 
 from __future__ import annotations
@@ -147,6 +150,11 @@ class Connection(abc.ABC):
 
     # Transport hooks
 
+    def _write_now(self, message: Outgoing) -> bool:
+        """Write ``message`` at once if the transport can take it without waiting or growing
+        past its write buffer; False (the default) to have it queued for the writer."""
+        return False
+
     @abc.abstractmethod
     async def _write(self, message: Outgoing) -> None:
         """Write one message to the client."""
@@ -165,8 +173,10 @@ class Connection(abc.ABC):
         """
         if self.state is not ConnectionState.OPEN:
             return False
-        limits = self._limits
         outbox = self._outbox
+        if not outbox and not self._backlog and self._write_now(message):
+            return True  # the fast path: nothing queued ahead of it, and the transport had room
+        limits = self._limits
         if outbox is None:
             outbox = self._outbox = deque()
         if (

@@ -27,6 +27,7 @@ __all__ = [
     "encode_error",
     "encode_event",
     "parse_frame",
+    "websocket_text_frame",
 ]
 
 # The shapes of names and text, shared by commands, auth and the hub. \Z, not $: "$" also
@@ -125,16 +126,20 @@ class ProtocolError(Exception):
 
 
 class Outgoing:
-    """One encoded event: the same object, and the same bytes, go to every recipient."""
+    """One encoded event: the same object, and the same bytes, go to every recipient.
 
-    __slots__ = ("_sse", "data", "event", "text")
+    What each transport writes (a WebSocket frame, an SSE record) is built on first use and
+    then shared too, so a broadcast to N players frames its message once, not N times.
+    """
+
+    __slots__ = ("_frame", "_sse", "_text", "data", "event")
 
     def __init__(self, event: str, data: bytes) -> None:
         self.event = event
         self.data = data
-        # ASGI sends text frames as str; decode once here, not once per recipient.
-        self.text = data.decode()
+        self._frame: bytes | None = None
         self._sse: bytes | None = None
+        self._text: str | None = None
 
     def __len__(self) -> int:
         return len(self.data)
@@ -155,11 +160,39 @@ class Outgoing:
         return cls("close", _encoder.encode({"type": "close", "code": int(code), "reason": reason}))
 
     @property
+    def text(self) -> str:
+        """The event as text, for a server that sends ASGI text frames (decoded once)."""
+        if self._text is None:
+            self._text = self.data.decode()
+        return self._text
+
+    @property
+    def frame(self) -> bytes:
+        """The event as an unmasked, uncompressed WebSocket text frame (RFC 6455 §5.2), what a
+        server writes to any client that did not negotiate an extension."""
+        if self._frame is None:
+            self._frame = websocket_text_frame(self.data)
+        return self._frame
+
+    @property
     def sse(self) -> bytes:
         """The event as a Server-Sent-Events record (built on first use, then shared)."""
         if self._sse is None:
             self._sse = b"event: " + self.event.encode() + b"\ndata: " + self.data + b"\n\n"
         return self._sse
+
+
+def websocket_text_frame(payload: bytes) -> bytes:
+    """One final text frame from the server: FIN and the opcode, then the payload's length in
+    7, 16 or 64 bits (no mask: only clients mask)."""
+    length = len(payload)
+    if length < 126:
+        header = bytes((0x81, length))
+    elif length < 1 << 16:
+        header = bytes((0x81, 126)) + length.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + length.to_bytes(8, "big")
+    return header + payload
 
 
 class Frame(msgspec.Struct, frozen=True):

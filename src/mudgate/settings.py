@@ -308,6 +308,11 @@ class Settings(BaseSettings):
     )
 
     # Many processes (DESIGN.md section 6)
+    workers: PositiveInt = Field(
+        1,
+        description="Processes serving the port (SO_REUSEPORT), one per core: each is a node "
+        "of the backplane, so more than 1 needs `MUDGATE_BACKPLANE`.",
+    )
     backplane: str | None = Field(
         None,
         description="`redis://host:port/db` to share rooms, channels, direct messages and "
@@ -359,6 +364,13 @@ class Settings(BaseSettings):
     node_name: str = Field(
         default_factory=socket.gethostname, description="This node's name in notifications."
     )
+    node_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_.:-]{1,100}$",
+        description="This node's id in the cluster (default: its name, pid and a random "
+        "suffix). A node started with the id of one that died takes over its presence at once "
+        "instead of after `MUDGATE_PRESENCE_TTL`; two live nodes must never share one.",
+    )
     tracemalloc_max_seconds: PositiveSeconds = Field(
         300.0, description="tracemalloc stops by itself after this long, seconds."
     )
@@ -398,6 +410,16 @@ class Settings(BaseSettings):
         if url is not None and not url.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"not a redis:// URL: {url!r}")
         return url or None
+
+    @model_validator(mode="after")
+    def _check_workers(self) -> Settings:
+        if self.workers > 1 and self.backplane is None:
+            raise ValueError(
+                f"MUDGATE_WORKERS={self.workers} needs MUDGATE_BACKPLANE=redis://host:port/db: "
+                "workers share rooms, tells and presence through Redis (or set "
+                "MUDGATE_WORKERS=1)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_presence(self) -> Settings:

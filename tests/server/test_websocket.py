@@ -11,9 +11,10 @@ from typing import Any
 import h11
 from uvicorn.server import ServerState
 
+from mudgate.protocol import Outgoing
 from mudgate.server.context import ProtocolLimits, ServerContext
 from mudgate.server.flow import Flow
-from mudgate.server.websocket import PARSE_BYTES, WebSocketProtocol
+from mudgate.server.websocket import FRAMES_EXTENSION, PARSE_BYTES, FrameWriter, WebSocketProtocol
 from mudgate.sockets import SocketTable
 
 from ..conftest import make_settings
@@ -55,22 +56,16 @@ def tiny_frame() -> bytes:
     return struct.pack("!BB", 0x81, 0x81) + mask + bytes([ord("x") ^ mask[0]])
 
 
-async def test_a_read_of_tiny_frames_waits_unparsed_while_the_app_is_busy() -> None:
+def open_websocket(
+    app: Any, transport: FakeTransport, *, deflate: bool = False, **settings: Any
+) -> WebSocketProtocol:
+    """A WebSocketProtocol on ``transport`` whose upgrade request was just handed over."""
     loop = asyncio.get_running_loop()
-    accepted = asyncio.Event()
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        await receive()  # websocket.connect
-        await send({"type": "websocket.accept"})
-        accepted.set()
-        await asyncio.Event().wait()  # busy: it never takes a message
-
     sockets = SocketTable(10)
-    transport = FakeTransport()
     sockets.open(transport)  # type: ignore[arg-type]
     context = ServerContext(
-        app=app,  # type: ignore[arg-type]
-        limits=ProtocolLimits.from_settings(make_settings()),
+        app=app,
+        limits=ProtocolLimits.from_settings(make_settings(**settings)),
         sockets=sockets,
         state=ServerState(),
         app_state={},
@@ -80,18 +75,30 @@ async def test_a_read_of_tiny_frames_waits_unparsed_while_the_app_is_busy() -> N
     flow = Flow(transport, sockets, loop, close_timeout=10)  # type: ignore[arg-type]
     websocket = WebSocketProtocol(context, flow, ("127.0.0.1", 1), ("127.0.0.1", 2))
     key = base64.b64encode(os.urandom(16))
-    request = h11.Request(
-        method="GET",
-        target="/ws",
-        headers=[
-            ("Host", "x"),
-            ("Upgrade", "websocket"),
-            ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Key", key),
-            ("Sec-WebSocket-Version", "13"),
-        ],
-    )
-    websocket.handshake(request, b"")
+    headers = [
+        ("Host", "x"),
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Key", key),
+        ("Sec-WebSocket-Version", "13"),
+    ]
+    if deflate:
+        headers.append(("Sec-WebSocket-Extensions", "permessage-deflate"))
+    websocket.handshake(h11.Request(method="GET", target="/ws", headers=headers), b"")
+    return websocket
+
+
+async def test_a_read_of_tiny_frames_waits_unparsed_while_the_app_is_busy() -> None:
+    accepted = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        accepted.set()
+        await asyncio.Event().wait()  # busy: it never takes a message
+
+    transport = FakeTransport()
+    websocket = open_websocket(app, transport)
     await accepted.wait()
     burst = tiny_frame() * 40_000  # 280 KB: 40,000 messages if parsed at once
     websocket.data_received(burst)
@@ -107,4 +114,56 @@ async def test_a_read_of_tiny_frames_waits_unparsed_while_the_app_is_busy() -> N
         assert message == {"type": "websocket.receive", "text": "x"}
         taken += 1
     assert taken == 40_000
+    websocket.connection_lost(None)
+
+
+async def accepted_writer(
+    transport: FakeTransport, *, deflate: bool = False
+) -> tuple[WebSocketProtocol, FrameWriter]:
+    """An open WebSocket whose app holds it open, and the frame writer its scope offers."""
+    scopes: list[Any] = []
+    accepted = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        scopes.append(scope)
+        await receive()
+        await send({"type": "websocket.accept"})
+        accepted.set()
+        await asyncio.Event().wait()
+
+    websocket = open_websocket(app, transport, deflate=deflate, ws_per_message_deflate=deflate)
+    await accepted.wait()
+    return websocket, scopes[0]["extensions"][FRAMES_EXTENSION]["writer"]
+
+
+async def test_the_frame_writer_writes_a_prebuilt_frame_at_once() -> None:
+    transport = FakeTransport()
+    websocket, writer = await accepted_writer(transport)
+    handshake_response = len(transport.written)
+    message = Outgoing("say", b'{"text":"hi"}')
+    assert writer.write(message.frame)
+    assert bytes(transport.written[handshake_response:]) == message.frame
+    websocket.connection_lost(None)
+
+
+async def test_the_frame_writer_refuses_while_the_transport_is_over_its_high_water_mark() -> None:
+    transport = FakeTransport()
+    websocket, writer = await accepted_writer(transport)
+    websocket.pause_writing()
+    assert not writer.write(b"\x81\x00")
+    waiting = asyncio.ensure_future(writer.writable())
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    websocket.resume_writing()
+    await waiting
+    assert writer.write(b"\x81\x00")
+    websocket.connection_lost(None)
+    assert not writer.write(b"\x81\x00")  # gone: the caller falls back to ASGI, which says so
+
+
+async def test_the_frame_writer_refuses_a_connection_that_negotiated_compression() -> None:
+    transport = FakeTransport()
+    websocket, writer = await accepted_writer(transport, deflate=True)
+    assert b"permessage-deflate" in transport.written
+    assert not writer.write(b"\x81\x00")  # every recipient's frame is its own
     websocket.connection_lost(None)

@@ -88,7 +88,10 @@ REDIS_ERRORS = (RedisError, OSError, TimeoutError)
 
 
 def _node_id(settings: Settings) -> str:
-    """Unique per process: the node's name, its pid, and a few random bytes for restarts."""
+    """The id set for this node (a worker's, say), or one unique per process: the node's
+    name, its pid, and a few random bytes for restarts."""
+    if settings.node_id is not None:
+        return settings.node_id
     return f"{settings.node_name}-{os.getpid()}-{secrets.token_hex(3)}"
 
 

@@ -121,14 +121,26 @@ def server_config(
     return uvicorn.Config(app, **options)  # type: ignore[arg-type]
 
 
-def bind_socket(config: uvicorn.Config, settings: Settings) -> socket.socket:
+def bind_socket(
+    config: uvicorn.Config, settings: Settings, *, reuse_port: bool = False
+) -> socket.socket:
     """The listening socket, whose options every accepted socket inherits.
 
     TCP_USER_TIMEOUT: data (an SSE keep-alive, a ping) left unacknowledged for ping_timeout
     ends the connection, even if the peer vanished silently. SO_SNDBUF and SO_RCVBUF: the
     kernel memory one connection can hold is bounded, and counted in the memory budget.
+    ``reuse_port``: one of the workers' sockets on a shared port (SO_REUSEPORT), among which
+    the kernel spreads new connections.
     """
-    sock = config.bind_socket()
+    if reuse_port:
+        family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((config.host, config.port))
+        sock.set_inheritable(True)
+    else:
+        sock = config.bind_socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, settings.socket_send_buffer_bytes)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, settings.socket_receive_buffer_bytes)
     if hasattr(socket, "TCP_USER_TIMEOUT"):
@@ -155,17 +167,18 @@ def raise_descriptor_limit(wanted: int) -> int | None:
 
 
 def create_server(
-    app: Any, settings: Settings, **overrides: object
+    app: Any, settings: Settings, *, reuse_port: bool = False, **overrides: object
 ) -> tuple[MudgateServer, socket.socket]:
     """The server ``mudgate serve`` runs, bound to its listening socket, not yet started.
 
     ``app`` is a gateway or a game's app with gateways mounted in it; their socket table is
     the one the protocol layer fills, and their hubs are closed first at shutdown.
+    ``reuse_port``: a worker's, sharing the port with the others (``serve_workers``).
     """
     gateways = find_gateways(app)
     sockets = gateways[0].sockets if gateways else SocketTable(settings.max_sockets)
     config = server_config(settings, app, sockets, **overrides)
-    sock = bind_socket(config, settings)
+    sock = bind_socket(config, settings, reuse_port=reuse_port)
     limit = raise_descriptor_limit(sockets.capacity + RESERVED_DESCRIPTORS)
     if limit is not None:
         sockets.fit(limit)
@@ -175,7 +188,17 @@ def create_server(
 
 def serve(app: Any, settings: Settings, log_level: str = "info") -> None:
     """Serve ``app`` (a gateway, or a game's app with one mounted) the way ``mudgate serve``
-    does, until interrupted: mudgate's logs, protocol classes and limits."""
+    does, until interrupted: mudgate's logs, protocol classes and limits.
+
+    One process: for ``settings.workers`` above 1, ``serve_workers`` takes a function that
+    builds the app from the settings, as each worker builds its own.
+    """
+    if settings.workers > 1:
+        raise ValueError(
+            "serve() runs one process; for MUDGATE_WORKERS > 1 call "
+            "mudgate.server.serve_workers(build_app, settings), where build_app(settings) "
+            "returns the app"
+        )
     configure_logging(log_level, settings.log_format)
     server, sock = create_server(app, settings)
     host, port = sock.getsockname()[:2]

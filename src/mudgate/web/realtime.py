@@ -25,6 +25,7 @@ from ..commands import CommandRegistry
 from ..connection import Connection, ConnectionState
 from ..hub import Hub, Refusal
 from ..protocol import CloseCode, ErrorCode, Outgoing, ProtocolError, encode_error
+from ..server.websocket import FRAMES_EXTENSION, FrameWriter
 from .errors import APIError, error_body
 
 __all__ = ["RealtimeTransports", "SSEConnection", "WebSocketConnection", "realtime_router"]
@@ -47,15 +48,31 @@ PLAY_PAGE = Path(__file__).parent / "static" / "play.html"
 
 
 class WebSocketConnection(Connection):
+    """A WebSocket player. Under mudgate's own server, messages go out as prebuilt frames
+    through its FrameWriter (the same bytes for every recipient); under another ASGI server,
+    as ASGI text messages."""
+
     transport = "websocket"
 
-    __slots__ = ("_send",)
+    __slots__ = ("_frames", "_send")
 
-    def __init__(self, send: Send, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, send: Send, *args: Any, frames: FrameWriter | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._send = send
+        self._frames = frames
+
+    def _write_now(self, message: Outgoing) -> bool:
+        return self._frames is not None and self._frames.write(message.frame)
 
     async def _write(self, message: Outgoing) -> None:
+        frames = self._frames
+        if frames is not None:
+            await frames.writable()
+            if frames.write(message.frame):
+                return
+        # No fast path, or the connection is closing: ASGI says what became of it.
         await self._send({"type": "websocket.send", "text": message.text})
 
     async def _write_close(self, code: CloseCode, reason: str) -> None:
@@ -120,6 +137,13 @@ def _query_token(scope: Scope) -> str | None:
     return None
 
 
+def _frame_writer(scope: Scope) -> FrameWriter | None:
+    """mudgate's server offers its fast path for frames; other ASGI servers do not."""
+    extension = scope.get("extensions", {}).get(FRAMES_EXTENSION)
+    writer = None if extension is None else extension.get("writer")
+    return writer if isinstance(writer, FrameWriter) else None
+
+
 def _remote(scope: Scope) -> str:
     client = scope.get("client")
     return str(client[0]) if client else "unknown"
@@ -173,7 +197,12 @@ class RealtimeTransports:
             )
             return
         conn = WebSocketConnection(
-            send, identity.player_id, remote, self.hub.limits, clock=self.hub.clock
+            send,
+            identity.player_id,
+            remote,
+            self.hub.limits,
+            clock=self.hub.clock,
+            frames=_frame_writer(scope),
         )
         await self._serve(conn, self._receive_frames(conn, receive))
 

@@ -1,0 +1,283 @@
+"""``serve_workers``: several processes on one port, each a node of the Redis backplane.
+
+The supervisor serves nothing. It forks each worker before anything has started (no event
+loop, thread or Redis connection exists yet), so each worker builds its own app (its own hub,
+backplane node and connections) and binds its own listening socket with ``SO_REUSEPORT``:
+the kernel spreads new connections over the workers. Rooms, channels, tells, ``who`` and the
+per-player connection cap hold across them through the backplane, as across machines.
+
+A worker that dies is started again (its players reconnect, to whichever worker the kernel
+picks); one that dies soon after starting waits longer each time, so a crash loop does not
+spin. SIGTERM or SIGINT stops every worker gracefully (each closes its players with 1012),
+then the supervisor exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import secrets
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
+from types import FrameType
+from typing import Any
+
+from pydantic import SecretStr
+
+from ..logs import configure_logging
+from ..settings import Settings
+
+__all__ = ["Supervisor", "serve_workers"]
+
+logger = logging.getLogger("mudgate")
+
+# A worker that lived less than this was not healthy: the next start waits twice as long.
+HEALTHY_SECONDS = 10.0
+FIRST_RESTART_DELAY = 0.5
+LAST_RESTART_DELAY = 30.0
+# How long, past shutdown_timeout, stopped workers have to exit before they are killed.
+STOP_GRACE_SECONDS = 10.0
+
+# Builds a worker's ASGI app from the settings (the supervisor's, with the shared secrets).
+AppFactory = Callable[[Settings], Any]
+
+
+@dataclass
+class Worker:
+    index: int
+    process: BaseProcess | None = None
+    started_at: float = 0.0
+    restart_delay: float = FIRST_RESTART_DELAY
+    restart_at: float | None = None  # when a dead worker starts again
+
+
+class Supervisor:
+    """Starts ``settings.workers`` workers, restarts those that die, stops them all on a
+    signal. ``build(settings)`` makes a worker's ASGI app; it runs in the worker, after the
+    fork."""
+
+    def __init__(
+        self,
+        build: AppFactory,
+        settings: Settings,
+        log_level: str = "info",
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.build = build
+        self.settings = _shared_secrets(settings)
+        self.log_level = log_level
+        self.clock = clock
+        self.workers = [Worker(index) for index in range(1, settings.workers + 1)]
+        self._context = multiprocessing.get_context("fork")
+        self._stopping = False
+        self._wakeup_read, self._wakeup_write = -1, -1
+
+    def run(self) -> int:
+        """Serve until a signal; the exit status (0 once every worker stopped)."""
+        port = check_port(self.settings.host, self.settings.port)
+        if port != self.settings.port:  # port 0: one free port, the same for every worker
+            self.settings = self.settings.model_copy(update={"port": port})
+        self._wakeup_read, self._wakeup_write = os.pipe()
+        os.set_blocking(self._wakeup_write, False)
+        previous = {
+            signum: signal.signal(signum, self._on_signal)
+            for signum in (signal.SIGTERM, signal.SIGINT)
+        }
+        try:
+            logger.info(
+                "supervising %d workers on http://%s:%d",
+                len(self.workers),
+                self.settings.host,
+                self.settings.port,
+                extra={"workers": len(self.workers)},
+            )
+            for worker in self.workers:
+                self._start(worker)
+            while not self._stopping:
+                self._wait()
+                self._reap()
+                self._restart_due()
+            return self._stop_all()
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            os.close(self._wakeup_read)
+            os.close(self._wakeup_write)
+
+    def alive(self) -> list[int]:
+        """The pids of the workers running now."""
+        return [
+            worker.process.pid
+            for worker in self.workers
+            if worker.process is not None and worker.process.is_alive() and worker.process.pid
+        ]
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._stopping = True
+        with contextlib.suppress(BlockingIOError):  # already woken
+            os.write(self._wakeup_write, b"\0")
+
+    def _start(self, worker: Worker) -> None:
+        process = self._context.Process(
+            target=_run_worker,
+            args=(self.build, self.settings, self.log_level, worker.index),
+            name=f"mudgate-worker-{worker.index}",
+        )
+        process.start()
+        worker.process, worker.started_at, worker.restart_at = process, self.clock(), None
+        logger.info(
+            "worker %d started (pid %d)",
+            worker.index,
+            process.pid,
+            extra={"worker": worker.index, "pid": process.pid},
+        )
+
+    def _wait(self) -> None:
+        """Until a worker exits, a signal comes, or a restart is due."""
+        due = [worker.restart_at for worker in self.workers if worker.restart_at is not None]
+        timeout = max(0.0, min(due) - self.clock()) if due else None
+        sentinels: list[Any] = [self._wakeup_read]
+        sentinels += [w.process.sentinel for w in self.workers if w.process is not None]
+        ready = multiprocessing.connection.wait(sentinels, timeout)
+        if self._wakeup_read in ready:
+            os.read(self._wakeup_read, 64)
+
+    def _reap(self) -> None:
+        now = self.clock()
+        for worker in self.workers:
+            process = worker.process
+            if process is None or process.is_alive():
+                continue
+            process.join()
+            lived = now - worker.started_at
+            worker.restart_delay = (
+                min(worker.restart_delay * 2, LAST_RESTART_DELAY)
+                if lived < HEALTHY_SECONDS
+                else FIRST_RESTART_DELAY
+            )
+            worker.process, worker.restart_at = None, now + worker.restart_delay
+            if not self._stopping:
+                logger.error(
+                    "worker %d (pid %d) exited with %s after %.0f s; starting it again in "
+                    "%.1f s (its players reconnect)",
+                    worker.index,
+                    process.pid,
+                    _how_it_exited(process.exitcode),
+                    lived,
+                    worker.restart_delay,
+                    extra={"worker": worker.index, "pid": process.pid},
+                )
+
+    def _restart_due(self) -> None:
+        now = self.clock()
+        for worker in self.workers:
+            if not self._stopping and worker.restart_at is not None and worker.restart_at <= now:
+                self._start(worker)
+
+    def _stop_all(self) -> int:
+        running = [w.process for w in self.workers if w.process is not None]
+        logger.info("stopping %d workers", len(running))
+        for process in running:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signal.SIGTERM)
+        deadline = self.clock() + self.settings.shutdown_timeout + STOP_GRACE_SECONDS
+        for process in running:
+            process.join(max(0.0, deadline - self.clock()))
+            if process.is_alive():
+                logger.error("worker pid %s did not stop in time; killing it", process.pid)
+                process.kill()
+                process.join()
+        failed = [p for p in running if p.exitcode not in (0, -signal.SIGTERM)]
+        return 1 if failed else 0
+
+
+def serve_workers(build: AppFactory, settings: Settings, log_level: str = "info") -> None:
+    """Serve with ``settings.workers`` processes (``mudgate serve --workers N``) until a
+    signal; ``build(settings)`` makes each worker's app. Exits with the supervisor's status.
+
+    ``settings`` has a backplane (Settings refuses several workers without one).
+    """
+    configure_logging(log_level, settings.log_format)
+    supervisor = Supervisor(build, settings, log_level)
+    try:
+        status = supervisor.run()
+    except OSError as error:
+        sys.exit(f"mudgate: cannot listen on {settings.host}:{settings.port}: {error}")
+    sys.exit(status)
+
+
+def check_port(host: str, port: int) -> int:
+    """Fail before starting any worker if the port is taken (by a server without
+    SO_REUSEPORT) or the address is not this machine's (OSError); the port, chosen by the
+    kernel if ``port`` is 0."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        probe.bind((host, port))
+        return int(probe.getsockname()[1])
+
+
+def _shared_secrets(settings: Settings) -> Settings:
+    """The secret key and admin token every worker must share: generated here, once, when
+    they are not set (a token one worker signs is then valid on every other)."""
+    update: dict[str, SecretStr] = {}
+    if settings.secret_key is None:
+        update["secret_key"] = SecretStr(secrets.token_urlsafe(32))
+        logger.warning(
+            "MUDGATE_SECRET_KEY is not set: the workers share a random key, so player tokens "
+            "will not survive a restart"
+        )
+    if settings.admin_token is None:
+        token = secrets.token_urlsafe(24)
+        update["admin_token"] = SecretStr(token)
+        logger.warning("MUDGATE_ADMIN_TOKEN is not set; this run's admin token: %s", token)
+    return settings.model_copy(update=update) if update else settings
+
+
+def _how_it_exited(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        return f"signal {signal.Signals(-exitcode).name}"
+    return f"status {exitcode}"
+
+
+def _run_worker(build: AppFactory, settings: Settings, log_level: str, index: int) -> None:
+    """A worker's life: serve ``build()``'s app on the shared port until stopped."""
+    from .serve import create_server  # noqa: PLC0415 (serve imports the app, and so the hub)
+
+    _die_with_parent()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    configure_logging(log_level, settings.log_format)
+    # A worker started again takes its predecessor's node id, and so its place in the
+    # cluster at once: the players the dead worker held leave `who` as soon as it connects.
+    node_id = f"{settings.node_id or f'{settings.node_name}-{os.getppid()}'}-w{index}"
+    settings = settings.model_copy(update={"node_id": node_id})
+    app = build(settings)
+    server, sock = create_server(app, settings, reuse_port=True)
+    logger.info("worker %d serving", index, extra={"worker": index, "pid": os.getpid()})
+    server.run(sockets=[sock])
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this worker if the supervisor dies (even by SIGKILL), so no orphan
+    keeps serving the port."""
+    parent = os.getppid()
+    name = ctypes.util.find_library("c")
+    if name is not None:
+        pr_set_pdeathsig = 1
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(name, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    if os.getppid() != parent:  # the supervisor died before the request was made
+        sys.exit(1)
