@@ -47,7 +47,7 @@ system-deps:
 		fi; \
 	fi
 
-test: install system-deps
+test: install system-deps $(NODE_PEERS)
 	$(BIN)/pytest --cov --cov-report=term
 
 test-quick: install
@@ -69,12 +69,25 @@ readme: install
 		p.write_text(re.sub(r"(<!-- settings-table:start.*?-->\n).*?(\n<!-- settings-table:end -->)", \
 			lambda m: m.group(1) + settings_table() + m.group(2), p.read_text(), flags=re.S))'
 
-# Benchmarks write JSON to bench/results/ and the table to BENCHMARKS.md (13 to 30 minutes on
+# The Node.js peers of the broadcast benchmark: Debian's nodejs and npm (installed as root when
+# missing), and ws and Socket.IO from npm into bench/peers/node/node_modules (not committed).
+NODE_PEERS := bench/peers/node/node_modules/.installed
+$(NODE_PEERS): bench/peers/node/package.json bench/peers/node/package-lock.json
+	@if ! command -v npm >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian packages: nodejs npm"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; \
+	fi
+	@command -v npm >/dev/null || { echo "the Node.js peers need node and npm (Debian: apt-get install nodejs npm)"; exit 1; }
+	npm ci --prefix bench/peers/node --no-audit --no-fund --silent
+	@touch $@
+
+# Benchmarks write JSON to bench/results/ and the table to BENCHMARKS.md (about 15 minutes on
 # a shared 2-core machine; the cross-node one needs redis-server, which system-deps installs).
-bench: install system-deps
+bench: install system-deps $(NODE_PEERS)
 	$(BIN)/python bench/idle_memory.py
-	$(BIN)/python bench/broadcast.py --messages 500
-	$(BIN)/python bench/cluster_broadcast.py --messages 500
+	$(BIN)/python bench/broadcast.py --messages 300
+	$(BIN)/python bench/cluster_broadcast.py --players 1000 --messages 300
 	$(BIN)/python bench/stalled.py
 	$(BIN)/python bench/hostile.py
 	$(BIN)/python bench/churn.py

@@ -23,7 +23,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clients import Dialect, RawClient  # noqa: E402
-from harness import cpu_seconds, free_port, node_peers_installed, start, stop, write_result  # noqa: E402
+from harness import cpu_seconds, free_port, node_peers_installed, run, start, stop, write_result  # noqa: E402
 
 CONTENDERS = ("mudgate", "fastapi-docs", "socketio", "node-ws", "node-socketio")
 WINDOW = 50
@@ -150,7 +150,7 @@ def main() -> None:
         runs: dict[str, list[dict[str, float]]] = {c: [] for c in contenders}
         for repeat in range(args.repeat):
             for contender in contenders:
-                outcome = asyncio.run(run_once(contender, players, args.messages))
+                outcome = run(run_once(contender, players, args.messages))
                 runs[contender].append(outcome)
                 print(
                     f"run {repeat + 1}: {players:5} players {contender:13} "

@@ -1,19 +1,19 @@
 """Cross-node broadcast: a room of N split over two mudgate nodes sharing a Redis, against the
-same room on one node with the in-process backplane.
+same room on one node with the in-process backplane, and on `mudgate serve --workers 2`.
 
 One player talks; every player counts what it receives. With Redis, half the room is on each
 node, so half the deliveries cross Redis (published once per message, fanned out by the other
-node). The load generator (this process), both nodes and redis-server share this machine's
+node). `workers-2` is the same on one port: two worker processes, the kernel spreading the
+players between them. The load generator (this process), both nodes and redis-server share this machine's
 cores: the client CPU is reported beside each result. Contenders alternate; medians over
 --repeat runs.
 
-    python bench/cluster_broadcast.py [--players 100] [--messages 1000] [--repeat 3]
+    python bench/cluster_broadcast.py [--players 1000] [--messages 300] [--repeat 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import shutil
 import subprocess
 import sys
@@ -21,15 +21,35 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from broadcast import measure, summarize  # noqa: E402
 from clients import Dialect, RawClient  # noqa: E402
-from harness import free_port, start, stop, write_result  # noqa: E402
+from harness import free_port, run, start, stop, write_result  # noqa: E402
 
 # in-process: one node, no Redis. redis-1-node: the same room through Redis (each message is
 # also published and comes back): Redis's own cost. redis-2-nodes: the room split over two.
-CONTENDERS = ("in-process", "redis-1-node", "redis-2-nodes")
+# workers-2: `mudgate serve --workers 2`, two nodes on one port.
+CONTENDERS = ("in-process", "redis-1-node", "redis-2-nodes", "workers-2")
+
+
+def wait_for_workers(supervisor: subprocess.Popen[bytes], port: int, count: int) -> None:
+    """Until ``count`` workers listen on ``port`` (each listens once its start-up is done)."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        listening = [
+            child
+            for child in psutil.Process(supervisor.pid).children()
+            if any(
+                c.status == psutil.CONN_LISTEN and c.laddr.port == port
+                for c in child.net_connections("tcp")
+            )
+        ]
+        if len(listening) == count:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"{count} workers did not start")
 
 
 def start_redis(port: int, directory: str) -> subprocess.Popen[bytes]:
@@ -57,8 +77,13 @@ async def run_once(contender: str, players: int, messages: int) -> dict[str, flo
                 redis_port = free_port()
                 processes.append(start_redis(redis_port, directory))
                 env = {"MUDGATE_BACKPLANE": f"redis://127.0.0.1:{redis_port}/0"}
-                ports = [free_port() for _ in range(1 if contender == "redis-1-node" else 2)]
-                servers += [start("mudgate", port, env) for port in ports]
+                if contender == "workers-2":
+                    ports = [free_port()]
+                    servers.append(start("mudgate", ports[0], env | {"MUDGATE_WORKERS": "2"}))
+                    wait_for_workers(servers[0], ports[0], 2)
+                else:
+                    ports = [free_port() for _ in range(1 if contender == "redis-1-node" else 2)]
+                    servers += [start("mudgate", port, env) for port in ports]
             clients = [
                 await RawClient.open(ports[i % len(ports)], Dialect("mudgate"), f"p{i}")
                 for i in range(players)
@@ -80,18 +105,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--players", type=int, default=100)
-    parser.add_argument("--messages", type=int, default=1000)
+    parser.add_argument("--players", type=int, default=1000)
+    parser.add_argument("--messages", type=int, default=300)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     runs: dict[str, list[dict[str, float]]] = {c: [] for c in CONTENDERS}
     for repeat in range(args.repeat):
         for contender in CONTENDERS:
-            outcome = asyncio.run(run_once(contender, args.players, args.messages))
+            outcome = run(run_once(contender, args.players, args.messages))
             runs[contender].append(outcome)
             print(
                 f"run {repeat + 1}: {contender:14} {outcome['deliveries_per_second']:10,.0f} "
-                f"deliveries/s  p50 {outcome['p50_ms']:6.1f} ms  p99 {outcome['p99_ms']:6.1f} ms"
+                f"deliveries/s  server {outcome['server_cpu_us_per_delivery']:5.1f} µs/delivery  "
+                f"p50 {outcome['p50_ms']:6.1f} ms  p99 {outcome['p99_ms']:6.1f} ms"
                 f"  client CPU {outcome['client_cpu_percent']:.0f}%",
                 flush=True,
             )

@@ -10,7 +10,6 @@ kernel.yama.ptrace_scope=0); the raw stacks are kept in bench/results/profile_br
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
 import os
 import shutil
@@ -22,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from broadcast import measure  # noqa: E402
 from clients import Dialect, RawClient  # noqa: E402
-from harness import RESULTS, free_port, start, stop  # noqa: E402
+from harness import RESULTS, free_port, run, start, stop  # noqa: E402
 
 
 async def load(port: int, pid: int, players: int, messages: int) -> None:
@@ -77,7 +76,7 @@ def main() -> None:
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        asyncio.run(load(port, server.pid, args.players, args.messages))
+        run(load(port, server.pid, args.players, args.messages))
     finally:
         sampler.send_signal(signal.SIGINT)
         sampler.wait(timeout=30)

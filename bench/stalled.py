@@ -1,8 +1,10 @@
 """A stalled client: one player in a room of 200 stops reading while another floods the room.
 
 For each server: the healthy players' delivery rate with the stalled one present, against the
-same room with nobody stalled, and the server's RSS growth over the flood. Each run is a fresh
-server; contenders alternate; medians over --repeat runs.
+same room with nobody stalled (the two runs back to back, so what else the machine does
+changes both alike; the kept fraction is the median of the runs' ratios), the server's CPU
+per delivery in both, and its RSS growth over the flood. Each run is a fresh server;
+contenders alternate.
 
     python bench/stalled.py [--players 200] [--seconds 5] [--repeat 3]
 """
@@ -22,7 +24,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from broadcast import CONTENDERS, WINDOW  # noqa: E402
 from clients import Dialect, RawClient  # noqa: E402
-from harness import free_port, start, stop, write_result  # noqa: E402
+from harness import cpu_seconds, free_port, run, start, stop, write_result  # noqa: E402
 
 TEXT = "x" * 3000  # ~3 KB messages: the stalled client's buffers fill early in the run
 
@@ -44,6 +46,7 @@ async def flood(contender: str, players: int, seconds: float, stall: bool) -> di
         await asyncio.sleep(0.5)
         sender, probe = clients[0], clients[1]
         rss_before = server.memory_info().rss
+        cpu_before = cpu_seconds([process.pid])
         started = time.perf_counter()
         sent = 0
         while time.perf_counter() - started < seconds:
@@ -61,6 +64,7 @@ async def flood(contender: str, players: int, seconds: float, stall: bool) -> di
                 break
         elapsed = time.perf_counter() - started
         delivered = min(client.count for client in healthy[1:])
+        cpu = cpu_seconds([process.pid]) - cpu_before
         rss_after = server.memory_info().rss
         for task in readers:
             task.cancel()
@@ -68,6 +72,7 @@ async def flood(contender: str, players: int, seconds: float, stall: bool) -> di
             client.writer.close()
         return {
             "healthy_deliveries_per_second": delivered / elapsed,
+            "server_cpu_us_per_delivery": cpu / max(1, delivered * len(healthy)) * 1e6,
             "rss_growth_mib": (rss_after - rss_before) / 2**20,
         }
     finally:
@@ -87,14 +92,16 @@ def main() -> None:
     }
     for repeat in range(args.repeat):
         for contender in CONTENDERS:
-            for case in ("unstalled", "stalled"):
-                outcome = asyncio.run(
+            # Which case goes first alternates, so an effect of the order cancels out.
+            for case in ("unstalled", "stalled") if repeat % 2 == 0 else ("stalled", "unstalled"):
+                outcome = run(
                     flood(contender, args.players, args.seconds, stall=case == "stalled")
                 )
                 runs[contender][case].append(outcome)
                 print(
                     f"run {repeat + 1}: {contender:13} {case:9} "
                     f"{outcome['healthy_deliveries_per_second']:8,.0f} msg/s per healthy player, "
+                    f"server {outcome['server_cpu_us_per_delivery']:5.1f} µs/delivery, "
                     f"RSS {outcome['rss_growth_mib']:+.1f} MiB",
                     flush=True,
                 )
@@ -107,8 +114,11 @@ def main() -> None:
             }
             for case, outcomes in cases.items()
         }
-        unstalled = median["unstalled"]["healthy_deliveries_per_second"]
-        kept = median["stalled"]["healthy_deliveries_per_second"] / unstalled if unstalled else 0.0
+        kept = statistics.median(
+            stalled["healthy_deliveries_per_second"] / unstalled["healthy_deliveries_per_second"]
+            for unstalled, stalled in zip(cases["unstalled"], cases["stalled"], strict=True)
+            if unstalled["healthy_deliveries_per_second"] > 0
+        )
         results[contender] = median | {"kept_fraction": round(kept, 3)}
         print(f"{contender}: healthy players keep {kept:.1%} of their unstalled rate")
     write_result(

@@ -62,6 +62,16 @@ def test_the_benchmark_runs(tmp_path: Path, script: str, arguments: list[str], r
     written = json.loads((tmp_path / f"{result}.json").read_text())
     assert written["benchmark"] == result
     assert written["machine"]["cores"] >= 1
+    if result == "broadcast":
+        # Every peer ran, the Node.js ones included (`make test` installs them as `make
+        # bench` does), each with the server's CPU per delivery.
+        for by_server in written["results"].values():
+            assert set(by_server) == {
+                "mudgate", "fastapi-docs", "socketio", "node-ws", "node-socketio"
+            }, completed.stdout  # fmt: skip
+            assert all(r["server_cpu_us_per_delivery"] > 0 for r in by_server.values())
+    if result == "cluster_broadcast":
+        assert "workers-2" in written["results"]
 
 
 def test_the_report_is_written_from_results(tmp_path: Path) -> None:

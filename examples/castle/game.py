@@ -32,6 +32,7 @@ from mudgate import (
     builtin_commands,
     mount,
     serve,
+    serve_workers,
 )
 
 
@@ -162,4 +163,7 @@ def create_game(settings: Settings | None = None, bard_every_seconds: float = 30
 
 if __name__ == "__main__":
     settings = Settings()
-    serve(create_game(settings), settings)
+    if settings.workers > 1:  # MUDGATE_WORKERS: each worker builds its own game
+        serve_workers(create_game, settings)
+    else:
+        serve(create_game(settings), settings)

@@ -4,7 +4,7 @@ from .commands import CommandContext, CommandRegistry, NoArgs, builtin_commands
 from .hooks import Hooks
 from .hub import Delivery, Hub
 from .protocol import CloseCode, ErrorCode, ProtocolError
-from .server import serve
+from .server import serve, serve_workers
 from .settings import Settings
 from .web.app import MudgateApp, create_app, mount
 
@@ -24,4 +24,5 @@ __all__ = [
     "create_app",
     "mount",
     "serve",
+    "serve_workers",
 ]

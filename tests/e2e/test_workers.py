@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -175,3 +177,52 @@ def test_several_workers_without_a_backplane_stop_saying_what_to_set() -> None:
     )
     assert completed.returncode != 0
     assert "MUDGATE_BACKPLANE=redis://" in completed.stderr
+
+
+def test_a_port_taken_by_another_server_stops_the_supervisor_before_any_worker() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        completed = subprocess.run(
+            [sys.executable, "-m", "mudgate", "serve", "--workers", "2", "--port", str(port)],
+            env=os.environ | {"MUDGATE_BACKPLANE": "redis://127.0.0.1:1/0"},
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert completed.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in completed.stderr
+    assert "worker 1 started" not in completed.stderr
+
+
+CRASHING = """
+from mudgate import Settings, serve_workers
+
+def build(settings):
+    raise RuntimeError("the game cannot start")
+
+serve_workers(build, Settings(workers=2, backplane="redis://127.0.0.1:1/0", port=0))
+"""
+
+
+async def test_a_worker_that_keeps_dying_is_started_again_ever_later(tmp_path: Path) -> None:
+    script = tmp_path / "crashing.py"
+    script.write_text(CRASHING)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), env=os.environ | {"MUDGATE_LOG_FORMAT": "json"},
+        stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    delays: list[str] = []
+    async with asyncio.timeout(30):
+        while len(delays) < 6:  # three restarts of each worker
+            line = (await process.stderr.readline()).decode()
+            assert line, "the supervisor exited"
+            if match := re.search(r"starting it again in ([\d.]+) s", line):
+                delays.append(match.group(1))
+    process.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(20):
+        await process.wait()
+    assert sorted(delays) == ["1.0", "1.0", "2.0", "2.0", "4.0", "4.0"]

@@ -115,14 +115,6 @@ class Supervisor:
             os.close(self._wakeup_read)
             os.close(self._wakeup_write)
 
-    def alive(self) -> list[int]:
-        """The pids of the workers running now."""
-        return [
-            worker.process.pid
-            for worker in self.workers
-            if worker.process is not None and worker.process.is_alive() and worker.process.pid
-        ]
-
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._stopping = True
         with contextlib.suppress(BlockingIOError):  # already woken
