@@ -16,17 +16,23 @@ $(BIN)/python:
 		else echo "python3 -m venv failed: install your distribution's python3-venv package"; exit 1; fi; }
 	$(BIN)/python -m pip install -q --upgrade pip
 
+# What serving needs (make run), and what developing needs on top (tests, lint, benchmarks).
+RUN_STAMP := $(VENV)/.installed-run
+$(RUN_STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/pip install -q -e '.[redis]'
+	@touch $@
+
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q -e '.[test,redis,bench,soak]'
-	@touch $@
+	@touch $@ $(RUN_STAMP)
 
 install: $(STAMP)
 
-run: install
+run: $(RUN_STAMP)
 	$(BIN)/mudgate serve
 
 # The example game (examples/castle): play at http://127.0.0.1:54731/mud/play
-example: install
+example: $(RUN_STAMP)
 	$(BIN)/python -m examples.castle.game
 
 # Debian packages the tests drive: Chromium (dashboard and play-page tests), promtool

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import importlib.metadata
 import os
 import sys
 from collections.abc import Sequence
@@ -33,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
         description=DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"mudgate {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser(
@@ -114,6 +116,13 @@ def _parser() -> argparse.ArgumentParser:
         help="MiB/h of steady growth after the warm-up that counts as growing (default 10)",
     )  # fmt: skip
     return parser
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("mudgate")
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        return "unknown (not installed)"
 
 
 def _settings(config: str | None, **overrides: object) -> Settings:
