@@ -5,7 +5,7 @@ from __future__ import annotations
 import jwt
 import pytest
 
-from mudgate.auth import Authenticator, Identity, TokenError, admin_token_matches
+from mudgate.auth import Authenticator, Credentials, Identity, TokenError, admin_token_matches
 
 from .conftest import SECRET_KEY, FakeClock
 
@@ -72,3 +72,20 @@ def test_admin_tokens_compare_exactly() -> None:
     assert admin_token_matches("secret", "secret")
     assert not admin_token_matches("secret2", "secret")
     assert not admin_token_matches(None, "secret")
+
+
+async def test_a_sync_hook_decides_first_and_none_defers_to_the_token(clock: FakeClock) -> None:
+    def hook(credentials: Credentials) -> str | None:
+        if credentials.headers.get("x-game-user") == "banned":
+            raise TokenError("banned")
+        return credentials.headers.get("x-game-user")
+
+    auth = Authenticator(SECRET_KEY, 60, clock=clock, authenticate=hook)
+    by_game = await auth.identify(Credentials(None, {}, {"x-game-user": "dora"}))
+    assert by_game == Identity("dora", guest=False)
+    by_token = await auth.identify(Credentials(auth.issue("erin")))
+    assert by_token.player_id == "erin"
+    with pytest.raises(TokenError, match="banned"):
+        await auth.identify(Credentials(auth.issue("erin"), {}, {"x-game-user": "banned"}))
+    with pytest.raises(TokenError, match="missing token"):
+        await auth.identify(Credentials(None))

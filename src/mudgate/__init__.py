@@ -1,5 +1,6 @@
 """mudgate: the real-time gateway for MUD-style game servers that never leaks memory."""
 
+from .auth import AuthenticateHook, Credentials, TokenError, issue_token
 from .commands import CommandContext, CommandRegistry, NoArgs, builtin_commands
 from .hooks import Hooks
 from .hub import Delivery, Hub
@@ -9,9 +10,11 @@ from .settings import Settings
 from .web.app import MudgateApp, create_app, mount
 
 __all__ = [
+    "AuthenticateHook",
     "CloseCode",
     "CommandContext",
     "CommandRegistry",
+    "Credentials",
     "Delivery",
     "ErrorCode",
     "Hooks",
@@ -20,8 +23,10 @@ __all__ = [
     "NoArgs",
     "ProtocolError",
     "Settings",
+    "TokenError",
     "builtin_commands",
     "create_app",
+    "issue_token",
     "mount",
     "serve",
     "serve_workers",

@@ -1,23 +1,42 @@
-"""Player tokens (signed, expiring JWTs) and the admin token.
+"""Who a player is: mudgate's player tokens (signed, expiring JWTs), a game's own
+``authenticate`` hook, and the admin token.
 
-A player token names the player in ``sub`` and expires; ``mudgate token PLAYER`` prints one and
-``POST /auth/guest`` hands out guest ones. Every comparison of a secret is constant-time.
+A player token is an HS256 JWT signed with ``MUDGATE_SECRET_KEY`` whose claims are ``sub``
+(the player id), ``iss`` (``"mudgate"``), ``iat`` and ``exp`` (seconds since the epoch) and
+``guest`` (true for ``POST /auth/guest``'s). ``mudgate token PLAYER`` and ``issue_token`` make
+one. A game with accounts of its own passes ``authenticate``: given the request's
+``Credentials``, it names the player, declines (None: mudgate's token is checked instead) or
+refuses (raises ``TokenError``). Every comparison of a secret is constant-time.
 """
 
 from __future__ import annotations
 
 import hmac
+import inspect
 import re
 import secrets
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import jwt
 
 from .protocol import NAME_PATTERN
 
-__all__ = ["Authenticator", "Identity", "TokenError", "admin_token_matches", "is_valid_player_id"]
+if TYPE_CHECKING:
+    from .settings import Settings
+
+__all__ = [
+    "AuthenticateHook",
+    "Authenticator",
+    "Credentials",
+    "Identity",
+    "TokenError",
+    "admin_token_matches",
+    "is_valid_player_id",
+    "issue_token",
+]
 
 _ALGORITHM = "HS256"
 _ISSUER = "mudgate"
@@ -25,7 +44,8 @@ _player_id = re.compile(NAME_PATTERN)
 
 
 class TokenError(Exception):
-    """A token that does not identify a player: missing, malformed, forged or expired."""
+    """Credentials that do not identify a player: a token missing, malformed, forged or
+    expired, or a refusal by the game's ``authenticate`` hook (its message is the client's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,12 +54,27 @@ class Identity:
     guest: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a connecting client presented: the token (``?token=`` or a bearer header), its
+    cookies, and its headers (names in lower case)."""
+
+    token: str | None
+    cookies: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+# A game's own sign-in: the player id, None to let mudgate's token decide, or TokenError.
+AuthenticateHook = Callable[[Credentials], "str | Awaitable[str | None] | None"]
+
+
 def is_valid_player_id(player_id: str) -> bool:
     return _player_id.fullmatch(player_id) is not None
 
 
 class Authenticator:
-    """Issues and verifies player tokens signed with ``secret_key``."""
+    """Issues and verifies player tokens signed with ``secret_key``, and asks the game's
+    ``authenticate`` hook first when there is one."""
 
     def __init__(
         self,
@@ -48,11 +83,26 @@ class Authenticator:
         *,
         guest_token_ttl_seconds: float | None = None,
         clock: Callable[[], float] = time.time,
+        authenticate: AuthenticateHook | None = None,
     ) -> None:
         self._secret_key = secret_key
         self.token_ttl_seconds = token_ttl_seconds
         self.guest_token_ttl_seconds = guest_token_ttl_seconds or token_ttl_seconds
         self._clock = clock
+        self._authenticate = authenticate
+
+    async def identify(self, credentials: Credentials) -> Identity:
+        """The player these credentials belong to: the game's hook decides first (if any),
+        then mudgate's token. Raises TokenError saying why not."""
+        if self._authenticate is not None:
+            player_id = self._authenticate(credentials)
+            if inspect.isawaitable(player_id):
+                player_id = await player_id
+            if player_id is not None:
+                if not isinstance(player_id, str) or not is_valid_player_id(player_id):
+                    raise TokenError("the game named an invalid player id")
+                return Identity(player_id, guest=False)
+        return self.verify(credentials.token)
 
     def issue(self, player_id: str, *, guest: bool = False) -> str:
         """A token for ``player_id``, valid for the player or guest token TTL."""
@@ -96,6 +146,22 @@ class Authenticator:
         if not isinstance(player_id, str) or not is_valid_player_id(player_id):
             raise TokenError("invalid token: bad subject")
         return Identity(player_id, bool(claims.get("guest", False)))
+
+
+def issue_token(settings: Settings, player_id: str, ttl: float | None = None) -> str:
+    """A player token for ``player_id`` signed with ``settings.secret_key``, valid for ``ttl``
+    seconds (default ``MUDGATE_TOKEN_TTL``): what a game with its own accounts hands its
+    players after they sign in, for ``?token=`` on ``/ws`` and ``/events``."""
+    if settings.secret_key is None:
+        raise ValueError(
+            "MUDGATE_SECRET_KEY is not set: the gateway would not accept a token signed "
+            "with anything else; set it (32+ characters) for both"
+        )
+    authenticator = Authenticator(
+        settings.secret_key.get_secret_value(),
+        settings.token_ttl if ttl is None else ttl,
+    )
+    return authenticator.issue(player_id)
 
 
 def admin_token_matches(presented: str | None, expected: str) -> bool:

@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
-from ..auth import Authenticator
+from ..auth import AuthenticateHook, Authenticator
 from ..bounded import SlidingWindowLimiter
 from ..cleanup import Janitor
 from ..commands import CommandRegistry, builtin_commands, running_command
@@ -79,11 +79,13 @@ def create_app(
     commands: CommandRegistry | None = None,
     janitor: Janitor | None = None,
     clock: Callable[[], float] = time.monotonic,
+    authenticate: AuthenticateHook | None = None,
 ) -> MudgateApp:
     """Build the gateway's ASGI app. The hub and the janitor start and stop with its lifespan.
 
     ``clock`` is what everything that expires measures time with, unless ``hub`` and
-    ``janitor`` are given (they carry their own).
+    ``janitor`` are given (they carry their own). ``authenticate`` is the game's own sign-in
+    (``mudgate.auth``): asked first on ``/ws``, ``/events`` and ``POST /commands``.
     """
     settings = settings or Settings()
     hub = hub or Hub(settings, clock=clock)
@@ -110,7 +112,10 @@ def create_app(
         else settings.admin_token.get_secret_value()
     )
     authenticator = Authenticator(
-        secret_key, settings.token_ttl, guest_token_ttl_seconds=settings.guest_token_ttl
+        secret_key,
+        settings.token_ttl,
+        guest_token_ttl_seconds=settings.guest_token_ttl,
+        authenticate=authenticate,
     )
 
     @asynccontextmanager

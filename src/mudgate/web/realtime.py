@@ -18,9 +18,11 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
+from starlette.datastructures import Headers
+from starlette.requests import cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..auth import Authenticator, Identity, TokenError
+from ..auth import Authenticator, Credentials, Identity, TokenError
 from ..commands import CommandRegistry
 from ..connection import Connection, ConnectionState
 from ..hub import Hub, Refusal
@@ -144,6 +146,12 @@ def _frame_writer(scope: Scope) -> FrameWriter | None:
     return writer if isinstance(writer, FrameWriter) else None
 
 
+def _credentials(scope: Scope) -> Credentials:
+    """What the client presented, for the Authenticator (and the game's hook)."""
+    headers = Headers(scope=scope)
+    return Credentials(_query_token(scope), cookie_parser(headers.get("cookie", "")), headers)
+
+
 def _remote(scope: Scope) -> str:
     client = scope.get("client")
     return str(client[0]) if client else "unknown"
@@ -182,7 +190,7 @@ class RealtimeTransports:
         if (await receive())["type"] != "websocket.connect":
             return
         try:
-            identity = self.authenticator.verify(_query_token(scope))
+            identity = await self.authenticator.identify(_credentials(scope))
         except TokenError as error:
             # Refused at the handshake: an unauthenticated client is never a player.
             await self._deny_handshake(scope, send, 401, ErrorCode.UNAUTHORIZED, str(error))
@@ -280,7 +288,7 @@ class RealtimeTransports:
             await _send_error(send, 405, ErrorCode.BAD_FRAME, "use GET", {"allow": "GET"})
             return
         try:
-            identity = self.authenticator.verify(_query_token(scope))
+            identity = await self.authenticator.identify(_credentials(scope))
         except TokenError as error:
             await _send_error(
                 send, 401, ErrorCode.UNAUTHORIZED, str(error), {"www-authenticate": "Bearer"}
@@ -363,11 +371,17 @@ def realtime_router(hub: Hub, commands: CommandRegistry, authenticator: Authenti
     router = APIRouter()
     bearer = HTTPBearer(auto_error=False, description="A player token.")
 
-    def identify(
+    async def identify(
+        request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Identity:
+        presented = Credentials(
+            credentials.credentials if credentials else None,
+            request.cookies,
+            request.headers,
+        )
         try:
-            return authenticator.verify(credentials.credentials if credentials else None)
+            return await authenticator.identify(presented)
         except TokenError as error:
             raise APIError(401, ErrorCode.UNAUTHORIZED, str(error)) from None
 
