@@ -1,0 +1,93 @@
+"""The Dockerfile and compose.yaml, checked against the code (Docker does not run here): the
+port, the health path, every MUDGATE_* they set, and the files they mount."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mudgate.settings import ENV_PREFIX, Settings
+
+from .conftest import make_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "compose.yaml").read_text())
+SETTINGS = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
+
+
+def instructions(name: str) -> list[str]:
+    """The arguments of every ``name`` instruction, continuation lines joined."""
+    joined = re.sub(r"\\\n\s*", " ", DOCKERFILE)
+    return [m.group(1).strip() for m in re.finditer(rf"^{name}\s+(.*)$", joined, re.M)]
+
+
+def routes() -> set[str]:
+    from mudgate.web.app import create_app  # noqa: PLC0415 (builds a whole app)
+
+    return set(create_app(make_settings()).openapi()["paths"])
+
+
+def test_the_image_is_slim_python_and_runs_as_a_user_of_its_own() -> None:
+    assert all(re.fullmatch(r"python:3\.1[1-9]-slim( AS \w+)?", f) for f in instructions("FROM"))
+    (user,) = instructions("USER")
+    assert user not in ("root", "0")
+    assert instructions("CMD") == ['["mudgate", "serve"]']
+    assert instructions("STOPSIGNAL") == ["SIGTERM"]
+
+
+def test_the_image_listens_where_its_healthcheck_and_expose_say() -> None:
+    environment = dict(re.findall(r"(MUDGATE_\w+)=(\S+)", " ".join(instructions("ENV"))))
+    assert set(environment) <= SETTINGS
+    port = environment["MUDGATE_PORT"]
+    assert environment["MUDGATE_HOST"] == "0.0.0.0"  # reachable from outside the container
+    assert instructions("EXPOSE") == [port]
+    (healthcheck,) = instructions("HEALTHCHECK")
+    probe = re.search(r"http://127\.0\.0\.1:(\d+)(/[\w/]+)", healthcheck)
+    assert probe is not None
+    assert probe.group(1) == port
+    assert probe.group(2) == "/health/live"
+    assert "/health/live" in routes()
+
+
+def test_compose_sets_only_real_settings_and_reaches_each_node_on_its_port() -> None:
+    services = COMPOSE["services"]
+    nodes = {name: service for name, service in services.items() if name.startswith("mudgate")}
+    assert len(nodes) == 2
+    (container_port,) = instructions("EXPOSE")
+    for service in nodes.values():
+        assert service["build"] == "."
+        assert set(service["environment"]) <= SETTINGS
+        assert service["environment"]["MUDGATE_BACKPLANE"] == "redis://redis:6379/0"
+        assert all(mapping.endswith(f":{container_port}") for mapping in service["ports"])
+    assert "redis" in services
+    # Prometheus scrapes both nodes, by service name, at the container's port.
+    prometheus = yaml.safe_load((ROOT / "deploy/compose/prometheus.yml").read_text())
+    (job,) = prometheus["scrape_configs"]
+    assert job["metrics_path"] == "/metrics"
+    assert "/metrics" in routes()
+    assert sorted(job["static_configs"][0]["targets"]) == [
+        f"{name}:{container_port}" for name in sorted(nodes)
+    ]
+
+
+def test_every_file_compose_mounts_exists_where_the_services_look_for_it() -> None:
+    mounts: dict[str, str] = {}
+    for service in COMPOSE["services"].values():
+        for volume in service.get("volumes", ()):
+            source, target, *_ = volume.split(":")
+            assert (ROOT / source).is_file(), source
+            mounts[target] = source
+    assert mounts["/etc/prometheus/mudgate-rules.yml"] == "./deploy/prometheus/mudgate-rules.yml"
+    prometheus = yaml.safe_load((ROOT / "deploy/compose/prometheus.yml").read_text())
+    assert prometheus["rule_files"] == ["/etc/prometheus/mudgate-rules.yml"]
+    assert "/etc/prometheus/prometheus.yml" in mounts
+    provisioning = yaml.safe_load((ROOT / "deploy/compose/grafana/provisioning.yml").read_text())
+    dashboards = provisioning["providers"][0]["options"]["path"]
+    assert (
+        mounts[f"{dashboards}/mudgate-dashboard.json"] == "./deploy/grafana/mudgate-dashboard.json"
+    )
+
