@@ -90,4 +90,3 @@ def test_every_file_compose_mounts_exists_where_the_services_look_for_it() -> No
     assert (
         mounts[f"{dashboards}/mudgate-dashboard.json"] == "./deploy/grafana/mudgate-dashboard.json"
     )
-
