@@ -83,3 +83,26 @@ async def test_telling_yourself_does_not_echo_told(hub: Hub) -> None:
     await builtin_commands().dispatch(hub, conn, '{"op": "tell", "to": "alice", "text": "hm"}')
     await settle()
     assert conn.events()[-1] == "tell"
+
+
+def test_a_game_unregisters_a_builtin_and_help_describes_what_is_left() -> None:
+    class Emote(msgspec.Struct):
+        text: str
+        times: int = 1
+
+    registry = builtin_commands()
+    registry.unregister("go")
+    registry.register("emote", Emote)(lambda ctx, args: None)
+    with pytest.raises(ValueError, match="not registered"):
+        registry.unregister("go")
+    schema = {command["op"]: command["fields"] for command in registry.schema()}
+    assert "go" not in schema
+    assert schema["emote"] == [
+        {"name": "text", "required": True, "type": "text"},
+        {"name": "times", "required": False, "type": "integer"},
+    ]
+    assert schema["tell"] == [
+        {"name": "to", "required": True, "type": "text"},
+        {"name": "text", "required": True, "type": "text"},
+    ]
+    assert schema["look"] == []

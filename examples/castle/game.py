@@ -79,8 +79,12 @@ class Shout(msgspec.Struct):
 
 
 def commands() -> CommandRegistry:
-    """The built-in commands, with the game's own look, walk and roll."""
+    """The built-in commands, with the game's own look, walk, roll and shout. Rooms are
+    reached through their exits only: the built-in go, join and leave, which move a player to
+    any room by name, are not part of this game."""
     registry = builtin_commands()
+    for op in ("go", "join", "leave"):
+        registry.unregister(op)
 
     @registry.register("look", replace=True)
     def look(ctx: CommandContext, args: NoArgs) -> None:
@@ -103,6 +107,8 @@ def commands() -> CommandRegistry:
             raise ProtocolError(ErrorCode.INVALID_ARGS, f"you cannot go {args.direction} here")
         ctx.hub.move_player(ctx.player.id, destination)
         look(ctx, NoArgs())
+        if destination == "tower":  # after the room it belongs to
+            ctx.reply("narrate", text="You are out of breath.")
 
     @registry.register("roll", Roll)
     def roll(ctx: CommandContext, args: Roll) -> None:
@@ -146,12 +152,12 @@ def create_game(settings: Settings | None = None, bard_every_seconds: float = 30
 
     @hub.hooks.on_connect
     def welcome(player_id: str) -> None:
-        hub.send_event(player_id, "narrate", text="Welcome to the castle. Try: look, walk north.")
+        hub.send_event(player_id, "narrate", text="Welcome to the castle. Try: look, walk north, help.")
 
     @hub.hooks.on_room_change
     def footsteps(player_id: str, old_room: str, new_room: str) -> None:
-        if new_room == "tower":
-            hub.send_event(player_id, "narrate", text="You are out of breath.")
+        # Those left behind hear them go (the walker is already elsewhere).
+        hub.room_event(old_room, "narrate", text=f"{player_id} walks away.")
 
     @app.get("/", response_class=HTMLResponse)
     async def home() -> str:

@@ -39,11 +39,11 @@ async def test_walking_through_exits(castle: RunningServer) -> None:
         await alice.send(op="walk", direction="north")
         assert (await alice.next("room"))["title"] == "The Courtyard"
         await alice.send(op="walk", direction="up")
+        assert (await alice.next("room"))["room"] == "tower"
         narration = await alice.next("narrate")
         while narration.get("speaker") == "bard":  # he may sing while we pass
             narration = await alice.next("narrate")
-        assert narration["text"] == "You are out of breath."
-        assert (await alice.next("room"))["room"] == "tower"
+        assert narration["text"] == "You are out of breath."  # after the room, not before
         await alice.send(op="walk", direction="west")
         error = await alice.next("error")
         assert (error["code"], error["message"]) == ("invalid_args", "you cannot go west here")
@@ -95,3 +95,25 @@ async def test_a_shout_is_heard_in_every_room(castle: RunningServer) -> None:
         while heard.get("speaker") == "bard":
             heard = await bob.next("narrate")
         assert heard["text"] == "alice shouts: hello castle"
+
+
+async def test_rooms_are_reached_through_exits_only(castle: RunningServer) -> None:
+    async with await Player.connect(castle.ws("alice")) as alice:
+        for op in ("go", "join", "leave"):
+            await alice.send(op=op, room="tower")
+            assert (await alice.next("error"))["code"] == "unknown_op"
+        await alice.send(op="help")
+        verbs = {command["op"] for command in (await alice.next("help"))["commands"]}
+        assert {"walk", "roll", "shout", "look", "say", "tell"} <= verbs
+        assert not verbs & {"go", "join", "leave"}
+
+
+async def test_those_left_behind_hear_a_player_walk_away(castle: RunningServer) -> None:
+    async with (
+        await Player.connect(castle.ws("alice")) as alice,
+        await Player.connect(castle.ws("bob")) as bob,
+    ):
+        await bob.next("welcome")
+        assert "Welcome to the castle" in (await bob.next("narrate"))["text"]
+        await alice.send(op="walk", direction="north")
+        assert (await bob.next("narrate"))["text"] == "alice walks away."

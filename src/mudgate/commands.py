@@ -20,6 +20,8 @@ from types import FrameType
 from typing import Any, Generic, TypeVar
 
 import msgspec
+import msgspec.inspect
+import msgspec.structs
 
 from .connection import Connection
 from .hub import LOBBY, Delivery, Hub, Player
@@ -134,6 +136,30 @@ class CommandRegistry:
 
         return decorator
 
+    def unregister(self, op: str) -> None:
+        """Remove ``op`` (a built-in the game does not want, such as ``go`` in a game whose
+        rooms are reached by exits); a client that sends it gets ``unknown_op``."""
+        if self._commands.pop(op, None) is None:
+            raise ValueError(f"op {op!r} is not registered")
+
+    def schema(self) -> list[dict[str, Any]]:
+        """Every op and its fields, in order, with whether each is required: what the
+        ``help`` command tells clients, so a page can turn typed lines into frames for a
+        game's own verbs."""
+        described = []
+        for op in self.ops:
+            fields = msgspec.structs.fields(self._commands[op].args_type)
+            described.append(
+                {
+                    "op": op,
+                    "fields": [
+                        {"name": f.encode_name, "required": f.required, "type": _kind(f.type)}
+                        for f in fields
+                    ],
+                }
+            )
+        return described
+
     async def dispatch(self, hub: Hub, conn: Connection, raw: str | bytes) -> ProtocolError | None:
         """Parse and run one frame from ``conn``; returns the error it caused, if any.
 
@@ -219,9 +245,28 @@ class Chat(msgspec.Struct):
     text: Text
 
 
+def _kind(annotation: Any) -> str:
+    """A field's type as a client needs it: text, integer, number, boolean or other."""
+    info = msgspec.inspect.type_info(annotation)
+    while isinstance(info, msgspec.inspect.Metadata):
+        info = info.type
+    kinds = {
+        msgspec.inspect.StrType: "text",
+        msgspec.inspect.IntType: "integer",
+        msgspec.inspect.FloatType: "number",
+        msgspec.inspect.BoolType: "boolean",
+    }
+    return kinds.get(type(info), "other")
+
+
 def builtin_commands() -> CommandRegistry:
     """A registry holding the built-in commands; a game adds its own to it."""
     commands = CommandRegistry()
+
+    @commands.register("help")
+    def help_(ctx: CommandContext, args: NoArgs) -> None:
+        # The registry as it is when asked: a game's own verbs and fields included.
+        ctx.reply("help", commands=commands.schema())
 
     @commands.register("ping")
     def ping(ctx: CommandContext, args: NoArgs) -> None:

@@ -26,12 +26,14 @@ class RunningServer:
         app: Any = None,
         hub: Hub | None = None,
         prefix: str = "",
+        port: int = 0,
     ) -> None:
-        """Serve ``app`` (by default a gateway built from ``settings``) on a free port."""
+        """Serve ``app`` (by default a gateway built from ``settings``) on ``port`` (by
+        default a free one)."""
         self.settings = settings
         self.app = app or create_app(settings, **({"clock": clock} if clock else {}))
         self.hub: Hub = hub or self.app.state.hub
-        self.server, self._sock = create_server(self.app, settings, port=0, log_level="warning")
+        self.server, self._sock = create_server(self.app, settings, port=port, log_level="warning")
         self.port = self._sock.getsockname()[1]
         self.http_url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}{prefix}/ws"

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import msgspec
 from playwright.async_api import Browser, Page, expect
 
+from mudgate import CommandContext, builtin_commands, create_app
 from mudgate.protocol import CloseCode
 
+from ..conftest import make_settings
 from .server import RunningServer, wait_for
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
@@ -97,3 +100,63 @@ async def test_a_replaced_connection_does_not_reconnect(
     await play(browser, server, "erin")
     await expect(first.locator("#status")).to_have_text("closed")
     await expect(first.locator("#log")).to_contain_text("connection closed (4009)")
+
+
+async def test_after_a_restart_with_a_new_key_the_page_gets_a_new_token(browser: Browser) -> None:
+    # No MUDGATE_SECRET_KEY: each run signs with a random key, so a restart voids every token.
+    first = RunningServer(make_settings(secret_key=None))
+    first.start()
+    page = await (await browser.new_context()).new_page()
+    try:
+        await page.goto(f"{first.http_url}/play")
+        await expect(page.locator("#status")).to_have_text("connected")
+        before = await page.locator("#who").text_content()
+    finally:
+        first.stop()
+    second = RunningServer(make_settings(secret_key=None), port=first.port)
+    second.start()
+    try:
+        await expect(page.locator("#log")).to_contain_text("no longer valid", timeout=15_000)
+        await expect(page.locator("#status")).to_have_text("connected", timeout=15_000)
+        await expect(page.locator("#who")).not_to_have_text(before or "")
+        # A reload keeps working too (the stale token is gone from the session).
+        await page.reload()
+        await expect(page.locator("#status")).to_have_text("connected")
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(ARTIFACTS / "play-after-restart.png"))
+    finally:
+        second.stop()
+
+
+class Emote(msgspec.Struct):
+    text: str
+
+
+async def test_typed_lines_are_echoed_free_text_is_said_and_a_games_verbs_work(
+    browser: Browser,
+) -> None:
+    registry = builtin_commands()
+
+    @registry.register("emote", Emote)
+    def emote(ctx: CommandContext, args: Emote) -> None:
+        ctx.broadcast("narrate", text=f"{ctx.player.id} {args.text}")
+
+    settings = make_settings()
+    server = RunningServer(settings, app=create_app(settings, commands=registry))
+    server.start()
+    try:
+        alice = await play(browser, server, "alice")
+        bob = await play(browser, server, "bob")
+        await type_line(alice, "hello there")
+        await expect(alice.locator(".echo")).to_contain_text("> hello there")
+        await expect(bob.locator("#log")).to_contain_text("alice: hello there")
+        await type_line(alice, "emote waves")  # a verb the page learned from the server
+        await expect(bob.locator(".narrate")).to_contain_text("alice waves")
+        await type_line(alice, "tell")
+        await expect(alice.locator(".error")).to_contain_text("usage: tell TO TEXT")
+        await type_line(alice, "help")
+        await expect(alice.locator("#log")).to_contain_text("emote TEXT")
+        ARTIFACTS.mkdir(exist_ok=True)
+        await alice.screenshot(path=str(ARTIFACTS / "play-verbs.png"))
+    finally:
+        server.stop()
