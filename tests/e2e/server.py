@@ -26,6 +26,7 @@ class RunningServer:
         app: Any = None,
         hub: Hub | None = None,
         prefix: str = "",
+        *,
         port: int = 0,
     ) -> None:
         """Serve ``app`` (by default a gateway built from ``settings``) on ``port`` (by
