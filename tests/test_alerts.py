@@ -140,3 +140,25 @@ def test_without_webhooks_nothing_is_queued(clock: FakeClock) -> None:
     notifier = Notifier(make_settings(), clock=clock)
     notifier.notify([Alert(Level.INFO, "MEMORY_USAGE", "m", 70, 70, "INFO")], [])
     assert len(notifier._queue) == 0
+
+
+def test_legacy_alert_text_reads_as_the_original_systems(clock: FakeClock) -> None:
+    settings = make_settings(large_structure_threshold=1000, alert_text="legacy")
+    alerts = AlertRules(settings).evaluate(
+        MemoryLevels(settings, clock=clock),
+        {"connection_attempts": 1500, "pending_messages": 1200, "last_seen": 1001},
+        stale_connections=3,
+    )
+    assert [str(alert) for alert in alerts] == [
+        "WARNING: Large data structure last_seen with 1001 entries",
+        "WARNING: Large number of rate limit entries: 1500",
+        "WARNING: Large number of pending message queues: 1200",
+        "WARNING: 3 stale connections detected",
+    ]
+    # Codes and subjects do not change with the wording: only what people read does.
+    assert [alert.key for alert in alerts] == [
+        "LARGE_STRUCTURE:last_seen",
+        "LARGE_STRUCTURE:connection_attempts",
+        "LARGE_STRUCTURE:pending_messages",
+        "STALE_CONNECTIONS:",
+    ]

@@ -238,7 +238,8 @@ async def test_forced_cleanups_update_the_stats(setup: Setup, clock: FakeClock) 
     report = await setup.janitor.clean(Trigger.FORCED)
     stats = setup.janitor.stats
     assert (stats.cleanups_performed, stats.forced_cleanups, stats.last_trigger) == (1, 1, "forced")
-    assert stats.last_cleanup == report.started_at == "2027-01-15T08:00:00+00:00"
+    assert stats.last_cleanup_iso == report.started_at == "2027-01-15T08:00:00+00:00"
+    assert stats.last_cleanup == 1_800_000_000.0  # the same, in seconds since the epoch
     assert stats.last_memory_before_mb == 120.0
     assert set(stats.removed) == {
         "connection_attempts",

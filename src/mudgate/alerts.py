@@ -128,11 +128,25 @@ class MemoryLevels:
         return level
 
 
+# The original system's wording for the structures it had (MUDGATE_ALERT_TEXT=legacy).
+LEGACY_STRUCTURE_TEXTS = {
+    "connection_attempts": "Large number of rate limit entries: {size}",
+    "message_rate_limits": "Large number of rate limit entries: {size}",
+    "pending_messages": "Large number of pending message queues: {size}",
+}
+
+
 class AlertRules:
     """Turns the gateway's current state into the list of active alerts."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+
+    def _structure_text(self, name: str, size: int) -> str:
+        legacy = LEGACY_STRUCTURE_TEXTS.get(name)
+        if legacy is not None and self.settings.alert_text == "legacy":
+            return legacy.format(size=size)
+        return f"Large data structure {name} with {size} entries"
 
     def evaluate(
         self,
@@ -166,7 +180,7 @@ class AlertRules:
                     Alert(
                         Level.WARNING,
                         "LARGE_STRUCTURE",
-                        f"Large data structure {name} with {size} entries",
+                        self._structure_text(name, size),
                         size,
                         limit,
                         name,
@@ -177,7 +191,9 @@ class AlertRules:
                 Alert(
                     Level.WARNING,
                     "STALE_CONNECTIONS",
-                    f"{stale_connections} connections past their age or idle limit",
+                    f"{stale_connections} stale connections detected"
+                    if self.settings.alert_text == "legacy"
+                    else f"{stale_connections} connections past their age or idle limit",
                     stale_connections,
                     0,
                 )

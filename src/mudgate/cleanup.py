@@ -98,7 +98,15 @@ class CleanupStats:
         return self.recent[-1] if self.recent else None
 
     @property
-    def last_cleanup(self) -> str | None:
+    def last_cleanup(self) -> float | None:
+        """When the last cleanup started, in seconds since the epoch."""
+        if self.last is None:
+            return None
+        return datetime.datetime.fromisoformat(self.last.started_at).timestamp()
+
+    @property
+    def last_cleanup_iso(self) -> str | None:
+        """When the last cleanup started, ISO-8601 UTC."""
         return self.last.started_at if self.last else None
 
     @property

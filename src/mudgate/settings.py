@@ -281,6 +281,12 @@ class Settings(BaseSettings):
     large_structure_threshold: PositiveInt = Field(
         1000, description="A structure larger than this raises a LARGE_STRUCTURE warning."
     )
+    alert_text: Literal["mudgate", "legacy"] = Field(
+        "mudgate",
+        description="Alert wording: mudgate's, or `legacy`, the original memory-leak-prevention "
+        "system's (`Large number of rate limit entries: 1500`, `3 stale connections detected`) "
+        "for scripts that match on it.",
+    )
     slow_consumer_alert_window: PositiveSeconds = Field(
         300.0, description="How long a slow-consumer disconnect keeps its alert up, seconds."
     )

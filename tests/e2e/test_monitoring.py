@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import gc
 from typing import Any
 
@@ -141,8 +142,18 @@ async def test_a_forced_cleanup_updates_the_stats(server_with: Any) -> None:
         response = await http.post("/monitoring/memory/cleanup", headers=ADMIN)
     assert response.status_code == 200
     assert response.json()["dry_run"] is False
-    stats = (await memory(server))["cleanup_stats"]
+    report = await memory(server)
+    stats = report["cleanup_stats"]
     assert (stats["forced_cleanups"], stats["cleanups_performed"]) == (1, 1)
+    # The original system's shape: epoch seconds; the ISO form beside it.
+    assert isinstance(stats["last_cleanup"], float)
+    started = datetime.datetime.fromisoformat(stats["last_cleanup_iso"])
+    assert started.timestamp() == pytest.approx(stats["last_cleanup"])
+    monitor = report["memory_monitor"]
+    assert (monitor["max_connection_age"], monitor["idle_timeout"]) == (
+        server.settings.max_connection_age,
+        server.settings.idle_timeout,
+    )
 
 
 async def test_health_probes(server: RunningServer) -> None:

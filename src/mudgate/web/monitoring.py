@@ -116,7 +116,10 @@ class DataStructures(BaseModel):
 
 
 class CleanupStatsModel(BaseModel):
-    last_cleanup: str | None = Field(description="When the last cleanup started, ISO-8601 UTC.")
+    last_cleanup: float | None = Field(
+        description="When the last cleanup started, seconds since the epoch."
+    )
+    last_cleanup_iso: str | None = Field(description="The same, ISO-8601 UTC.")
     cleanups_performed: int
     memory_cleanups: int
     time_cleanups: int
@@ -138,6 +141,12 @@ class MonitorConfig(BaseModel):
     connection_attempt_ttl: float
     max_rate_limit_entries: int
     large_structure_threshold: int
+    max_connection_age: float = Field(
+        description="Connections older than this are recycled, seconds (0: never)."
+    )
+    idle_timeout: float = Field(
+        description="Connections silent this long are closed, seconds (0: never)."
+    )
     memory_info_percent: float
     memory_warning_percent: float
     memory_critical_percent: float
@@ -318,6 +327,8 @@ def monitoring_router(
                 connection_attempt_ttl=settings.connection_attempt_ttl,
                 max_rate_limit_entries=settings.max_rate_limit_entries,
                 large_structure_threshold=settings.large_structure_threshold,
+                max_connection_age=settings.max_connection_age,
+                idle_timeout=settings.idle_timeout,
                 memory_info_percent=settings.memory_info_percent,
                 memory_warning_percent=settings.memory_warning_percent,
                 memory_critical_percent=settings.memory_critical_percent,
