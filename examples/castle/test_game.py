@@ -1,81 +1,81 @@
-"""The castle, played over real WebSockets against a real server."""
+"""The castle, played over real WebSockets against a real server, with mudgate's own test
+helper (``mudgate.testing``) and client (``mudgate.client``): what a game's tests look like."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from tests.conftest import make_settings
-from tests.e2e.clients import Player
-from tests.e2e.server import RunningServer
 
 from examples.castle.game import ROOMS, create_game
+from mudgate import Settings
+from mudgate.testing import GameServer, serve_game
+
+WAIT = 5.0  # seconds an expected event may take
 
 
 @pytest.fixture
-def castle() -> Iterator[RunningServer]:
-    app = create_game(make_settings(), bard_every_seconds=0.05)
-    server = RunningServer(make_settings(), app=app, hub=app.state.gateway.state.hub, prefix="/mud")
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+async def castle() -> AsyncIterator[GameServer]:
+    settings = Settings(secret_key="castle-test-key-" + "x" * 16, admin_token="castle-admin-token")
+    async with serve_game(
+        create_game(settings, bard_every_seconds=0.05), settings, prefix="/mud"
+    ) as game:
+        yield game
 
 
-async def test_look_describes_the_room_and_its_exits(castle: RunningServer) -> None:
-    async with await Player.connect(castle.ws("alice")) as alice:
-        assert "Welcome to the castle" in (await alice.next("narrate"))["text"]
-        await alice.send(op="look", id=1)
-        room = await alice.next("room")
+async def test_look_describes_the_room_and_its_exits(castle: GameServer) -> None:
+    async with castle.player("alice") as alice:
+        assert "Welcome to the castle" in (await alice.next("narrate", within=WAIT))["text"]
+        await alice.send({"op": "look", "id": 1})
+        room = await alice.next("room", within=WAIT)
         assert (room["title"], room["exits"], room["id"]) == ("The Gatehouse", ["north"], 1)
         assert room["description"] == ROOMS["lobby"].description
 
 
-async def test_walking_through_exits(castle: RunningServer) -> None:
-    async with await Player.connect(castle.ws("alice")) as alice:
-        await alice.send(op="walk", direction="north")
-        assert (await alice.next("room"))["title"] == "The Courtyard"
-        await alice.send(op="walk", direction="up")
-        assert (await alice.next("room"))["room"] == "tower"
-        narration = await alice.next("narrate")
+async def test_walking_through_exits(castle: GameServer) -> None:
+    async with castle.player("alice") as alice:
+        await alice.send({"op": "walk", "direction": "north"})
+        assert (await alice.next("room", within=WAIT))["title"] == "The Courtyard"
+        await alice.send({"op": "walk", "direction": "up"})
+        assert (await alice.next("room", within=WAIT))["room"] == "tower"
+        narration = await alice.next("narrate", within=WAIT)
         while narration.get("speaker") == "bard":  # he may sing while we pass
-            narration = await alice.next("narrate")
+            narration = await alice.next("narrate", within=WAIT)
         assert narration["text"] == "You are out of breath."  # after the room, not before
-        await alice.send(op="walk", direction="west")
-        error = await alice.next("error")
+        await alice.send({"op": "walk", "direction": "west"})
+        error = await alice.next("error", within=WAIT)
         assert (error["code"], error["message"]) == ("invalid_args", "you cannot go west here")
 
 
-async def test_the_bard_sings_to_whoever_is_in_the_courtyard(castle: RunningServer) -> None:
-    async with await Player.connect(castle.ws("alice")) as alice:
-        await alice.send(op="walk", direction="north")
-        song = await alice.next("narrate")
+async def test_the_bard_sings_to_whoever_is_in_the_courtyard(castle: GameServer) -> None:
+    async with castle.player("alice") as alice:
+        await alice.send({"op": "walk", "direction": "north"})
+        song = await alice.next("narrate", within=WAIT)
         while song.get("speaker") != "bard":
-            song = await alice.next("narrate")
+            song = await alice.next("narrate", within=WAIT)
         assert song["text"].startswith("The bard")
 
 
-async def test_dice_are_rolled_for_the_whole_room(castle: RunningServer) -> None:
+async def test_dice_are_rolled_for_the_whole_room(castle: GameServer) -> None:
     async with (
-        await Player.connect(castle.ws("alice")) as alice,
-        await Player.connect(castle.ws("bob")) as bob,
+        castle.player("alice") as alice,
+        castle.player("bob") as bob,
     ):
-        await bob.next("welcome")
-        await alice.send(op="roll", dice="3d6")
-        rolled = await bob.next("rolled")
+        await bob.next("welcome", within=WAIT)
+        await alice.send({"op": "roll", "dice": "3d6"})
+        rolled = await bob.next("rolled", within=WAIT)
         assert rolled["player"] == "alice"
         assert len(rolled["rolls"]) == 3
         assert all(1 <= r <= 6 for r in rolled["rolls"])
         assert rolled["total"] == sum(rolled["rolls"])
         for bad in ("0d6", "2d1", "lots"):
-            await alice.send(op="roll", dice=bad)
-            assert re.match(r"dice look like", (await alice.next("error"))["message"])
+            await alice.send({"op": "roll", "dice": bad})
+            assert re.match(r"dice look like", (await alice.next("error", within=WAIT))["message"])
 
 
-async def test_the_game_keeps_its_own_pages_beside_the_gateway(castle: RunningServer) -> None:
+async def test_the_game_keeps_its_own_pages_beside_the_gateway(castle: GameServer) -> None:
     async with httpx.AsyncClient(base_url=castle.http_url) as http:
         assert "Castle" in (await http.get("/")).text
         assert (await http.get("/mud/health/live")).status_code == 200
@@ -83,37 +83,37 @@ async def test_the_game_keeps_its_own_pages_beside_the_gateway(castle: RunningSe
     assert memory["connections"]["total_connections"] == 0
 
 
-async def test_a_shout_is_heard_in_every_room(castle: RunningServer) -> None:
+async def test_a_shout_is_heard_in_every_room(castle: GameServer) -> None:
     async with (
-        await Player.connect(castle.ws("alice")) as alice,
-        await Player.connect(castle.ws("bob")) as bob,
+        castle.player("alice") as alice,
+        castle.player("bob") as bob,
     ):
-        await bob.send(op="walk", direction="north")
-        await bob.next("room")
-        await alice.send(op="shout", text="hello castle")
-        heard = await bob.next("narrate")
+        await bob.send({"op": "walk", "direction": "north"})
+        await bob.next("room", within=WAIT)
+        await alice.send({"op": "shout", "text": "hello castle"})
+        heard = await bob.next("narrate", within=WAIT)
         while heard.get("speaker") == "bard":
-            heard = await bob.next("narrate")
+            heard = await bob.next("narrate", within=WAIT)
         assert heard["text"] == "alice shouts: hello castle"
 
 
-async def test_rooms_are_reached_through_exits_only(castle: RunningServer) -> None:
-    async with await Player.connect(castle.ws("alice")) as alice:
+async def test_rooms_are_reached_through_exits_only(castle: GameServer) -> None:
+    async with castle.player("alice") as alice:
         for op in ("go", "join", "leave"):
-            await alice.send(op=op, room="tower")
-            assert (await alice.next("error"))["code"] == "unknown_op"
-        await alice.send(op="help")
-        verbs = {command["op"] for command in (await alice.next("help"))["commands"]}
+            await alice.send({"op": op, "room": "tower"})
+            assert (await alice.next("error", within=WAIT))["code"] == "unknown_op"
+        await alice.send({"op": "help"})
+        verbs = {command["op"] for command in (await alice.next("help", within=WAIT))["commands"]}
         assert {"walk", "roll", "shout", "look", "say", "tell"} <= verbs
         assert not verbs & {"go", "join", "leave"}
 
 
-async def test_those_left_behind_hear_a_player_walk_away(castle: RunningServer) -> None:
+async def test_those_left_behind_hear_a_player_walk_away(castle: GameServer) -> None:
     async with (
-        await Player.connect(castle.ws("alice")) as alice,
-        await Player.connect(castle.ws("bob")) as bob,
+        castle.player("alice") as alice,
+        castle.player("bob") as bob,
     ):
-        await bob.next("welcome")
-        assert "Welcome to the castle" in (await bob.next("narrate"))["text"]
-        await alice.send(op="walk", direction="north")
-        assert (await bob.next("narrate"))["text"] == "alice walks away."
+        await bob.next("welcome", within=WAIT)
+        assert "Welcome to the castle" in (await bob.next("narrate", within=WAIT))["text"]
+        await alice.send({"op": "walk", "direction": "north"})
+        assert (await bob.next("narrate", within=WAIT))["text"] == "alice walks away."
