@@ -160,3 +160,40 @@ async def test_typed_lines_are_echoed_free_text_is_said_and_a_games_verbs_work(
         await alice.screenshot(path=str(ARTIFACTS / "play-verbs.png"))
     finally:
         server.stop()
+
+
+async def test_the_room_and_the_last_lines_survive_a_reload(
+    browser: Browser, server: RunningServer
+) -> None:
+    page = await play(browser, server, "dora")
+    await type_line(page, "go tavern")
+    await expect(page.locator("#room")).to_have_text("in tavern")
+    await type_line(page, "remember me")
+    await expect(page.locator("#log")).to_contain_text("dora: remember me")
+    await page.reload()
+    await expect(page.locator("#status")).to_have_text("connected")
+    await expect(page.locator("#log")).to_contain_text("dora: remember me")
+    await expect(page.locator("#log")).to_contain_text("— reloaded —")
+    await expect(page.locator("#room")).to_have_text("in tavern")
+    await wait_for(lambda: server.hub.room_of("dora") == "tavern")
+
+
+async def test_the_page_fits_a_phone(browser: Browser, server: RunningServer) -> None:
+    context = await browser.new_context(viewport={"width": 390, "height": 844})
+    page = await context.new_page()
+    await page.goto(f"{server.http_url}/play?token={server.token('a-rather-long-player-name')}")
+    await expect(page.locator("#status")).to_have_text("connected")
+    await type_line(page, "look")
+    await expect(page.locator(".room")).to_be_visible()
+    overflow = await page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow == 0
+    header = await page.locator("header").bounding_box()
+    assert header is not None
+    assert header["height"] < 80  # wrapped onto two lines at most, nothing cut
+    status = await page.locator("#status").bounding_box()
+    assert status is not None
+    assert status["x"] + status["width"] <= 390
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "play-390px.png"))
