@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import msgspec
 from playwright.async_api import Browser, Page, expect
 
@@ -197,3 +198,38 @@ async def test_the_page_fits_a_phone(browser: Browser, server: RunningServer) ->
     assert status["x"] + status["width"] <= 390
     ARTIFACTS.mkdir(exist_ok=True)
     await page.screenshot(path=str(ARTIFACTS / "play-390px.png"))
+
+
+async def test_a_games_own_page_imports_the_client_module(
+    browser: Browser, server: RunningServer
+) -> None:
+    page = await (await browser.new_context()).new_page()
+    await page.goto(f"{server.http_url}/health/live")  # any page of the gateway's origin
+    heard = await page.evaluate(
+        """async (token) => {
+            const { MudgateClient, CLOSE } = await import("/mudgate.js");
+            const client = new MudgateClient({ token, url: "/" });
+            const states = [];
+            client.addEventListener("status", (e) => states.push(e.detail.state));
+            const next = (name) => new Promise(
+                (ok) => client.addEventListener(name, (e) => ok(e.detail), { once: true }));
+            const welcome = next("welcome");
+            client.connect();
+            const { player } = await welcome;
+            const pong = next("pong");
+            await client.send({ op: "ping", id: 1 });
+            const { id } = await pong;
+            client.close();
+            return { player, id, states, normal: CLOSE.NORMAL };
+        }""",
+        server.token("frank"),
+    )
+    assert heard == {
+        "player": "frank",
+        "id": 1,
+        "states": ["connecting", "open", "closed"],
+        "normal": 1000,
+    }
+    async with httpx.AsyncClient(base_url=server.http_url) as http:
+        module = await http.get("/mudgate.js")
+    assert module.headers["content-type"].startswith("text/javascript")

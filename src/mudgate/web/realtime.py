@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from urllib.parse import unquote_plus
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from starlette.datastructures import Headers
@@ -47,6 +47,7 @@ SSE_HEADERS = [
 ]
 SSE_KEEPALIVE = Outgoing.sse_comment("keep-alive")
 PLAY_PAGE = Path(__file__).parent / "static" / "play.html"
+CLIENT_MODULE = Path(__file__).parent / "static" / "mudgate.js"
 
 
 class WebSocketConnection(Connection):
@@ -416,6 +417,17 @@ def realtime_router(hub: Hub, commands: CommandRegistry, authenticator: Authenti
         """The play page: a guest (or ``?token=``) in the game over WebSocket, falling back to
         SSE and ``POST /commands``; reconnects as the close code says."""
         return HTMLResponse(PLAY_PAGE.read_text(encoding="utf-8"))
+
+    @router.get("/mudgate.js", response_class=Response, tags=["play"])
+    async def client_module() -> Response:
+        """The browser client as an ES module (``import { MudgateClient } from
+        "<gateway>/mudgate.js"``): reconnects by close code, renews refused tokens, falls back
+        to SSE. /play is built on it."""
+        return Response(
+            CLIENT_MODULE.read_bytes(),
+            media_type="text/javascript; charset=utf-8",
+            headers={"cache-control": "no-cache"},
+        )
 
     return router
 

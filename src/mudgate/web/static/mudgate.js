@@ -1,0 +1,221 @@
+// mudgate.js: the browser client for a mudgate gateway, as an ES module (no build step, no
+// CDN). The gateway serves it at <gateway>/mudgate.js; a game's page imports it from there:
+//
+//   import { MudgateClient } from "/mud/mudgate.js";
+//   const client = new MudgateClient({ getToken: async () => (await fetch("/login")).text() });
+//   client.addEventListener("say", (e) => console.log(e.detail.from, e.detail.text));
+//   client.addEventListener("status", (e) => console.log(e.detail.state));
+//   client.connect();
+//   client.send({ op: "say", text: "hello" });
+//
+// It reconnects by close code (at once after 4010 and 1012, with jittered exponential backoff
+// otherwise, never after 1000, 1008 and 4009), asks for a new token when the server refuses
+// the one it has (a handshake answered 401, or close code 4001), and falls back to
+// Server-Sent Events with POST /commands where a WebSocket cannot be opened.
+
+/**
+ * A message from the server: an event (`type: "event"`, named by `event`) or an error.
+ * @typedef {{type: "event", event: string, [field: string]: unknown}} MudgateEvent
+ * @typedef {{type: "error", code: string, message: string, id?: string | number, retry_after?: number}} MudgateError
+ * @typedef {MudgateEvent | MudgateError} MudgateMessage
+ */
+/**
+ * How the connection stands, in the `status` event's `detail`.
+ * @typedef {{state: "connecting" | "open" | "retrying" | "closed", transport?: "websocket" | "sse", code?: number, delay?: number}} MudgateStatus
+ */
+/**
+ * @typedef {object} MudgateOptions
+ * @property {string | URL} [url] The gateway's root (default: where this module was served from).
+ * @property {string | null} [token] A player token to start with.
+ * @property {(context: {refresh: boolean}) => string | Promise<string>} [getToken]
+ *   Where tokens come from when there is none, or the server refused the last one
+ *   (`refresh: true`). Default: a guest token from POST auth/guest.
+ * @property {"auto" | "websocket" | "sse"} [transport] Default "auto": WebSocket, else SSE.
+ * @property {number} [maxBackoff] Longest wait between two attempts, ms (default 30000).
+ */
+
+/** Close codes (mudgate.protocol.CloseCode) and what the client does about each. */
+export const CLOSE = Object.freeze({
+  NORMAL: 1000, GOING_AWAY: 1001, POLICY_VIOLATION: 1008, MESSAGE_TOO_BIG: 1009,
+  INTERNAL_ERROR: 1011, SERVICE_RESTART: 1012, TRY_AGAIN_LATER: 1013, UNAUTHORIZED: 4001,
+  SLOW_CONSUMER: 4008, REPLACED: 4009, RECYCLED: 4010, IDLE: 4011, RATE_LIMITED: 4029,
+});
+const NO_RECONNECT = new Set([CLOSE.NORMAL, CLOSE.POLICY_VIOLATION, CLOSE.REPLACED]);
+const AT_ONCE = new Set([CLOSE.RECYCLED, CLOSE.SERVICE_RESTART]);
+/** The least a close code asks a client to wait, ms. */
+const BACKOFF_FLOOR = { [CLOSE.GOING_AWAY]: 1000, [CLOSE.SLOW_CONSUMER]: 1000,
+                        [CLOSE.TRY_AGAIN_LATER]: 2000, [CLOSE.RATE_LIMITED]: 60000 };
+/** SSE delivers events by name: the ones mudgate itself sends (a game's own come by name too
+ * once listened for with `client.listen(name)`). */
+const SSE_EVENTS = ["welcome", "say", "chat", "tell", "told", "narrate", "room", "arrive",
+  "depart", "who", "help", "error", "ok", "pong", "subscribed", "unsubscribed", "rolled"];
+
+/**
+ * One player's connection to a mudgate gateway. Every message from the server is dispatched
+ * twice, as a `message` event and as an event named after it (`say`, `room`, `error`, ...),
+ * with the message as `detail`; `status` events say how the connection stands.
+ */
+export class MudgateClient extends EventTarget {
+  /** @param {MudgateOptions} [options] */
+  constructor(options = {}) {
+    super();
+    this.base = new URL(options.url ?? ".", import.meta.url);
+    /** @type {string | null} */
+    this.token = options.token ?? null;
+    this.getToken = options.getToken ?? (() => this.#guestToken());
+    this.transport = options.transport ?? "auto";
+    this.maxBackoff = options.maxBackoff ?? 30000;
+    /** @type {WebSocket | null} */ this.socket = null;
+    /** @type {EventSource | null} */ this.stream = null;
+    this.attempt = 0;
+    this.everOpened = false;
+    this.closed = false;
+    this.sseEvents = new Set(SSE_EVENTS);
+    /** @type {ReturnType<typeof setTimeout> | null} */ this.timer = null;
+  }
+
+  /** Open the connection, and keep it open until `close()` or a code that says not to. */
+  connect() { this.closed = false; this.#connect(); return this; }
+
+  /** Close for good (code 1000); no reconnect. */
+  close() {
+    this.closed = true;
+    if (this.timer) clearTimeout(this.timer);
+    if (this.socket) this.socket.close(CLOSE.NORMAL);
+    if (this.stream) this.stream.close();
+    this.socket = this.stream = null;
+    this.#status({ state: "closed", code: CLOSE.NORMAL });
+  }
+
+  /**
+   * Send one frame (`{op: "say", text: "hi"}`). Over SSE it is POSTed to /commands; an error
+   * the server answers there is dispatched as an `error` event, like one over the WebSocket.
+   * @param {{op: string, [field: string]: unknown}} frame
+   * @returns {Promise<boolean>} whether it was sent (false: not connected)
+   */
+  async send(frame) {
+    if (this.socket && this.socket.readyState === WebSocket.OPEN) {
+      this.socket.send(JSON.stringify(frame)); return true;
+    }
+    if (this.stream) {
+      const response = await fetch(new URL("commands", this.base), { method: "POST",
+        body: JSON.stringify(frame), headers: this.#bearer(this.token) });
+      if (!response.ok) {
+        const { error } = await response.json();
+        this.#dispatch({ type: "error", code: error.code, message: error.message, id: frame.id });
+      }
+      return response.ok;
+    }
+    return false;
+  }
+
+  /** Over SSE, a game's own event names must be listened for: `client.listen("emote")`. */
+  listen(name) {
+    if (!this.sseEvents.has(name)) {
+      this.sseEvents.add(name);
+      if (this.stream) this.#listenSSE(this.stream, name);
+    }
+    return this;
+  }
+
+  // The connection's life
+
+  async #connect() {
+    if (this.closed) return;
+    this.#status({ state: "connecting" });
+    try { if (!this.token) this.token = await this.getToken({ refresh: false }); }
+    catch (error) { this.#dispatch({ type: "error", code: "no_token", message: String(error.message ?? error) }); return this.#retry(CLOSE.TRY_AGAIN_LATER); }
+    if (this.transport === "sse" || typeof WebSocket === "undefined") return this.#connectSSE();
+    const url = new URL(`ws?token=${encodeURIComponent(this.token)}`, this.base);
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    let opened = false, socket;
+    try { socket = this.socket = new WebSocket(url); } catch (error) { return this.#connectSSE(); }
+    socket.onopen = () => {
+      opened = this.everOpened = true; this.attempt = 0;
+      this.#status({ state: "open", transport: "websocket" });
+    };
+    socket.onmessage = (message) => this.#dispatch(JSON.parse(message.data));
+    socket.onclose = async (event) => {
+      if (this.socket === socket) this.socket = null;
+      if (this.closed) return;
+      if (!opened && this.token && await this.#refused(this.token)) return this.#refresh();
+      if (!opened && !this.everOpened && this.transport === "auto") {
+        if (this.attempt >= 1) return this.#connectSSE();  // no WebSocket through here
+        this.attempt += 1; this.timer = setTimeout(() => this.#connect(), 300); return;
+      }
+      if (event.code === CLOSE.UNAUTHORIZED) return this.#refresh();
+      this.#retry(event.code);
+    };
+  }
+
+  #connectSSE() {
+    this.transport = "sse";
+    const stream = this.stream = new EventSource(new URL(`events?token=${encodeURIComponent(this.token)}`, this.base));
+    let opened = false;
+    stream.onopen = () => { opened = this.everOpened = true; this.attempt = 0; this.#status({ state: "open", transport: "sse" }); };
+    for (const name of this.sseEvents) this.#listenSSE(stream, name);
+    stream.addEventListener("close", (e) => {
+      stream.close(); if (this.stream === stream) this.stream = null;
+      const { code } = JSON.parse(e.data);
+      if (code === CLOSE.UNAUTHORIZED) return this.#refresh();
+      this.#retry(code);
+    });
+    stream.onerror = async () => {
+      if (stream.readyState !== EventSource.CLOSED) { this.#status({ state: "retrying", transport: "sse" }); return; }
+      if (this.stream === stream) this.stream = null;
+      if (!opened && this.token && await this.#refused(this.token)) return this.#refresh();
+      this.#retry(1006);
+    };
+  }
+
+  #listenSSE(stream, name) {
+    stream.addEventListener(name, (e) => this.#dispatch(JSON.parse(e.data)));
+  }
+
+  /** A new token, then at once again: the server refused the one we had. */
+  async #refresh() {
+    this.token = null;
+    this.dispatchEvent(new CustomEvent("tokenrefused"));
+    try { this.token = await this.getToken({ refresh: true }); }
+    catch (error) { return this.#retry(CLOSE.TRY_AGAIN_LATER); }
+    this.attempt = 0;
+    this.timer = setTimeout(() => this.#connect(), 0);
+  }
+
+  #retry(code) {
+    if (this.closed) return;
+    if (NO_RECONNECT.has(code)) { this.closed = true; this.#status({ state: "closed", code }); return; }
+    const backoff = Math.min(this.maxBackoff, 500 * 2 ** Math.min(this.attempt, 16));
+    const delay = AT_ONCE.has(code) ? 0 : Math.max(BACKOFF_FLOOR[code] ?? 0, backoff) * (0.8 + Math.random() * 0.4);
+    this.attempt += 1;
+    this.#status({ state: "retrying", code, delay });
+    this.timer = setTimeout(() => this.#connect(), delay);
+  }
+
+  /** Whether the server refuses this token (a browser hides a refused handshake's status;
+   * POST /commands answers 401 to a bad token before anything else). */
+  async #refused(token) {
+    try {
+      const response = await fetch(new URL("commands", this.base), { method: "POST", body: "{}", headers: this.#bearer(token) });
+      return response.status === 401;
+    } catch (error) { return false; }
+  }
+
+  async #guestToken() {
+    const response = await fetch(new URL("auth/guest", this.base), { method: "POST" });
+    if (!response.ok) throw new Error((await response.json()).error.message);
+    return (await response.json()).token;
+  }
+
+  #bearer(token) { return { Authorization: `Bearer ${token}`, "Content-Type": "application/json" }; }
+
+  /** @param {MudgateStatus} detail */
+  #status(detail) { this.dispatchEvent(new CustomEvent("status", { detail })); }
+
+  /** @param {MudgateMessage} message */
+  #dispatch(message) {
+    this.dispatchEvent(new CustomEvent("message", { detail: message }));
+    const name = message.type === "event" ? message.event : message.type;
+    if (name && name !== "message" && name !== "status") this.dispatchEvent(new CustomEvent(name, { detail: message }));
+  }
+}
