@@ -8,8 +8,8 @@
 It reconnects the way ``/play`` does, by close code: at once after a recycle or a restart,
 with jittered exponential backoff otherwise (at least as long as the code asks), with a new
 token (from ``token_factory``) after a refusal (4001, or a handshake answered 401), and not at
-all after a normal close, a policy violation or being replaced (iteration then ends, and
-``recv`` raises ``Closed``). What the server sends waits in a bounded queue: a client that
+all after a normal close, a policy violation, an operator's disconnect or being replaced
+(iteration then ends, and ``recv`` raises ``Closed``). What the server sends waits in a bounded queue: a client that
 stops reading stops reading the socket too, and the server's outbox decides (4008).
 """
 
@@ -33,7 +33,9 @@ __all__ = ["Client", "Closed"]
 
 logger = logging.getLogger("mudgate.client")
 
-NO_RECONNECT = frozenset({CloseCode.NORMAL, CloseCode.POLICY_VIOLATION, CloseCode.REPLACED})
+NO_RECONNECT = frozenset(
+    {CloseCode.NORMAL, CloseCode.POLICY_VIOLATION, CloseCode.DISCONNECTED, CloseCode.REPLACED}
+)
 AT_ONCE = frozenset({CloseCode.RECYCLED, CloseCode.SERVICE_RESTART})
 # The least a close code asks the client to wait, seconds.
 BACKOFF_FLOOR = {

@@ -62,6 +62,9 @@ class CloseCode(enum.IntEnum):
     """The server is full or under memory pressure. Reconnect with backoff."""
     UNAUTHORIZED = 4001
     """The token was missing, invalid or expired. Get a new token, then reconnect."""
+    DISCONNECTED = 4003
+    """An operator disconnected this player (the dashboard, or the admin API). Do not
+    reconnect automatically."""
     SLOW_CONSUMER = 4008
     """The client did not read fast enough and its outbox filled. Reconnect; read faster."""
     REPLACED = 4009

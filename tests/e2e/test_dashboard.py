@@ -65,3 +65,55 @@ async def test_the_dashboard_shows_alerts(browser: Browser, server_with: object)
     )
     await expect(page.locator("#alerts li")).to_have_count(5)  # one per structure over 1
     await asyncio.gather(*(player.close() for player in players))
+
+
+async def test_the_chart_is_in_mib_and_says_where_the_limit_is(
+    browser: Browser, server_with: object
+) -> None:
+    server: RunningServer = server_with(  # type: ignore[operator]
+        check_interval=0.05, sample_interval=0.1
+    )
+    page = await open_dashboard(browser, server)
+    # A limit far above the process (this machine's memory): its lines are named, not drawn.
+    await expect(page.locator("#chart-limit")).to_contain_text("Limit", timeout=15_000)
+    await expect(page.locator("#chart-limit")).to_contain_text("above the chart")
+    await expect(page.locator("#structures")).to_contain_text("/ ")  # each structure's cap
+
+
+async def test_an_operator_sees_the_players_and_disconnects_one(
+    browser: Browser, server: RunningServer
+) -> None:
+    page = await open_dashboard(browser, server)
+    async with (
+        await Player.connect(server.ws("mallory")) as mallory,
+        await Player.connect(server.ws("alice")) as alice,
+    ):
+        await mallory.next("welcome")
+        await alice.next("welcome")
+        page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept(ADMIN_TOKEN)))
+        await page.click("#show-players")
+        table = page.locator("#players")
+        await expect(table).to_contain_text("mallory")
+        await expect(table).to_contain_text("lobby")
+        page.once("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+        await table.locator('button[data-player="mallory"]').click()
+        assert await mallory.closed() == 4003
+        await expect(table).not_to_contain_text("mallory")
+        await expect(table).to_contain_text("alice")
+
+
+async def test_the_dashboard_collapses_on_a_phone(browser: Browser, server: RunningServer) -> None:
+    page = await browser.new_page(viewport={"width": 390, "height": 844})
+    await page.goto(f"{server.http_url}/dashboard?every=200")
+    await expect(page.locator("#status")).to_have_text("ready")
+    overflow = await page.evaluate(
+        "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+    )
+    assert overflow == 0
+    sections = page.locator("main > section:not([hidden])")
+    widths = {
+        round((await s.bounding_box() or {"width": 0})["width"]) for s in await sections.all()
+    }
+    assert len(widths) == 1  # one column: every section as wide as the screen allows
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / "dashboard-390px.png"), full_page=True)

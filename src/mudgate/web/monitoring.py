@@ -19,7 +19,7 @@ from ..cleanup import CleanupReport, Janitor, Trigger
 from ..lag import LoopLag
 from ..memory.budget import memory_budget
 from ..memory.monitor import MIB, MemorySample
-from ..protocol import ErrorCode
+from ..protocol import CloseCode, ErrorCode
 from ..sockets import SocketStats, SocketTable
 from .admin import logger
 from .errors import APIError
@@ -262,6 +262,26 @@ class Health(BaseModel):
     detail: str | None = None
 
 
+class PlayerConnection(BaseModel):
+    player: str
+    room: str | None
+    connection: str
+    transport: str
+    connected_seconds: float
+    outbox_messages: int
+    outbox_bytes: int
+
+
+class PlayersReport(BaseModel):
+    total: int = Field(description="Connections on this node (the list may stop short).")
+    connections: list[PlayerConnection]
+
+
+class Disconnected(BaseModel):
+    player: str
+    connections: int = Field(description="How many of the player's connections were closed.")
+
+
 class HistoryPointModel(BaseModel):
     at: str = Field(description="ISO-8601 UTC.")
     rss_mb: float
@@ -406,6 +426,55 @@ def monitoring_router(
             },
         )
         return CleanupResult.of(report)
+
+    @router.get(
+        "/monitoring/players",
+        response_model=PlayersReport,
+        tags=["monitoring"],
+        responses={401: {}, 403: {}, 429: {}},
+    )
+    async def players(
+        remote: Annotated[str, Depends(admin)],
+        limit: Annotated[int, Query(ge=1, le=1000, description="At most this many.")] = 200,
+    ) -> PlayersReport:
+        """Who is connected to this node (admin): each connection's player, room, transport,
+        age and outbox, longest connected first."""
+        now = hub.clock()
+        rows = [
+            PlayerConnection(
+                player=conn.player_id,
+                room=hub.room_of(conn.player_id),
+                connection=conn.id,
+                transport=conn.transport,
+                connected_seconds=round(now - conn.connected_at, 1),
+                outbox_messages=conn.outbox_messages,
+                outbox_bytes=conn.outbox_bytes,
+            )
+            for conn in sorted(hub.connections(), key=lambda conn: conn.connected_at)[:limit]
+        ]
+        return PlayersReport(total=hub.stats()["total_connections"], connections=rows)
+
+    @router.post(
+        "/monitoring/players/{player_id}/disconnect",
+        response_model=Disconnected,
+        tags=["monitoring"],
+        responses={401: {}, 403: {}, 404: {}, 429: {}},
+    )
+    async def disconnect_player(
+        player_id: str, remote: Annotated[str, Depends(admin)]
+    ) -> Disconnected:
+        """Close every connection of ``player_id`` on this node with 4003 (admin); clients
+        do not reconnect by themselves after it."""
+        connections = list(hub.player_websockets.get(player_id, ()))
+        if not connections:
+            raise APIError(404, ErrorCode.NOT_CONNECTED, f"{player_id!r} is not connected here")
+        for conn in connections:
+            conn.close(CloseCode.DISCONNECTED, "disconnected by an operator")
+        logger.warning(
+            "admin disconnected a player",
+            extra={"remote": remote, "player": player_id, "connections": len(connections)},
+        )
+        return Disconnected(player=player_id, connections=len(connections))
 
     @router.get("/monitoring/memory/history", response_model=HistoryReport, tags=["monitoring"])
     async def history(

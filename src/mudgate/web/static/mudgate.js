@@ -9,7 +9,7 @@
 //   client.send({ op: "say", text: "hello" });
 //
 // It reconnects by close code (at once after 4010 and 1012, with jittered exponential backoff
-// otherwise, never after 1000, 1008 and 4009), asks for a new token when the server refuses
+// otherwise, never after 1000, 1008, 4003 and 4009), asks for a new token when the server refuses
 // the one it has (a handshake answered 401, or close code 4001), and falls back to
 // Server-Sent Events with POST /commands where a WebSocket cannot be opened.
 
@@ -38,9 +38,9 @@
 export const CLOSE = Object.freeze({
   NORMAL: 1000, GOING_AWAY: 1001, POLICY_VIOLATION: 1008, MESSAGE_TOO_BIG: 1009,
   INTERNAL_ERROR: 1011, SERVICE_RESTART: 1012, TRY_AGAIN_LATER: 1013, UNAUTHORIZED: 4001,
-  SLOW_CONSUMER: 4008, REPLACED: 4009, RECYCLED: 4010, IDLE: 4011, RATE_LIMITED: 4029,
+  DISCONNECTED: 4003, SLOW_CONSUMER: 4008, REPLACED: 4009, RECYCLED: 4010, IDLE: 4011, RATE_LIMITED: 4029,
 });
-const NO_RECONNECT = new Set([CLOSE.NORMAL, CLOSE.POLICY_VIOLATION, CLOSE.REPLACED]);
+const NO_RECONNECT = new Set([CLOSE.NORMAL, CLOSE.POLICY_VIOLATION, CLOSE.DISCONNECTED, CLOSE.REPLACED]);
 const AT_ONCE = new Set([CLOSE.RECYCLED, CLOSE.SERVICE_RESTART]);
 /** The least a close code asks a client to wait, ms. */
 const BACKOFF_FLOOR = { [CLOSE.GOING_AWAY]: 1000, [CLOSE.SLOW_CONSUMER]: 1000,
