@@ -9,8 +9,9 @@ It reconnects the way ``/play`` does, by close code: at once after a recycle or 
 with jittered exponential backoff otherwise (at least as long as the code asks), with a new
 token (from ``token_factory``) after a refusal (4001, or a handshake answered 401), and not at
 all after a normal close, a policy violation, an operator's disconnect or being replaced
-(iteration then ends, and ``recv`` raises ``Closed``). What the server sends waits in a bounded queue: a client that
-stops reading stops reading the socket too, and the server's outbox decides (4008).
+(iteration then ends, and ``recv`` raises ``Closed``). What the server sends waits in a
+bounded queue: a client that stops reading stops reading the socket too, and the server's
+outbox decides (4008).
 """
 
 from __future__ import annotations
