@@ -28,6 +28,7 @@ __all__ = [
     "bind_socket",
     "create_server",
     "find_gateways",
+    "reuse_port_socket",
     "serve",
 ]
 
@@ -121,6 +122,21 @@ def server_config(
     return uvicorn.Config(app, **options)  # type: ignore[arg-type]
 
 
+def reuse_port_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` with SO_REUSEPORT, so that several processes'
+    sockets share the port (not listening yet); raises OSError if another server holds it."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def bind_socket(
     config: uvicorn.Config, settings: Settings, *, reuse_port: bool = False
 ) -> socket.socket:
@@ -133,11 +149,7 @@ def bind_socket(
     the kernel spreads new connections.
     """
     if reuse_port:
-        family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((config.host, config.port))
+        sock = reuse_port_socket(config.host, config.port)
         sock.set_inheritable(True)
     else:
         sock = config.bind_socket()

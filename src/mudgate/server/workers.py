@@ -23,7 +23,6 @@ import multiprocessing.connection
 import os
 import secrets
 import signal
-import socket
 import sys
 import time
 from collections.abc import Callable
@@ -36,6 +35,7 @@ from pydantic import SecretStr
 
 from ..logs import configure_logging
 from ..settings import Settings
+from .serve import create_server, reuse_port_socket
 
 __all__ = ["Supervisor", "serve_workers"]
 
@@ -213,11 +213,7 @@ def check_port(host: str, port: int) -> int:
     """Fail before starting any worker if the port is taken (by a server without
     SO_REUSEPORT) or the address is not this machine's (OSError); the port, chosen by the
     kernel if ``port`` is 0."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        probe.bind((host, port))
+    with reuse_port_socket(host, port) as probe:
         return int(probe.getsockname()[1])
 
 
@@ -245,9 +241,7 @@ def _how_it_exited(exitcode: int | None) -> str:
 
 
 def _run_worker(build: AppFactory, settings: Settings, log_level: str, index: int) -> None:
-    """A worker's life: serve ``build()``'s app on the shared port until stopped."""
-    from .serve import create_server  # noqa: PLC0415 (serve imports the app, and so the hub)
-
+    """A worker's life: serve ``build(settings)``'s app on the shared port until stopped."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
