@@ -91,6 +91,11 @@ class Authenticator:
         self._clock = clock
         self._authenticate = authenticate
 
+    @property
+    def asks_game(self) -> bool:
+        """Whether the game's hook decides first (and so needs cookies and headers)."""
+        return self._authenticate is not None
+
     async def identify(self, credentials: Credentials) -> Identity:
         """The player these credentials belong to: the game's hook decides first (if any),
         then mudgate's token. Raises TokenError saying why not."""

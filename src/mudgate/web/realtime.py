@@ -147,12 +147,6 @@ def _frame_writer(scope: Scope) -> FrameWriter | None:
     return writer if isinstance(writer, FrameWriter) else None
 
 
-def _credentials(scope: Scope) -> Credentials:
-    """What the client presented, for the Authenticator (and the game's hook)."""
-    headers = Headers(scope=scope)
-    return Credentials(_query_token(scope), cookie_parser(headers.get("cookie", "")), headers)
-
-
 def _remote(scope: Scope) -> str:
     client = scope.get("client")
     return str(client[0]) if client else "unknown"
@@ -185,13 +179,22 @@ class RealtimeTransports:
             return self._events
         return None
 
+    def _credentials(self, scope: Scope) -> Credentials:
+        """What the client presented: its token, and (only for a game's hook, which may
+        want them) its cookies and headers."""
+        token = _query_token(scope)
+        if not self.authenticator.asks_game:
+            return Credentials(token)
+        headers = Headers(scope=scope)
+        return Credentials(token, cookie_parser(headers.get("cookie", "")), headers)
+
     # WebSocket
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (await receive())["type"] != "websocket.connect":
             return
         try:
-            identity = await self.authenticator.identify(_credentials(scope))
+            identity = await self.authenticator.identify(self._credentials(scope))
         except TokenError as error:
             # Refused at the handshake: an unauthenticated client is never a player.
             await self._deny_handshake(scope, send, 401, ErrorCode.UNAUTHORIZED, str(error))
@@ -289,7 +292,7 @@ class RealtimeTransports:
             await _send_error(send, 405, ErrorCode.BAD_FRAME, "use GET", {"allow": "GET"})
             return
         try:
-            identity = await self.authenticator.identify(_credentials(scope))
+            identity = await self.authenticator.identify(self._credentials(scope))
         except TokenError as error:
             await _send_error(
                 send, 401, ErrorCode.UNAUTHORIZED, str(error), {"www-authenticate": "Bearer"}
