@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run example test test-quick lint format bench readme install system-deps clean
+.PHONY: run example test test-quick lint format bench readme install system-deps node-peers clean
 
 # A fresh Debian machine has python3 without venv/ensurepip: install it when we can (root).
 $(BIN)/python:
@@ -53,7 +53,7 @@ system-deps:
 		fi; \
 	fi
 
-test: install system-deps $(NODE_PEERS)
+test: install system-deps node-peers
 	$(BIN)/pytest --cov --cov-report=term
 
 test-quick: install
@@ -77,20 +77,27 @@ readme: install
 
 # The Node.js peers of the broadcast benchmark: Debian's nodejs and npm (installed as root when
 # missing), and ws and Socket.IO from npm into bench/peers/node/node_modules (not committed).
-NODE_PEERS := bench/peers/node/node_modules/.installed
-$(NODE_PEERS): bench/peers/node/package.json bench/peers/node/package-lock.json
+# Checked on every run by asking node itself to resolve both packages (a marker file can outlive
+# the folder it vouches for); `npm ci` runs only when they do not resolve or the lock is newer.
+NODE_DIR := bench/peers/node
+NODE_RESOLVES := node -e 'require.resolve("ws"); require.resolve("socket.io")'
+node-peers:
 	@if ! command -v npm >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		echo "installing Debian packages: nodejs npm"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 			apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; \
 	fi
 	@command -v npm >/dev/null || { echo "the Node.js peers need node and npm (Debian: apt-get install nodejs npm)"; exit 1; }
-	npm ci --prefix bench/peers/node --no-audit --no-fund --silent
-	@touch $@
+	@cd $(NODE_DIR) && if ! $(NODE_RESOLVES) 2>/dev/null \
+			|| [ package-lock.json -nt node_modules/.package-lock.json ]; then \
+		echo "installing the Node.js peers into $(NODE_DIR)/node_modules"; \
+		npm ci --no-audit --no-fund && $(NODE_RESOLVES) \
+			|| { echo "npm ci did not install ws and socket.io in $(NODE_DIR)"; exit 1; }; \
+	fi
 
 # Benchmarks write JSON to bench/results/ and the table to BENCHMARKS.md (about 15 minutes on
 # a shared 2-core machine; the cross-node one needs redis-server, which system-deps installs).
-bench: install system-deps $(NODE_PEERS)
+bench: install system-deps node-peers
 	$(BIN)/python bench/idle_memory.py
 	$(BIN)/python bench/broadcast.py --messages 300
 	$(BIN)/python bench/cluster_broadcast.py --players 1000 --messages 300
