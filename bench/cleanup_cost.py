@@ -23,6 +23,7 @@ from harness import summary, write_result  # noqa: E402
 from mudgate.cleanup import Janitor, Trigger  # noqa: E402
 from mudgate.hub import Hub  # noqa: E402
 from mudgate.memory.monitor import MemoryMonitor  # noqa: E402
+from mudgate.memory.watch import MemoryWatch  # noqa: E402
 from mudgate.protocol import Outgoing  # noqa: E402
 from mudgate.settings import Settings  # noqa: E402
 
@@ -60,16 +61,17 @@ async def cleanup_seconds(players: int, per_player: int) -> tuple[float, int]:
         last_seen_ttl=10**6,
     )
     hub = Hub(settings, clock=clock)
-    janitor = Janitor(hub, MemoryMonitor(settings), settings, clock=clock)
+    watch = MemoryWatch(hub, MemoryMonitor(settings), settings, clock=clock)
+    janitor = Janitor(hub, watch, settings, clock=clock)
     message = Outgoing("tell", b'{"type":"event","event":"tell","text":"hello"}')
     old_players = EXPIRED // per_player
     for i in range(players):
         player_id = f"p{i}"
-        hub.last_seen.set(player_id, 0.0)
+        hub.away.last_seen.set(player_id, 0.0)
         if i == old_players:
             clock.now += 3000  # the rest are queued later: they outlive the cleanup
         for _ in range(per_player):
-            hub.send_to_player(player_id, message)
+            hub.send(player_id, message)
     clock.now += 3600 - 3000 + 1  # the first EXPIRED messages are now past their TTL
     started = time.perf_counter()
     report = await janitor.clean(Trigger.TIME)

@@ -49,7 +49,7 @@ async def deliveries_per_second() -> float:
     await asyncio.sleep(0)
     started = time.perf_counter()
     for i in range(BROADCASTS):
-        hub.broadcast_room(LOBBY, hub.event("say", room=LOBBY, text=f"message {i}"))
+        hub.room_event(LOBBY, "say", text=f"message {i}")
         await asyncio.sleep(0)  # let the writers drain, as the receive loop does
     while any(conn.outbox_messages for conn in hub.connections()):
         await asyncio.sleep(0)

@@ -7,9 +7,11 @@ from typing import Any
 
 import pytest
 
+from mudgate.backplane.topic import Topic
 from mudgate.cleanup import CHUNK, Janitor, Trigger
 from mudgate.hub import Hub
 from mudgate.memory.monitor import MIB, MemorySample
+from mudgate.memory.watch import MemoryWatch
 from mudgate.protocol import CloseCode, Outgoing
 from mudgate.settings import Settings
 
@@ -48,12 +50,19 @@ class Setup:
             self.trims += 1
             return True
 
+        wall_clock = lambda: 1_800_000_000.0  # noqa: E731
         self.janitor = Janitor(
             self.hub,
-            self.monitor,  # type: ignore[arg-type]
+            MemoryWatch(
+                self.hub,
+                self.monitor,  # type: ignore[arg-type]
+                self.settings,
+                clock=clock,
+                wall_clock=wall_clock,
+            ),
             self.settings,
             clock=clock,
-            wall_clock=lambda: 1_800_000_000.0,
+            wall_clock=wall_clock,
             malloc_trim=malloc_trim,
         )
 
@@ -130,15 +139,15 @@ async def test_a_pressure_cleanup_that_frees_nothing_alerts_instead_of_storming(
 
 async def test_critical_memory_sheds_load_until_below_warning(setup: Setup) -> None:
     setup.monitor.percent = 92.0
-    setup.janitor.observe()
+    setup.janitor.watch.observe()
     refusal = setup.hub.admit("alice", "10.0.0.1")
     assert refusal is not None
     assert (refusal.code, refusal.reason) == (CloseCode.TRY_AGAIN_LATER, "memory pressure")
     setup.monitor.percent = 82.0
-    setup.janitor.observe()
+    setup.janitor.watch.observe()
     assert setup.hub.shedding
     setup.monitor.percent = 79.0
-    setup.janitor.observe()
+    setup.janitor.watch.observe()
     assert setup.hub.admit("alice", "10.0.0.1") is None
 
 
@@ -149,28 +158,28 @@ async def test_old_attempts_and_pending_messages_expire_while_recent_ones_stay(
     for name in ("old", "recent"):
         hub.disconnect(connect(hub, name))
     hub.admit("old", "10.0.0.1")
-    hub.send_to_player("old", hub.event("tell", text="old"))
-    hub.send_to_player("recent", hub.event("tell", text="old too"))
+    hub.send("old", hub.event("tell", text="old"))
+    hub.send("recent", hub.event("tell", text="old too"))
     clock.advance(2000)
     new = hub.event("tell", text="new")
-    hub.send_to_player("recent", new)
+    hub.send("recent", new)
     hub.admit("recent", "10.0.0.2")
     clock.advance(2000)  # 4000 s: the first message and attempts are past 3600 s
     report = await setup.janitor.clean(Trigger.FORCED)
     assert report.removed["pending_messages"] == 2
     assert report.removed["connection_attempts"] == 2  # ip:10.0.0.1 and player:old
-    assert "old" not in hub.pending_messages
-    assert [message.data for message in hub.pending_messages.take("recent")] == [new.data]
-    assert hub.connection_attempts.recent("player:recent") == 1
+    assert "old" not in hub.away.pending_messages
+    assert [message.data for message in hub.away.pending_messages.take("recent")] == [new.data]
+    assert hub.admission.connection_attempts.recent("player:recent") == 1
 
 
 async def test_no_pending_list_ever_outgrows_its_cap(setup: Setup) -> None:
     hub = setup.hub
     hub.disconnect(connect(hub, "alice"))
     for i in range(1500):
-        hub.send_to_player("alice", Outgoing("tell", str(i).encode()))
-    assert hub.pending_messages.count("alice") == 1000
-    assert hub.pending_messages.refusals == 500
+        hub.send("alice", Outgoing("tell", str(i).encode()))
+    assert hub.away.pending_messages.count("alice") == 1000
+    assert hub.away.pending_messages.refusals == 500
     report = await setup.janitor.clean(Trigger.FORCED)
     assert report.removed["pending_messages"] == 0
     conn = connect(hub, "alice")
@@ -204,32 +213,32 @@ async def test_orphans_are_reconciled(setup: Setup) -> None:
     alice = connect(hub, "alice")
     bob = connect(hub, "bob")
     # Corrupt the structures the way a bug would.
-    del hub.player_websockets["bob"]  # bob's connection missing from the index
-    hub.room_occupants.setdefault("ghost-room", set()).add("ghost")
-    hub.room_subscriptions.setdefault("channel:ooc", set()).add("ghost")
-    hub.active_websockets.pop(alice.id)  # alice's index entry now points at nothing
-    hub.connection_timestamps.pop(alice.id)
+    del hub.registry._by_player["bob"]  # bob's connection missing from the index
+    hub.rooms._occupants.setdefault("ghost-room", set()).add("ghost")
+    hub.rooms._listeners.setdefault(Topic("channel:ooc"), set()).add("ghost")
+    hub.registry._websockets.pop(alice.id)  # alice's index entry now points at nothing
+    hub.registry._opened_at.pop(alice.id)
     report = await setup.janitor.clean(Trigger.FORCED)
     # bob re-indexed; alice's dead entry dropped and, with no connection left, she goes offline;
     # the ghost's room and subscription entries go.
     assert report.removed["orphans"] == 5
-    assert hub.player_websockets == {"bob": [bob]}
-    assert list(hub.online_players) == ["bob"]
-    assert hub.room_occupants == {"lobby": {"bob"}}
-    assert hub.room_subscriptions == {"room:lobby": {"bob"}}
+    assert hub.registry.player_connections == {"bob": [bob]}
+    assert list(hub.registry.players) == ["bob"]
+    assert hub.rooms.occupants == {"lobby": {"bob"}}
+    assert hub.rooms.topic_listeners == {"room:lobby": {"bob"}}
     assert (await setup.janitor.clean(Trigger.FORCED)).removed["orphans"] == 0
 
 
 async def test_a_dry_run_reports_and_removes_nothing(setup: Setup, clock: FakeClock) -> None:
     hub = setup.hub
     hub.disconnect(connect(hub, "alice"))
-    hub.send_to_player("alice", hub.event("tell", text="x"))
+    hub.send("alice", hub.event("tell", text="x"))
     clock.advance(3600)
     report = await setup.janitor.clean(Trigger.FORCED, dry_run=True)
     assert report.dry_run
     assert report.removed["pending_messages"] == 1
     assert report.removed["last_seen"] == 1
-    assert len(hub.pending_messages) == 1
+    assert len(hub.away.pending_messages) == 1
     assert setup.janitor.stats.cleanups_performed == 0
 
 
@@ -257,7 +266,7 @@ async def test_forced_cleanups_update_the_stats(setup: Setup, clock: FakeClock) 
 async def test_large_sweeps_run_in_chunks(setup: Setup, clock: FakeClock) -> None:
     hub = setup.hub
     for i in range(3 * CHUNK + 5):
-        hub.connection_attempts.hit(f"ip:{i}")
+        hub.admission.connection_attempts.hit(f"ip:{i}")
     clock.advance(10_000)
     report = await setup.janitor.clean(Trigger.FORCED)
     assert report.removed["connection_attempts"] == 3 * CHUNK + 5

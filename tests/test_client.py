@@ -28,7 +28,7 @@ async def game() -> AsyncIterator[tuple[GameServer, Any]]:
 
 
 def close_all(hub: Any, player_id: str, code: CloseCode) -> None:
-    for conn in list(hub.player_websockets.get(player_id, ())):
+    for conn in list(hub.registry.player_connections.get(player_id, ())):
         conn.close(code)
 
 

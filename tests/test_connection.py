@@ -158,7 +158,7 @@ async def test_closed_drops_the_outbox_and_stops_the_writer() -> None:
     conn.send(message())
     conn.send(message())
     await settle()
-    conn.closed()
+    conn.release()
     assert conn.state is ConnectionState.CLOSED
     assert conn.outbox_messages == 0
     await settle()

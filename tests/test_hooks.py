@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from mudgate.hub import LOBBY, Hub
+from mudgate.hub import LOBBY, Delivery, Hub
 
 from .conftest import connect, settle
 
@@ -56,7 +56,7 @@ async def test_a_failing_hook_is_logged_and_the_others_still_run(
     assert heard == ["alice"]
     assert "game bug" in caplog.text
     assert "async game bug" in caplog.text
-    assert conn.id in hub.active_websockets
+    assert conn.id in hub.registry.websockets
 
 
 async def test_hooks_still_running_are_cancelled_at_close(hub: Hub) -> None:
@@ -75,14 +75,14 @@ async def test_hooks_still_running_are_cancelled_at_close(hub: Hub) -> None:
 
 async def test_game_code_sends_to_players_rooms_and_channels(hub: Hub) -> None:
     alice, bob = connect(hub, "alice"), connect(hub, "bob")
-    hub.subscribe(hub.online_players["bob"], "ooc")
+    hub.subscribe(hub.registry.players["bob"], "ooc")
     assert hub.move_player("bob", "tavern")
     assert not hub.move_player("nobody", "tavern")
     assert hub.players_in("tavern") == ["bob"]
     assert hub.room_of("bob") == "tavern"
     assert hub.room_of("nobody") is None
-    assert hub.send_event("alice", "narrate", text="A bell rings.")
-    assert not hub.send_event("nobody", "narrate", text="?")
+    assert hub.send("alice", "narrate", text="A bell rings.") is Delivery.SENT
+    assert hub.send("nobody", "narrate", text="?") is Delivery.UNKNOWN_PLAYER
     hub.room_event("tavern", "narrate", text="The fire crackles.")
     hub.channel_event("ooc", "news", text="Server restarts at noon.")
     await settle()

@@ -6,6 +6,7 @@ import gc
 import json
 import weakref
 
+from mudgate.backplane.topic import room_topic
 from mudgate.hub import LOBBY, Delivery, Hub
 from mudgate.protocol import CloseCode
 
@@ -28,24 +29,24 @@ def payload(message: object) -> dict[str, object]:
 
 async def test_connect_registers_the_player_in_the_lobby(hub: Hub) -> None:
     conn = connect(hub, "alice")
-    assert hub.active_websockets == {conn.id: conn}
-    assert hub.online_players["alice"].room == LOBBY
-    assert hub.room_occupants == {LOBBY: {"alice"}}
-    assert hub.room_subscriptions == {"room:lobby": {"alice"}}
+    assert hub.registry.websockets == {conn.id: conn}
+    assert hub.registry.players["alice"].room == LOBBY
+    assert hub.rooms.occupants == {LOBBY: {"alice"}}
+    assert hub.rooms.topic_listeners == {"room:lobby": {"alice"}}
     await settle()
     assert conn.events() == ["welcome"]
 
 
 async def test_disconnect_removes_every_reference(hub: Hub) -> None:
     conn = connect(hub, "alice")
-    hub.subscribe(hub.online_players["alice"], "ooc")
-    hub.move(hub.online_players["alice"], "tavern")
+    hub.subscribe(hub.registry.players["alice"], "ooc")
+    hub.move(hub.registry.players["alice"], "tavern")
     ref = weakref.ref(conn)
     hub.disconnect(conn)
     hub.disconnect(conn)  # idempotent
-    stats = hub.stats()
+    stats = hub.stats().as_dict()
     assert all(stats[name] == 0 for name in STRUCTURES)
-    assert "alice" in hub.last_seen
+    assert "alice" in hub.away.last_seen
     await settle()  # the cancelled writer task lets go of the connection
     del conn
     gc.collect()
@@ -55,29 +56,29 @@ async def test_disconnect_removes_every_reference(hub: Hub) -> None:
 async def test_second_connection_shares_the_player(hub: Hub) -> None:
     first = connect(hub, "alice")
     second = connect(hub, "alice")
-    assert hub.player_websockets["alice"] == [first, second]
+    assert hub.registry.player_connections["alice"] == [first, second]
     hub.disconnect(first)
-    assert "alice" in hub.online_players
+    assert "alice" in hub.registry.players
     hub.disconnect(second)
-    assert "alice" not in hub.online_players
+    assert "alice" not in hub.registry.players
 
 
 async def test_connections_past_the_per_player_cap_close_the_oldest(hub: Hub) -> None:
     cap = hub.settings.max_connections_per_player
     conns = [connect(hub, "alice") for _ in range(cap + 1)]
-    assert hub.player_websockets["alice"] == conns[1:]
+    assert hub.registry.player_connections["alice"] == conns[1:]
     assert conns[0].close_code is CloseCode.REPLACED
-    assert conns[0].id not in hub.active_websockets
+    assert conns[0].id not in hub.registry.websockets
     await settle()
     assert conns[0].closed_with == (CloseCode.REPLACED, "replaced")
 
 
 async def test_broadcast_reaches_the_room_once_encoded(hub: Hub) -> None:
     alice, bob, carol = connect(hub, "alice"), connect(hub, "bob"), connect(hub, "carol")
-    hub.move(hub.online_players["carol"], "tavern")
+    hub.move(hub.registry.players["carol"], "tavern")
     await settle()
     message = hub.event("say", room=LOBBY, text="hi")
-    hub.broadcast_room(LOBBY, message)
+    hub.backplane.publish(room_topic(LOBBY), message)
     await settle()
     assert alice.written[-1] is message
     assert bob.written[-1] is message
@@ -86,7 +87,7 @@ async def test_broadcast_reaches_the_room_once_encoded(hub: Hub) -> None:
 
 async def test_moving_tells_both_rooms_and_drops_empty_ones(hub: Hub) -> None:
     alice, bob = connect(hub, "alice"), connect(hub, "bob")
-    hub.move(hub.online_players["alice"], "tavern")
+    hub.move(hub.registry.players["alice"], "tavern")
     await settle()
     assert payload(bob.written[-1])["event"] == "depart"
     assert payload(alice.written[-1]) | {"ts": 0, "seq": 0} == {
@@ -97,14 +98,14 @@ async def test_moving_tells_both_rooms_and_drops_empty_ones(hub: Hub) -> None:
         "ts": 0,
         "seq": 0,
     }
-    hub.move(hub.online_players["alice"], LOBBY)
-    assert "tavern" not in hub.room_occupants
-    assert "room:tavern" not in hub.room_subscriptions
+    hub.move(hub.registry.players["alice"], LOBBY)
+    assert "tavern" not in hub.rooms.occupants
+    assert "room:tavern" not in hub.rooms.topic_listeners
 
 
 async def test_channels_are_capped_per_player(hub: Hub) -> None:
     alice = connect(hub, "alice")
-    player = hub.online_players["alice"]
+    player = hub.registry.players["alice"]
     cap = hub.settings.max_subscriptions_per_player
     assert all(hub.subscribe(player, f"c{i}") for i in range(cap))
     assert hub.subscribe(player, "c0")  # already subscribed
@@ -112,17 +113,17 @@ async def test_channels_are_capped_per_player(hub: Hub) -> None:
     assert hub.unsubscribe(player, "c0")
     assert not hub.unsubscribe(player, "c0")
     hub.disconnect(alice)
-    assert hub.room_subscriptions == {}
+    assert hub.rooms.topic_listeners == {}
 
 
 async def test_pending_messages_are_delivered_in_order_on_reconnect(hub: Hub) -> None:
     hub.disconnect(connect(hub, "alice"))
     for i in range(3):
-        assert hub.send_to_player("alice", hub.event("tell", text=str(i))) is Delivery.QUEUED
+        assert hub.send("alice", hub.event("tell", text=str(i))) is Delivery.QUEUED
     conn = connect(hub, "alice")
     await settle()
     assert [payload(m).get("text") for m in conn.written] == [None, "0", "1", "2"]
-    assert len(hub.pending_messages) == 0
+    assert len(hub.away.pending_messages) == 0
 
 
 async def test_pending_messages_are_capped_and_expire(clock: FakeClock) -> None:
@@ -130,17 +131,17 @@ async def test_pending_messages_are_capped_and_expire(clock: FakeClock) -> None:
     await hub.start()
     hub.disconnect(connect(hub, "alice"))
     for i in range(3):
-        hub.send_to_player("alice", hub.event("tell", text=str(i)))
-    assert hub.stats()["pending_message_entries"] == 2
+        hub.send("alice", hub.event("tell", text=str(i)))
+    assert hub.stats().pending_message_entries == 2
     clock.advance(60)
-    assert hub.pending_messages.expire() == 2
-    assert hub.stats()["pending_messages"] == 0
-    assert hub.stats()["pending_message_bytes"] == 0
+    assert hub.away.pending_messages.expire() == 2
+    assert hub.stats().pending_messages == 0
+    assert hub.stats().pending_message_bytes == 0
 
 
 async def test_messages_to_unknown_players_are_refused(hub: Hub) -> None:
-    assert hub.send_to_player("nobody", hub.event("tell", text="x")) is Delivery.UNKNOWN_PLAYER
-    assert len(hub.pending_messages) == 0
+    assert hub.send("nobody", hub.event("tell", text="x")) is Delivery.UNKNOWN_PLAYER
+    assert len(hub.away.pending_messages) == 0
 
 
 async def test_last_seen_forgets_after_its_ttl(clock: FakeClock) -> None:
@@ -149,8 +150,8 @@ async def test_last_seen_forgets_after_its_ttl(clock: FakeClock) -> None:
     hub.disconnect(connect(hub, "alice"))
     clock.advance(10)
     late = hub.event("tell", text="late")
-    assert hub.send_to_player("alice", late) is Delivery.UNKNOWN_PLAYER
-    assert hub.last_seen.expire() == 1
+    assert hub.send("alice", late) is Delivery.UNKNOWN_PLAYER
+    assert hub.away.last_seen.expire() == 1
 
 
 async def test_admit_rate_limits_per_ip_and_per_player(clock: FakeClock) -> None:
@@ -165,7 +166,7 @@ async def test_admit_rate_limits_per_ip_and_per_player(clock: FakeClock) -> None
     assert hub.admit("dave", "10.0.0.4") is not None
     clock.advance(120)  # two windows on
     assert hub.admit("alice", "10.0.0.3") is None
-    assert hub.stats()["refused_connections"] == 2
+    assert hub.stats().refused_connections == 2
 
 
 async def test_admit_refuses_past_the_connection_and_player_caps() -> None:
@@ -186,7 +187,7 @@ async def test_close_says_going_away_to_everyone(hub: Hub) -> None:
     conns = [connect(hub, name) for name in ("alice", "bob")]
     await hub.close(timeout_seconds=0.05)
     assert [conn.closed_with for conn in conns] == [(CloseCode.GOING_AWAY, "going away")] * 2
-    assert hub.stats()["total_connections"] == 0
+    assert hub.stats().total_connections == 0
 
 
 async def test_pending_messages_are_capped_in_total_bytes(clock: FakeClock) -> None:
@@ -196,14 +197,13 @@ async def test_pending_messages_are_capped_in_total_bytes(clock: FakeClock) -> N
         hub.disconnect(connect(hub, name))
     messages = [hub.event("tell", text=f"{i}" * 300) for i in range(4)]
     deliveries = [
-        hub.send_to_player("bob" if i % 2 else "alice", message)
-        for i, message in enumerate(messages)
+        hub.send("bob" if i % 2 else "alice", message) for i, message in enumerate(messages)
     ]
     # Four messages of ~370 bytes do not fit in 1200: the last is refused, nothing queued goes.
     assert deliveries == [Delivery.QUEUED] * 3 + [Delivery.MAILBOX_FULL]
-    assert hub.pending_messages.size_bytes <= 1200
-    assert hub.stats()["pending_message_entries"] == 3
-    assert hub.stats()["pending_messages_refused"] == 1
+    assert hub.away.pending_messages.size_bytes <= 1200
+    assert hub.stats().pending_message_entries == 3
+    assert hub.stats().pending_messages_refused == 1
     conn = connect(hub, "alice")
     await settle()
     assert messages[0] in conn.written

@@ -152,9 +152,7 @@ def create_game(settings: Settings | None = None, bard_every_seconds: float = 30
 
     @hub.hooks.on_connect
     def welcome(player_id: str) -> None:
-        hub.send_event(
-            player_id, "narrate", text="Welcome to the castle. Try: look, walk north, help."
-        )
+        hub.send(player_id, "narrate", text="Welcome to the castle. Try: look, walk north, help.")
 
     @hub.hooks.on_room_change
     def footsteps(player_id: str, old_room: str, new_room: str) -> None:

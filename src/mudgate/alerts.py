@@ -17,12 +17,12 @@ from dataclasses import dataclass
 import httpx
 
 from .bounded import BoundedQueue, TTLMap
+from .hub.stats import STRUCTURE_NAMES
 from .lag import Block
 from .memory.history import Trend
 from .settings import Settings
 
 __all__ = [
-    "STRUCTURE_NAMES",
     "Alert",
     "AlertRules",
     "AlertTracker",
@@ -32,21 +32,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("mudgate.alerts")
-
-# The hub structures a LARGE_STRUCTURE alert watches (DESIGN.md section 3).
-STRUCTURE_NAMES = (
-    "active_websockets",
-    "active_sse",
-    "player_websockets",
-    "connection_timestamps",
-    "online_players",
-    "room_occupants",
-    "room_subscriptions",
-    "last_seen",
-    "connection_attempts",
-    "message_rate_limits",
-    "pending_messages",
-)
 
 
 class Level(enum.IntEnum):

@@ -22,13 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from .alerts import STRUCTURE_NAMES, Alert, AlertRules, AlertTracker, MemoryLevels, Notifier
-from .connection import Connection, ConnectionState
-from .hub import Hub
-from .lag import LoopLag
-from .memory.history import HistoryPoint, MemoryHistory
-from .memory.monitor import MIB, MemoryMonitor, MemorySample
-from .protocol import CloseCode
+from .alerts import Alert
+from .connection import ConnectionState
+from .hub import Hub, HubStats
+from .memory.monitor import MIB, MemorySample
+from .memory.watch import MemoryWatch, count_stale, stale_reason
 from .settings import Settings
 
 __all__ = ["CleanupReport", "CleanupStats", "Janitor", "Trigger"]
@@ -152,43 +150,30 @@ def _malloc_trim() -> bool:
     return bool(libc.malloc_trim(0))
 
 
-def _alert_fields(alert: Alert) -> dict[str, object]:
-    return {
-        "alert": str(alert),
-        "level": str(alert.level),
-        "code": alert.code,
-        "value": alert.value,
-        "threshold": alert.threshold,
-    }
-
-
 class Janitor:
-    """Decides when to clean and cleans; one background task, started and stopped by the app."""
+    """Decides when to clean and cleans; one background task, started and stopped by the app.
+
+    Each tick has the memory watch observe and record, cleans if a cleanup is due, and has
+    the watch update the alerts. The janitor owns only its schedule and its totals; what a
+    cleanup removes, each structure's owner removes (bounded.py's ``expire``, the hub's
+    ``repair``, a connection's ``close``).
+    """
 
     def __init__(
         self,
         hub: Hub,
-        monitor: MemoryMonitor,
+        watch: MemoryWatch,
         settings: Settings,
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
         malloc_trim: Callable[[], bool] = _malloc_trim,
-        notifier: Notifier | None = None,
-        lag: LoopLag | None = None,
     ) -> None:
         self.hub = hub
-        self.monitor = monitor
-        self.lag = lag or LoopLag(settings.loop_lag_threshold, clock=clock)
+        self.watch = watch
         self.settings = settings
         self.clock = clock
         self.wall_clock = wall_clock
-        self.levels = MemoryLevels(settings, clock=clock)
-        self.rules = AlertRules(settings)
-        self.history = MemoryHistory(settings, clock=clock)
-        self.tracker = AlertTracker()
-        self.notifier = notifier or Notifier(settings, clock=clock, wall_clock=wall_clock)
-        self._last_sample_at: float | None = None
         self.stats = CleanupStats()
         self.ineffective_cleanup = False
         self._malloc_trim = malloc_trim
@@ -202,16 +187,12 @@ class Janitor:
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="mudgate-janitor")
-        self.notifier.start()
-        self.lag.start()
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel("mudgate: shutting down")
             await asyncio.wait((self._task,))
             self._task = None
-        await self.lag.stop()
-        await self.notifier.stop()
 
     async def _run(self) -> None:
         while True:
@@ -223,13 +204,6 @@ class Janitor:
                 logger.exception("janitor check failed")
 
     # Deciding
-
-    def observe(self) -> MemorySample:
-        """Read memory and update the level in force (and with it, load shedding)."""
-        sample = self.monitor.read()
-        self.levels.update(sample.percent)
-        self.hub.set_shedding(self.levels.shedding)
-        return sample
 
     def due(self, sample: MemorySample) -> Trigger | None:
         """The cleanup that is due now, if any."""
@@ -247,63 +221,23 @@ class Janitor:
         return None
 
     async def check(self) -> CleanupReport | None:
-        """One tick of the janitor: observe memory, record it, clean if due, alert."""
-        sample = self.observe()
+        """One tick: the watch observes and records memory, a cleanup runs if due, and the
+        watch updates the alerts."""
+        sample = self.watch.observe()
         # hub.stats() walks every connection: take it once a tick, again only after a cleanup.
-        stats: dict[str, int] | None = self.hub.stats()
-        now = self.clock()
-        if self._last_sample_at is None or now - self._last_sample_at >= (
-            self.settings.sample_interval
-        ):
-            self.record(sample, stats)
+        stats: HubStats | None = self.hub.stats()
+        self.watch.record(sample, stats)
         trigger = self.due(sample)
         report = None
         if trigger is not None:
             report = await self.clean(trigger)
             stats = None
-        self.update_alerts(stats)
+        self.watch.update_alerts(stats, ineffective_cleanup=self.ineffective_cleanup)
         return report
 
-    def record(self, sample: MemorySample, stats: dict[str, int] | None = None) -> None:
-        """Add ``sample``, with the structures' sizes beside it, to the history."""
-        self._last_sample_at = self.clock()
-        stats = stats or self.hub.stats()
-        self.history.record(
-            HistoryPoint(
-                at=self.wall_clock(),
-                clock=self._last_sample_at,
-                rss_mb=round(sample.rss_bytes / MIB, 3),
-                percent=sample.percent,
-                limit_mb=round(sample.limit_bytes / MIB, 3),
-                connections=stats["total_connections"],
-                structures={name: stats[name] for name in STRUCTURE_NAMES},
-            )
-        )
-
-    def update_alerts(self, stats: dict[str, int] | None = None) -> None:
-        """Evaluate the rules; log and notify what started and what resolved."""
-        started, resolved = self.tracker.update(self.alerts(stats))
-        for alert in started:
-            logger.warning("alert started", extra=_alert_fields(alert))
-        for alert in resolved:
-            logger.info("alert resolved", extra=_alert_fields(alert))
-        self.notifier.notify(started, resolved)
-
-    def health(self) -> dict[str, object]:
-        """What the cluster view shows of this node: the last memory reading and the alerts
-        active now (read when the node renews its lease)."""
-        sample = self.monitor.last
-        return {
-            "memory": None
-            if sample is None
-            else {
-                "rss_mb": round(sample.rss_bytes / MIB, 1),
-                "percent": round(sample.percent, 1),
-                "limit_mb": round(sample.limit_bytes / MIB, 1),
-            },
-            "alerts": [str(alert) for alert in self.tracker.active.values()],
-            "shedding": self.hub.shedding,
-        }
+    def alerts(self) -> list[Alert]:
+        """The alerts that hold now (a read: nothing is advanced or notified)."""
+        return self.watch.alerts(ineffective_cleanup=self.ineffective_cleanup)
 
     def forced_cleanup_wait(self) -> float:
         """Seconds until an admin may force another cleanup (0: now)."""
@@ -324,14 +258,16 @@ class Janitor:
         if trigger is Trigger.FORCED:  # dry runs too: they walk the same structures
             self._last_forced_cleanup = started
         started_at = datetime.datetime.fromtimestamp(self.wall_clock(), datetime.UTC).isoformat()
-        before = self.monitor.read()
+        admission, away = self.hub.admission, self.hub.away
+        before = self.watch.monitor.read()
         removed = {
-            "connection_attempts": await self._expire(self.hub.connection_attempts, dry_run),
-            "message_rate_limits": await self._expire(self.hub.message_rates, dry_run),
-            "last_seen": await self._expire(self.hub.last_seen, dry_run),
-            "pending_messages": await self._sweep_pending(dry_run),
+            "connection_attempts": await self._expire(admission.connection_attempts, dry_run),
+            "message_rate_limits": await self._expire(admission.message_rates, dry_run),
+            "last_seen": await self._expire(away.last_seen, dry_run),
+            # Every mailbox is capped at insert: there is never a list to trim, only TTLs.
+            "pending_messages": await self._expire(away.pending_messages, dry_run),
             "stale_connections": await self._close_stale(dry_run),
-            "orphans": await self._reconcile(dry_run),
+            "orphans": self.hub.repair(dry_run),
         }
         collected, trimmed = 0, False
         # Under pressure, and when an admin asks (after a flood, say): give memory back.
@@ -339,7 +275,7 @@ class Janitor:
             collected = gc.collect()
             # malloc_trim walks the whole heap: off the event loop.
             trimmed = await asyncio.to_thread(self._malloc_trim)
-        after = self.monitor.read() if not dry_run else before
+        after = self.watch.monitor.read() if not dry_run else before
         report = CleanupReport(
             trigger=trigger,
             dry_run=dry_run,
@@ -385,30 +321,15 @@ class Janitor:
                 return removed
             await asyncio.sleep(0)
 
-    async def _sweep_pending(self, dry_run: bool) -> int:
-        """Drop pending messages past their TTL. Every mailbox is capped at insert, so there
-        is never a list to trim."""
-        return await self._expire(self.hub.pending_messages, dry_run)
-
-    def stale(self, conn: Connection, now: float) -> CloseCode | None:
-        """Why ``conn`` should be closed now (recycled or idle), if it should."""
-        age_limit = self.settings.max_connection_age
-        if age_limit and now - conn.connected_at >= age_limit:
-            return CloseCode.RECYCLED
-        idle_limit = self.settings.idle_timeout
-        if idle_limit and now - conn.last_received >= idle_limit:
-            return CloseCode.IDLE
-        return None
-
     def stale_connections(self) -> int:
-        now = self.clock()
-        return sum(1 for conn in self.hub.connections() if self.stale(conn, now) is not None)
+        """Connections a cleanup would close now (past their age or idle limit)."""
+        return count_stale(self.hub.connections(), self.clock(), self.settings)
 
     async def _close_stale(self, dry_run: bool) -> int:
         now = self.clock()
         closed = 0
         for index, conn in enumerate(list(self.hub.connections())):
-            code = self.stale(conn, now)
+            code = stale_reason(conn, now, self.settings)
             if code is not None and conn.state is ConnectionState.OPEN:
                 closed += 1
                 if not dry_run:
@@ -416,74 +337,3 @@ class Janitor:
             if index % CHUNK == CHUNK - 1:
                 await asyncio.sleep(0)
         return closed
-
-    async def _reconcile(self, dry_run: bool) -> int:
-        """Remove entries that outlived their player's connections; re-index lost ones."""
-        # The index first: a connection missing from it would make its player look orphaned.
-        fixed = self._reconcile_index(dry_run)
-        await asyncio.sleep(0)
-        fixed += self._reconcile_players(dry_run)
-        await asyncio.sleep(0)
-        for structure in (self.hub.room_occupants, self.hub.room_subscriptions):
-            fixed += self._reconcile_members(structure, dry_run)
-            await asyncio.sleep(0)
-        return fixed
-
-    def _reconcile_players(self, dry_run: bool) -> int:
-        """Players "online" without a connection."""
-        hub = self.hub
-        orphans = [p for p in hub.online_players if p not in hub.player_websockets]
-        if not dry_run:
-            for player_id in orphans:
-                hub.drop_player(player_id)
-        return len(orphans)
-
-    def _reconcile_members(self, structure: dict[str, set[str]], dry_run: bool) -> int:
-        """Room and subscription entries whose player is offline; then empty sets."""
-        online = self.hub.online_players
-        fixed = 0
-        for key, members in list(structure.items()):
-            orphans = [p for p in members if p not in online]
-            fixed += len(orphans)
-            if not dry_run:
-                members.difference_update(orphans)
-                if not members:
-                    del structure[key]
-        return fixed
-
-    def _reconcile_index(self, dry_run: bool) -> int:
-        """Index entries whose connection is gone, and connections missing from the index."""
-        hub = self.hub
-        registered = {conn.id for conn in hub.connections()}
-        fixed = 0
-        for player_id, own in list(hub.player_websockets.items()):
-            lost = [conn for conn in own if conn.id not in registered]
-            fixed += len(lost)
-            if not dry_run:
-                for conn in lost:
-                    own.remove(conn)
-                if not own:
-                    del hub.player_websockets[player_id]
-        indexed = {conn.id for own in hub.player_websockets.values() for conn in own}
-        unindexed = [conn for conn in hub.connections() if conn.id not in indexed]
-        if not dry_run:
-            for conn in unindexed:
-                hub.player_websockets.setdefault(conn.player_id, []).append(conn)
-        return fixed + len(unindexed)
-
-    # Reporting
-
-    def alerts(self, stats: dict[str, int] | None = None) -> list[Alert]:
-        """The alerts active now (memory as of the last ``observe``; ``stats`` if fresh)."""
-        return self.rules.evaluate(
-            self.levels,
-            stats or self.hub.stats(),
-            stale_connections=self.stale_connections(),
-            recent_slow_consumers=self.hub.recent_slow_consumers(
-                self.settings.slow_consumer_alert_window
-            ),
-            ineffective_cleanup=self.ineffective_cleanup,
-            trend=self.history.trend(),
-            backplane_problem=self.hub.backplane.problem,
-            loop_blocked=self.lag.blocked(),
-        )

@@ -86,12 +86,10 @@ class CommandContext:
         """Send an event to everyone in the sender's room, the sender included."""
         self.hub.room_event(self.room, event, **fields)
 
-    def tell(self, player_id: str, event: str, **fields: Any) -> bool:
-        """Send an event to one player (queued if they left recently, counted against the
-        sender's share of what waits); False if unknown or refused."""
-        message = self.hub.event(event, **fields)
-        delivery = self.hub.send_to_player(player_id, message, self.player.id)
-        return delivery in (Delivery.SENT, Delivery.QUEUED, Delivery.ROUTED)
+    def send(self, player_id: str, event: str, **fields: Any) -> Delivery:
+        """``Hub.send`` on behalf of the sender: an event to one player, kept for them if they
+        left recently, counted against the sender's share of what waits."""
+        return self.hub.send(player_id, event, sender=self.player.id, **fields)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +171,7 @@ class CommandRegistry:
 
     async def _run(self, hub: Hub, conn: Connection, raw: str | bytes) -> None:
         frame, fields = parse_frame(raw)
-        wait, over_limit = hub.charge_message(conn.player_id)
+        wait, over_limit = hub.admission.charge_message(conn.player_id)
         if over_limit:
             conn.close(CloseCode.RATE_LIMITED, "too many messages")
         if wait:
@@ -187,7 +185,7 @@ class CommandRegistry:
         if command is None:
             raise ProtocolError(ErrorCode.UNKNOWN_OP, f"unknown op {frame.op!r}", frame.id)
         args = convert_args(fields, command.args_type, frame)
-        player = hub.online_players.get(conn.player_id)
+        player = hub.registry.players.get(conn.player_id)
         if player is None:  # the connection is being closed
             raise ProtocolError(ErrorCode.NOT_CONNECTED, "not connected", frame.id)
         ctx = CommandContext(hub, conn, player, frame.id)
@@ -305,7 +303,7 @@ def builtin_commands() -> CommandRegistry:
     async def tell(ctx: CommandContext, args: Tell) -> None:
         message = ctx.hub.event("tell", **{"from": ctx.player.id, "to": args.to, "text": args.text})
         # Waits for the cluster's answer, so a player nobody knows is an error here too.
-        delivery = await ctx.hub.tell(args.to, message, ctx.player.id)
+        delivery = await ctx.hub.tell(args.to, message, sender=ctx.player.id)
         if delivery is Delivery.UNKNOWN_PLAYER:
             raise ProtocolError(ErrorCode.PLAYER_NOT_FOUND, f"no player {args.to!r} is online")
         if delivery is Delivery.MAILBOX_FULL:
@@ -341,12 +339,7 @@ def builtin_commands() -> CommandRegistry:
     def chat(ctx: CommandContext, args: Chat) -> None:
         if args.channel not in ctx.player.channels:
             raise ProtocolError(ErrorCode.NOT_SUBSCRIBED, f"not subscribed to {args.channel!r}")
-        ctx.hub.broadcast_channel(
-            args.channel,
-            ctx.hub.event(
-                "chat", channel=args.channel, **{"from": ctx.player.id, "text": args.text}
-            ),
-        )
+        ctx.hub.channel_event(args.channel, "chat", **{"from": ctx.player.id, "text": args.text})
 
     @commands.register("who")
     async def who(ctx: CommandContext, args: NoArgs) -> None:

@@ -94,10 +94,10 @@ class Connection(abc.ABC):
         "connected_at",
         "id",
         "last_received",
+        "peer_close",
         "player_id",
         "remote",
         "state",
-        "welcomed",
     )
 
     def __init__(
@@ -112,9 +112,10 @@ class Connection(abc.ABC):
         self.player_id = player_id
         self.remote = remote
         self.state = ConnectionState.OPEN
-        self.welcomed = False  # the hub's welcome event was sent
         self.close_code: CloseCode | None = None
         self.close_reason = ""
+        # How the client ended it (a WebSocket's close code and reason), set by the transport.
+        self.peer_close: tuple[int, str] | None = None
         self.connected_at = self.last_received = clock()
         self._clock = clock
         self._limits = limits
@@ -355,8 +356,8 @@ class Connection(abc.ABC):
             self._aborted = True
             self._task.cancel(f"mudgate: aborting {self.id}")
 
-    def closed(self) -> None:
-        """Drop what is queued; called once by ``Hub.disconnect``.
+    def release(self) -> None:
+        """Drop what is queued and stop writing; called once by ``Hub.disconnect``.
 
         A close already under way finishes (bounded by write_timeout) so the client still
         learns why it was closed.

@@ -2,7 +2,7 @@
 
     @hub.hooks.on_connect
     async def greet(player_id: str) -> None:
-        hub.send_event(player_id, "narrate", text="The gate creaks open.")
+        hub.send(player_id, "narrate", text="The gate creaks open.")
 
 A hook may be a plain function or a coroutine function (run as its own task). A hook that
 raises is logged and the others still run: game code can never break a player's connection.

@@ -79,7 +79,7 @@ class RunningServer:
         return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout=10)
 
     def stats(self) -> dict[str, int]:
-        return self.call(self.hub.stats)
+        return self.call(lambda: self.hub.stats().as_dict())
 
     def run(self, coroutine: Coroutine[Any, Any, T]) -> T:
         """Await ``coroutine`` on the server's loop and return its result."""

@@ -17,6 +17,8 @@ import pytest
 from playwright.async_api import Browser, expect
 from prometheus_client.parser import text_string_to_metric_families
 
+from mudgate.backplane import Delivery
+
 from ..conftest import SECRET_KEY, make_settings
 from ..redis_server import RedisServer, free_port
 from .clients import Player
@@ -257,14 +259,14 @@ async def test_redis_going_away_and_coming_back(nodes: Any, redis_server: RedisS
         ready = (await client.get("/health/ready")).json()
         assert ready["status"] == "degraded"
         assert "unreachable" in ready["detail"]
-        await wait_for(lambda: "BACKPLANE_UNAVAILABLE:" in a.app.state.janitor.tracker.active)
+        await wait_for(lambda: "BACKPLANE_UNAVAILABLE:" in a.app.state.janitor.watch.tracker.active)
         await alice.send(op="who")
         assert (await alice.next("who"))["players"] == ["alice", "bob"]
 
         redis_server.start()
         await wait_for(lambda: a.hub.backplane.clustered and b.hub.backplane.clustered)
-        await wait_for(lambda: not a.app.state.janitor.tracker.active)
-        assert a.app.state.janitor.tracker.fired["BACKPLANE_UNAVAILABLE"] == 1
+        await wait_for(lambda: not a.app.state.janitor.watch.tracker.active)
+        assert a.app.state.janitor.watch.tracker.fired["BACKPLANE_UNAVAILABLE"] == 1
         assert (await client.get("/health/ready")).json()["status"] == "ready"
         # Subscriptions and presence were announced again.
         await alice.send(op="say", text="after")
@@ -290,7 +292,9 @@ async def test_a_node_starts_without_redis_and_joins_when_it_comes(
             assert (await alice.next("say"))["text"] == "alone"
             ready = (await client.get("/health/ready")).json()
             assert ready == {"status": "degraded", "detail": a.hub.backplane.problem}
-            await wait_for(lambda: "BACKPLANE_UNAVAILABLE:" in a.app.state.janitor.tracker.active)
+            await wait_for(
+                lambda: "BACKPLANE_UNAVAILABLE:" in a.app.state.janitor.watch.tracker.active
+            )
             cluster = (await client.get("/monitoring/cluster")).json()
             assert cluster["reachable"] is False
             assert [node["name"] for node in cluster["nodes"]] == [a.settings.node_name]
@@ -401,7 +405,9 @@ async def test_game_code_reaches_a_player_on_another_node(nodes: Any) -> None:
     async with await Player.connect(b.ws("bob")) as bob:
         await bob.next("welcome")
         # An NPC on node A speaks to bob, who is on node B: routed, not waited for.
-        assert a.call(lambda: a.hub.send_event("bob", "narrate", text="The bard waves."))
+        assert a.call(lambda: a.hub.send("bob", "narrate", text="The bard waves.")) is (
+            Delivery.ROUTED
+        )
         assert (await bob.next("narrate"))["text"] == "The bard waves."
         a.call(lambda: a.hub.room_event("lobby", "narrate", text="A bell rings."))
         assert (await bob.next("narrate"))["text"] == "A bell rings."
@@ -411,11 +417,11 @@ async def test_the_write_queue_is_capped(nodes: Any) -> None:
     (a,) = nodes(1, backplane_queue_size=10)
 
     def burst() -> tuple[int, int]:
-        before = a.hub.backplane.stats()["backplane_dropped"]
+        before = a.hub.backplane.stats().dropped
         for _ in range(100):  # in one step of the loop: the writer cannot run meanwhile
             a.hub.room_event("nowhere", "narrate", text="x")
         stats = a.hub.backplane.stats()
-        return stats["backplane_queue"], stats["backplane_dropped"] - before
+        return stats.queue, stats.dropped - before
 
     queued, dropped = a.call(burst)
     assert queued == 10

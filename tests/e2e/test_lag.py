@@ -39,7 +39,7 @@ async def test_a_blocking_command_raises_an_alert_that_names_it(server: RunningS
         await alice.next("welcome")
         await alice.send(op="compute")
         await alice.next("computed")
-    await wait_for(server.app.state.janitor.lag.blocked)
+    await wait_for(server.app.state.janitor.watch.lag.blocked)
     async with httpx.AsyncClient(base_url=server.http_url) as http:
         alerts = (await http.get("/monitoring/memory-alerts")).json()
         memory = (await http.get("/monitoring/memory")).json()

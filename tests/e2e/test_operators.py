@@ -123,7 +123,7 @@ async def test_a_dead_webhook_does_not_hold_the_server_up(server_with: Any) -> N
         check_interval=0.02,
     )
     players = [await Player.connect(server.ws(name)) for name in ("alice", "bob")]
-    await wait_for(lambda: server.app.state.janitor.notifier.failed >= 1, timeout=15)
+    await wait_for(lambda: server.app.state.janitor.watch.notifier.failed >= 1, timeout=15)
     async with await Player.connect(server.ws("carol")) as carol:
         await carol.send(op="ping", id=1)
         assert (await carol.next("pong"))["id"] == 1

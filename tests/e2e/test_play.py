@@ -43,7 +43,7 @@ async def test_two_players_talk_and_one_catches_up_after_being_cut_off(
 
     # Cut alice off (the server says "try again later": she backs off before reconnecting).
     def cut() -> None:
-        for conn in list(server.hub.player_websockets["alice"]):
+        for conn in list(server.hub.registry.player_connections["alice"]):
             conn.close(CloseCode.TRY_AGAIN_LATER)
 
     server.call(cut)

@@ -56,7 +56,7 @@ async def test_a_stalled_client_is_closed_and_the_room_gets_everything(server_wi
     await wait_for(lambda: server.stats()["slow_consumer_disconnects"] == 1)
     stats = server.stats()
     assert stats["active_websockets"] == 2
-    assert "stalled" not in server.hub.online_players
+    assert "stalled" not in server.hub.registry.players
     assert 0 < largest_outbox <= cap
     # The stalled client's TCP connection ends once it reads what the kernel still holds:
     # its messages up to the point it fell behind, then the end of the stream.

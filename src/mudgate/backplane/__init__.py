@@ -4,10 +4,19 @@ Redis (``MUDGATE_BACKPLANE=redis://...``)."""
 from __future__ import annotations
 
 from ..settings import Settings
-from .base import Backplane, Delivery, Node, Presence
+from .base import Backplane, BackplaneStats, Delivery, HealthProvider, Node, Presence
 from .local import LocalBackplane
 
-__all__ = ["Backplane", "Delivery", "LocalBackplane", "Node", "Presence", "create_backplane"]
+__all__ = [
+    "Backplane",
+    "BackplaneStats",
+    "Delivery",
+    "HealthProvider",
+    "LocalBackplane",
+    "Node",
+    "Presence",
+    "create_backplane",
+]
 
 
 def create_backplane(settings: Settings) -> Backplane:

@@ -12,13 +12,16 @@ the in-process backplane, or Redis while it is away. The hub then answers from w
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..protocol import Outgoing
+from .topic import Topic
 
-__all__ = ["Backplane", "Delivery", "Node", "Presence"]
+__all__ = ["Backplane", "BackplaneStats", "Delivery", "HealthProvider", "Node", "Presence"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +32,34 @@ class Presence:
     node: str
     room: str
     connected_at: tuple[float, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackplaneStats:
+    """The sizes of a Redis backplane's own structures, and its counters."""
+
+    up: bool  # Redis can be reached now
+    subscriptions: int  # channels this node listens to
+    queue: int  # commands waiting to be written
+    pending_players: int  # players away with messages waiting in Redis (every node's)
+    pending_bytes: int
+    published: int
+    received: int
+    dropped: int
+    reconnects: int
+    invalid: int  # records no mudgate node wrote, skipped
+
+    def as_dict(self) -> dict[str, int]:
+        """Every figure, prefixed ``backplane_`` (the monitoring JSON's flat names)."""
+        return {
+            f"backplane_{field.name}": int(getattr(self, field.name))
+            for field in dataclasses.fields(self)
+        }
+
+
+# What the cluster view shows of a node besides its counts (its memory and alerts), read each
+# time the node renews its lease.
+HealthProvider = Callable[[], Mapping[str, object]]
 
 
 class Delivery(enum.Enum):
@@ -45,7 +76,7 @@ class Delivery(enum.Enum):
 class Node(Protocol):
     """What a backplane asks of the hub it serves."""
 
-    def deliver(self, topic: str, message: Outgoing) -> None:
+    def deliver(self, topic: Topic, message: Outgoing) -> None:
         """Queue ``message`` for every local listener of ``topic``; never awaits."""
 
     def evict(self, player_id: str, count: int) -> None:
@@ -55,7 +86,7 @@ class Node(Protocol):
         """Every player on this node, to announce in full (at start and after a reconnect)."""
 
     def status(self) -> dict[str, Any]:
-        """A small summary of this node for the cluster view (memory, connections, alerts)."""
+        """A small summary of this node for the cluster view (its name and counts)."""
 
 
 class Backplane(Protocol):
@@ -64,19 +95,20 @@ class Backplane(Protocol):
 
     node_id: str
 
-    async def start(self, node: Node) -> None:
-        """Start delivering messages for subscribed topics to ``node``."""
+    async def start(self, node: Node, health: HealthProvider) -> None:
+        """Start delivering messages for subscribed topics to ``node``; ``health`` joins the
+        node's own status in the summary other nodes see."""
 
     async def close(self) -> None:
         """Stop delivering, withdraw this node's presence, and release every resource."""
 
-    def publish(self, topic: str, message: Outgoing) -> None:
+    def publish(self, topic: Topic, message: Outgoing) -> None:
         """Send ``message`` to every hub subscribed to ``topic``, this one included."""
 
-    def subscribe(self, topic: str) -> None:
+    def subscribe(self, topic: Topic) -> None:
         """Receive messages published to ``topic``."""
 
-    def unsubscribe(self, topic: str) -> None:
+    def unsubscribe(self, topic: Topic) -> None:
         """Stop receiving messages published to ``topic``."""
 
     async def settled(self) -> None:
@@ -118,5 +150,6 @@ class Backplane(Protocol):
     async def nodes(self) -> list[dict[str, Any]] | None:
         """Every live node's latest summary, this one included."""
 
-    def stats(self) -> dict[str, int]:
-        """The sizes of the backplane's own structures, and its counters, for monitoring."""
+    def stats(self) -> BackplaneStats | None:
+        """The sizes of the backplane's own structures, and its counters (None: nothing of
+        its own to count)."""

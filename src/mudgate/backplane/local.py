@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from ..protocol import Outgoing
-from .base import Delivery, Node, Presence
+from .base import BackplaneStats, Delivery, HealthProvider, Node, Presence
+from .topic import Topic
 
 __all__ = ["LocalBackplane"]
 
@@ -26,20 +27,20 @@ class LocalBackplane:
     def __init__(self) -> None:
         self._node: Node | None = None
 
-    async def start(self, node: Node) -> None:
+    async def start(self, node: Node, health: HealthProvider) -> None:
         self._node = node
 
     async def close(self) -> None:
         self._node = None
 
-    def publish(self, topic: str, message: Outgoing) -> None:
+    def publish(self, topic: Topic, message: Outgoing) -> None:
         if self._node is not None:
             self._node.deliver(topic, message)
 
-    def subscribe(self, topic: str) -> None:
+    def subscribe(self, topic: Topic) -> None:
         pass
 
-    def unsubscribe(self, topic: str) -> None:
+    def unsubscribe(self, topic: Topic) -> None:
         pass
 
     async def settled(self) -> None:
@@ -70,5 +71,5 @@ class LocalBackplane:
     async def nodes(self) -> list[dict[str, Any]] | None:
         return None
 
-    def stats(self) -> dict[str, int]:
-        return {}
+    def stats(self) -> BackplaneStats | None:
+        return None

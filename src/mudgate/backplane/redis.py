@@ -46,8 +46,9 @@ from redis.retry import Retry
 
 from ..protocol import Outgoing
 from ..settings import Settings
-from .base import Delivery, Node, Presence
+from .base import BackplaneStats, Delivery, HealthProvider, Node, Presence
 from .mailbox import MAILBOX_SCRIPTS, SEND_RESULTS, RedisMailbox
+from .topic import Topic, player_of, player_topic
 from .wire import (
     EVICT,
     MESSAGE,
@@ -115,11 +116,12 @@ class RedisBackplane:
         # node has no players.
         self._own_channel = self._channel(f"node:{self.node_id}")
         self._node: Node | None = None
+        self._health: HealthProvider = dict
 
         # Topics with a local listener: mirrors the hub's room_subscriptions and players, so
         # it is bounded by them. What changed since the subscriber last caught up:
-        self.topics: set[str] = set()
-        self._topic_changes: dict[str, bool] = {}
+        self.topics: set[Topic] = set()
+        self._topic_changes: dict[Topic, bool] = {}
         # Who waits for the subscriptions asked for so far to be in force: resolved when the
         # PONG to a PING sent on the subscriber connection after them comes back.
         self._barriers: list[asyncio.Future[None]] = []
@@ -149,11 +151,12 @@ class RedisBackplane:
 
     # The Backplane protocol: lifecycle
 
-    async def start(self, node: Node) -> None:
+    async def start(self, node: Node, health: HealthProvider) -> None:
         """Connect (waiting at most ``backplane_timeout`` for the first attempt) and keep
         connecting in the background: an unreachable Redis does not stop the node, which
         serves its own players meanwhile."""
         self._node = node
+        self._health = health
         first_attempt = asyncio.Event()
         self._task = asyncio.get_running_loop().create_task(
             self._run(first_attempt), name="mudgate-backplane"
@@ -193,21 +196,21 @@ class RedisBackplane:
 
     # Pub/sub
 
-    def publish(self, topic: str, message: Outgoing) -> None:
+    def publish(self, topic: Topic, message: Outgoing) -> None:
         if self._node is not None:
             self._node.deliver(topic, message)
         self._write(("PUBLISH", self._channel(topic), encode_message(self.node_id, message)))
         self.published += 1
 
-    def subscribe(self, topic: str) -> None:
+    def subscribe(self, topic: Topic) -> None:
         self.topics.add(topic)
         self._changed(topic, True)
 
-    def unsubscribe(self, topic: str) -> None:
+    def unsubscribe(self, topic: Topic) -> None:
         self.topics.discard(topic)
         self._changed(topic, False)
 
-    def _changed(self, topic: str, listening: bool) -> None:
+    def _changed(self, topic: Topic, listening: bool) -> None:
         # Only for a live subscriber connection: a new one subscribes to all of `topics` at
         # once, so nothing accumulates while Redis is away.
         if self._pubsub is not None:
@@ -240,7 +243,7 @@ class RedisBackplane:
 
     def evict(self, node_id: str, player_id: str, count: int) -> None:
         payload = encode_eviction(self.node_id, node_id, count)
-        self._write(("PUBLISH", self._channel(f"player:{player_id}"), payload))
+        self._write(("PUBLISH", self._channel(player_topic(player_id)), payload))
 
     # Direct messages and what waits for a player
 
@@ -255,7 +258,7 @@ class RedisBackplane:
         return None if result is None else SEND_RESULTS[int(result)]
 
     def _send_args(self, player_id: str, message: Outgoing, sender: str | None) -> Command:
-        channel = self._channel(f"player:{player_id}")
+        channel = self._channel(player_topic(player_id))
         return self._mailbox.send_args(channel, self.node_id, player_id, message, sender)
 
     async def take_pending(self, player_id: str) -> list[Outgoing]:
@@ -326,19 +329,19 @@ class RedisBackplane:
                 self._invalid(error)
         return nodes
 
-    def stats(self) -> dict[str, int]:
-        return {
-            "backplane_subscriptions": len(self.topics),
-            "backplane_queue": len(self._writes),
-            "backplane_published": self.published,
-            "backplane_received": self.received,
-            "backplane_dropped": self.dropped,
-            "backplane_reconnects": self.reconnects,
-            "backplane_invalid": sum(self.invalid.values()),
-            "backplane_up": int(self._up),
-            "backplane_pending_players": self.pending_players,
-            "backplane_pending_bytes": self.pending_bytes,
-        }
+    def stats(self) -> BackplaneStats:
+        return BackplaneStats(
+            up=self._up,
+            subscriptions=len(self.topics),
+            queue=len(self._writes),
+            pending_players=self.pending_players,
+            pending_bytes=self.pending_bytes,
+            published=self.published,
+            received=self.received,
+            dropped=self.dropped,
+            reconnects=self.reconnects,
+            invalid=sum(self.invalid.values()),
+        )
 
     def _invalid(self, error: Invalid) -> None:
         """Count a record no mudgate node would have written; log the first of each kind."""
@@ -463,7 +466,12 @@ class RedisBackplane:
     def _renew(self, pipe: Any) -> None:
         assert self._node is not None
         ttl = _ms(self.settings.presence_ttl)
-        summary = {"node": self.node_id, "updated_at": self.wall_clock(), **self._node.status()}
+        summary = {
+            "node": self.node_id,
+            "updated_at": self.wall_clock(),
+            **self._node.status(),
+            **self._health(),
+        }
         pipe.set(self._node_key(self.node_id), encode_summary(summary), px=ttl)
         pipe.pexpire(self._players_key(), ttl)
         # What waits in Redis for players who are away, for monitoring.
@@ -505,17 +513,17 @@ class RedisBackplane:
         if node is None or origin == self.node_id.encode():
             return  # our own message: delivered locally when published
         # Only channels this node subscribed to arrive, so the topic is one of its own.
-        topic = channel[len(self._prefix) + 1 :].decode(errors="replace")
+        topic = Topic(channel[len(self._prefix) + 1 :].decode(errors="replace"))
         try:
             if kind == MESSAGE:
                 message = decode_message(rest, self.settings.outbox_max_bytes)
                 self.received += 1
                 node.deliver(topic, message)
-            elif kind == EVICT and topic.startswith("player:"):
+            elif kind == EVICT and (player_id := player_of(topic)) is not None:
                 target, count = decode_eviction(rest)
                 if target == self.node_id.encode():
                     self.received += 1
-                    node.evict(topic.removeprefix("player:"), count)
+                    node.evict(player_id, count)
             else:
                 raise Invalid("message", f"not a message nor an eviction for this topic: {kind!r}")
         except Invalid as error:

@@ -192,8 +192,15 @@ class MemoryMonitor:
             )
         return self._cgroup
 
-    def read(self) -> MemorySample:
+    def read(self, *, record: bool = True) -> MemorySample:
+        """Read memory now. Unless ``record`` is False (a look that changes nothing, for a
+        GET), the reading becomes ``last`` and failures are counted and logged."""
         now = self._clock()
+        if not record:
+            try:
+                return self._read(now)
+            except (OSError, psutil.Error, ValueError) as error:
+                return self._failed(now, error)
         self.reads += 1
         try:
             sample = self._read(now)
@@ -202,24 +209,28 @@ class MemoryMonitor:
             if not self._failing:
                 logger.error("reading memory failed: %r (logged once until it recovers)", error)
                 self._failing = True
-            previous = self.last
-            sample = MemorySample(
-                rss_bytes=previous.rss_bytes if previous else 0,
-                vms_bytes=previous.vms_bytes if previous else 0,
-                available_bytes=previous.available_bytes if previous else 0,
-                total_bytes=previous.total_bytes if previous else 0,
-                limit_bytes=previous.limit_bytes if previous else 0,
-                limit_source=previous.limit_source if previous else "unknown",
-                percent=previous.percent if previous else 0.0,
-                taken_at=now,
-                error=repr(error),
-            )
+            sample = self._failed(now, error)
         else:
             if self._failing:
                 logger.info("reading memory works again")
                 self._failing = False
         self.last = sample
         return sample
+
+    def _failed(self, now: float, error: Exception) -> MemorySample:
+        """The last good reading's figures, marked with why this one failed."""
+        previous = self.last
+        return MemorySample(
+            rss_bytes=previous.rss_bytes if previous else 0,
+            vms_bytes=previous.vms_bytes if previous else 0,
+            available_bytes=previous.available_bytes if previous else 0,
+            total_bytes=previous.total_bytes if previous else 0,
+            limit_bytes=previous.limit_bytes if previous else 0,
+            limit_source=previous.limit_source if previous else "unknown",
+            percent=previous.percent if previous else 0.0,
+            taken_at=now,
+            error=repr(error),
+        )
 
     def _read(self, now: float) -> MemorySample:
         info = self._process.memory_info()

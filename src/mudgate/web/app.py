@@ -26,7 +26,8 @@ from ..hub import Hub
 from ..lag import LoopLag
 from ..memory.budget import memory_budget
 from ..memory.diagnostics import Diagnostics
-from ..memory.monitor import MIB, MemoryMonitor
+from ..memory.monitor import MIB, MemoryMonitor, MemorySample
+from ..memory.watch import MemoryWatch
 from ..protocol import ErrorCode
 from ..settings import Settings
 from ..sockets import SocketTable
@@ -92,12 +93,17 @@ def create_app(
     commands = commands or builtin_commands()
     janitor = janitor or Janitor(
         hub,
-        MemoryMonitor(settings, clock=hub.clock),
+        MemoryWatch(
+            hub,
+            MemoryMonitor(settings, clock=hub.clock),
+            settings,
+            clock=hub.clock,
+            lag=LoopLag(settings.loop_lag_threshold, explain=running_command),
+        ),
         settings,
         clock=hub.clock,
-        lag=LoopLag(settings.loop_lag_threshold, explain=running_command),
     )
-    hub.health = janitor.health
+    watch = janitor.watch
     diagnostics = Diagnostics(settings, clock=hub.clock)
     secret_key_generated = settings.secret_key is None
     secret_key = (
@@ -130,16 +136,18 @@ def create_app(
             logger.warning(
                 "MUDGATE_ADMIN_TOKEN is not set; this run's admin token: %s", admin_token
             )
-        janitor.observe()  # a memory reading for the node's first lease in a cluster
-        await hub.start()
-        _check_budget(settings, janitor)
-        janitor.record(janitor.monitor.last or janitor.observe())  # the history's first point
+        sample = watch.observe()  # a reading for the node's first lease in a cluster
+        await hub.start(health=watch.health)
+        _check_budget(settings, sample)
+        watch.record(sample)  # the history's first point
+        watch.start()
         janitor.start()
         try:
             yield
         finally:
-            # Stop cleaning and tracing, then close every connection.
+            # Stop cleaning, watching and tracing, then close every connection.
             await janitor.stop()
+            await watch.stop()
             diagnostics.stop()
             await hub.close()
 
@@ -171,16 +179,15 @@ def create_app(
         monitoring_router(janitor, sockets, admin, metrics_registry(janitor, sockets))
     )
     app.include_router(diagnostics_router(diagnostics, admin))
-    app.include_router(cluster_router(hub))
+    app.include_router(cluster_router(hub, watch.health))
     app.include_router(realtime_router(hub, commands, authenticator))
 
     app.include_router(guest_router(settings, hub, authenticator))
     return app
 
 
-def _check_budget(settings: Settings, janitor: Janitor) -> None:
+def _check_budget(settings: Settings, sample: MemorySample) -> None:
     """Warn at start when the worst case the caps allow does not fit under the limit."""
-    sample = janitor.observe()
     budget = memory_budget(settings, sample.limit_bytes)
     if not budget.fits:
         largest = budget.largest()

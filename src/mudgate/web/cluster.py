@@ -6,6 +6,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from ..backplane import HealthProvider
 from ..hub import Hub
 
 __all__ = ["cluster_router"]
@@ -40,7 +41,8 @@ class ClusterReport(BaseModel):
     )
 
 
-def cluster_router(hub: Hub) -> APIRouter:
+def cluster_router(hub: Hub, health: HealthProvider) -> APIRouter:
+    """``health`` is what the node's lease carries besides its counts (the memory watch's)."""
     router = APIRouter()
 
     @router.get("/monitoring/cluster", response_model=ClusterReport, tags=["monitoring"])
@@ -51,7 +53,7 @@ def cluster_router(hub: Hub) -> APIRouter:
         backplane = hub.backplane
         nodes: list[dict[str, Any]] | None = await backplane.nodes()
         if nodes is None:  # no cluster to ask: this node alone, described now
-            nodes = [{"node": backplane.node_id, **hub.status()}]
+            nodes = [{"node": backplane.node_id, **hub.status(), **health()}]
         return ClusterReport(
             backplane="local" if hub.settings.backplane is None else "redis",
             node=backplane.node_id,

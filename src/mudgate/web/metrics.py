@@ -18,8 +18,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from ..alerts import STRUCTURE_NAMES
 from ..cleanup import Janitor
+from ..hub import HubStats
 from ..sockets import SocketTable
 
 __all__ = ["GatewayCollector", "metrics_registry"]
@@ -40,32 +40,32 @@ class GatewayCollector(Collector):
         yield from self._counters(stats)
         yield from self._backplane(stats)
 
-    def _structures(self, stats: dict[str, int]) -> Iterator[Metric]:
+    def _structures(self, stats: HubStats) -> Iterator[Metric]:
         connections = GaugeMetricFamily(
             "mudgate_connections", "Open connections by transport.", labels=["transport"]
         )
-        connections.add_metric(["websocket"], stats["active_websockets"])
-        connections.add_metric(["sse"], stats["active_sse"])
+        connections.add_metric(["websocket"], stats.active_websockets)
+        connections.add_metric(["sse"], stats.active_sse)
         yield connections
 
         entries = GaugeMetricFamily(
             "mudgate_structure_entries", "Entries in each hub structure.", labels=["structure"]
         )
-        for name in STRUCTURE_NAMES:
-            entries.add_metric([name], stats[name])
+        for name, size in stats.structures().items():
+            entries.add_metric([name], size)
         yield entries
         yield GaugeMetricFamily(
             "mudgate_pending_message_bytes",
             "Bytes of messages queued for offline players.",
-            value=stats["pending_message_bytes"],
+            value=stats.pending_message_bytes,
         )
         yield CounterMetricFamily(
             "mudgate_pending_messages_refused",
             "Messages for offline players refused at a cap (per player, per sender, bytes).",
-            value=stats["pending_messages_refused"],
+            value=stats.pending_messages_refused,
         )
         yield GaugeMetricFamily(
-            "mudgate_outbox_bytes", "Bytes queued in all outboxes.", value=stats["outbox_bytes"]
+            "mudgate_outbox_bytes", "Bytes queued in all outboxes.", value=stats.outbox_bytes
         )
 
     def _sockets(self) -> Iterator[Metric]:
@@ -93,8 +93,8 @@ class GatewayCollector(Collector):
         yield events
 
     def _memory(self) -> Iterator[Metric]:
-        janitor = self.janitor
-        sample = janitor.monitor.last or janitor.monitor.read()
+        watch = self.janitor.watch
+        sample = watch.monitor.last or watch.monitor.read(record=False)
         yield GaugeMetricFamily(
             "mudgate_memory_percent", "Memory use over the effective limit, 0-100.", sample.percent
         )
@@ -108,7 +108,7 @@ class GatewayCollector(Collector):
             "What percent is computed from: RSS, or the cgroup working set when larger.",
             value=sample.used_bytes,
         )
-        level = janitor.levels.level
+        level = watch.levels.level
         yield GaugeMetricFamily(
             "mudgate_memory_level",
             "Memory alert level in force: 0 none, 1 info, 2 warning, 3 critical.",
@@ -117,11 +117,11 @@ class GatewayCollector(Collector):
         yield GaugeMetricFamily(
             "mudgate_shedding",
             "1 while new connections are refused.",
-            value=int(janitor.hub.shedding),
+            value=int(self.janitor.hub.shedding),
         )
 
     def _lag(self) -> Iterator[Metric]:
-        lag = self.janitor.lag
+        lag = self.janitor.watch.lag
         yield HistogramMetricFamily(
             "mudgate_event_loop_lag_seconds",
             "How late the event loop woke, measured every 100 ms: a command or hook that "
@@ -166,9 +166,9 @@ class GatewayCollector(Collector):
             sum_value=cleanup_stats.duration_sum_seconds,
         )
 
-    def _counters(self, stats: dict[str, int]) -> Iterator[Metric]:
+    def _counters(self, stats: HubStats) -> Iterator[Metric]:
         janitor = self.janitor
-        hub = janitor.hub
+        hub, watch = janitor.hub, janitor.watch
         evictions = CounterMetricFamily(
             "mudgate_evictions", "Entries evicted at a cap, by structure.", labels=["structure"]
         )
@@ -176,10 +176,10 @@ class GatewayCollector(Collector):
             "mudgate_expirations", "Entries expired by TTL, by structure.", labels=["structure"]
         )
         containers = {
-            "last_seen": hub.last_seen.stats(),
-            "connection_attempts": hub.connection_attempts.stats(),
-            "message_rate_limits": hub.message_rates.stats(),
-            "pending_messages": hub.pending_messages.stats(),
+            "last_seen": hub.away.last_seen.stats(),
+            "connection_attempts": hub.admission.connection_attempts.stats(),
+            "message_rate_limits": hub.admission.message_rates.stats(),
+            "pending_messages": hub.away.pending_messages.stats(),
         }
         for name, container in containers.items():
             evictions.add_metric([name], container.evictions)
@@ -190,60 +190,61 @@ class GatewayCollector(Collector):
         yield CounterMetricFamily(
             "mudgate_connections_opened",
             "Connections opened since start.",
-            value=stats["connections_opened"],
+            value=stats.connections_opened,
         )
         yield CounterMetricFamily(
             "mudgate_slow_consumer_disconnects",
             "Connections closed with 4008 because they did not keep up.",
-            value=stats["slow_consumer_disconnects"],
+            value=stats.slow_consumer_disconnects,
         )
         refused = CounterMetricFamily(
             "mudgate_refused_connections", "Connections refused, by reason.", labels=["reason"]
         )
-        for reason, count in sorted(hub.refused_by_reason.items()):
-            refused.add_metric([reason], count)
+        for reason, count in sorted(hub.admission.refused.items()):
+            refused.add_metric([str(reason)], count)
         yield refused
         fired = CounterMetricFamily(
             "mudgate_alerts_fired", "Alerts that started, by code.", labels=["code"]
         )
-        for code, count in sorted(janitor.tracker.fired.items()):
+        for code, count in sorted(watch.tracker.fired.items()):
             fired.add_metric([code], count)
         yield fired
         notifications = CounterMetricFamily(
             "mudgate_notifications", "Webhook notifications, by outcome.", labels=["outcome"]
         )
-        notifier = janitor.notifier
+        notifier = watch.notifier
         notifications.add_metric(["sent"], notifier.sent)
         notifications.add_metric(["failed"], notifier.failed)
         notifications.add_metric(["dropped"], notifier.dropped)
         yield notifications
 
-    def _backplane(self, stats: dict[str, int]) -> Iterator[Metric]:
+    def _backplane(self, hub_stats: HubStats) -> Iterator[Metric]:
         """Only with a Redis backplane: the in-process one has nothing to count."""
-        if "backplane_up" not in stats:
+        stats = hub_stats.backplane
+        if stats is None:
             return
         yield GaugeMetricFamily(
-            "mudgate_backplane_up", "1 while Redis can be reached, else 0.", stats["backplane_up"]
+            "mudgate_backplane_up", "1 while Redis can be reached, else 0.", int(stats.up)
         )
         yield GaugeMetricFamily(
             "mudgate_backplane_subscriptions",
             "Redis channels this node listens to.",
-            stats["backplane_subscriptions"],
+            stats.subscriptions,
         )
         yield GaugeMetricFamily(
             "mudgate_backplane_queue",
             "Commands waiting to be written to Redis.",
-            stats["backplane_queue"],
+            stats.queue,
         )
         yield GaugeMetricFamily(
             "mudgate_backplane_pending_players",
             "Players away with messages waiting for them in Redis (all nodes').",
-            stats["backplane_pending_players"],
+            stats.pending_players,
         )
         yield GaugeMetricFamily(
             "mudgate_backplane_pending_bytes",
             "Bytes of messages waiting in Redis for players who are away (all nodes').",
-            stats["backplane_pending_bytes"],
+            stats.pending_bytes,
         )
         for name, meaning in (
             ("published", "Messages published to Redis."),
@@ -253,7 +254,7 @@ class GatewayCollector(Collector):
             ("invalid", "Records read from Redis that no mudgate node wrote, skipped."),
         ):
             yield CounterMetricFamily(
-                f"mudgate_backplane_{name}", meaning, value=stats[f"backplane_{name}"]
+                f"mudgate_backplane_{name}", meaning, value=getattr(stats, name)
             )
 
 

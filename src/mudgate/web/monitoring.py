@@ -321,20 +321,21 @@ def monitoring_router(
     """The monitoring and health endpoints, reading from ``janitor`` (and its hub) and the
     socket table."""
     router = APIRouter()
-    hub = janitor.hub
-    settings = janitor.settings
+    hub, watch, settings = janitor.hub, janitor.watch, janitor.settings
 
     @router.get("/monitoring/memory", response_model=MemoryReport, tags=["monitoring"])
     async def memory() -> MemoryReport:
         """Memory now, every structure's size, cleanup totals, thresholds, and the budget."""
-        sample = janitor.observe()
-        stats = hub.stats()
+        # A reading of its own, so the report is current; the level and shedding are the
+        # watch's, advanced only by the janitor's tick (a GET changes nothing).
+        sample = watch.monitor.read(record=False)
+        stats = hub.stats().as_dict()
         budget = memory_budget(settings, sample.limit_bytes)
         return MemoryReport(
             memory=MemoryInfo.of(sample),
             connections=ConnectionCounts.model_validate(stats),
             sockets=SocketCounts.of(sockets.stats()),
-            event_loop=EventLoop.of(janitor.lag),
+            event_loop=EventLoop.of(watch.lag),
             data_structures=DataStructures.model_validate(stats),
             cleanup_stats=CleanupStatsModel.model_validate(janitor.stats, from_attributes=True),
             memory_monitor=MonitorConfig(
@@ -352,7 +353,7 @@ def monitoring_router(
                 memory_info_percent=settings.memory_info_percent,
                 memory_warning_percent=settings.memory_warning_percent,
                 memory_critical_percent=settings.memory_critical_percent,
-                level=str(janitor.levels.level) if janitor.levels.level else None,
+                level=str(watch.levels.level) if watch.levels.level else None,
                 shedding=hub.shedding,
             ),
             memory_budget=MemoryBudgetModel(
@@ -375,7 +376,6 @@ def monitoring_router(
     @router.get("/monitoring/memory-alerts", response_model=AlertsReport, tags=["monitoring"])
     async def memory_alerts() -> AlertsReport:
         """The alerts active now, as strings and in detail."""
-        janitor.observe()
         alerts = janitor.alerts()
         return AlertsReport(
             alerts=[str(alert) for alert in alerts],
@@ -452,7 +452,7 @@ def monitoring_router(
             )
             for conn in sorted(hub.connections(), key=lambda conn: conn.connected_at)[:limit]
         ]
-        return PlayersReport(total=hub.stats()["total_connections"], connections=rows)
+        return PlayersReport(total=len(hub.registry), connections=rows)
 
     @router.post(
         "/monitoring/players/{player_id}/disconnect",
@@ -465,7 +465,7 @@ def monitoring_router(
     ) -> Disconnected:
         """Close every connection of ``player_id`` on this node with 4003 (admin); clients
         do not reconnect by themselves after it."""
-        connections = list(hub.player_websockets.get(player_id, ()))
+        connections = hub.registry.connections_of(player_id)
         if not connections:
             raise APIError(404, ErrorCode.NOT_CONNECTED, f"{player_id!r} is not connected here")
         for conn in connections:
@@ -495,7 +495,7 @@ def monitoring_router(
                     connections=point.connections,
                     structures=dict(point.structures),
                 )
-                for point in janitor.history.points(window)
+                for point in watch.history.points(window)
             ],
         )
 
@@ -506,7 +506,7 @@ def monitoring_router(
         ] = 3600,
     ) -> TrendReport:
         """The slope of memory's floor, how straight it is, and whether it looks like a leak."""
-        fitted = janitor.history.trend(window)
+        fitted = watch.history.trend(window)
         return TrendReport(
             slope_mb_per_hour=fitted.slope_mb_per_hour,
             r_squared=fitted.r_squared,

@@ -106,8 +106,8 @@ class SSEConnection(Connection):
                 self.send(SSE_KEEPALIVE)
             self.start_keepalive()
 
-    def closed(self) -> None:
-        super().closed()
+    def release(self) -> None:
+        super().release()
         if self._keepalive is not None:
             self._keepalive.cancel()
             self._keepalive = None
@@ -270,20 +270,17 @@ class RealtimeTransports:
     async def _serve(
         self, conn: Connection, receiving: Coroutine[Any, Any, tuple[int, str] | None]
     ) -> None:
-        """Register ``conn``, run its receive loop, and always leave through Hub.disconnect."""
-        self.hub.connect(conn)
-        ended = None
+        """Run ``conn``'s receive loop in its hub session, which always ends by removing it
+        from every structure (``Hub.disconnect``)."""
         try:
-            await self.hub.settle(conn)
-            ended = await receiving
+            async with self.hub.session(conn):
+                conn.peer_close = await receiving
         except asyncio.CancelledError:
             # Only the cancellation that Connection.abort asked for ends the handler quietly.
             task = asyncio.current_task()
             if not conn.aborted or task is None:
                 raise
             task.uncancel()
-        finally:
-            self.hub.disconnect(conn, ended)
 
     # Server-Sent Events
 
@@ -402,7 +399,7 @@ def realtime_router(hub: Hub, commands: CommandRegistry, authenticator: Authenti
     ) -> CommandAccepted:
         """The body is one protocol frame, e.g. ``{"op": "say", "text": "hi"}``; what it causes
         arrives as events on the player's open ``/events`` (or ``/ws``) connection."""
-        own = hub.player_websockets.get(identity.player_id)
+        own = hub.registry.connections_of(identity.player_id)
         if not own:
             raise APIError(409, ErrorCode.NOT_CONNECTED, "open /events before sending commands")
         body = await _read_body(request, hub.settings.max_message_bytes)

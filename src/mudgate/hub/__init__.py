@@ -1,0 +1,414 @@
+"""The hub: who is connected, where they are, and how a message reaches them.
+
+A facade over parts that each own their structures and are their only writer
+(docs/architecture.md): the ``Registry`` (connections and players), ``Rooms`` (room occupants
+and topic listeners, the only caller of the backplane's subscribe and unsubscribe),
+``Admission`` (attempt windows, message rates, shedding), ``Away`` (last seen, pending
+messages) and, in ``backplane/``, the ``Cluster`` (presence, the cluster-wide cap, who).
+
+Transports enter and leave through ``session``; game code sends with ``send`` and reads with
+``players_in`` and ``room_of``; monitoring reads ``stats`` and the parts' read-only views.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+from ..backplane import Backplane, Delivery, HealthProvider, Presence, create_backplane
+from ..backplane.cluster import Cluster
+from ..backplane.topic import Topic, channel_topic, player_of, player_topic, room_topic
+from ..connection import Connection, ConnectionLimits, ConnectionState
+from ..hooks import Hooks
+from ..protocol import CloseCode, Outgoing, encode_event
+from ..settings import Settings
+from .admission import Admission, Refusal, RefusalReason
+from .away import Away
+from .registry import LOBBY, Player, Registry
+from .rooms import Rooms
+from .stats import STRUCTURE_NAMES, HubStats
+
+__all__ = [
+    "LOBBY",
+    "STRUCTURE_NAMES",
+    "Delivery",
+    "Hub",
+    "HubStats",
+    "Player",
+    "Refusal",
+    "RefusalReason",
+]
+
+logger = logging.getLogger("mudgate.hub")
+
+# Close codes a client sends when it leaves on its own (1005: a close frame without a code).
+_CLIENT_CLOSES = frozenset({1000, 1001, 1005})
+
+
+def _how_it_ended(conn: Connection) -> tuple[int | None, str]:
+    """The close code and reason of a connection, for the log."""
+    if conn.close_code is not None:  # the server closed it
+        return int(conn.close_code), conn.close_reason
+    ended = conn.peer_close
+    if ended is None or ended[0] in _CLIENT_CLOSES:
+        return (ended[0] if ended else None), "closed by client"
+    if ended[0] == 1006:
+        return 1006, "connection lost"
+    return ended  # the protocol layer's own (a ping timeout, a ping flood, a frame too big)
+
+
+class Hub:
+    """Connections, players, rooms, channels and pending messages, all bounded.
+
+    The hub never awaits a client: it only queues on connections (``Connection.send``). All
+    fan-out goes through the backplane so several hubs can share rooms.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        backplane: Backplane | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.backplane: Backplane = backplane or create_backplane(settings)
+        self.clock = clock
+        self.wall_clock = wall_clock
+        self.limits = ConnectionLimits.from_settings(settings)
+        self.hooks = Hooks()
+
+        self.registry = Registry(clock)
+        self.rooms = Rooms(self.backplane, settings.max_subscriptions_per_player)
+        self.admission = Admission(settings, clock)
+        self.away = Away(settings, clock, wall_clock)
+        self.cluster = Cluster(
+            self.backplane,
+            self.registry,
+            settings.max_connections_per_player,
+            clock=clock,
+            wall_clock=wall_clock,
+        )
+        self._seq = 0
+
+    # Lifecycle
+
+    async def start(self, health: HealthProvider = dict) -> None:
+        """Start the backplane; ``health`` (the memory watch's) joins this node's summary in
+        the cluster view."""
+        await self.backplane.start(self, health)
+
+    async def close_connections(
+        self, code: CloseCode = CloseCode.GOING_AWAY, timeout_seconds: float = 5.0
+    ) -> None:
+        """Refuse new connections, close every open one with ``code``, and wait (at most
+        ``timeout_seconds``) until each has left through ``disconnect``."""
+        self.admission.closing = True
+        for conn in list(self.registry.connections()):
+            conn.close(code)
+        try:
+            async with asyncio.timeout(timeout_seconds):
+                await self.registry.emptied()
+        except TimeoutError:
+            logger.warning("%d connections did not close in time", len(self.registry))
+        # Whatever did not answer in time is dropped.
+        for conn in list(self.registry.connections()):
+            conn.abort()
+            self.disconnect(conn)
+
+    async def close(self, timeout_seconds: float = 5.0) -> None:
+        """Close every connection (1001, unless the server closed them already), the game's
+        running hooks and the backplane."""
+        await self.close_connections(CloseCode.GOING_AWAY, timeout_seconds)
+        await self.hooks.close()
+        await self.backplane.close()
+
+    def connections(self) -> Iterator[Connection]:
+        return self.registry.connections()
+
+    # The way in and the one way out
+
+    def admit(self, player_id: str, remote: str) -> Refusal | None:
+        """Decide whether a new connection from ``player_id`` at ``remote`` may open."""
+        return self.admission.admit(
+            player_id,
+            remote,
+            connections=len(self.registry),
+            players=len(self.registry.players),
+            online=player_id in self.registry.players,
+        )
+
+    def set_shedding(self, shedding: bool) -> None:
+        """Refuse (or again accept) new connections; existing players keep playing."""
+        self.admission.set_shedding(shedding, len(self.registry))
+
+    @contextlib.asynccontextmanager
+    async def session(self, conn: Connection) -> AsyncIterator[Player]:
+        """A connection's life on the hub: registered and welcomed on entry (in a cluster,
+        once the cluster has settled it), and every reference to it removed on exit, however
+        it ends. The one way transports enter and leave."""
+        player, welcomed = self._enter(conn)
+        try:
+            elsewhere, excess = await self.cluster.settle(conn)
+            self.evict(conn.player_id, excess)
+            if welcomed:
+                conn.send_backlog(elsewhere)
+            else:
+                self._welcome(conn, elsewhere)
+            yield player
+        finally:
+            self.disconnect(conn)
+
+    def connect(self, conn: Connection) -> Player:
+        """Register ``conn`` outside a session (tests, tools): the player comes online and,
+        with no cluster to settle with, is welcomed at once. Leave with ``disconnect``."""
+        return self._enter(conn)[0]
+
+    def _enter(self, conn: Connection) -> tuple[Player, bool]:
+        """Register ``conn``; its player comes online (in the lobby) if they were not. With no
+        cluster to settle with first, welcome it now, before any hook can send to it; whether
+        it was welcomed."""
+        player, arrived = self.registry.add(conn)
+        if arrived:
+            self.away.returned(player.id)
+            self.rooms.arrive(player)
+        own = self.registry.connections_of(player.id)
+        if len(own) > self.settings.max_connections_per_player:
+            own[0].close(CloseCode.REPLACED)
+            self.disconnect(own[0])
+        self.cluster.announce(player.id)
+        welcomed = not self.backplane.clustered
+        if welcomed:
+            self._welcome(conn, [])
+        if arrived:  # now that the player can be reached
+            self.hooks.connected(player.id)
+        logger.info(
+            "connection opened",
+            extra={
+                "connection": conn.id,
+                "player": conn.player_id,
+                "remote": conn.remote,
+                "transport": conn.transport,
+            },
+        )
+        return player, welcomed
+
+    def _welcome(self, conn: Connection, elsewhere: list[Outgoing]) -> None:
+        """Tell ``conn`` it is in, then hand it what was queued while the player was away
+        (here, then on other nodes), in order."""
+        player = self.registry.players.get(conn.player_id)
+        if player is None or conn.state is not ConnectionState.OPEN:
+            return  # closed while settling
+        conn.send(self.event("welcome", player=player.id, room=player.room, connection=conn.id))
+        conn.send_backlog([*self.away.take(player.id), *elsewhere])
+
+    def disconnect(self, conn: Connection) -> None:
+        """Remove every reference to ``conn`` from every structure. Idempotent."""
+        removed, gone = self.registry.remove(conn)
+        if not removed:
+            return
+        if gone is not None:
+            self._go_offline(gone)
+        elif self.registry.player_connections.get(conn.player_id):
+            self.cluster.announce(conn.player_id)
+        conn.release()
+        code, reason = _how_it_ended(conn)
+        logger.info(
+            "connection closed",
+            extra={
+                "connection": conn.id,
+                "player": conn.player_id,
+                "code": code,
+                "reason": reason,
+                "seconds": round(self.clock() - conn.connected_at, 3),
+            },
+        )
+
+    def _go_offline(self, player: Player) -> None:
+        self.rooms.depart(player)
+        self.cluster.withdraw(player.id)
+        # Remembered for a while, so a player who comes back soon gets what was sent meanwhile.
+        self.away.left(player.id)
+        self.hooks.disconnected(player.id)
+
+    def repair(self, dry_run: bool) -> int:
+        """Put the structures back in step should a bug ever part them (the janitor's
+        reconciliation): the connection index first (a connection missing from it would make
+        its player look orphaned), then players without a connection, then rooms and topics
+        with members who are not online. The number of entries fixed (or, dry, to fix)."""
+        fixed = self.registry.repair_index(dry_run)
+        orphans = self.registry.orphans()
+        if not dry_run:
+            for player_id in orphans:
+                player = self.registry.drop(player_id)
+                if player is not None:
+                    self._go_offline(player)
+        return fixed + len(orphans) + self.rooms.repair(self.registry.players, dry_run)
+
+    # Rooms and channels
+
+    def move(self, player: Player, room: str) -> None:
+        """Move ``player`` into ``room``; the rooms on both sides hear about it.
+
+        Only a move is announced, never a connect or disconnect: presence changes would
+        otherwise cost a message to everyone in a crowded lobby for every player who comes
+        and goes. A game that wants "X enters the game" sends it itself.
+        """
+        if room == player.room:
+            return
+        old_room = player.room
+        self.rooms.leave(player)
+        self.room_event(old_room, "depart", player=player.id)
+        self.rooms.enter(player, room)
+        self.cluster.announce(player.id)
+        self.room_event(room, "arrive", player=player.id)
+        self.hooks.moved(player.id, old_room, room)
+
+    def subscribe(self, player: Player, channel: str) -> bool:
+        """Add ``channel`` to what ``player`` hears; False past max_subscriptions_per_player."""
+        return self.rooms.join(player, channel)
+
+    def unsubscribe(self, player: Player, channel: str) -> bool:
+        """Stop ``player`` hearing ``channel``; False if they were not subscribed."""
+        return self.rooms.part(player, channel)
+
+    # Messages
+
+    def event(self, name: str, **fields: Any) -> Outgoing:
+        """Encode an event once, stamped with the time and the hub's sequence number."""
+        self._seq += 1
+        fields["ts"] = round(self.wall_clock(), 3)
+        fields["seq"] = self._seq
+        return encode_event(name, fields)
+
+    def room_event(self, room: str, event: str, **fields: Any) -> None:
+        """Send ``event`` to everyone in ``room``, on every node."""
+        self.backplane.publish(room_topic(room), self.event(event, room=room, **fields))
+
+    def channel_event(self, channel: str, event: str, **fields: Any) -> None:
+        """Send ``event`` to everyone subscribed to ``channel``, on every node."""
+        self.backplane.publish(channel_topic(channel), self.event(event, channel=channel, **fields))
+
+    def send(
+        self, player_id: str, event: str | Outgoing, *, sender: str | None = None, **fields: Any
+    ) -> Delivery:
+        """Send ``event`` (a name and its fields, or a message from ``event()``) to one player
+        wherever they are, or keep it for them if they left recently. Never waits.
+
+        A player held by another node is reached through the backplane, which delivers or
+        queues the message there (``Delivery.ROUTED``). What is kept for a player who is away
+        is capped per player, per ``sender`` (a player; None for the game itself) and, all
+        together, in bytes; past a cap the message is refused and nothing kept is pushed out.
+        """
+        message = self.event(event, **fields) if isinstance(event, str) else event
+        if player_id in self.registry.players:
+            self.backplane.publish(player_topic(player_id), message)
+            return Delivery.SENT
+        if self.backplane.clustered:
+            self.backplane.route(player_id, message, sender)
+            return Delivery.ROUTED
+        return self.away.queue(player_id, message, sender)
+
+    async def tell(
+        self, player_id: str, event: str | Outgoing, *, sender: str | None = None, **fields: Any
+    ) -> Delivery:
+        """``send``, waiting in a cluster for what became of the message (never ``ROUTED``)."""
+        message = self.event(event, **fields) if isinstance(event, str) else event
+        if player_id in self.registry.players or not self.backplane.clustered:
+            return self.send(player_id, message, sender=sender)
+        delivery = await self.backplane.send_direct(player_id, message, sender)
+        return self.away.queue(player_id, message, sender) if delivery is None else delivery
+
+    def players_in(self, room: str) -> list[str]:
+        """The players in ``room`` on this node, sorted."""
+        return sorted(self.rooms.in_room(room))
+
+    def room_of(self, player_id: str) -> str | None:
+        """The room ``player_id`` is in, or None if they are not online on this node."""
+        player = self.registry.players.get(player_id)
+        return None if player is None else player.room
+
+    def move_player(self, player_id: str, room: str) -> bool:
+        """Move an online player (a game's teleport); False if they are not online here."""
+        player = self.registry.players.get(player_id)
+        if player is None:
+            return False
+        self.move(player, room)
+        return True
+
+    async def who(self) -> list[str]:
+        """Every player online, on this node and (when reachable) every other, sorted."""
+        return await self.cluster.who()
+
+    async def occupants(self, room: str) -> list[str]:
+        """The players in ``room``, on this node and (when reachable) every other, sorted."""
+        return await self.cluster.occupants(room, self.rooms.in_room(room))
+
+    # The backplane's Node protocol
+
+    def deliver(self, topic: Topic, message: Outgoing) -> None:
+        """Queue ``message`` for every local listener of ``topic``.
+
+        Never awaits: a slow recipient is closed by its own outbox, not waited for.
+        """
+        player_id = player_of(topic)
+        listeners = (player_id,) if player_id is not None else self.rooms.listeners(topic)
+        self.registry.send(listeners, message)
+
+    def evict(self, player_id: str, count: int) -> None:
+        """Close this node's ``count`` oldest connections of ``player_id`` (4009)."""
+        for conn in self.registry.connections_of(player_id)[:count]:
+            conn.close(CloseCode.REPLACED)
+            self.disconnect(conn)
+
+    def presence(self) -> dict[str, Presence]:
+        return self.cluster.presence()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "name": self.settings.node_name,
+            "connections": len(self.registry),
+            "players": len(self.registry.players),
+        }
+
+    # Monitoring
+
+    @property
+    def shedding(self) -> bool:
+        return self.admission.shedding
+
+    def stats(self) -> HubStats:
+        """The size of every structure, and the hub's counters."""
+        outbox_bytes = outbox_messages = 0
+        for conn in self.registry.connections():
+            outbox_bytes += conn.outbox_bytes
+            outbox_messages += conn.outbox_messages
+        registry, rooms, pending = self.registry, self.rooms, self.away.pending_messages
+        return HubStats(
+            active_websockets=len(registry.websockets),
+            active_sse=len(registry.sse),
+            player_websockets=len(registry.player_connections),
+            connection_timestamps=len(registry.opened_at),
+            online_players=len(registry.players),
+            room_occupants=len(rooms.occupants),
+            room_subscriptions=len(rooms.topic_listeners),
+            last_seen=len(self.away.last_seen),
+            connection_attempts=len(self.admission.connection_attempts),
+            message_rate_limits=len(self.admission.message_rates),
+            pending_messages=len(pending),
+            total_connections=len(registry),
+            pending_message_entries=pending.items_held,
+            pending_message_bytes=pending.size_bytes,
+            pending_messages_refused=pending.refusals,
+            outbox_messages=outbox_messages,
+            outbox_bytes=outbox_bytes,
+            connections_opened=registry.opened,
+            slow_consumer_disconnects=registry.slow_consumer_disconnects,
+            refused_connections=sum(self.admission.refused.values()),
+            backplane=self.backplane.stats(),
+        )
