@@ -6,7 +6,6 @@ import gc
 import json
 import weakref
 
-from mudgate.backplane.topic import room_topic
 from mudgate.hub import LOBBY, Delivery, Hub
 from mudgate.protocol import CloseCode
 
@@ -77,10 +76,10 @@ async def test_broadcast_reaches_the_room_once_encoded(hub: Hub) -> None:
     alice, bob, carol = connect(hub, "alice"), connect(hub, "bob"), connect(hub, "carol")
     hub.move(hub.registry.players["carol"], "tavern")
     await settle()
-    message = hub.event("say", room=LOBBY, text="hi")
-    hub.backplane.publish(room_topic(LOBBY), message)
+    hub.room_event(LOBBY, "say", text="hi")
     await settle()
-    assert alice.written[-1] is message
+    message = alice.written[-1]
+    assert payload(message)["text"] == "hi"
     assert bob.written[-1] is message
     assert message not in carol.written
 

@@ -1,9 +1,10 @@
 """The Backplane protocol: the one way a hub's fan-out and presence leave the process.
 
-A hub publishes every room, channel and direct message to a topic (``room:NAME``,
-``channel:NAME``, ``player:ID``) and subscribes to a topic only while it has a local listener
-for it. The backplane hands each published message to ``Node.deliver`` of every hub subscribed
-to its topic: the in-process one at once, the Redis one on every node.
+A hub delivers every room, channel and direct message to its own listeners and publishes it
+to a topic (``room:NAME``, ``channel:NAME``, ``player:ID``; topic.py) for the others; it
+subscribes to a topic only while it has a local listener for it. The backplane hands each
+message published elsewhere to ``Node.deliver`` of every other hub subscribed to its topic
+(the in-process backplane has no other hub).
 
 The cluster questions (who is online elsewhere, send to a player held elsewhere, what was queued
 for a player elsewhere) are asynchronous and answer ``None`` when there is no cluster to ask:
@@ -77,7 +78,8 @@ class Node(Protocol):
     """What a backplane asks of the hub it serves."""
 
     def deliver(self, topic: Topic, message: Outgoing) -> None:
-        """Queue ``message`` for every local listener of ``topic``; never awaits."""
+        """Queue ``message``, published on another node, for every local listener of
+        ``topic``; never awaits."""
 
     def evict(self, player_id: str, count: int) -> None:
         """Close this node's ``count`` oldest connections of ``player_id`` (4009)."""
@@ -103,7 +105,8 @@ class Backplane(Protocol):
         """Stop delivering, withdraw this node's presence, and release every resource."""
 
     def publish(self, topic: Topic, message: Outgoing) -> None:
-        """Send ``message`` to every hub subscribed to ``topic``, this one included."""
+        """Send ``message`` to every other hub subscribed to ``topic`` (this one has
+        delivered it already)."""
 
     def subscribe(self, topic: Topic) -> None:
         """Receive messages published to ``topic``."""

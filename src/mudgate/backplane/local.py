@@ -1,4 +1,4 @@
-"""The in-process backplane: one hub, every message delivered by a direct call."""
+"""The in-process backplane: one hub, which delivers its own messages; nothing leaves."""
 
 from __future__ import annotations
 
@@ -12,30 +12,23 @@ __all__ = ["LocalBackplane"]
 
 
 class LocalBackplane:
-    """Delivers a published message at once to the hub that published it.
+    """No other node: nothing to publish to, subscribe to or ask (every cluster question
+    answers None). The hub has delivered to its own listeners already."""
 
-    The hub already knows which of its players listen to a topic, so there is nothing to
-    track here; there are no other nodes, so every cluster question answers None.
-    """
-
-    __slots__ = ("_node",)
+    __slots__ = ()
 
     node_id = "local"
     clustered = False
     problem = None
 
-    def __init__(self) -> None:
-        self._node: Node | None = None
-
     async def start(self, node: Node, health: HealthProvider) -> None:
-        self._node = node
+        pass
 
     async def close(self) -> None:
-        self._node = None
+        pass
 
     def publish(self, topic: Topic, message: Outgoing) -> None:
-        if self._node is not None:
-            self._node.deliver(topic, message)
+        pass
 
     def subscribe(self, topic: Topic) -> None:
         pass

@@ -197,8 +197,6 @@ class RedisBackplane:
     # Pub/sub
 
     def publish(self, topic: Topic, message: Outgoing) -> None:
-        if self._node is not None:
-            self._node.deliver(topic, message)
         self._write(("PUBLISH", self._channel(topic), encode_message(self.node_id, message)))
         self.published += 1
 

@@ -288,11 +288,11 @@ class Hub:
 
     def room_event(self, room: str, event: str, **fields: Any) -> None:
         """Send ``event`` to everyone in ``room``, on every node."""
-        self.backplane.publish(room_topic(room), self.event(event, room=room, **fields))
+        self._publish(room_topic(room), self.event(event, room=room, **fields))
 
     def channel_event(self, channel: str, event: str, **fields: Any) -> None:
         """Send ``event`` to everyone subscribed to ``channel``, on every node."""
-        self.backplane.publish(channel_topic(channel), self.event(event, channel=channel, **fields))
+        self._publish(channel_topic(channel), self.event(event, channel=channel, **fields))
 
     def send(
         self, player_id: str, event: str | Outgoing, *, sender: str | None = None, **fields: Any
@@ -307,7 +307,7 @@ class Hub:
         """
         message = self.event(event, **fields) if isinstance(event, str) else event
         if player_id in self.registry.players:
-            self.backplane.publish(player_topic(player_id), message)
+            self._publish(player_topic(player_id), message)
             return Delivery.SENT
         if self.backplane.clustered:
             self.backplane.route(player_id, message, sender)
@@ -323,6 +323,11 @@ class Hub:
             return self.send(player_id, message, sender=sender)
         delivery = await self.backplane.send_direct(player_id, message, sender)
         return self.away.queue(player_id, message, sender) if delivery is None else delivery
+
+    def _publish(self, topic: Topic, message: Outgoing) -> None:
+        """Deliver ``message`` to ``topic``'s listeners here, and to every other node's."""
+        self.deliver(topic, message)
+        self.backplane.publish(topic, message)
 
     def players_in(self, room: str) -> list[str]:
         """The players in ``room`` on this node, sorted."""
@@ -352,10 +357,9 @@ class Hub:
     # The backplane's Node protocol
 
     def deliver(self, topic: Topic, message: Outgoing) -> None:
-        """Queue ``message`` for every local listener of ``topic``.
-
-        Never awaits: a slow recipient is closed by its own outbox, not waited for.
-        """
+        """Queue ``message`` for every listener of ``topic`` on this node (what this node
+        publishes, and what the backplane brings from the others). Never awaits: a slow recipient
+        is closed by its own outbox, not waited for."""
         player_id = player_of(topic)
         listeners = (player_id,) if player_id is not None else self.rooms.listeners(topic)
         self.registry.send(listeners, message)
