@@ -76,3 +76,21 @@ def test_serve_refuses_invalid_configuration_before_binding(
     monkeypatch.setenv("MUDGATE_PORT", "-1")
     with pytest.raises(SystemExit, match="MUDGATE_PORT"):
         main(["serve"])
+
+
+def test_the_command_does_not_load_the_soak_client() -> None:
+    # `mudgate serve` imports mudgate.cli: the soak client, and the websockets client it is
+    # built on, load only when `mudgate soak` runs.
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, mudgate.cli; "
+            "print(sorted(m for m in sys.modules if m.startswith(('mudgate.tools', "
+            "'websockets.asyncio.client'))))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert loaded.stdout.strip() == "[]"

@@ -15,7 +15,6 @@ from pathlib import Path
 from .auth import Authenticator, is_valid_player_id
 from .server import serve, serve_workers
 from .settings import Settings, SettingsError, load_settings, settings_table
-from .soak import SoakConfig, SoakError, parse_duration, progress_bar, run_soak, write_report
 from .web.app import create_app
 
 __all__ = ["main"]
@@ -159,6 +158,10 @@ def _show_settings(args: argparse.Namespace) -> None:
 
 
 def _soak(args: argparse.Namespace) -> None:
+    # The soak client (and the websockets client with it) loads only for this command.
+    from .tools.soak import SoakConfig, SoakError, parse_duration, progress_bar, run_soak  # noqa: PLC0415
+    from .tools.soak_report import write_report  # noqa: PLC0415
+
     try:
         duration = parse_duration(args.duration)
     except ValueError as error:

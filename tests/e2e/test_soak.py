@@ -10,15 +10,15 @@ from typing import Any
 import pytest
 
 from mudgate.cli import main
-from mudgate.soak import (
+from mudgate.tools.soak import (
     Sample,
     SoakConfig,
     SoakReport,
     parse_duration,
     run_soak,
     verdict,
-    write_report,
 )
+from mudgate.tools.soak_report import write_report
 
 from ..conftest import SECRET_KEY
 from .server import RunningServer

@@ -9,6 +9,7 @@ number of connections explains is not called a leak.
 from __future__ import annotations
 
 import math
+import statistics
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -16,7 +17,7 @@ from dataclasses import dataclass, field
 
 from ..settings import Settings
 
-__all__ = ["HistoryPoint", "MemoryHistory", "Trend"]
+__all__ = ["HistoryPoint", "MemoryHistory", "Trend", "fit_line"]
 
 MINUTE = 60.0
 DAY = 24 * 60 * MINUTE
@@ -48,18 +49,22 @@ class Trend:
     explanation: str
 
 
-def _fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
-    """Least-squares slope of ys over xs, and r squared."""
-    n = len(xs)
-    mean_x, mean_y = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mean_x) ** 2 for x in xs)
-    syy = sum((y - mean_y) ** 2 for y in ys)
-    sxy = sum((x - mean_x) * (y - mean_y) for x, y in zip(xs, ys, strict=True))
-    if sxx == 0:
+def fit_line(xs: list[float], ys: list[float]) -> tuple[float, float]:
+    """The least-squares slope of ``ys`` over ``xs``, and r².
+
+    r² is 0 where no line explains anything: fewer than two distinct ``xs`` (no slope either),
+    or flat ``ys`` (slope 0, nothing varies to explain). The memory history and ``mudgate
+    soak`` both read a trend through this one fit.
+    """
+    try:
+        slope = statistics.linear_regression(xs, ys).slope
+    except statistics.StatisticsError:
         return 0.0, 0.0
-    slope = sxy / sxx
-    r_squared = 1.0 if syy == 0 else (sxy * sxy) / (sxx * syy)
-    return slope, r_squared
+    try:
+        r = statistics.correlation(xs, ys)
+    except statistics.StatisticsError:  # flat ys
+        return slope, 0.0
+    return slope, r * r
 
 
 class MemoryHistory:
@@ -117,7 +122,7 @@ class MemoryHistory:
         if len(floor) < 3:
             return Trend(0.0, 0.0, len(floor), window, None, 0, False, None, "not enough data yet")
         hours = [(point.clock - floor[0].clock) / 3600 for point in floor]
-        slope, r_squared = _fit(hours, [point.rss_mb for point in floor])
+        slope, r_squared = fit_line(hours, [point.rss_mb for point in floor])
         first, last = floor[0], floor[-1]
         connections_change = last.connections - first.connections
         hours_to_limit = (last.limit_mb - last.rss_mb) / slope if slope > 0 else None

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import json
 import math
 import random
@@ -31,7 +30,8 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.protocol import State
 
-from .auth import Authenticator
+from ..auth import Authenticator
+from ..memory.history import fit_line
 
 __all__ = ["SoakConfig", "SoakReport", "parse_duration", "run_soak", "verdict"]
 
@@ -108,35 +108,23 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
-def _fit(points: list[tuple[float, float]]) -> tuple[float, float]:
-    """Least-squares slope (per second) and r² of ``points``."""
-    n = len(points)
-    if n < 3:
-        return 0.0, 0.0
-    mean_x = sum(x for x, _ in points) / n
-    mean_y = sum(y for _, y in points) / n
-    sxx = sum((x - mean_x) ** 2 for x, _ in points)
-    syy = sum((y - mean_y) ** 2 for _, y in points)
-    sxy = sum((x - mean_x) * (y - mean_y) for x, y in points)
-    if sxx == 0:
-        return 0.0, 0.0
-    slope = sxy / sxx
-    r_squared = sxy * sxy / (sxx * syy) if syy else 0.0
-    return slope, r_squared
-
-
 def verdict(report: SoakReport, max_slope_mb_per_hour: float) -> None:
     """Fill in the trend and the verdict: growing when RSS rose steadily after the warm-up
     (slope over the threshold, a straight-enough line and more than 2 MiB in all), or when a
     structure that holds only live players did not come back to its starting size."""
     samples = report.samples
     cutoff = samples[-1].at * WARMUP_FRACTION if samples else 0.0
-    after_warmup = [(s.at, s.rss_mb) for s in samples if s.at >= cutoff]
-    slope, r_squared = _fit(after_warmup)
+    after_warmup = [s for s in samples if s.at >= cutoff]
+    # Three points at least: two always make a perfect line.
+    slope, r_squared = (
+        fit_line([s.at for s in after_warmup], [s.rss_mb for s in after_warmup])
+        if len(after_warmup) >= 3
+        else (0.0, 0.0)
+    )
     report.slope_mb_per_hour = round(slope * 3600, 2)
     report.r_squared = round(r_squared, 3)
     report.growth_mb = (
-        round(after_warmup[-1][1] - after_warmup[0][1], 2) if len(after_warmup) > 1 else 0.0
+        round(after_warmup[-1].rss_mb - after_warmup[0].rss_mb, 2) if after_warmup else 0.0
     )
     reasons = []
     if (
@@ -370,7 +358,8 @@ def progress_bar(stream: TextIO = sys.stderr) -> Callable[[SoakReport, _Counters
         done = min(1.0, elapsed / total)
         rss = f"{report.samples[-1].rss_mb:7.1f} MiB" if report.samples else "      ?"
         line = (
-            f"[{'#' * int(done * 30):<30}] {done:4.0%} {_clock(elapsed)}/{_clock(total)}  "
+            f"[{'#' * int(done * 30):<30}] {done:4.0%} "
+            f"{duration_text(elapsed)}/{duration_text(total)}  "
             f"live {counters.live:5}  sent {counters.sent:9,}  received {counters.received:10,}  "
             f"RSS {rss}  errors {sum(counters.errors.values()):,}"
         )
@@ -384,83 +373,7 @@ def progress_bar(stream: TextIO = sys.stderr) -> Callable[[SoakReport, _Counters
     return show
 
 
-def _clock(seconds: float) -> str:
+def duration_text(seconds: float) -> str:
+    """``seconds`` as h:mm:ss."""
     seconds = int(seconds)
     return f"{seconds // 3600}:{seconds // 60 % 60:02}:{seconds % 60:02}"
-
-
-def write_report(report: SoakReport, out: Path) -> list[Path]:
-    """soak.json, soak.md and soak.png in ``out``; returns the paths written."""
-    out.mkdir(parents=True, exist_ok=True)
-    written = [out / "soak.json", out / "soak.md"]
-    written[0].write_text(json.dumps(asdict(report), indent=2) + "\n")
-    chart = _chart(report, out / "soak.png")
-    if chart is not None:
-        written.append(chart)
-    written[1].write_text(_markdown(report, chart))
-    return written
-
-
-def _chart(report: SoakReport, path: Path) -> Path | None:
-    try:
-        import matplotlib  # noqa: PLC0415 - an optional extra, and slow to import
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # noqa: PLC0415
-    except ImportError:
-        return None
-    times = [s.at / 60 for s in report.samples]
-    figure, rss_axis = plt.subplots(figsize=(10, 4.5), dpi=100)
-    rss_axis.plot(times, [s.rss_mb for s in report.samples], color="#1d2733", label="server RSS")
-    rss_axis.set_xlabel("minutes")
-    rss_axis.set_ylabel("server RSS (MiB)")
-    connections_axis = rss_axis.twinx()
-    connections_axis.plot(
-        times, [s.server_connections for s in report.samples], color="#0969da", alpha=0.6,
-        label="server connections",
-    )  # fmt: skip
-    connections_axis.set_ylabel("connections")
-    rss_axis.set_title(
-        f"mudgate soak: {report.verdict} "
-        f"({report.slope_mb_per_hour:+.1f} MiB/h after warm-up, r² {report.r_squared})"
-    )
-    lines = [*rss_axis.get_lines(), *connections_axis.get_lines()]
-    rss_axis.legend(lines, [str(line.get_label()) for line in lines], loc="lower right")
-    figure.tight_layout()
-    figure.savefig(path)
-    plt.close(figure)
-    return path
-
-
-def _markdown(report: SoakReport, chart: Path | None) -> str:
-    config = report.config
-    lines = [
-        f"# Soak of {config['url']}: **{report.verdict}**",
-        "",
-        f"{config['clients']} players for {_clock(config['duration_seconds'])}, "
-        f"{config['churn_rate']} sessions ending per second ({report.sessions:,} sessions, "
-        f"{report.vanished:,} vanished without a close); {report.sent:,} frames sent, "
-        f"{report.received:,} received. Written "
-        f"{datetime.datetime.now(datetime.UTC).isoformat(timespec='seconds')}.",
-        "",
-        f"RSS after the warm-up: {report.growth_mb:+.2f} MiB, trend "
-        f"{report.slope_mb_per_hour:+.2f} MiB/h (r² {report.r_squared}); growing means over "
-        f"{config['max_slope_mb_per_hour']} MiB/h on a straight line and more than 2 MiB.",
-        "",
-    ]
-    lines += [f"- {reason}" for reason in report.reasons] + ([""] if report.reasons else [])
-    lines += [f"- Note: {hint}" for hint in report.hints] + ([""] if report.hints else [])
-    if chart is not None:
-        lines += [f"![RSS and connections]({chart.name})", ""]
-    else:
-        lines += ["(No chart: `pip install 'mudgate[soak]'` for matplotlib.)", ""]
-    lines += ["| structure | before | after |", "|---|---|---|"]
-    for name in sorted(set(report.structures_before) | set(report.structures_after)):
-        lines.append(
-            f"| {name} | {report.structures_before.get(name, '?')} "
-            f"| {report.structures_after.get(name, '?')} |"
-        )
-    lines += ["", "Errors seen: " + (", ".join(
-        f"{name}: {count}" for name, count in sorted(report.errors.items())
-    ) or "none"), ""]  # fmt: skip
-    return "\n".join(lines)
