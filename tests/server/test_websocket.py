@@ -14,7 +14,8 @@ from uvicorn.server import ServerState
 from mudgate.protocol import Outgoing
 from mudgate.server.context import ProtocolLimits, ServerContext
 from mudgate.server.flow import Flow
-from mudgate.server.websocket import FRAMES_EXTENSION, PARSE_BYTES, FrameWriter, WebSocketProtocol
+from mudgate.server.frames import FRAMES_EXTENSION, FrameWriter
+from mudgate.server.websocket import PARSE_BYTES, WebSocketProtocol
 from mudgate.sockets import SocketTable
 
 from ..conftest import make_settings

@@ -26,7 +26,8 @@ from ..sockets import SocketEvent, SocketKind
 from .context import ServerContext, split_target
 from .cycle import RequestCycle, simple_response
 from .flow import BODY, NEXT_REQUEST, Flow
-from .websocket import WebSocketProtocol, is_websocket_upgrade
+from .handshake import is_websocket_upgrade
+from .websocket import WebSocketProtocol
 
 __all__ = ["HTTPProtocol"]
 

@@ -13,31 +13,26 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import os
-from collections import deque
-from http import HTTPStatus
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import h11
 from uvicorn._types import ASGIReceiveEvent, ASGISendEvent, WebSocketScope
 from uvicorn.protocols.utils import ClientDisconnected
-from websockets.datastructures import Headers
-from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.frames import Frame, Opcode
-from websockets.http11 import Request, Response
+from websockets.http11 import Response
 from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
-from ..bounded import leak
 from ..protocol import CloseCode
 from ..sockets import SocketEvent, SocketKind
-from .context import ServerContext, access_logger, access_target, split_target
+from .context import ServerContext
 from .flow import APP, Flow
+from .frames import FRAMES_EXTENSION, FrameWriter
+from .handshake import accepted_response, asgi_scope, log_handshake, negotiate, plain_response
+from .inbox import ABNORMAL_CLOSURE, Fragments, Inbox
+from .keepalive import ControlFrameLimit, Heartbeat
 
-if TYPE_CHECKING:
-    from websockets.extensions import ServerExtensionFactory
-
-__all__ = ["FRAMES_EXTENSION", "FrameWriter", "WebSocketProtocol", "is_websocket_upgrade"]
+__all__ = ["WebSocketProtocol"]
 
 logger = logging.getLogger("mudgate.server")
 
@@ -45,23 +40,8 @@ logger = logging.getLogger("mudgate.server")
 # messages before the app must take them.
 PARSE_BYTES = 4096
 
-# The scope extension through which mudgate's app writes prebuilt frames (FrameWriter).
-FRAMES_EXTENSION = "mudgate.frames"
-
-# Close codes of the protocol layer's own making.
+# The protocol layer's own close code (and ABNORMAL_CLOSURE, inbox.py's).
 KEEPALIVE_TIMEOUT = 1011
-ABNORMAL_CLOSURE = 1006
-
-
-def is_websocket_upgrade(request: h11.Request) -> bool:
-    """Whether ``request`` asks to switch to the WebSocket protocol."""
-    upgrade = connection = False
-    for name, value in request.headers:
-        if name == b"upgrade":
-            upgrade = value.strip().lower() == b"websocket"
-        elif name == b"connection":
-            connection = b"upgrade" in (token.strip().lower() for token in value.split(b","))
-    return upgrade and connection
 
 
 class State(enum.Enum):
@@ -71,62 +51,27 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-class FrameWriter:
-    """A WebSocket's fast path beside ASGI, for mudgate's own app:
-    ``scope["extensions"]["mudgate.frames"]["writer"]``.
-
-    ``write`` puts a frame the caller built (the same bytes for every recipient of a
-    broadcast) on the transport at once: no task, no ASGI message, no framing per recipient.
-    It refuses (False) unless the connection is open with no extension negotiated and its
-    transport is below the high-water mark; the caller then queues, awaits ``writable`` and
-    tries again, so a client that does not read still holds at most one write buffer.
-    """
-
-    __slots__ = ("_protocol",)
-
-    def __init__(self, protocol: WebSocketProtocol) -> None:
-        self._protocol: WebSocketProtocol | None = protocol
-
-    def write(self, frame: bytes) -> bool:
-        protocol = self._protocol
-        return protocol is not None and protocol.write_frame(frame)
-
-    async def writable(self) -> None:
-        """Wait until the transport is below its high-water mark (or gone)."""
-        protocol = self._protocol
-        if protocol is not None:
-            await protocol.writable()
-
-    def detach(self) -> None:
-        self._protocol = None
-
-
 class WebSocketProtocol(asyncio.Protocol):
     """One WebSocket connection, from its handshake to the end of its TCP connection."""
 
     __slots__ = (
         "_client",
         "_context",
-        "_control_at",
-        "_control_level",
-        "_disconnect_sent",
+        "_control_frames",
         "_flow",
         "_fragments",
         "_frame_writer",
         "_frames_shareable",
         "_handshake",
+        "_heartbeat",
         "_http_response",
         "_inbox",
-        "_keepalive",
-        "_ping_payload",
         "_protocol",
         "_response",
         "_scope",
         "_server",
         "_state",
-        "_text",
         "_unparsed",
-        "_waiter",
     )
 
     def __init__(
@@ -149,15 +94,19 @@ class WebSocketProtocol(asyncio.Protocol):
         # What the client sent and was not parsed yet: at most one read, as nothing more is
         # read while it waits.
         self._unparsed = b""
-        self._inbox: deque[ASGIReceiveEvent] = deque()
-        self._waiter: asyncio.Future[None] | None = None
-        self._disconnect_sent = False
-        self._keepalive: asyncio.TimerHandle | None = None
-        self._ping_payload: bytes | None = None
-        self._control_level = 0.0
-        self._control_at = 0.0
-        self._fragments: list[bytes] = []
-        self._text = True
+        self._inbox = Inbox(context.loop)
+        limits = context.limits
+        self._heartbeat = Heartbeat(
+            context.loop,
+            limits.ping_interval,
+            limits.ping_timeout,
+            ping=self._ping,
+            timed_out=self._keepalive_timed_out,
+        )
+        self._control_frames = ControlFrameLimit(
+            limits.control_frame_limit, limits.control_frame_window
+        )
+        self._fragments = Fragments()
         self._frame_writer = FrameWriter(self)
         self._frames_shareable = False  # no extension negotiated: plain frames are the wire
 
@@ -170,21 +119,9 @@ class WebSocketProtocol(asyncio.Protocol):
         context.state.connections.add(self)  # type: ignore[arg-type]
         self._flow.pause(APP)
         self._unparsed = trailing
-        path = request.target.decode("latin-1")
-        headers = Headers(
-            [(name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers]
+        handshake, response, headers = negotiate(
+            request, per_message_deflate=context.limits.per_message_deflate, logger=logger
         )
-        extensions: list[ServerExtensionFactory] = []
-        if context.limits.per_message_deflate:
-            extensions.append(
-                ServerPerMessageDeflateFactory(
-                    server_max_window_bits=12,
-                    client_max_window_bits=12,
-                    compress_settings={"memLevel": 5},
-                )
-            )
-        handshake = ServerProtocol(extensions=extensions, logger=logger)
-        response = handshake.accept(Request(path, headers))
         if response.status_code != 101:
             # Not a valid WebSocket handshake: websockets says why, in a 4xx.
             context.sockets.count(SocketEvent.MALFORMED)
@@ -192,57 +129,37 @@ class WebSocketProtocol(asyncio.Protocol):
             self._state = State.CLOSED
             self._flow.close()
             return
-        root_path = context.root_path
         try:
-            scope_path, raw_path, query = split_target(root_path, request.target)
+            self._scope = asgi_scope(
+                request,
+                headers,
+                root_path=context.root_path,
+                scheme="wss" if self._flow.transport.get_extra_info("sslcontext") else "ws",
+                client=self._client,
+                server=self._server,
+                state=context.app_state.copy(),
+                extensions={
+                    "websocket.http.response": {},
+                    FRAMES_EXTENSION: {"writer": self._frame_writer},
+                },
+            )
         except ValueError as error:
             context.sockets.count(SocketEvent.MALFORMED)
             self._refuse(400, [], f"{error}\n".encode())
             return
         self._handshake, self._response = handshake, response
-        self._scope = {
-            "type": "websocket",
-            "asgi": {"version": "3.0", "spec_version": "2.4"},
-            "http_version": "1.1",
-            "scheme": self._scheme(),
-            "server": self._server,
-            "client": self._client,
-            "root_path": root_path,
-            "path": scope_path,
-            "raw_path": raw_path,
-            "query_string": query,
-            "headers": list(request.headers),
-            "subprotocols": [
-                token.strip()
-                for value in headers.get_all("Sec-WebSocket-Protocol")
-                for token in value.split(",")
-            ],
-            "state": context.app_state.copy(),
-            "extensions": {
-                "websocket.http.response": {},
-                FRAMES_EXTENSION: {"writer": self._frame_writer},
-            },
-        }
-        self._inbox.append({"type": "websocket.connect"})
+        self._inbox.put({"type": "websocket.connect"})
         # The app answers at once; should it not, the handshake is under the request deadline.
         self._flow.arm(context.limits.request_timeout, self._handshake_timed_out)
         task = context.loop.create_task(self._run())
         context.state.tasks.add(task)
         task.add_done_callback(context.state.tasks.discard)
 
-    def _scheme(self) -> str:
-        return "wss" if self._flow.transport.get_extra_info("sslcontext") else "ws"
-
     def _accept(self, message: dict[str, Any]) -> None:
         handshake, response = self._handshake, self._response
         assert handshake is not None
         assert response is not None
-        for name, value in message.get("headers", ()):
-            response.headers[name.decode("latin-1")] = value.decode("latin-1")
-        subprotocol = message.get("subprotocol")
-        if subprotocol:
-            response.headers["Sec-WebSocket-Protocol"] = subprotocol
-        self._flow.write(response.serialize())
+        self._flow.write(accepted_response(response, message))
         protocol = ServerProtocol(
             state=OPEN, max_size=self._context.limits.max_message_bytes, logger=logger
         )
@@ -253,26 +170,16 @@ class WebSocketProtocol(asyncio.Protocol):
         self._state = State.OPEN
         self._flow.cancel_timer()
         self._context.sockets.mark(self._flow.transport, SocketKind.WEBSOCKET)
-        self._log("accepted")
-        self._schedule_ping()
+        log_handshake(self._scope, "accepted")
+        self._heartbeat.start()
         self._parse()  # what the client sent with its handshake
         if not self._inbox and not self._unparsed:
             self._flow.resume(APP)
 
     def _refuse(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         """Answer the handshake with a plain HTTP response, and close."""
-        response_headers = Headers(
-            [(name.decode("latin-1"), value.decode("latin-1")) for name, value in headers]
-        )
-        response_headers.setdefault("Content-Length", str(len(body)))
-        response_headers.setdefault("Content-Type", "text/plain; charset=utf-8")
-        response_headers.setdefault("Connection", "close")
-        for name, value in self._context.default_headers:
-            response_headers.setdefault(name.decode("latin-1"), value.decode("latin-1"))
-        self._flow.write(
-            Response(status, HTTPStatus(status).phrase, response_headers, body).serialize()
-        )
-        self._log(str(status))
+        self._flow.write(plain_response(status, headers, body, self._context.default_headers))
+        log_handshake(self._scope, str(status))
         self._handshake = self._response = None
         self._state = State.CLOSED
         self._disconnected(ABNORMAL_CLOSURE)
@@ -332,7 +239,7 @@ class WebSocketProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._flow.lost()
         self._context.state.connections.discard(self)
-        self._stop_keepalive()
+        self._heartbeat.stop()
         self._state = State.CLOSED
         self._disconnected(ABNORMAL_CLOSURE)
         self._protocol = self._handshake = None
@@ -356,22 +263,14 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def _frame(self, frame: Frame) -> None:
         opcode = frame.opcode
-        if opcode is Opcode.TEXT or opcode is Opcode.BINARY:
-            self._text = opcode is Opcode.TEXT
-            self._fragments = [bytes(frame.data)]
-            if frame.fin:
-                self._message()
-        elif opcode is Opcode.CONT:
-            self._fragments.append(bytes(frame.data))
-            if frame.fin:
-                self._message()
+        if opcode is Opcode.TEXT or opcode is Opcode.BINARY or opcode is Opcode.CONT:
+            message = self._fragments.add(frame)
+            if message is not None:
+                self._message(*message)
         elif opcode is Opcode.PING:
             self._control_frame()  # websockets has queued the pong
         elif opcode is Opcode.PONG:
-            if self._ping_payload is not None and frame.data == self._ping_payload:
-                self._ping_payload = None
-                self._schedule_ping()
-            else:
+            if not self._heartbeat.answered(bytes(frame.data)):
                 self._control_frame()
         elif opcode is Opcode.CLOSE:
             # websockets has queued the reply (and, as the server, the end of the stream).
@@ -382,13 +281,11 @@ class WebSocketProtocol(asyncio.Protocol):
                 received.code if received else ABNORMAL_CLOSURE, received.reason if received else ""
             )
 
-    def _message(self) -> None:
-        data = self._fragments[0] if len(self._fragments) == 1 else b"".join(self._fragments)
-        self._fragments = []
+    def _message(self, text: bool, data: bytes) -> None:
         if self._state is not State.OPEN:
             return  # past our close: only the client's close reply matters now
         message: ASGIReceiveEvent
-        if self._text:
+        if text:
             try:
                 message = {"type": "websocket.receive", "text": data.decode()}
             except UnicodeDecodeError:
@@ -396,53 +293,27 @@ class WebSocketProtocol(asyncio.Protocol):
                 return
         else:
             message = {"type": "websocket.receive", "bytes": data}
-        self._inbox.append(message)
         self._flow.pause(APP)  # the next waits until the app takes this one
-        self._wake()
+        self._inbox.put(message)
 
     def _control_frame(self) -> None:
-        """A leaky bucket: control_frame_limit per control_frame_window, then 1008."""
-        limits = self._context.limits
-        now = self._context.loop.time()
-        self._control_level = leak(
-            self._control_level,
-            now - self._control_at,
-            limits.control_frame_limit,
-            limits.control_frame_window,
-        )
-        self._control_at = now
-        if self._control_level > limits.control_frame_limit and self._state is State.OPEN:
+        """A ping or an unsolicited pong: past control_frame_limit per window, 1008."""
+        if self._control_frames.exceeded(self._context.loop.time()) and (self._state is State.OPEN):
             self._context.sockets.count(SocketEvent.CONTROL_FLOOD)
             self._fail(CloseCode.POLICY_VIOLATION, "too many control frames")
 
-    # Keepalive
+    # Keepalive (the Heartbeat's callbacks)
 
-    def _schedule_ping(self) -> None:
-        self._stop_keepalive()
-        self._keepalive = self._context.loop.call_later(
-            self._context.limits.ping_interval, self._ping
-        )
-
-    def _ping(self) -> None:
-        self._keepalive = None
+    def _ping(self, payload: bytes) -> bool:
         if self._state is not State.OPEN or self._protocol is None:
-            return
-        self._ping_payload = os.urandom(4)
-        self._protocol.send_ping(self._ping_payload)
+            return False
+        self._protocol.send_ping(payload)
         self._flush()
-        self._keepalive = self._context.loop.call_later(
-            self._context.limits.ping_timeout, self._keepalive_timed_out
-        )
+        return True
 
     def _keepalive_timed_out(self) -> None:
-        self._keepalive = None
         if self._state is State.OPEN:
             self._fail(KEEPALIVE_TIMEOUT, "keepalive ping timeout")
-
-    def _stop_keepalive(self) -> None:
-        if self._keepalive is not None:
-            self._keepalive.cancel()
-            self._keepalive = None
 
     # Closing
 
@@ -451,7 +322,7 @@ class WebSocketProtocol(asyncio.Protocol):
         (websockets writes the close frame and ends the stream)."""
         assert self._protocol is not None
         self._state = State.CLOSING
-        self._stop_keepalive()
+        self._heartbeat.stop()
         self._protocol.fail(code, reason)
         self._disconnected(code, reason)
         self._flush()
@@ -460,7 +331,7 @@ class WebSocketProtocol(asyncio.Protocol):
         """Start the closing handshake: the client's reply (or close_timeout) ends it."""
         assert self._protocol is not None
         self._state = State.CLOSING
-        self._stop_keepalive()
+        self._heartbeat.stop()
         self._protocol.send_close(code, reason)
         self._disconnected(code, reason)
         self._flush()
@@ -469,12 +340,9 @@ class WebSocketProtocol(asyncio.Protocol):
         self._flow.arm(self._context.limits.close_timeout, self._flow.abort)
 
     def _disconnected(self, code: int, reason: str = "") -> None:
-        """Tell the app, once, that the connection is over."""
-        if self._disconnect_sent or self._scope is None:
-            return
-        self._disconnect_sent = True
-        self._inbox.append({"type": "websocket.disconnect", "code": code, "reason": reason})
-        self._wake()
+        """Tell the app, once, that the connection is over (if it has been told of it)."""
+        if self._scope is not None:
+            self._inbox.close(code, reason)
 
     # Writing
 
@@ -489,11 +357,6 @@ class WebSocketProtocol(asyncio.Protocol):
         if data[-1] == b"":  # websockets' end of the stream: the closing handshake is over
             self._state = State.CLOSED
             self._flow.close()
-
-    def _wake(self) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
 
     def write_frame(self, frame: bytes) -> bool:
         """FrameWriter.write: False unless the frame can go on the wire now, as it is."""
@@ -536,14 +399,7 @@ class WebSocketProtocol(asyncio.Protocol):
             self._send_close(code, "")
 
     async def receive(self) -> ASGIReceiveEvent:
-        while not self._inbox:
-            if self._disconnect_sent:
-                # Told once already; a receive after that does not hang.
-                return {"type": "websocket.disconnect", "code": ABNORMAL_CLOSURE, "reason": ""}
-            if self._waiter is None:
-                self._waiter = self._context.loop.create_future()
-            await self._waiter
-        message = self._inbox.popleft()
+        message = await self._inbox.get()
         if not self._inbox and self._state is not State.CONNECTING:
             self._parse()
             if not self._inbox and not self._unparsed:
@@ -590,8 +446,3 @@ class WebSocketProtocol(asyncio.Protocol):
             self._send_close(message.get("code") or CloseCode.NORMAL, message.get("reason") or "")
         else:
             raise RuntimeError(f"unexpected {kind!r} on an open WebSocket")
-
-    def _log(self, outcome: str) -> None:
-        if self._scope is None or not access_logger.isEnabledFor(logging.INFO):
-            return
-        access_logger.info('%s - "WebSocket %s" %s', *access_target(self._scope), outcome)

@@ -27,7 +27,7 @@ from ..commands import CommandRegistry
 from ..connection import Connection, ConnectionState
 from ..hub import Hub, Refusal
 from ..protocol import CloseCode, ErrorCode, Outgoing, ProtocolError, encode_error
-from ..server.websocket import FRAMES_EXTENSION, FrameWriter
+from ..server.frames import FRAMES_EXTENSION, FrameWriter
 from .errors import APIError, error_body
 
 __all__ = ["RealtimeTransports", "SSEConnection", "WebSocketConnection", "realtime_router"]

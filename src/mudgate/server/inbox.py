@@ -1,0 +1,79 @@
+"""What waits for the app on one WebSocket: a message's frames until its last one, the messages
+the app has not taken yet, and the news, once, that the connection is over.
+
+Bounded by its owner (websocket.py): the parser stops at the first message put here and goes
+on only once the app has taken it, so the inbox holds one message (a few more only while a
+handshake or a close is under way)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+from uvicorn._types import ASGIReceiveEvent
+from websockets.frames import Frame, Opcode
+
+__all__ = ["Fragments", "Inbox"]
+
+ABNORMAL_CLOSURE = 1006
+
+
+class Fragments:
+    """The data frames of the message being received (websockets caps it at max_size)."""
+
+    __slots__ = ("_parts", "_text")
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self._text = True
+
+    def add(self, frame: Frame) -> tuple[bool, bytes] | None:
+        """Add a text, binary or continuation frame; once it is the last: whether the
+        message is text, and its bytes."""
+        if frame.opcode is Opcode.CONT:
+            self._parts.append(bytes(frame.data))
+        else:
+            self._text = frame.opcode is Opcode.TEXT
+            self._parts = [bytes(frame.data)]
+        if not frame.fin:
+            return None
+        parts, self._parts = self._parts, []
+        return self._text, parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+class Inbox:
+    __slots__ = ("_closed", "_loop", "_messages", "_waiter")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._messages: deque[ASGIReceiveEvent] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False  # the disconnect was put
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    def put(self, message: ASGIReceiveEvent) -> None:
+        self._messages.append(message)
+        self._wake()
+
+    def close(self, code: int, reason: str) -> None:
+        """Tell the app, once, that the connection is over."""
+        if not self._closed:
+            self._closed = True
+            self.put({"type": "websocket.disconnect", "code": code, "reason": reason})
+
+    async def get(self) -> ASGIReceiveEvent:
+        while not self._messages:
+            if self._closed:
+                # Told once already; a receive after that does not hang.
+                return {"type": "websocket.disconnect", "code": ABNORMAL_CLOSURE, "reason": ""}
+            if self._waiter is None:
+                self._waiter = self._loop.create_future()
+            await self._waiter
+        return self._messages.popleft()
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
