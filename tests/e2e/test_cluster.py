@@ -444,7 +444,7 @@ async def test_a_subscriber_connection_that_stops_answering_is_replaced(nodes: A
 
     a.run(deafen_and_settle())
     await wait_for(lambda: backplane.reconnects == 1 and backplane.clustered)
-    assert len(backplane._pings) == 0
+    assert len(backplane.subscriptions._pings) == 0
     async with await Player.connect(a.ws("alice")) as alice:
         await alice.next("welcome")  # settled again on the new connection
 

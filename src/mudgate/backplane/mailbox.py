@@ -21,12 +21,13 @@ nobody pushes to any more empties itself.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ..protocol import Outgoing
 from ..settings import Settings
 from .base import Delivery
-from .wire import encode_message, encode_pending
+from .wire import Invalid, decode_pending, encode_message, encode_pending
 
 __all__ = ["MAILBOX_SCRIPTS", "SEND_RESULTS", "RedisMailbox"]
 
@@ -168,3 +169,16 @@ class RedisMailbox:
             self.queue_prefix,
             player_id,
         )
+
+    def taken(
+        self, stored: list[bytes] | None, invalid: Callable[[Invalid], None]
+    ) -> list[Outgoing]:
+        """The messages the take script returned, in order; one no mudgate node would have
+        written goes to ``invalid`` and is skipped."""
+        messages = []
+        for item in stored or ():
+            try:
+                messages.append(decode_pending(item, self.settings.outbox_max_bytes))
+            except Invalid as error:
+                invalid(error)
+        return messages

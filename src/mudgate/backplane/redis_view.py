@@ -1,0 +1,186 @@
+"""What a node keeps in Redis, how it renews it, and how it reads the other nodes'.
+
+What lives in Redis, under ``MUDGATE_REDIS_PREFIX`` (``P``), and what bounds it:
+
+``P:node:<node>``
+    The node's lease: a JSON summary (memory, connections, alerts), expiring after
+    ``presence_ttl`` unless renewed every ``presence_refresh``.
+``P:players:<node>``
+    A hash of the node's players (room, connection times), on the same lease: a node that dies
+    drops out of ``who`` and of every room within ``presence_ttl``, with nobody cleaning up.
+``P:seen:<player>``
+    Set when a player leaves a node, expiring after ``last_seen_ttl``: a tell to them is queued.
+``P:pending:*``
+    What was told to them meanwhile, capped per player, per sender and in bytes, with its
+    accounting (``mailbox.py``).
+
+Nothing read is trusted: a record no mudgate node would have written goes to ``invalid``
+(which counts and logs it) and is skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from redis.asyncio import Redis
+
+from ..settings import Settings
+from .base import Presence
+from .mailbox import RedisMailbox
+from .wire import (
+    Invalid,
+    decode_node_id,
+    decode_presence,
+    decode_summary,
+    encode_presence,
+    encode_summary,
+)
+
+__all__ = [
+    "RedisKeys",
+    "live_nodes",
+    "milliseconds",
+    "node_id_for",
+    "read_presence",
+    "read_summaries",
+    "safe_url",
+    "write_lease",
+]
+
+OnInvalid = Callable[[Invalid], None]
+
+# How many of a node's players one HSET carries when it announces them all.
+ANNOUNCE_BATCH = 1000
+
+
+def node_id_for(settings: Settings) -> str:
+    """The id set for this node (a worker's, say), or one unique per process: the node's
+    name, its pid, and a few random bytes for restarts."""
+    if settings.node_id is not None:
+        return settings.node_id
+    return f"{settings.node_name}-{os.getpid()}-{secrets.token_hex(3)}"
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password, for logs."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.rpartition('@')[2]}"
+
+
+def milliseconds(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+class RedisKeys:
+    """The names of a node's keys and channels."""
+
+    __slots__ = ("_prefix", "node_id")
+
+    def __init__(self, prefix: str, node_id: str) -> None:
+        self._prefix = prefix
+        self.node_id = node_id
+
+    def channel(self, topic: str) -> str:
+        """A topic's pub/sub channel (and a node's own: ``node:<id>``)."""
+        return f"{self._prefix}:{topic}"
+
+    def topic(self, channel: bytes) -> str:
+        """The topic of a channel this node subscribed to."""
+        return channel[len(self._prefix) + 1 :].decode(errors="replace")
+
+    def node(self, node_id: str) -> str:
+        """A node's lease: its summary, expiring unless renewed."""
+        return f"{self._prefix}:node:{node_id}"
+
+    def players(self, node_id: str | None = None) -> str:
+        """A node's players (this node's by default), on the same lease."""
+        return f"{self._prefix}:players:{node_id or self.node_id}"
+
+    def seen(self, player_id: str) -> str:
+        """Set when a player leaves a node, for last_seen_ttl: a tell to them is queued."""
+        return f"{self._prefix}:seen:{player_id}"
+
+
+async def live_nodes(redis: Redis, keys: RedisKeys, invalid: OnInvalid) -> list[str]:
+    """The nodes whose lease is current, this one included."""
+    start = len(keys.node("").encode())
+    nodes = []
+    async for key in redis.scan_iter(match=keys.node("*"), count=1000):
+        try:
+            nodes.append(decode_node_id(key[start:]))
+        except Invalid as error:
+            invalid(error)
+    return nodes
+
+
+async def read_presence(
+    redis: Redis, keys: RedisKeys, nodes: list[str], player_id: str | None, invalid: OnInvalid
+) -> dict[str, list[Presence]]:
+    """The players of ``nodes`` (or only ``player_id``, one field per node), by player id."""
+    async with redis.pipeline(transaction=False) as pipe:
+        for node in nodes:
+            if player_id is None:
+                pipe.hgetall(keys.players(node))
+            else:
+                pipe.hmget(keys.players(node), [player_id])
+        replies = await pipe.execute()
+    players: dict[str, list[Presence]] = {}
+    for node, reply in zip(nodes, replies, strict=True):
+        fields = reply.items() if player_id is None else [(player_id.encode(), reply[0])]
+        for field, raw in fields:
+            if raw is None:
+                continue
+            try:
+                player, record = decode_presence(field, raw)
+            except Invalid as error:
+                invalid(error)
+                continue
+            players.setdefault(player, []).append(Presence(node, record.room, record.connected_at))
+    return players
+
+
+async def read_summaries(
+    redis: Redis, keys: RedisKeys, nodes: list[str], invalid: OnInvalid
+) -> list[dict[str, Any]]:
+    """The latest summary of each of ``nodes``, by node id."""
+    summaries = await redis.mget([keys.node(node) for node in nodes]) if nodes else []
+    found = []
+    for raw in summaries:
+        if raw is not None:  # expired between the scan and the read
+            try:
+                found.append(decode_summary(raw))
+            except Invalid as error:
+                invalid(error)
+    return sorted(found, key=lambda summary: str(summary["node"]))
+
+
+async def write_lease(
+    redis: Redis,
+    keys: RedisKeys,
+    *,
+    presence: dict[str, Presence],
+    summary: dict[str, Any],
+    ttl_ms: int,
+    mailbox: RedisMailbox,
+) -> tuple[int, int]:
+    """Replace this node's player hash with ``presence`` and its lease with ``summary``, both
+    for ``ttl_ms``, in one transaction; what waits in Redis for players who are away
+    (players, bytes), for monitoring."""
+    players = keys.players()
+    records = [
+        (player_id, encode_presence(seen.room, seen.connected_at))
+        for player_id, seen in presence.items()
+    ]
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(players)
+        for start in range(0, len(records), ANNOUNCE_BATCH):
+            pipe.hset(players, mapping=dict(records[start : start + ANNOUNCE_BATCH]))
+        pipe.set(keys.node(keys.node_id), encode_summary(summary), px=ttl_ms)
+        pipe.pexpire(players, ttl_ms)
+        pipe.zcard(mailbox.expiry_key)
+        pipe.get(mailbox.total_key)
+        *_, pending_players, pending_bytes = await pipe.execute()
+    return int(pending_players), int(pending_bytes or 0)

@@ -1,0 +1,76 @@
+"""What a node writes to Redis without waiting: one bounded queue, drained by one writer task.
+
+While Redis is away nothing is queued: what was meant for the other nodes is dropped and
+counted (they will hear of this node's players afresh when it returns). Past
+``backplane_queue_size`` the oldest command is dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import Any
+
+from redis.asyncio import Redis
+
+__all__ = ["Command", "WriteQueue"]
+
+logger = logging.getLogger("mudgate.backplane")
+
+Command = tuple[Any, ...]
+
+# Commands written to Redis in one round trip.
+WRITE_BATCH = 512
+
+
+class WriteQueue:
+    __slots__ = ("_capacity", "_commands", "dropped", "errors", "open", "wake")
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._commands: deque[Command] = deque()
+        self.open = False  # Redis can be reached: commands are queued
+        self.wake = asyncio.Event()  # set when the writer has something to do
+        self.dropped = 0
+        self.errors = 0
+
+    def __len__(self) -> int:
+        return len(self._commands)
+
+    def put(self, command: Command) -> None:
+        if not self.open:
+            self.dropped += 1  # Redis is away: what was meant for other nodes is lost
+            return
+        if len(self._commands) >= self._capacity:
+            self._commands.popleft()
+            self.dropped += 1
+        self._commands.append(command)
+        self.wake.set()
+
+    def close(self) -> None:
+        """Redis went away: nothing queued outlives the connection it was meant for."""
+        self.open = False
+        self.dropped += len(self._commands)
+        self._commands.clear()
+
+    def take_all(self) -> list[Command]:
+        """Everything queued (a node closing writes it in one last round trip)."""
+        commands = list(self._commands)
+        self._commands.clear()
+        return commands
+
+    async def write(self, redis: Redis) -> None:
+        """Write what is queued, WRITE_BATCH commands a round trip; a command Redis refuses
+        is counted and logged, and the others still run."""
+        while self._commands:
+            count = min(WRITE_BATCH, len(self._commands))
+            batch = [self._commands.popleft() for _ in range(count)]
+            async with redis.pipeline(transaction=False) as pipe:
+                for command in batch:
+                    pipe.execute_command(*command)
+                results = await pipe.execute(raise_on_error=False)
+            for result in results:
+                if isinstance(result, Exception):
+                    self.errors += 1
+                    logger.warning("Redis refused a write: %s", result)
