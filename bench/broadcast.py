@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import statistics
 import sys
+import os
 import time
 from pathlib import Path
 
@@ -23,7 +24,16 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clients import Dialect, RawClient  # noqa: E402
-from harness import cpu_seconds, free_port, node_peers_installed, run, start, stop, write_result  # noqa: E402
+from harness import (  # noqa: E402
+    BASELINE,
+    cpu_seconds,
+    free_port,
+    node_peers_installed,
+    run,
+    start,
+    stop,
+    write_result,
+)
 
 CONTENDERS = ("mudgate", "fastapi-docs", "socketio", "node-ws", "node-socketio")
 WINDOW = 50
@@ -138,8 +148,16 @@ def main() -> None:
         "--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS),
         help="the servers to compare (the Node.js ones need `make bench`'s npm install)",
     )  # fmt: skip
+    parser.add_argument(
+        "--baseline", type=Path, metavar="SRC",
+        help="also run mudgate from another checkout's src/ (git worktree add /tmp/base REF; "
+        "--baseline /tmp/base/src): before vs after, side by side",
+    )  # fmt: skip
     args = parser.parse_args()
     contenders = list(args.contenders)
+    if args.baseline is not None:
+        os.environ["MUDGATE_BENCH_BASELINE"] = str(args.baseline.resolve())
+        contenders.insert(1, BASELINE)
     if not node_peers_installed():
         missing = [c for c in contenders if c.startswith("node-")]
         if missing:

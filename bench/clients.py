@@ -39,10 +39,15 @@ class Dialect:
         """python-socketio and Node's Socket.IO speak the same packets."""
         return self.name in ("socketio", "node-socketio")
 
+    @property
+    def mudgate(self) -> bool:
+        """mudgate, this checkout's or a baseline's (bench --baseline)."""
+        return self.name.startswith("mudgate")
+
     def path(self, player: str) -> str:
         if self.socketio:
             return "/socket.io/?EIO=4&transport=websocket"
-        if self.name == "mudgate":
+        if self.mudgate:
             return f"/ws?token={TOKENS.issue(player)}"
         return "/ws"
 
@@ -65,7 +70,7 @@ class Dialect:
         """None where the server has no rooms (the FastAPI docs pattern, Node's ws)."""
         if self.socketio:
             return "42" + _compact(["join", {"room": room}])
-        if self.name == "mudgate":
+        if self.mudgate:
             return _compact({"op": "go", "room": room})
         return None
 

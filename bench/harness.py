@@ -36,6 +36,8 @@ NODE_PEERS = {
     "node-socketio": "socketio_rooms.js",
 }
 NODE_DIR = ROOT / "bench" / "peers" / "node"
+# mudgate from another checkout (its src/ in $MUDGATE_BENCH_BASELINE), to compare before/after.
+BASELINE = "mudgate-baseline"
 T = TypeVar("T")
 # What mudgate serve sets too (web/app.py server_config), with the bench's 60 s pings.
 UVICORN = ["--ws", "websockets-sansio", "--ws-ping-interval", "60", "--ws-ping-timeout", "60"]
@@ -61,7 +63,11 @@ def start(
     contender: str, port: int, extra_env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
     """Start ``contender`` ("mudgate" or a peer) on ``port`` and wait until it listens."""
-    if contender == "mudgate":
+    baseline: dict[str, str] = {}
+    if contender == BASELINE:
+        # The same server from another checkout's source (bench --baseline): before vs after.
+        baseline = {"PYTHONPATH": os.environ["MUDGATE_BENCH_BASELINE"]}
+    if contender in ("mudgate", BASELINE):
         command = [sys.executable, "-m", "mudgate", "serve", "--port", str(port)]
         command += ["--log-level", "warning"]
     elif contender in NODE_PEERS:
@@ -82,6 +88,7 @@ def start(
             "MUDGATE_PING_INTERVAL": "60",
             "MUDGATE_PING_TIMEOUT": "60",
         }
+        | baseline
         | (extra_env or {})
     )
     process = subprocess.Popen(command, env=env)

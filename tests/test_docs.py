@@ -55,3 +55,49 @@ def test_the_openapi_schema_says_what_each_endpoint_can_answer() -> None:
     assert {"400", "401", "409", "413", "429"} <= set(commands["responses"])
     assert "429" in paths["/monitoring/memory/objects"]["get"]["responses"]
     assert "429" in paths["/monitoring/memory/cleanup"]["post"]["responses"]
+
+
+def _classes() -> dict[str, type]:
+    import importlib  # noqa: PLC0415
+    import inspect  # noqa: PLC0415
+    import pkgutil  # noqa: PLC0415
+
+    import mudgate  # noqa: PLC0415
+
+    found: dict[str, type] = {}
+    for module in pkgutil.walk_packages(mudgate.__path__, "mudgate."):
+        if module.name.startswith("mudgate.tools") or module.name.endswith("__main__"):
+            continue  # the soak client, and `python -m mudgate` (it would run)
+        for name, value in inspect.getmembers(importlib.import_module(module.name)):
+            if inspect.isclass(value) and value.__module__.startswith("mudgate"):
+                found.setdefault(name, value)
+    return found
+
+
+def test_the_architecture_names_code_that_exists() -> None:
+    # Every `Class.attribute` docs/architecture.md walks through is one the code has, so the
+    # hops cannot drift from what runs.
+    import re  # noqa: PLC0415
+
+    text = (ROOT / "docs/architecture.md").read_text()
+    classes = _classes()
+    named = set(re.findall(r"`([A-Z][A-Za-z]+)\.([a-z_]+)", text))
+    assert len(named) > 15
+    missing = [
+        f"{cls}.{attr}"
+        for cls, attr in sorted(named)
+        if cls not in classes or not hasattr(classes[cls], attr)
+    ]
+    assert missing == []
+
+
+def test_the_architecture_walks_both_paths_in_fewer_hops_than_before() -> None:
+    text = (ROOT / "docs/architecture.md").read_text()
+    say = text.split("## The say path")[1].split("## ")[0]
+    disconnect = text.split("## The disconnect path")[1]
+
+    def hops(section: str) -> int:
+        return sum(1 for line in section.splitlines() if line[:1].isdigit() and ". " in line[:4])
+
+    assert 0 < hops(say) < 20
+    assert 0 < hops(disconnect) < 15
