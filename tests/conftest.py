@@ -40,7 +40,8 @@ class RecordingConnection(Connection):
     __slots__ = ("block", "closed_with", "written")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+        # No handler task to cancel: abort() below records it instead.
+        super().__init__(*args, **{"handler": None, **kwargs})
         self.written: list[Outgoing] = []
         self.closed_with: tuple[CloseCode, str] | None = None
         self.block: asyncio.Event | None = None

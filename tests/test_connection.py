@@ -28,7 +28,7 @@ def message(size: int = 10) -> Outgoing:
 
 
 async def test_messages_are_written_in_order() -> None:
-    conn = RecordingConnection("alice", "127.0.0.1", limits())
+    conn = RecordingConnection("alice", "127.0.0.1", limits(), handler=asyncio.current_task())
     sent = [message(), message(), message()]
     assert all(conn.send(m) for m in sent)
     await settle()
@@ -37,12 +37,16 @@ async def test_messages_are_written_in_order() -> None:
 
 
 async def test_a_busy_connection_keeps_one_writer_task_and_an_idle_one_none() -> None:
-    conn = RecordingConnection("alice", "127.0.0.1", limits(writer_linger_seconds=0.05))
+    conn = RecordingConnection(
+        "alice", "127.0.0.1", limits(writer_linger_seconds=0.05), handler=asyncio.current_task()
+    )
     conn.send(message())
-    writer = conn._writer
+    assert conn._writer is not None
+    writer = conn._writer.task
     await settle()
     conn.send(message())  # while the writer lingers: no new task
-    assert conn._writer is writer
+    assert conn._writer is not None
+    assert conn._writer.task is writer
     await settle()
     assert len(conn.written) == 2
     await asyncio.wait((writer,), timeout=2)  # nothing more: it ends after the linger
@@ -50,18 +54,23 @@ async def test_a_busy_connection_keeps_one_writer_task_and_an_idle_one_none() ->
 
 
 async def test_a_message_sent_as_the_linger_ends_is_still_written() -> None:
-    conn = RecordingConnection("alice", "127.0.0.1", limits(writer_linger_seconds=60))
+    conn = RecordingConnection(
+        "alice", "127.0.0.1", limits(writer_linger_seconds=60), handler=asyncio.current_task()
+    )
     conn.send(message())
     await settle()
-    assert conn._wakeup is not None
-    conn._wakeup.set_result(False)  # the watchdog ends the linger...
+    assert conn._writer is not None
+    assert conn._writer.wakeup is not None
+    conn._writer.wakeup.set_result(False)  # the watchdog ends the linger...
     conn.send(message())  # ...just as another message arrives
     await settle()
     assert len(conn.written) == 2
 
 
 async def test_closing_ends_a_lingering_writer_at_once() -> None:
-    conn = RecordingConnection("alice", "127.0.0.1", limits(writer_linger_seconds=60))
+    conn = RecordingConnection(
+        "alice", "127.0.0.1", limits(writer_linger_seconds=60), handler=asyncio.current_task()
+    )
     conn.send(message())
     await settle()
     conn.close(CloseCode.RECYCLED)
@@ -71,7 +80,7 @@ async def test_closing_ends_a_lingering_writer_at_once() -> None:
 
 
 async def test_an_idle_connection_holds_no_writer_task() -> None:
-    conn = RecordingConnection("alice", "127.0.0.1", limits())
+    conn = RecordingConnection("alice", "127.0.0.1", limits(), handler=asyncio.current_task())
     assert conn._writer is None
     conn.send(message())
     assert conn._writer is not None
@@ -80,7 +89,9 @@ async def test_an_idle_connection_holds_no_writer_task() -> None:
 
 
 async def test_a_full_outbox_closes_a_slow_consumer_with_4008() -> None:
-    conn = RecordingConnection("alice", "127.0.0.1", limits(write_timeout=5))
+    conn = RecordingConnection(
+        "alice", "127.0.0.1", limits(write_timeout=5), handler=asyncio.current_task()
+    )
     conn.block = asyncio.Event()  # the client stops reading
     assert all(conn.send(message()) for _ in range(3))
     assert not conn.send(message())
@@ -93,7 +104,9 @@ async def test_a_full_outbox_closes_a_slow_consumer_with_4008() -> None:
 
 
 async def test_the_byte_cap_counts_too() -> None:
-    conn = RecordingConnection("alice", "127.0.0.1", limits(write_timeout=5))
+    conn = RecordingConnection(
+        "alice", "127.0.0.1", limits(write_timeout=5), handler=asyncio.current_task()
+    )
     conn.block = asyncio.Event()
     assert conn.send(message(60))
     assert not conn.send(message(60))
@@ -101,7 +114,9 @@ async def test_the_byte_cap_counts_too() -> None:
 
 
 async def test_a_write_blocked_past_write_timeout_is_a_slow_consumer() -> None:
-    conn = RecordingConnection("alice", "127.0.0.1", limits(write_timeout=0.01))
+    conn = RecordingConnection(
+        "alice", "127.0.0.1", limits(write_timeout=0.01), handler=asyncio.current_task()
+    )
     conn.block = asyncio.Event()
     conn.send(message())
     async with asyncio.timeout(2):
@@ -111,7 +126,7 @@ async def test_a_write_blocked_past_write_timeout_is_a_slow_consumer() -> None:
 
 
 async def test_close_flushes_what_is_queued_first() -> None:
-    conn = RecordingConnection("alice", "127.0.0.1", limits())
+    conn = RecordingConnection("alice", "127.0.0.1", limits(), handler=asyncio.current_task())
     conn.send(message())
     conn.close(CloseCode.RECYCLED)
     conn.close(CloseCode.IDLE)  # idempotent: the first reason stands
@@ -134,7 +149,9 @@ class StalledConnection(Connection):
 
 async def test_a_close_that_cannot_be_written_aborts_the_handler() -> None:
     async def handler() -> None:
-        conn = StalledConnection("alice", "127.0.0.1", limits(write_timeout=0.01))
+        conn = StalledConnection(
+            "alice", "127.0.0.1", limits(write_timeout=0.01), handler=asyncio.current_task()
+        )
         conn.close(CloseCode.RECYCLED)
         await asyncio.sleep(10)  # the receive loop, which the abort ends
 
@@ -144,7 +161,9 @@ async def test_a_close_that_cannot_be_written_aborts_the_handler() -> None:
 
 
 async def test_bad_frames_drain_like_a_leaky_bucket(clock: FakeClock) -> None:
-    conn = RecordingConnection("alice", "127.0.0.1", limits(), clock=clock)
+    conn = RecordingConnection(
+        "alice", "127.0.0.1", limits(), clock=clock, handler=asyncio.current_task()
+    )
     assert conn.bad_frame()
     assert conn.bad_frame()
     assert not conn.bad_frame()
@@ -153,7 +172,9 @@ async def test_bad_frames_drain_like_a_leaky_bucket(clock: FakeClock) -> None:
 
 
 async def test_closed_drops_the_outbox_and_stops_the_writer() -> None:
-    conn = RecordingConnection("alice", "127.0.0.1", limits(write_timeout=5))
+    conn = RecordingConnection(
+        "alice", "127.0.0.1", limits(write_timeout=5), handler=asyncio.current_task()
+    )
     conn.block = asyncio.Event()
     conn.send(message())
     conn.send(message())
@@ -195,7 +216,7 @@ class FastConnection(RecordingConnection):
 
 
 async def test_with_room_on_the_transport_a_message_is_written_at_once_without_a_task() -> None:
-    conn = FastConnection("alice", "127.0.0.1", limits())
+    conn = FastConnection("alice", "127.0.0.1", limits(), handler=asyncio.current_task())
     sent = [message(), message()]
     assert all(conn.send(m) for m in sent)
     assert conn.written_now == sent
@@ -204,7 +225,7 @@ async def test_with_room_on_the_transport_a_message_is_written_at_once_without_a
 
 
 async def test_once_anything_is_queued_what_follows_waits_behind_it() -> None:
-    conn = FastConnection("alice", "127.0.0.1", limits())
+    conn = FastConnection("alice", "127.0.0.1", limits(), handler=asyncio.current_task())
     conn.room = False
     first, second = message(), message()
     assert conn.send(first)  # no room: queued for the writer
@@ -219,7 +240,7 @@ async def test_once_anything_is_queued_what_follows_waits_behind_it() -> None:
 
 
 async def test_a_backlog_being_written_keeps_new_messages_behind_it() -> None:
-    conn = FastConnection("alice", "127.0.0.1", limits())
+    conn = FastConnection("alice", "127.0.0.1", limits(), handler=asyncio.current_task())
     backlog = [message(), message()]
     conn.send_backlog(backlog)
     later = message()

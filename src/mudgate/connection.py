@@ -20,7 +20,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from .bounded import leak
 from .protocol import CloseCode, Outgoing
@@ -63,12 +63,36 @@ class ConnectionLimits:
         )
 
 
+class _Writer:
+    """The task draining a connection's queue, which exists only while something waits (and
+    a moment after): the task, the watchdog timer that watches it, when its current write
+    started, and, while it lingers for more, the future that wakes it."""
+
+    __slots__ = ("started", "task", "wakeup", "watchdog")
+
+    def __init__(self, task: asyncio.Task[None]) -> None:
+        self.task = task
+        self.watchdog: asyncio.TimerHandle | None = None
+        self.started: float | None = None  # the write under way, if one is
+        self.wakeup: asyncio.Future[bool] | None = None  # True: more to write; False: end
+
+    def wake(self, more: bool) -> None:
+        """End a linger: with more to write, or to stop."""
+        if self.wakeup is not None and not self.wakeup.done():
+            self.wakeup.set_result(more)
+
+    def unwatch(self) -> None:
+        if self.watchdog is not None:
+            self.watchdog.cancel()
+            self.watchdog = None
+
+
 class Connection(abc.ABC):
     """A player's connection as the hub sees it, whatever the transport.
 
-    The transport's handler task creates it, runs its receive loop, and calls
-    ``Hub.disconnect`` from a ``finally``; ``abort`` cancels that task when the client cannot
-    even be told it is being closed.
+    The transport's ``handler`` task creates it, runs its receive loop inside
+    ``Hub.session``, which always ends in ``Hub.disconnect``; ``abort`` cancels that task
+    when the client cannot even be told it is being closed.
     """
 
     transport: ClassVar[str]
@@ -81,13 +105,10 @@ class Connection(abc.ABC):
         "_bad_frame_level",
         "_clock",
         "_closer",
+        "_handler",
         "_limits",
         "_outbox",
         "_outbox_bytes",
-        "_task",
-        "_wakeup",
-        "_watchdog",
-        "_write_started",
         "_writer",
         "close_code",
         "close_reason",
@@ -106,6 +127,7 @@ class Connection(abc.ABC):
         remote: str,
         limits: ConnectionLimits,
         *,
+        handler: asyncio.Task[Any] | None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.id = f"{self.transport}-{next(_ids)}"
@@ -123,12 +145,9 @@ class Connection(abc.ABC):
         self._outbox: deque[Outgoing] | None = None
         self._outbox_bytes = 0
         self._backlog: deque[Outgoing] | None = None
-        self._writer: asyncio.Task[None] | None = None
-        self._wakeup: asyncio.Future[bool] | None = None  # resolved to wake a lingering writer
-        self._watchdog: asyncio.TimerHandle | None = None  # catches a write past write_timeout
-        self._write_started: float | None = None
+        self._writer: _Writer | None = None
         self._closer: asyncio.Task[None] | None = None
-        self._task = asyncio.current_task()
+        self._handler = handler  # what abort() cancels (None: nothing to cancel)
         self._aborted = False
         self._bad_frame_level = 0.0
         self._bad_frame_at = 0.0
@@ -196,12 +215,12 @@ class Connection(abc.ABC):
         # and lingers a moment after, so a busy connection does not start one per message.
         if self._writer is None:
             loop = asyncio.get_running_loop()
-            self._writer = loop.create_task(self._drain())
-            self._watchdog = loop.call_later(
-                self._watch_interval(self._limits.write_timeout), self._check_write
+            writer = self._writer = _Writer(loop.create_task(self._drain()))
+            writer.watchdog = loop.call_later(
+                self._watch_interval(self._limits.write_timeout), self._watch
             )
-        elif self._wakeup is not None and not self._wakeup.done():
-            self._wakeup.set_result(True)
+        else:
+            self._writer.wake(True)
 
     def send_backlog(self, messages: list[Outgoing]) -> None:
         """Queue what was waiting for this player while away, to be written after the outbox.
@@ -226,11 +245,13 @@ class Connection(abc.ABC):
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
+        writer = self._writer
+        assert writer is not None
         try:
             while True:
                 while (next_message := self._next()) is not None:
                     queue, message = next_message
-                    self._write_started = loop.time()
+                    writer.started = loop.time()
                     try:
                         await self._write(message)
                     except (OSError, RuntimeError) as error:
@@ -239,55 +260,60 @@ class Connection(abc.ABC):
                         self._clear_outbox()
                         return
                     finally:
-                        self._write_started = None
+                        writer.started = None
                     queue.popleft()
                     if queue is self._outbox:
                         self._outbox_bytes -= len(message)
                 # A send that came just as the watchdog ended the linger found the wakeup
                 # already resolved: look once more before leaving.
-                if not await self._linger(loop) and self._next() is None:
+                if not await self._linger(writer, loop) and self._next() is None:
                     return
         finally:
-            self._writer = None
-            if self._watchdog is not None:
-                self._watchdog.cancel()
-                self._watchdog = None
+            if self._writer is writer:
+                self._writer = None
+            writer.unwatch()
             if not self._outbox:
                 self._outbox = None
             if not self._backlog:
                 self._backlog = None
 
-    async def _linger(self, loop: asyncio.AbstractEventLoop) -> bool:
+    async def _linger(self, writer: _Writer, loop: asyncio.AbstractEventLoop) -> bool:
         """Wait for more to write; True if something came (``send`` wakes us), False when the
         watchdog finds the writer still idle at its next round and ends it."""
         if self._limits.writer_linger_seconds <= 0 or self.state is not ConnectionState.OPEN:
             return False
-        wakeup = self._wakeup = loop.create_future()
+        wakeup = writer.wakeup = loop.create_future()
         try:
             woken: bool = await wakeup
         finally:
-            self._wakeup = None
+            writer.wakeup = None
         return woken
 
-    def _check_write(self) -> None:
-        """The watchdog: one timer per writer, not one per message, catches a write blocked
-        past write_timeout (a client that stopped reading) and closes it with 4008."""
-        self._watchdog = None
-        if self._writer is None or self._writer.done():
+    def _watch(self) -> None:
+        """A round of the writer's watchdog (one timer per writer, not one per message)."""
+        writer = self._writer
+        if writer is None or writer.task.done():
             return
+        writer.watchdog = None
         loop = asyncio.get_running_loop()
-        timeout = self._limits.write_timeout
-        started = self._write_started
         now = loop.time()
-        if started is not None and now - started >= timeout:
-            self.close(CloseCode.SLOW_CONSUMER, "write timed out")
+        if self._write_timed_out(writer, now):
             return
-        if self._wakeup is not None and not self._wakeup.done():
-            # Lingering at this round: the writer ends (its finally cancels the next round,
-            # which still watches it should a message have come just now).
-            self._wakeup.set_result(False)
-        delay = timeout if started is None else started + timeout - now
-        self._watchdog = loop.call_later(self._watch_interval(delay), self._check_write)
+        # Lingering through a whole round: the writer ends (its finally cancels the next
+        # round, which still watches it should a message have come just now).
+        writer.wake(False)
+        timeout = self._limits.write_timeout
+        delay = timeout if writer.started is None else writer.started + timeout - now
+        writer.watchdog = loop.call_later(self._watch_interval(delay), self._watch)
+
+    def _write_timed_out(self, writer: _Writer, now: float) -> bool:
+        """Close with 4008 a client whose write has been blocked past write_timeout (it
+        stopped reading); whether it was."""
+        started = writer.started
+        if started is None or now - started < self._limits.write_timeout:
+            return False
+        self.close(CloseCode.SLOW_CONSUMER, "write timed out")
+        return True
 
     def _watch_interval(self, until_timeout: float) -> float:
         # The watchdog also ends a writer idle for a round, so it looks every linger period.
@@ -330,8 +356,8 @@ class Connection(abc.ABC):
         self.state = ConnectionState.CLOSING
         self.close_code = code
         self.close_reason = reason or code.reason
-        if self._wakeup is not None and not self._wakeup.done():
-            self._wakeup.set_result(False)  # a lingering writer ends now
+        if self._writer is not None:
+            self._writer.wake(False)  # a lingering writer ends now
         if code is CloseCode.SLOW_CONSUMER:
             self._clear_outbox()
             self._stop_writer()
@@ -343,7 +369,7 @@ class Connection(abc.ABC):
             async with asyncio.timeout(self._limits.write_timeout):
                 if self._writer is not None:
                     # Flush what is queued first (wait() never raises, even if it is cancelled).
-                    await asyncio.wait((self._writer,))
+                    await asyncio.wait((self._writer.task,))
                 await self._write_close(self.close_code, self.close_reason)
         except (TimeoutError, OSError, RuntimeError) as error:
             # The client cannot even be told: end its handler, which disconnects it.
@@ -352,9 +378,10 @@ class Connection(abc.ABC):
 
     def abort(self) -> None:
         """Cancel the handler task; it ends without writing anything more."""
-        if self._task is not None and not self._task.done() and not self._aborted:
+        handler = self._handler
+        if handler is not None and not handler.done() and not self._aborted:
             self._aborted = True
-            self._task.cancel(f"mudgate: aborting {self.id}")
+            handler.cancel(f"mudgate: aborting {self.id}")
 
     def release(self) -> None:
         """Drop what is queued and stop writing; called once by ``Hub.disconnect``.
@@ -370,10 +397,8 @@ class Connection(abc.ABC):
         """Cancel the writer and its watchdog. Not left to the writer's ``finally``: a task
         cancelled before its first step never runs it."""
         writer = self._writer
-        if writer is None or writer is asyncio.current_task():
+        if writer is None or writer.task is asyncio.current_task():
             return
-        writer.cancel()
         self._writer = None
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
+        writer.task.cancel()
+        writer.unwatch()

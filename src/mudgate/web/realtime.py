@@ -213,6 +213,7 @@ class RealtimeTransports:
             identity.player_id,
             remote,
             self.hub.limits,
+            handler=asyncio.current_task(),
             clock=self.hub.clock,
             frames=_frame_writer(scope),
         )
@@ -315,6 +316,7 @@ class RealtimeTransports:
             identity.player_id,
             _remote(scope),
             self.hub.limits,
+            handler=asyncio.current_task(),
             clock=self.hub.clock,
             keepalive_interval=self.hub.settings.ping_interval,
         )
