@@ -168,3 +168,43 @@ async def test_the_frame_writer_refuses_a_connection_that_negotiated_compression
     assert b"permessage-deflate" in transport.written
     assert not writer.write(b"\x81\x00")  # every recipient's frame is its own
     websocket.connection_lost(None)
+
+
+def masked_frame(opcode: int, payload: bytes, *, fin: bool) -> bytes:
+    """A client frame (masked, as clients must), final or not."""
+    mask = os.urandom(4)
+    head = struct.pack("!BB", (0x80 if fin else 0) | opcode, 0x80 | len(payload))
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+async def test_fragmented_messages_reach_the_app_whole() -> None:
+    received: list[dict[str, Any]] = []
+    done = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        while len(received) < 3:
+            received.append(await receive())
+        done.set()
+        await asyncio.Event().wait()
+
+    transport = FakeTransport()
+    websocket = open_websocket(app, transport)
+    await asyncio.sleep(0)
+    websocket.data_received(
+        masked_frame(0x1, b"hel", fin=False)  # text, in three frames
+        + masked_frame(0x9, b"", fin=True)  # a ping between fragments, as RFC 6455 allows
+        + masked_frame(0x0, b"lo ", fin=False)
+        + masked_frame(0x0, "wörld".encode(), fin=True)
+        + masked_frame(0x2, b"\x00\x01", fin=False)  # binary, in two
+        + masked_frame(0x0, b"\x02", fin=True)
+        + masked_frame(0x1, b"whole", fin=True)  # and one in a single frame
+    )
+    await asyncio.wait_for(done.wait(), 5)
+    assert received == [
+        {"type": "websocket.receive", "text": "hello wörld"},
+        {"type": "websocket.receive", "bytes": b"\x00\x01\x02"},
+        {"type": "websocket.receive", "text": "whole"},
+    ]
+    assert websocket._fragments is None  # nothing kept between messages

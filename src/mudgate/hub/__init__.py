@@ -13,10 +13,9 @@ Transports enter and leave through ``session``; game code sends with ``send`` an
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..backplane import Backplane, Delivery, HealthProvider, Presence, create_backplane
@@ -59,6 +58,23 @@ def _how_it_ended(conn: Connection) -> tuple[int | None, str]:
     if ended[0] == 1006:
         return 1006, "connection lost"
     return ended  # the protocol layer's own (a ping timeout, a ping flood, a frame too big)
+
+
+class Session:
+    """A connection's time on the hub (``Hub.session``). A slotted object, not a generator:
+    it lives as long as the connection, so it is kept small."""
+
+    __slots__ = ("_conn", "_hub")
+
+    def __init__(self, hub: Hub, conn: Connection) -> None:
+        self._hub = hub
+        self._conn = conn
+
+    async def __aenter__(self) -> Player:
+        return await self._hub._open(self._conn)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._hub.disconnect(self._conn)
 
 
 class Hub:
@@ -147,22 +163,27 @@ class Hub:
         """Refuse (or again accept) new connections; existing players keep playing."""
         self.admission.set_shedding(shedding, len(self.registry))
 
-    @contextlib.asynccontextmanager
-    async def session(self, conn: Connection) -> AsyncIterator[Player]:
-        """A connection's life on the hub: registered and welcomed on entry (in a cluster,
-        once the cluster has settled it), and every reference to it removed on exit, however
-        it ends. The one way transports enter and leave."""
+    def session(self, conn: Connection) -> Session:
+        """``async with hub.session(conn)``: a connection's life on the hub, registered and
+        welcomed on entry (in a cluster, once the cluster has settled it), and every
+        reference to it removed on exit, however it ends. The one way transports enter and
+        leave."""
+        return Session(self, conn)
+
+    async def _open(self, conn: Connection) -> Player:
+        """Session's entry: register, settle with the cluster, welcome."""
         player, welcomed = self._enter(conn)
         try:
             elsewhere, excess = await self.cluster.settle(conn)
-            self.evict(conn.player_id, excess)
-            if welcomed:
-                conn.send_backlog(elsewhere)
-            else:
-                self._welcome(conn, elsewhere)
-            yield player
-        finally:
+        except BaseException:
             self.disconnect(conn)
+            raise
+        self.evict(conn.player_id, excess)
+        if welcomed:
+            conn.send_backlog(elsewhere)
+        else:
+            self._welcome(conn, elsewhere)
+        return player
 
     def connect(self, conn: Connection) -> Player:
         """Register ``conn`` outside a session (tests, tools): the player comes online and,

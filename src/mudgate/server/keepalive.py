@@ -5,34 +5,41 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from typing import Protocol
 
 from ..bounded import leak
 
-__all__ = ["ControlFrameLimit", "Heartbeat"]
+__all__ = ["ControlFrameLimit", "Heartbeat", "Pinged"]
+
+
+class Pinged(Protocol):
+    """The connection a Heartbeat keeps alive."""
+
+    def send_ping(self, payload: bytes) -> bool:
+        """Send a ping; False if the connection can no longer (then nothing is awaited)."""
+
+    def ping_timed_out(self) -> None:
+        """No pong came within the timeout."""
 
 
 class Heartbeat:
-    """Pings the client every ``interval`` seconds; the pong must come within ``timeout``,
-    or ``timed_out`` is called. ``ping`` sends a ping's payload, False if it cannot (the
-    connection is no longer open): then nothing is awaited."""
+    """Pings ``connection`` every ``interval`` seconds; the pong must come within
+    ``timeout``, or the connection hears of it. Holds the connection itself, not bound
+    methods of it: one of these lives as long as every WebSocket."""
 
-    __slots__ = ("_handle", "_interval", "_loop", "_payload", "_ping", "_timed_out", "_timeout")
+    __slots__ = ("_connection", "_handle", "_interval", "_loop", "_payload", "_timeout")
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
         interval: float,
         timeout: float,
-        *,
-        ping: Callable[[bytes], bool],
-        timed_out: Callable[[], None],
+        connection: Pinged,
     ) -> None:
         self._loop = loop
         self._interval = interval
         self._timeout = timeout
-        self._ping = ping
-        self._timed_out = timed_out
+        self._connection = connection
         self._handle: asyncio.TimerHandle | None = None
         self._payload: bytes | None = None  # of the ping awaiting its pong
 
@@ -57,29 +64,28 @@ class Heartbeat:
     def _send(self) -> None:
         self._handle = None
         payload = os.urandom(4)
-        if self._ping(payload):
+        if self._connection.send_ping(payload):
             self._payload = payload
             self._handle = self._loop.call_later(self._timeout, self._expired)
 
     def _expired(self) -> None:
         self._handle = None
-        self._timed_out()
+        self._connection.ping_timed_out()
 
 
 class ControlFrameLimit:
-    """A leaky bucket of the client's control frames (pings, unsolicited pongs): ``limit`` per
-    ``window`` seconds. Two floats per connection, whatever the client sends."""
+    """A leaky bucket of a client's control frames (pings, unsolicited pongs): ``limit`` per
+    ``window`` seconds. Two floats, made on the client's first control frame (browsers send
+    none)."""
 
-    __slots__ = ("_at", "_level", "_limit", "_window")
+    __slots__ = ("_at", "_level")
 
-    def __init__(self, limit: int, window: float) -> None:
-        self._limit = limit
-        self._window = window
+    def __init__(self) -> None:
         self._level = 0.0
         self._at = 0.0
 
-    def exceeded(self, now: float) -> bool:
+    def exceeded(self, now: float, limit: int, window: float) -> bool:
         """Count one more control frame at ``now``: whether they come too fast."""
-        self._level = leak(self._level, now - self._at, self._limit, self._window)
+        self._level = leak(self._level, now - self._at, limit, window)
         self._at = now
-        return self._level > self._limit
+        return self._level > limit

@@ -96,17 +96,10 @@ class WebSocketProtocol(asyncio.Protocol):
         self._unparsed = b""
         self._inbox = Inbox(context.loop)
         limits = context.limits
-        self._heartbeat = Heartbeat(
-            context.loop,
-            limits.ping_interval,
-            limits.ping_timeout,
-            ping=self._ping,
-            timed_out=self._keepalive_timed_out,
-        )
-        self._control_frames = ControlFrameLimit(
-            limits.control_frame_limit, limits.control_frame_window
-        )
-        self._fragments = Fragments()
+        self._heartbeat = Heartbeat(context.loop, limits.ping_interval, limits.ping_timeout, self)
+        # Made when first needed: most clients send no control frame and no fragmented one.
+        self._control_frames: ControlFrameLimit | None = None
+        self._fragments: Fragments | None = None
         self._frame_writer = FrameWriter(self)
         self._frames_shareable = False  # no extension negotiated: plain frames are the wire
 
@@ -263,9 +256,12 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def _frame(self, frame: Frame) -> None:
         opcode = frame.opcode
-        if opcode is Opcode.TEXT or opcode is Opcode.BINARY or opcode is Opcode.CONT:
-            message = self._fragments.add(frame)
-            if message is not None:
+        if (opcode is Opcode.TEXT or opcode is Opcode.BINARY) and frame.fin:
+            self._message(opcode is Opcode.TEXT, bytes(frame.data))  # a whole message
+        elif opcode is Opcode.TEXT or opcode is Opcode.BINARY or opcode is Opcode.CONT:
+            self._fragments = self._fragments or Fragments()
+            if (message := self._fragments.add(frame)) is not None:
+                self._fragments = None
                 self._message(*message)
         elif opcode is Opcode.PING:
             self._control_frame()  # websockets has queued the pong
@@ -298,20 +294,26 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def _control_frame(self) -> None:
         """A ping or an unsolicited pong: past control_frame_limit per window, 1008."""
-        if self._control_frames.exceeded(self._context.loop.time()) and (self._state is State.OPEN):
+        limits = self._context.limits
+        bucket = self._control_frames = self._control_frames or ControlFrameLimit()
+        now = self._context.loop.time()
+        if (
+            bucket.exceeded(now, limits.control_frame_limit, limits.control_frame_window)
+            and self._state is State.OPEN
+        ):
             self._context.sockets.count(SocketEvent.CONTROL_FLOOD)
             self._fail(CloseCode.POLICY_VIOLATION, "too many control frames")
 
-    # Keepalive (the Heartbeat's callbacks)
+    # Keepalive (what the Heartbeat calls)
 
-    def _ping(self, payload: bytes) -> bool:
+    def send_ping(self, payload: bytes) -> bool:
         if self._state is not State.OPEN or self._protocol is None:
             return False
         self._protocol.send_ping(payload)
         self._flush()
         return True
 
-    def _keepalive_timed_out(self) -> None:
+    def ping_timed_out(self) -> None:
         if self._state is State.OPEN:
             self._fail(KEEPALIVE_TIMEOUT, "keepalive ping timeout")
 
