@@ -54,7 +54,7 @@ system-deps:
 	fi
 
 test: install system-deps node-peers
-	$(BIN)/pytest --cov --cov-report=term
+	$(BIN)/pytest --cov --cov-report=term --durations=20
 
 test-quick: install
 	$(BIN)/pytest -m "not slow" -x -q

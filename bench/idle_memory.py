@@ -10,6 +10,7 @@ alternate within one invocation; the result is the median (with min and max) ove
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import socket
 import statistics
@@ -22,7 +23,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from clients import TOKENS, Dialect, handshake, ws_frame
-from harness import free_port, start, stop, write_result
+from harness import BASELINE, free_port, start, stop, write_result
 
 # bare-asgi is the floor: uvicorn holding a socket and nothing else. The FastAPI docs pattern
 # and python-socketio have no SSE endpoint, so SSE compares mudgate with the floor only.
@@ -84,18 +85,34 @@ def main() -> None:
     parser.add_argument("--connections", type=int, nargs="+", default=[2000, 5000])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--transports", nargs="+", default=["ws", "sse"], choices=["ws", "sse"])
+    parser.add_argument(
+        "--baseline", type=Path, metavar="SRC",
+        help="also measure mudgate from another checkout's src/: before vs after, side by side",
+    )  # fmt: skip
+    parser.add_argument(
+        "--contenders", nargs="+", metavar="NAME",
+        help="only these (mudgate, bare-asgi, fastapi-docs, socketio; the baseline is added)",
+    )  # fmt: skip
     args = parser.parse_args()
+    contenders = {
+        transport: [c for c in peers if args.contenders is None or c in args.contenders]
+        for transport, peers in CONTENDERS.items()
+    }
+    if args.baseline is not None:
+        os.environ["MUDGATE_BENCH_BASELINE"] = str(args.baseline.resolve())
+        for peers in contenders.values():
+            peers.insert(1, BASELINE)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 65536), hard))
 
     samples: dict[str, dict[str, dict[str, list[float]]]] = {
-        str(n): {t: {c: [] for c in CONTENDERS[t]} for t in args.transports}
+        str(n): {t: {c: [] for c in contenders[t]} for t in args.transports}
         for n in args.connections
     }
     for run in range(args.repeat):
         for n in args.connections:
             for transport in args.transports:
-                for contender in CONTENDERS[transport]:  # alternate within each repeat
+                for contender in contenders[transport]:  # alternate within each repeat
                     kib = measure(contender, transport, n)
                     samples[str(n)][transport][contender].append(kib)
                     print(
@@ -131,7 +148,8 @@ def main() -> None:
                 if peer != "mudgate"
             )
             print(f"{n} {transport}: mudgate {mine} KiB; {others}")
-    write_result("idle_memory", results)
+    # A before/after comparison is a result of its own, beside the one BENCHMARKS.md shows.
+    write_result("idle_memory" if args.baseline is None else "idle_memory_baseline", results)
 
 
 if __name__ == "__main__":
