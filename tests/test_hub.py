@@ -6,6 +6,8 @@ import gc
 import json
 import weakref
 
+import pytest
+
 from mudgate.hub import LOBBY, Delivery, Hub
 from mudgate.protocol import CloseCode
 
@@ -207,3 +209,21 @@ async def test_pending_messages_are_capped_in_total_bytes(clock: FakeClock) -> N
     await settle()
     assert messages[0] in conn.written
     assert messages[2] in conn.written
+
+
+async def test_outside_the_hub_its_structures_can_only_be_read(hub: Hub) -> None:
+    # Each part is the only writer of its structures; everyone else gets a read-only view.
+    connect(hub, "alice")
+    views = [
+        hub.registry.websockets,
+        hub.registry.sse,
+        hub.registry.opened_at,
+        hub.registry.player_connections,
+        hub.registry.players,
+        hub.rooms.occupants,
+        hub.rooms.topic_listeners,
+    ]
+    for view in views:
+        with pytest.raises(TypeError):
+            view["intruder"] = None  # type: ignore[index]
+    assert hub.stats().structures()["online_players"] == 1
