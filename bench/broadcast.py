@@ -112,8 +112,11 @@ async def measure(
     server_cpu = cpu_seconds(servers) - server_cpu
     for task in readers:
         task.cancel()
+    # Reset the connections and let the server see it before it is told to stop: a server
+    # still holding them waits out its shutdown timeout for their close replies.
     for client in clients:
-        client.writer.close()
+        client.writer.transport.abort()
+    await asyncio.sleep(0.2)
     latencies = sorted(probe.latencies)
     deliveries = len(clients) * messages
     return {

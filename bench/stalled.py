@@ -68,8 +68,11 @@ async def flood(contender: str, players: int, seconds: float, stall: bool) -> di
         rss_after = server.memory_info().rss
         for task in readers:
             task.cancel()
+        # Reset every connection now, and let the server see it before it is told to stop:
+        # a server still stuck on the stalled client would wait out its shutdown timeout.
         for client in clients:
-            client.writer.close()
+            client.writer.transport.abort()
+        await asyncio.sleep(0.2)
         return {
             "healthy_deliveries_per_second": delivered / elapsed,
             "server_cpu_us_per_delivery": cpu / max(1, delivered * len(healthy)) * 1e6,
