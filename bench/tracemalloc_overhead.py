@@ -4,7 +4,7 @@ One process, one hub, 200 players in a room, 1,000 broadcasts each delivered to 
 (200,000 deliveries through the real outboxes and writer tasks). Off and on alternate within
 one invocation; medians over --repeat runs. Also reports tracemalloc's own memory.
 
-    python bench/tracemalloc_overhead.py [--repeat 5]
+    python bench/tracemalloc_overhead.py [--repeat 5] [--broadcasts 1000]
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from mudgate.protocol import CloseCode, Outgoing  # noqa: E402
 from mudgate.settings import Settings  # noqa: E402
 
 PLAYERS = 200
-BROADCASTS = 1000
 
 
 class NullConnection(Connection):
@@ -41,27 +40,27 @@ class NullConnection(Connection):
         pass
 
 
-async def deliveries_per_second() -> float:
+async def deliveries_per_second(broadcasts: int) -> float:
     hub = Hub(Settings(max_rate_limit_entries=10**6))
     await hub.start()
     for i in range(PLAYERS):
         hub.connect(NullConnection(f"p{i}", "127.0.0.1", hub.limits, handler=None))
     await asyncio.sleep(0)
     started = time.perf_counter()
-    for i in range(BROADCASTS):
+    for i in range(broadcasts):
         hub.room_event(LOBBY, "say", text=f"message {i}")
         await asyncio.sleep(0)  # let the writers drain, as the receive loop does
     while any(conn.outbox_messages for conn in hub.connections()):
         await asyncio.sleep(0)
     elapsed = time.perf_counter() - started
-    return PLAYERS * BROADCASTS / elapsed
+    return PLAYERS * broadcasts / elapsed
 
 
-def run(traced: bool) -> tuple[float, int]:
+def run(traced: bool, broadcasts: int) -> tuple[float, int]:
     if traced:
         tracemalloc.start(1)
     try:
-        rate = asyncio.run(deliveries_per_second())
+        rate = asyncio.run(deliveries_per_second(broadcasts))
         overhead = tracemalloc.get_tracemalloc_memory() if traced else 0
     finally:
         if traced:
@@ -74,11 +73,12 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--broadcasts", type=int, default=1000, help="each to all 200 players")
     args = parser.parse_args()
     off, on, memory = [], [], []
     for _ in range(args.repeat):
-        off.append(run(traced=False)[0])
-        rate, overhead = run(traced=True)
+        off.append(run(traced=False, broadcasts=args.broadcasts)[0])
+        rate, overhead = run(traced=True, broadcasts=args.broadcasts)
         on.append(rate)
         memory.append(overhead)
     ratio = statistics.median(off) / statistics.median(on)

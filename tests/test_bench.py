@@ -36,7 +36,11 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
             ["--players", "10", "--messages", "50", "--repeat", "1"],
             "monitoring_overhead",
         ),
-        ("tracemalloc_overhead.py", ["--repeat", "1"], "tracemalloc_overhead"),
+        (
+            "tracemalloc_overhead.py",
+            ["--repeat", "1", "--broadcasts", "100"],
+            "tracemalloc_overhead",
+        ),
         (
             "churn.py",
             ["--cycles", "200", "--processes", "2", "--concurrency", "5"],
