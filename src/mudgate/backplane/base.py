@@ -134,7 +134,7 @@ class Backplane(Protocol):
 
     def route(self, player_id: str, message: Outgoing, sender: str | None) -> None:
         """Send to a player held elsewhere, or queue it for them, without waiting for the
-        outcome (game code's ``send_event``). ``sender`` is the player whose share of what
+        outcome (game code's ``Hub.send``). ``sender`` is the player whose share of what
         is queued it counts against (None: the game's own)."""
 
     async def send_direct(
