@@ -39,7 +39,7 @@ DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, float("inf"))
 
 
 class Expiring(Protocol):
-    """A bounded container whose entries expire in order (see bounded.py)."""
+    """A bounded container whose entries expire in order (see mudgate.bounded)."""
 
     def expire(self, limit: int | None = None) -> int: ...
     def expired(self) -> int: ...
@@ -155,7 +155,7 @@ class Janitor:
 
     Each tick has the memory watch observe and record, cleans if a cleanup is due, and has
     the watch update the alerts. The janitor owns only its schedule and its totals; what a
-    cleanup removes, each structure's owner removes (bounded.py's ``expire``, the hub's
+    cleanup removes, each structure's owner removes (mudgate.bounded's ``expire``, the hub's
     ``repair``, a connection's ``close``).
     """
 

@@ -2,7 +2,7 @@
 
 ``Admission`` is the only writer of the connection-attempt windows, the players' message
 buckets, the refusal counters and the shedding switch. Both bounded containers are capped in
-keys and entries and expire by TTL (bounded.py).
+keys and entries and expire by TTL (mudgate.bounded).
 """
 
 from __future__ import annotations

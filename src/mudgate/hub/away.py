@@ -1,6 +1,6 @@
 """What this node keeps for players who left recently: when they were last seen, and what was
 sent to them meanwhile. Both are capped in players and entries and expire by TTL
-(bounded.py); ``Away`` is the only writer of either."""
+(mudgate.bounded); ``Away`` is the only writer of either."""
 
 from __future__ import annotations
 
