@@ -66,8 +66,11 @@ class Cluster:
         return Presence(self._backplane.node_id, player.room, opened)
 
     def presence(self) -> dict[str, Presence]:
-        """Every player on this node (what a node announces in full)."""
-        return {player_id: self.presence_of(player_id) for player_id in self._registry.players}
+        """Every player with a connection on this node (what a node announces in full)."""
+        return {
+            player_id: self.presence_of(player_id)
+            for player_id in self._registry.player_connections
+        }
 
     # A new connection
 

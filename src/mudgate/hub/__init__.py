@@ -124,7 +124,7 @@ class Hub:
     ) -> None:
         """Refuse new connections, close every open one with ``code``, and wait (at most
         ``timeout_seconds``) until each has left through ``disconnect``."""
-        self.admission.closing = True
+        self.admission.close()
         for conn in list(self.registry.connections()):
             conn.close(code)
         try:
@@ -198,10 +198,11 @@ class Hub:
         if arrived:
             self.away.returned(player.id)
             self.rooms.arrive(player)
-        own = self.registry.connections_of(player.id)
+        own = self.registry.player_connections[player.id]
         if len(own) > self.settings.max_connections_per_player:
-            own[0].close(CloseCode.REPLACED)
-            self.disconnect(own[0])
+            oldest = own[0]
+            oldest.close(CloseCode.REPLACED)
+            self.disconnect(oldest)
         self.cluster.announce(player.id)
         welcomed = not self.backplane.clustered
         if welcomed:

@@ -87,6 +87,10 @@ class Admission:
         self.refused[reason] += 1
         return Refusal(code, reason, retry_after)
 
+    def close(self) -> None:
+        """Shutting down: every new connection is refused from now on."""
+        self.closing = True
+
     def charge_message(self, player_id: str) -> tuple[float, bool]:
         """Count a frame ``player_id`` sent: the seconds they must wait before the next (0:
         serve this one), and whether they are over the limit (they kept sending while told

@@ -401,11 +401,11 @@ def realtime_router(hub: Hub, commands: CommandRegistry, authenticator: Authenti
     ) -> CommandAccepted:
         """The body is one protocol frame, e.g. ``{"op": "say", "text": "hi"}``; what it causes
         arrives as events on the player's open ``/events`` (or ``/ws``) connection."""
-        own = hub.registry.connections_of(identity.player_id)
+        own = hub.registry.player_connections.get(identity.player_id)
         if not own:
             raise APIError(409, ErrorCode.NOT_CONNECTED, "open /events before sending commands")
+        conn = own[-1]  # taken now: the list may change while the body arrives
         body = await _read_body(request, hub.settings.max_message_bytes)
-        conn = own[-1]
         conn.received()
         error = await commands.dispatch(hub, conn, body)
         if error is not None:
