@@ -232,7 +232,7 @@ class AlertRules:
                 Alert(
                     Level.WARNING,
                     "BACKPLANE_UNAVAILABLE",
-                    f"Backplane unavailable, serving local players only: {backplane_problem}",
+                    f"Backplane unavailable: {backplane_problem}",
                     1,
                     0,
                 )

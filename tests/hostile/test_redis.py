@@ -3,9 +3,11 @@ nothing read from Redis is trusted. Real ``mudgate serve`` nodes, a real redis-s
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import httpx
+import pytest
 import redis
 
 from ..e2e.clients import Player
@@ -50,7 +52,7 @@ async def test_pending_tells_in_redis_stay_under_the_byte_cap(
     assert 40 <= told <= cap // len(TEXT)  # each tell is its text and ~100 bytes around it
     assert codes == ["told"] * told + ["mailbox_full"] * (500 - told)
     with redis_server.client() as client:
-        assert int(client.get("mudgate:pending:total")) <= cap
+        assert int(client.get("mudgate:pending:meta:total")) <= cap
         assert int(client.info("memory")["used_memory"]) - before < 2 * 1024 * 1024
     # Monitoring shows what waits in Redis, on every node.
     memory = await poll(
@@ -62,8 +64,8 @@ async def test_pending_tells_in_redis_stay_under_the_byte_cap(
         await bob.next("welcome")
         assert (await bob.next("tell"))["text"] == TEXT
     with redis_server.client() as client:
-        assert int(client.get("mudgate:pending:total") or 0) == 0
-        assert client.zcard("mudgate:pending:expiry") == 0
+        assert int(client.get("mudgate:pending:meta:total") or 0) == 0
+        assert client.zcard("mudgate:pending:meta:expiry") == 0
 
 
 async def test_a_griefer_cannot_fill_everyones_mailbox_in_redis(
@@ -139,3 +141,147 @@ async def test_garbage_in_redis_reaches_no_player_and_breaks_no_endpoint(
     warnings = [r for r in a.records() if r["event"].startswith("ignored a record in Redis")]
     assert 1 <= len(warnings) <= 4  # once per kind, not once per record
     assert not [r for r in a.records() if r["level"] == "error"]
+
+
+async def seen_in_redis(redis_server: RedisServer, players: list[str]) -> None:
+    """Wait until a node has written that ``players`` left (a tell to them is then queued)."""
+    wanted = [f"mudgate:seen:{player}" for player in players]
+    await poll(lambda: set(wanted) <= set(redis_server.mudgate_keys("mudgate:seen:*")))
+
+
+def every_pending_key_expires(redis_server: RedisServer) -> bool:
+    with redis_server.client() as client:
+        return all(client.pttl(key) > 0 for key in client.keys("mudgate:pending*"))
+
+
+@pytest.mark.parametrize("name", ["expiry", "bytes", "senders", "total"])
+async def test_a_player_named_like_the_mailboxs_accounting_breaks_no_other_tell(
+    gateway: Callable[..., Gateway], redis_server: RedisServer, name: str
+) -> None:
+    a = node(gateway, redis_server, "a")
+    b = node(gateway, redis_server, "b")
+    # Told in this order: the name first, while the mailbox is still empty, then players named
+    # like the parts of the mailbox's own keys, then anyone.
+    away = [name, "meta", "queue", "pending", "bob"]
+    for player in away:
+        async with await Player.connect(a.ws(player)) as left:
+            await left.next("welcome")
+    await seen_in_redis(redis_server, away)
+    async with await Player.connect(b.ws("alice")) as alice:
+        await alice.next("welcome")
+        answers = {}
+        for player in away:
+            await alice.send(op="tell", to=player, text=f"for {player}")
+            answers[player] = (await alice.next("told", "error")).get("code", "told")
+    assert answers == dict.fromkeys(away, "told")
+    assert b.get("/health/ready")["status"] == "ready"
+    assert every_pending_key_expires(redis_server)
+    for player in away:
+        async with await Player.connect(b.ws(player)) as back:
+            await back.next("welcome")
+            assert (await back.next("tell"))["text"] == f"for {player}"
+    with redis_server.client() as client:
+        assert int(client.get("mudgate:pending:meta:total") or 0) == 0
+
+
+def planted_tell(sender: str, to: str, text: str) -> bytes:
+    """A tell as the previous version queued it: ``<sender>\\n<event>\\n<data>``."""
+    data = {"type": "event", "event": "tell", "from": sender, "to": to, "text": text, "seq": 1}
+    return f"{sender}\ntell\n{json.dumps(data)}".encode()
+
+
+async def test_an_upgraded_node_delivers_what_the_previous_version_left_queued_once(
+    gateway: Callable[..., Gateway], redis_server: RedisServer
+) -> None:
+    # Redis as the previous version (every key under mudgate:pending:) left it: bob's queue
+    # from the game, with its accounting, and a tell from alice to a player named `senders`
+    # that made a list of the senders hash, without a TTL, breaking every later tell.
+    ttl_ms = 3_600_000
+    for_bob = planted_tell("", "bob", "queued before the upgrade")
+    for_senders = planted_tell("alice", "senders", "the tell that broke it")
+    with redis_server.client() as client:
+        deadline = int(client.time()[0]) * 1000 + ttl_ms
+        client.rpush("mudgate:pending:bob", for_bob)
+        client.zadd("mudgate:pending:expiry", {"bob": deadline, "senders": deadline})
+        client.hset(
+            "mudgate:pending:bytes", mapping={"bob": len(for_bob), "senders": len(for_senders)}
+        )
+        client.set("mudgate:pending:total", len(for_bob))
+        for key in ("mudgate:pending:bob", "mudgate:pending:bytes", "mudgate:pending:total"):
+            client.pexpire(key, 2 * ttl_ms)
+        client.rpush("mudgate:pending:senders", for_senders)
+    a = node(gateway, redis_server, "a")
+    b = node(gateway, redis_server, "b")
+    # What the previous version left without a TTL now has one.
+    await poll(lambda: every_pending_key_expires(redis_server))
+    # Tells from this version work beside what the previous one left.
+    async with await Player.connect(a.ws("carol")) as carol:
+        await carol.next("welcome")
+    await seen_in_redis(redis_server, ["carol"])
+    async with await Player.connect(b.ws("alice")) as alice:
+        await alice.next("welcome")
+        await alice.send(op="tell", to="carol", text="after the upgrade")
+        await alice.next("told")
+    # Each gets what waited for them, from either version; the previous version's queues are
+    # gone (so taken once) and its accounting no longer counts them.
+    for player, text in (
+        ("bob", "queued before the upgrade"),
+        ("senders", "the tell that broke it"),
+        ("carol", "after the upgrade"),
+    ):
+        async with await Player.connect(b.ws(player)) as back:
+            await back.next("welcome")
+            assert (await back.next("tell"))["text"] == text
+    with redis_server.client() as client:
+        assert not client.exists("mudgate:pending:bob", "mudgate:pending:senders")
+        assert client.zcard("mudgate:pending:expiry") == 0
+        assert int(client.get("mudgate:pending:total") or 0) == 0
+    assert every_pending_key_expires(redis_server)
+
+
+async def test_a_mailbox_redis_refuses_makes_the_node_degraded_and_alerts_once(
+    gateway: Callable[..., Gateway], redis_server: RedisServer
+) -> None:
+    a = node(gateway, redis_server, "a", check_interval=0.1)
+    async with await Player.connect(a.ws("bob")) as bob:
+        await bob.next("welcome")
+    await seen_in_redis(redis_server, ["bob"])
+    # A key of the wrong type where the mailbox keeps its accounting (where this version
+    # keeps it, and where the previous one did): every script that touches it fails.
+    planted = ("mudgate:pending:meta:expiry", "mudgate:pending:expiry")
+    with redis_server.client() as client:
+        for key in planted:
+            client.set(key, "not a sorted set")
+    async with (
+        await Player.connect(a.ws("alice")) as alice,
+        httpx.AsyncClient(base_url=a.url) as http,
+    ):
+        await alice.next("welcome")
+        for i in range(20):
+            await alice.send(op="tell", to="bob", text=f"meanwhile {i}", id=i)
+            # Bob left this node: it keeps the tell itself, as it would without Redis.
+            await alice.next("told")
+        ready = (await http.get("/health/ready")).json()
+        assert ready["status"] == "degraded"
+        assert "mailbox" in ready["detail"]
+        alerts = (await http.get("/monitoring/memory-alerts")).json()
+        assert any("mailbox" in alert for alert in alerts["alerts"])
+        # The node is still part of the cluster: only the mailbox fails.
+        assert (await http.get("/monitoring/cluster")).json()["reachable"] is True
+
+        # Once the mailbox works again (each of its operations: a send, a take, a lease
+        # renewal's count), so does the node, and the alert resolves.
+        with redis_server.client() as client:
+            client.delete(*planted)
+        await alice.send(op="tell", to="bob", text="kept")
+        await alice.next("told")
+        async with await Player.connect(a.ws("bob")) as bob:
+            await bob.next("welcome")
+            texts = [(await bob.next("tell"))["text"] for _ in range(21)]
+            assert texts == [f"meanwhile {i}" for i in range(20)] + ["kept"]
+        await poll(lambda: a.get("/health/ready")["status"] == "ready")
+        assert (await http.get("/monitoring/memory-alerts")).json()["alert_count"] == 0
+    failures = [r for r in a.records() if "mailbox" in r["event"] and r["level"] == "error"]
+    assert len(failures) == 1  # logged once, not once per tell
+    assert not [r for r in a.records() if r["level"] == "warning"]
+    assert [r for r in a.records() if "mailbox" in r["event"] and r["level"] == "info"]

@@ -130,7 +130,8 @@ class Backplane(Protocol):
 
     @property
     def problem(self) -> str | None:
-        """Why the cluster cannot be reached, while it cannot; None when all is well."""
+        """Why the cluster cannot be reached (or a part of it fails: Redis refusing the
+        mailbox), while so; None when all is well."""
 
     def route(self, player_id: str, message: Outgoing, sender: str | None) -> None:
         """Send to a player held elsewhere, or queue it for them, without waiting for the

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.retry import Retry
 
 from ..protocol import Outgoing
@@ -95,12 +95,13 @@ class RedisBackplane:
 
         # Topics with a local listener (mirroring the hub's, so bounded by them).
         self.subscriptions = Subscriptions(self._keys.channel)
-        # Commands waiting to be written; open (and queueing) only while Redis is up.
-        self._writes = WriteQueue(settings.backplane_queue_size)
+        self._mailbox = RedisMailbox(settings)
+        # Commands waiting to be written; open (and queueing) only while Redis is up. What
+        # Redis answers to the mailbox's scripts among them goes to the mailbox.
+        self._writes = WriteQueue(settings.backplane_queue_size, self._replied)
 
         self._redis: Redis | None = None
         self._pubsub: PubSub | None = None
-        self._mailbox = RedisMailbox(settings)
         # What waits in Redis for players who are away, as last read (at each renewal).
         self.pending_players = 0
         self.pending_bytes = 0
@@ -157,7 +158,9 @@ class RedisBackplane:
 
     @property
     def problem(self) -> str | None:
-        return self._problem
+        """Why Redis cannot be reached, or else why the mailbox fails while Redis refuses it
+        (the node stays in the cluster; tells to players away from other nodes are lost)."""
+        return self._problem or self._mailbox.health.problem
 
     # Pub/sub
 
@@ -214,8 +217,7 @@ class RedisBackplane:
     async def send_direct(
         self, player_id: str, message: Outgoing, sender: str | None
     ) -> Delivery | None:
-        args = self._send_args(player_id, message, sender)
-        result = await self._call(lambda redis: redis.evalsha(*args))
+        result = await self._script(self._send_args(player_id, message, sender))
         return None if result is None else SEND_RESULTS[int(result)]
 
     def _send_args(self, player_id: str, message: Outgoing, sender: str | None) -> Command:
@@ -223,9 +225,27 @@ class RedisBackplane:
         return self._mailbox.send_args(channel, self.node_id, player_id, message, sender)
 
     async def take_pending(self, player_id: str) -> list[Outgoing]:
-        args = self._mailbox.take_args(player_id)
-        stored = await self._call(lambda redis: redis.evalsha(*args))
+        stored = await self._script(self._mailbox.take_args(player_id))
         return self._mailbox.taken(stored, self._invalid)
+
+    async def _script(self, args: Command) -> Any:
+        """Run one of the mailbox's scripts (EVALSHA's ``args``); None while Redis is away or
+        when it refuses the script, which the mailbox records (logged once, not per tell)."""
+
+        async def run(redis: Redis) -> Any:
+            try:
+                result = await redis.evalsha(*args)
+            except ResponseError as error:
+                self._mailbox.answered(args[0], error)
+                return None
+            self._mailbox.answered(args[0], result)
+            return result
+
+        return await self._call(run)
+
+    def _replied(self, command: Command, reply: object) -> bool:
+        """A queued write's answer: the mailbox's scripts' (``route``) go to the mailbox."""
+        return command[0] == "EVALSHA" and self._mailbox.answered(command[1], reply)
 
     # The cluster view
 
@@ -317,6 +337,7 @@ class RedisBackplane:
             await self._redis.ping()
             for name, script in MAILBOX_SCRIPTS.items():
                 self._mailbox.shas[name] = await self._redis.script_load(script)
+            await self._redis.eval(*self._mailbox.retire_args())
             self._pubsub = self._redis.pubsub()
             # Everything this node listens to, in one command; what changes from here on
             # waits for the writer.
@@ -347,7 +368,7 @@ class RedisBackplane:
             **self._node.status(),
             **self._health(),
         }
-        self.pending_players, self.pending_bytes = await write_lease(
+        pending = await write_lease(
             redis,
             self._keys,
             presence=self._node.presence(),
@@ -355,6 +376,8 @@ class RedisBackplane:
             ttl_ms=milliseconds(self.settings.presence_ttl),
             mailbox=self._mailbox,
         )
+        if pending is not None:  # else the mailbox failed, and says so
+            self.pending_players, self.pending_bytes = pending
 
     async def _serve(self) -> BaseException:
         """Read, write and renew until one of them fails; returns what failed."""
@@ -435,7 +458,9 @@ class RedisBackplane:
                 extra={"url": safe_url(self.url), "error": reason},
             )
         self._writes.close()
-        self._problem = f"Redis at {safe_url(self.url)} unreachable: {reason}"
+        self._problem = (
+            f"Redis at {safe_url(self.url)} unreachable, serving local players only: {reason}"
+        )
         # Nobody waits for subscriptions on a connection that is gone.
         self.subscriptions.lost()
 

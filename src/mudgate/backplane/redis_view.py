@@ -10,9 +10,14 @@ What lives in Redis, under ``MUDGATE_REDIS_PREFIX`` (``P``), and what bounds it:
     drops out of ``who`` and of every room within ``presence_ttl``, with nobody cleaning up.
 ``P:seen:<player>``
     Set when a player leaves a node, expiring after ``last_seen_ttl``: a tell to them is queued.
-``P:pending:*``
-    What was told to them meanwhile, capped per player, per sender and in bytes, with its
-    accounting (``mailbox.py``).
+``P:pending:queue:<player>``, ``P:pending:meta:*``
+    What was told to them meanwhile, capped per player, per sender and in bytes, and its
+    accounting, in key spaces of their own (``mailbox.py``).
+
+Every key is ``P:<kind>:<name>``, the kind one the node chose (pub/sub channels too:
+``room:``, ``channel:``, ``player:``, ``node:``) and the prefix holding no ``:``, so no name a
+player, room, channel or node can take makes a key of another kind; where one kind holds
+several sorts of key (``pending:``) each sort has its own space as well.
 
 Nothing read is trusted: a record no mudgate node would have written goes to ``invalid``
 (which counts and logs it) and is skipped.
@@ -165,10 +170,11 @@ async def write_lease(
     summary: dict[str, Any],
     ttl_ms: int,
     mailbox: RedisMailbox,
-) -> tuple[int, int]:
+) -> tuple[int, int] | None:
     """Replace this node's player hash with ``presence`` and its lease with ``summary``, both
     for ``ttl_ms``, in one transaction; what waits in Redis for players who are away
-    (players, bytes), for monitoring."""
+    (players, bytes), for monitoring, or None when Redis refuses to say (the mailbox's
+    failure, which does not stop the lease)."""
     players = keys.players()
     records = [
         (player_id, encode_presence(seen.room, seen.connected_at))
@@ -182,5 +188,8 @@ async def write_lease(
         pipe.pexpire(players, ttl_ms)
         pipe.zcard(mailbox.expiry_key)
         pipe.get(mailbox.total_key)
-        *_, pending_players, pending_bytes = await pipe.execute()
-    return int(pending_players), int(pending_bytes or 0)
+        *written, pending_players, pending_bytes = await pipe.execute(raise_on_error=False)
+    for reply in written:
+        if isinstance(reply, Exception):
+            raise reply
+    return mailbox.counted(pending_players, pending_bytes)

@@ -10,25 +10,30 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from redis.asyncio import Redis
 
-__all__ = ["Command", "WriteQueue"]
+__all__ = ["Command", "Replied", "WriteQueue"]
 
 logger = logging.getLogger("mudgate.backplane")
 
 Command = tuple[Any, ...]
+# Shown each command with what Redis answered (an exception when it refused); whether it took
+# care of the answer (a refusal it took is neither counted nor logged here).
+Replied = Callable[[Command, object], bool]
 
 # Commands written to Redis in one round trip.
 WRITE_BATCH = 512
 
 
 class WriteQueue:
-    __slots__ = ("_capacity", "_commands", "dropped", "errors", "open", "wake")
+    __slots__ = ("_capacity", "_commands", "_replied", "dropped", "errors", "open", "wake")
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, replied: Replied | None = None) -> None:
         self._capacity = capacity
+        self._replied = replied
         self._commands: deque[Command] = deque()
         self.open = False  # Redis can be reached: commands are queued
         self.wake = asyncio.Event()  # set when the writer has something to do
@@ -62,7 +67,7 @@ class WriteQueue:
 
     async def write(self, redis: Redis) -> None:
         """Write what is queued, WRITE_BATCH commands a round trip; a command Redis refuses
-        is counted and logged, and the others still run."""
+        is counted and logged (unless ``replied`` took care of it), and the others still run."""
         while self._commands:
             count = min(WRITE_BATCH, len(self._commands))
             batch = [self._commands.popleft() for _ in range(count)]
@@ -70,7 +75,9 @@ class WriteQueue:
                 for command in batch:
                     pipe.execute_command(*command)
                 results = await pipe.execute(raise_on_error=False)
-            for result in results:
+            for command, result in zip(batch, results, strict=True):
+                if self._replied is not None and self._replied(command, result):
+                    continue
                 if isinstance(result, Exception):
                     self.errors += 1
                     logger.warning("Redis refused a write: %s", result)

@@ -35,7 +35,9 @@ class ClusterReport(BaseModel):
     backplane: str = Field(description="`local` (this process alone) or `redis`.")
     node: str = Field(description="The id of the node that answered.")
     reachable: bool = Field(description="Whether the other nodes can be reached now.")
-    problem: str | None = Field(description="Why not, while they cannot.")
+    problem: str | None = Field(
+        description="Why not, while they cannot (or what of the cluster fails, while it does)."
+    )
     nodes: list[ClusterNode] = Field(
         description="Every live node; only this one without a reachable backplane."
     )
