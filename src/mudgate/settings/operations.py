@@ -114,6 +114,13 @@ class Cluster(BaseModel):
         description="Processes serving the port (SO_REUSEPORT), one per core: each is a node "
         "of the backplane, so more than 1 needs `MUDGATE_BACKPLANE`.",
     )
+    worker_heartbeat_timeout: OptionalSeconds = Field(
+        20.0,
+        description="A worker whose event loop has not sent the supervisor a heartbeat for "
+        "this long (blocked, or the process stopped) is killed and started again, so that it "
+        "no longer takes a share of the new connections; counted from its first heartbeat, "
+        "once it listens, seconds; 0: never.",
+    )
     backplane: str | None = Field(
         None,
         description="`redis://host:port/db` to share rooms, channels, direct messages and "
