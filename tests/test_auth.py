@@ -5,9 +5,16 @@ from __future__ import annotations
 import jwt
 import pytest
 
-from mudgate.auth import Authenticator, Credentials, Identity, TokenError, admin_token_matches
+from mudgate.auth import (
+    Authenticator,
+    Credentials,
+    Identity,
+    TokenError,
+    admin_token_matches,
+    issue_token,
+)
 
-from .conftest import SECRET_KEY, FakeClock
+from .conftest import SECRET_KEY, FakeClock, make_settings
 
 
 def test_a_token_names_its_player(clock: FakeClock) -> None:
@@ -89,3 +96,95 @@ async def test_a_sync_hook_decides_first_and_none_defers_to_the_token(clock: Fak
         await auth.identify(Credentials(auth.issue("erin"), {}, {"x-game-user": "banned"}))
     with pytest.raises(TokenError, match="missing token"):
         await auth.identify(Credentials(None))
+
+
+# The TTL is the gateway's: a correctly signed token that claims more is refused, saying why.
+
+DAY = 86400
+YEAR = 365 * DAY
+
+
+def signed(**claims: object) -> str:
+    """A token signed with the gateway's own key: only its claims can be wrong."""
+    return jwt.encode({"sub": "mallory", "iss": "mudgate", **claims}, SECRET_KEY)
+
+
+def test_a_token_issued_longer_ago_than_the_ttl_is_refused_whatever_its_exp(
+    clock: FakeClock,
+) -> None:
+    clock.advance(60 * DAY)
+    auth = Authenticator(SECRET_KEY, 3600, clock=clock)
+    token = signed(iat=clock.now - 30 * DAY, exp=clock.now + YEAR)
+    with pytest.raises(TokenError, match="token too old: issued more than 3600 s ago"):
+        auth.verify(token)
+
+
+def test_a_token_without_iat_is_refused(clock: FakeClock) -> None:
+    auth = Authenticator(SECRET_KEY, 3600, clock=clock)
+    with pytest.raises(TokenError, match="no iat claim"):
+        auth.verify(signed(exp=clock.now + 10 * YEAR))
+
+
+async def test_a_token_without_iat_passes_when_the_games_hook_vouches_for_it(
+    clock: FakeClock,
+) -> None:
+    legacy = signed(exp=clock.now + 10 * YEAR)
+
+    def hook(credentials: Credentials) -> str | None:
+        # The game knows its own older tokens; anything else is mudgate's to check.
+        return "mallory" if credentials.token == legacy else None
+
+    auth = Authenticator(SECRET_KEY, 3600, clock=clock, authenticate=hook)
+    assert await auth.identify(Credentials(legacy)) == Identity("mallory", guest=False)
+    with pytest.raises(TokenError, match="no iat claim"):
+        await auth.identify(Credentials(signed(exp=clock.now + YEAR)))
+
+
+def test_a_token_claiming_a_lifetime_over_the_ttl_is_refused_at_once(clock: FakeClock) -> None:
+    auth = Authenticator(SECRET_KEY, 3600, clock=clock)
+    token = signed(iat=clock.now, exp=clock.now + 3601)
+    with pytest.raises(TokenError, match="token lifetime too long: exp is 3601 s after iat"):
+        auth.verify(token)
+    assert auth.verify(signed(iat=clock.now, exp=clock.now + 3600)).player_id == "mallory"
+
+
+def test_a_guest_token_is_held_to_the_guest_ttl(clock: FakeClock) -> None:
+    auth = Authenticator(SECRET_KEY, DAY, guest_token_ttl_seconds=3600, clock=clock)
+    a_year = signed(iat=clock.now, exp=clock.now + YEAR, guest=True)
+    with pytest.raises(TokenError, match=r"guest token lifetime too long: .* over the 3600 s"):
+        auth.verify(a_year)
+    # The same lifetime without the guest mark is a player's, within the player TTL.
+    assert not auth.verify(signed(iat=clock.now, exp=clock.now + 7200)).guest
+    with pytest.raises(TokenError, match="guest token lifetime too long"):
+        auth.verify(signed(iat=clock.now, exp=clock.now + 7200, guest=True))
+    old_guest = signed(iat=clock.now - 7200, exp=clock.now + YEAR, guest=True)
+    with pytest.raises(TokenError, match="guest token too old: issued more than 3600 s ago"):
+        auth.verify(old_guest)
+
+
+def test_an_iat_in_the_future_is_refused_beyond_the_clock_skew(clock: FakeClock) -> None:
+    auth = Authenticator(SECRET_KEY, 3600, clock=clock, clock_skew_seconds=60)
+    slightly_ahead = signed(iat=clock.now + 60, exp=clock.now + 3660)
+    assert auth.verify(slightly_ahead).player_id == "mallory"
+    far_ahead = signed(iat=clock.now + 3000, exp=clock.now + 3600)
+    with pytest.raises(TokenError, match="token issued in the future: iat is 3000 s ahead"):
+        auth.verify(far_ahead)
+
+
+@pytest.mark.parametrize(
+    ("claim", "value"),
+    [("iat", "yesterday"), ("iat", True), ("iat", float("nan")), ("exp", float("nan"))],
+)
+def test_a_time_claim_that_is_not_a_finite_number_is_refused(
+    clock: FakeClock, claim: str, value: object
+) -> None:
+    claims: dict[str, object] = {"iat": clock.now, "exp": clock.now + 60, claim: value}
+    with pytest.raises(TokenError, match=f"invalid token: {claim} is not a time"):
+        Authenticator(SECRET_KEY, 3600, clock=clock).verify(signed(**claims))
+
+
+def test_issue_token_refuses_a_ttl_the_gateway_would_refuse() -> None:
+    settings = make_settings(token_ttl=3600)
+    with pytest.raises(ValueError, match="over MUDGATE_TOKEN_TTL"):
+        issue_token(settings, "alice", ttl=7200)
+    assert Authenticator(SECRET_KEY, 3600).verify(issue_token(settings, "alice", ttl=3600))

@@ -27,6 +27,7 @@ def test_token_prints_a_token_the_server_accepts(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("MUDGATE_SECRET_KEY", SECRET_KEY)
+    monkeypatch.setenv("MUDGATE_TOKEN_TTL", "60")  # the server's, which the token must fit
     main(["token", "alice"])
     token = capsys.readouterr().out.strip()
     assert Authenticator(SECRET_KEY, 60).verify(token).player_id == "alice"
