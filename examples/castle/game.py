@@ -31,6 +31,7 @@ from mudgate import (
     Settings,
     builtin_commands,
     mount,
+    player_text,
     serve,
     serve_workers,
 )
@@ -75,7 +76,7 @@ class Roll(msgspec.Struct):
 
 
 class Shout(msgspec.Struct):
-    text: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    text: Annotated[str, player_text(max_length=200)]  # a player's text, at most 200
 
 
 def commands() -> CommandRegistry:

@@ -7,6 +7,7 @@ from .hub import Delivery, Hub
 from .protocol import CloseCode, ErrorCode, ProtocolError
 from .server import serve, serve_workers
 from .settings import Settings
+from .text import PlayerText, player_text
 from .web.app import MudgateApp, create_app, mount
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "Hub",
     "MudgateApp",
     "NoArgs",
+    "PlayerText",
     "ProtocolError",
     "Settings",
     "TokenError",
@@ -28,6 +30,7 @@ __all__ = [
     "create_app",
     "issue_token",
     "mount",
+    "player_text",
     "serve",
     "serve_workers",
 ]

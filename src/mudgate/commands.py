@@ -33,10 +33,10 @@ from .protocol import (
     ProtocolError,
     RequestId,
     RoomName,
-    Text,
     convert_args,
     parse_frame,
 )
+from .text import Collapse, PlayerText, text_collapser
 
 __all__ = [
     "CommandContext",
@@ -96,6 +96,8 @@ class CommandContext:
 class _Command(Generic[ArgsT]):
     handler: Handler[ArgsT]
     args_type: type[ArgsT]
+    # Where args_type holds PlayerText, found at registration (None: nowhere).
+    collapse_text: Collapse | None
 
 
 class CommandRegistry:
@@ -121,15 +123,17 @@ class CommandRegistry:
         """Register the decorated function as the handler of ``op``.
 
         ``args_type`` is a msgspec Struct describing the op's fields; a frame that does not
-        match it is answered with an ``invalid_args`` error before the handler runs. An op
-        can be registered once; ``replace=True`` puts a game's own handler in the place of a
+        match it is answered with an ``invalid_args`` error before the handler runs. Its
+        ``PlayerText`` fields are collapsed first (``mudgate.text``), so a handler never sees
+        the padding or invisible characters a player put in to forge a line. An op can be
+        registered once; ``replace=True`` puts a game's own handler in the place of a
         built-in one (a ``look`` that describes the room, say).
         """
 
         def decorator(handler: Handler[ArgsT]) -> Handler[ArgsT]:
             if op in self._commands and not replace:
                 raise ValueError(f"op {op!r} is already registered (replace=True to replace it)")
-            self._commands[op] = _Command(handler, args_type)
+            self._commands[op] = _Command(handler, args_type, text_collapser(args_type))
             return handler
 
         return decorator
@@ -184,6 +188,8 @@ class CommandRegistry:
         command = self._commands.get(frame.op)
         if command is None:
             raise ProtocolError(ErrorCode.UNKNOWN_OP, f"unknown op {frame.op!r}", frame.id)
+        if command.collapse_text is not None:
+            command.collapse_text(fields)
         args = convert_args(fields, command.args_type, frame)
         player = hub.registry.players.get(conn.player_id)
         if player is None:  # the connection is being closed
@@ -226,12 +232,12 @@ class Go(msgspec.Struct):
 
 
 class Say(msgspec.Struct):
-    text: Text
+    text: PlayerText
 
 
 class Tell(msgspec.Struct):
     to: PlayerId
-    text: Text
+    text: PlayerText
 
 
 class ChannelArgs(msgspec.Struct):
@@ -240,7 +246,7 @@ class ChannelArgs(msgspec.Struct):
 
 class Chat(msgspec.Struct):
     channel: ChannelName
-    text: Text
+    text: PlayerText
 
 
 def _kind(annotation: Any) -> str:

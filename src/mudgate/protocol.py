@@ -22,7 +22,6 @@ __all__ = [
     "ProtocolError",
     "RequestId",
     "RoomName",
-    "Text",
     "convert_args",
     "encode_error",
     "encode_event",
@@ -30,16 +29,12 @@ __all__ = [
     "websocket_text_frame",
 ]
 
-# The shapes of names and text, shared by commands, auth and the hub. \Z, not $: "$" also
-# matches before a final newline, and "lobby\n" is not a room.
+# The shapes of names, shared by commands, auth and the hub (free text is text.PlayerText).
+# \Z, not $: "$" also matches before a final newline, and "lobby\n" is not a room.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}\Z"
 PlayerId = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
 RoomName = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
 ChannelName = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
-# No control characters: a newline in a `say` would let a player forge a line of the game's
-# (a "bob tells you:") in any client that prints text as it comes.
-TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*\Z"
-Text = Annotated[str, msgspec.Meta(min_length=1, max_length=4000, pattern=TEXT_PATTERN)]
 RequestId = str | int | None
 
 

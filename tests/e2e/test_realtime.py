@@ -189,9 +189,9 @@ async def test_compression_is_negotiated_when_it_is_on(server_with: Any) -> None
         # plain recipient shares, the compressed one its own.
         async with await Player.connect(server.ws("carol")) as carol:
             await carol.next("welcome")
-            await alice.send(op="say", text="squeezed " * 50)
-            assert (await alice.next("say"))["text"] == "squeezed " * 50
-            assert (await carol.next("say"))["text"] == "squeezed " * 50
+            await alice.send(op="say", text="squeezed" * 50)
+            assert (await alice.next("say"))["text"] == "squeezed" * 50
+            assert (await carol.next("say"))["text"] == "squeezed" * 50
     off = server_with()
     async with await Player.connect(off.ws("bob"), compression="deflate") as bob:
         assert bob.ws.response is not None

@@ -1,0 +1,238 @@
+"""Player text: the one type for free text a player writes (a ``say``, a ``tell``, a game's
+``shout``), and what it may hold once decoded.
+
+A line break in a ``say`` could forge a line of the game's ("bob tells you: ...") in a client
+that prints text as it comes; so could "hi" followed by 1,500 spaces, which wraps so that
+"bob tells you" starts a line of its own, or a right-to-left override that reorders what a
+page shows. So a command field declared ``PlayerText`` is collapsed before it is checked:
+
+- *Invisible characters are deleted*: the zero-width ones (U+200B-U+200D, U+2060-U+2064,
+  U+FEFF, U+034F, U+180E, U+00AD) and the bidirectional controls (U+200E, U+200F, U+061C,
+  U+202A-U+202E, U+2066-U+2069, and the deprecated U+206A-U+206F). This costs emoji joined
+  by U+200D (a family shows as its members) and the ZWNJ of Persian script: nothing a player
+  sees may be steered by characters they cannot see.
+- *Whitespace collapses*: each run of tabs, spaces, the Unicode space separators (U+00A0,
+  U+1680, U+2000-U+200A, U+202F, U+205F, U+3000) and the letters that print as blanks (the
+  Hangul fillers U+115F, U+1160, U+3164, U+FFA0, and the braille blank U+2800) becomes one
+  space, and none is left at either end.
+- *Then it is checked*: 1-4000 characters (``player_text(max_length)`` for another limit),
+  none of them a control character or a line break, which are refused rather than collapsed.
+  Text that was all whitespace is now empty, and refused as empty text always was.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import msgspec
+import msgspec.inspect as schema
+
+__all__ = [
+    "TEXT_PATTERN",
+    "PlayerText",
+    "collapse_whitespace",
+    "player_text",
+    "text_collapser",
+]
+
+# No control characters and no line breaks (U+2028, U+2029 included).
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*\Z"
+
+_INVISIBLE = re.compile(
+    "[\u00ad\u034f\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]"
+)
+_BLANKS = re.compile(
+    "[\t \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000\u115f\u1160\u3164\uffa0\u2800]+"
+)
+
+# How PlayerText is told apart from any other string in a command's arguments.
+_MARK = "mudgate.player_text"
+
+
+def collapse_whitespace(text: str) -> str:
+    """``text`` without invisible characters, each run of whitespace one space, and no
+    space at either end (the module docstring lists both sets)."""
+    return _BLANKS.sub(" ", _INVISIBLE.sub("", text)).strip(" ")
+
+
+def player_text(max_length: int = 4000) -> msgspec.Meta:
+    """The constraints of ``PlayerText`` with another maximum length, in characters, for a
+    field declared ``Annotated[str, player_text(200)]``; collapsed the same way."""
+    return msgspec.Meta(
+        min_length=1, max_length=max_length, pattern=TEXT_PATTERN, extra={_MARK: True}
+    )
+
+
+PlayerText = Annotated[str, player_text()]
+"""Free text a player writes, 1-4000 characters once collapsed (see the module docstring)."""
+
+
+Collapse = Callable[[Any], Any]
+
+
+def text_collapser(args_type: Any) -> Collapse | None:
+    """A function that collapses, in a decoded JSON value meant for ``args_type``, every
+    string that type declares as player text (objects and arrays in place), so that msgspec
+    then checks the collapsed text; None when the type holds no player text. Found once per
+    command, when it is registered: fields, nested Structs, dataclasses and TypedDicts,
+    optional fields, lists, tuples, sets, dict values and (tagged) unions."""
+    return _Finder().visit(schema.type_info(args_type))
+
+
+def _collapse_text(value: Any) -> Any:
+    # Anything but a string is left for msgspec to refuse.
+    return collapse_whitespace(value) if isinstance(value, str) else value
+
+
+class _Fields:
+    """An object's fields that hold player text, by their names in JSON."""
+
+    __slots__ = ("fields",)
+
+    def __init__(self) -> None:
+        self.fields: dict[str, Collapse] = {}
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            for name, collapse in self.fields.items():
+                if name in value:
+                    value[name] = collapse(value[name])
+        return value
+
+
+class _Positions:
+    """An array's positions that hold player text (a tuple, an array-like Struct)."""
+
+    __slots__ = ("positions",)
+
+    def __init__(self, positions: list[Collapse | None]) -> None:
+        self.positions = positions
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, list):
+            for index, collapse in enumerate(self.positions[: len(value)]):
+                if collapse is not None:
+                    value[index] = collapse(value[index])
+        return value
+
+
+class _Each:
+    """Every item of an array, or every value of an object."""
+
+    __slots__ = ("collapse",)
+
+    def __init__(self, collapse: Collapse) -> None:
+        self.collapse = collapse
+
+    def __call__(self, value: Any) -> Any:
+        if isinstance(value, list):
+            value[:] = [self.collapse(item) for item in value]
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                value[key] = self.collapse(item)
+        return value
+
+
+class _Either:
+    """A union: the member a value decodes as, by its JSON kind and, for tagged Structs, its
+    tag (msgspec allows one member of each kind otherwise)."""
+
+    __slots__ = ("members",)
+
+    def __init__(self, members: list[tuple[type, str | None, object, Collapse]]) -> None:
+        self.members = members
+
+    def __call__(self, value: Any) -> Any:
+        for kind, tag_field, tag, collapse in self.members:
+            if isinstance(value, kind) and (
+                tag_field is None or (isinstance(value, dict) and value.get(tag_field) == tag)
+            ):
+                return collapse(value)
+        return value
+
+
+_OBJECTS = schema.StructType | schema.DataclassType | schema.TypedDictType
+_ARRAYS = schema.ListType | schema.VarTupleType | schema.SetType | schema.FrozenSetType
+
+
+def _json_kind(info: schema.Type) -> type:
+    while isinstance(info, schema.Metadata):
+        info = info.type
+    if isinstance(info, schema.StrType):
+        return str
+    if isinstance(info, _OBJECTS | schema.DictType) and not getattr(info, "array_like", False):
+        return dict
+    return list
+
+
+def _positions_of(info: schema.Type) -> list[schema.Type] | None:
+    """The types of a JSON array's positions: a tuple, a NamedTuple, an array-like Struct."""
+    if isinstance(info, schema.TupleType):
+        return list(info.item_types)
+    if isinstance(info, schema.NamedTupleType) or (
+        isinstance(info, schema.StructType) and info.array_like
+    ):
+        return [field.type for field in info.fields]
+    return None
+
+
+def _item_of(info: schema.Type) -> schema.Type | None:
+    """The type of every item of an array, or of every value of an object (a dict)."""
+    if isinstance(info, _ARRAYS):
+        return info.item_type
+    if isinstance(info, schema.DictType):
+        return info.value_type
+    return None
+
+
+class _Finder:
+    """Walks a type's description once; Structs are remembered, so a recursive one ends."""
+
+    def __init__(self) -> None:
+        self._objects: dict[type, Collapse | None] = {}
+
+    def visit(self, info: schema.Type) -> Collapse | None:
+        if isinstance(info, schema.Metadata):
+            marked = bool(info.extra and info.extra.get(_MARK))
+            return _collapse_text if marked else self.visit(info.type)
+        if isinstance(info, schema.UnionType):
+            return self._union(info)
+        if isinstance(info, _OBJECTS) and not getattr(info, "array_like", False):
+            return self._object(info)
+        if (positions := _positions_of(info)) is not None:
+            return self._positions(positions)
+        item = _item_of(info)
+        return None if item is None else self._each(item)
+
+    def _object(self, info: _OBJECTS) -> Collapse | None:
+        if info.cls in self._objects:
+            return self._objects[info.cls]
+        fields = _Fields()
+        self._objects[info.cls] = fields  # a field of this very type finds it here
+        for field in info.fields:
+            collapse = self.visit(field.type)
+            if collapse is not None:
+                fields.fields[field.encode_name] = collapse
+        if not fields.fields:
+            self._objects[info.cls] = None
+            return None
+        return fields
+
+    def _positions(self, types: list[schema.Type]) -> Collapse | None:
+        positions = [self.visit(item) for item in types]
+        return _Positions(positions) if any(positions) else None
+
+    def _each(self, item: schema.Type) -> Collapse | None:
+        collapse = self.visit(item)
+        return None if collapse is None else _Each(collapse)
+
+    def _union(self, info: schema.UnionType) -> Collapse | None:
+        members: list[tuple[type, str | None, object, Collapse]] = []
+        for member in info.types:
+            collapse = self.visit(member)
+            if collapse is not None:
+                tag_field, tag = getattr(member, "tag_field", None), getattr(member, "tag", None)
+                members.append((_json_kind(member), tag_field, tag, collapse))
+        return _Either(members) if members else None
