@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from mudgate.bounded import (
     BoundedQueue,
+    InFlight,
     Mailboxes,
     Refused,
     SlidingWindowLimiter,
@@ -535,3 +536,43 @@ def test_new_keys_forget_expired_ones_without_waiting_for_a_sweep() -> None:
     assert len(limiter) <= 22  # a limiter key lasts one window after its window ends
     assert seen.stats().evictions == 0
     assert limiter.evictions == 0
+
+
+# InFlight: requests under way per key
+
+
+def test_in_flight_counts_up_to_its_limit_per_key() -> None:
+    in_flight = InFlight(limit=2, max_keys=10)
+    assert in_flight.enter("alice")
+    assert in_flight.enter("alice")
+    assert not in_flight.enter("alice")
+    assert in_flight.enter("bob")  # another key has its own count
+    assert (in_flight["alice"], in_flight.refused) == (2, 1)
+    in_flight.leave("alice")
+    assert in_flight.enter("alice")
+
+
+def test_in_flight_forgets_a_key_with_its_last_request() -> None:
+    in_flight = InFlight(limit=3, max_keys=10)
+    in_flight.enter("alice")
+    in_flight.enter("alice")
+    in_flight.leave("alice")
+    in_flight.leave("alice")
+    in_flight.leave("alice")  # one too many: harmless
+    assert len(in_flight) == 0
+    assert in_flight["alice"] == 0
+
+
+def test_in_flight_refuses_a_new_key_past_max_keys_rather_than_drop_a_count() -> None:
+    in_flight = InFlight(limit=1, max_keys=2)
+    assert in_flight.enter("a")
+    assert in_flight.enter("b")
+    assert not in_flight.enter("c")
+    assert len(in_flight) == 2
+    in_flight.leave("a")
+    assert in_flight.enter("c")
+
+
+def test_in_flight_needs_positive_bounds() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        InFlight(limit=0, max_keys=1)

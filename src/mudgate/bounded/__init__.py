@@ -9,13 +9,14 @@ so monitoring can show it.
 from __future__ import annotations
 
 from .base import ContainerStats
-from .limiters import SlidingWindowLimiter, TokenBuckets, leak
+from .limiters import InFlight, SlidingWindowLimiter, TokenBuckets, leak
 from .mailboxes import Mailboxes, Refused
 from .ttl import BoundedQueue, TTLMap
 
 __all__ = [
     "BoundedQueue",
     "ContainerStats",
+    "InFlight",
     "Mailboxes",
     "Refused",
     "SlidingWindowLimiter",

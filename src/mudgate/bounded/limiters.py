@@ -1,4 +1,5 @@
-"""Rate limiters kept per key: sliding windows of attempts, and token buckets."""
+"""Rate limiters kept per key: sliding windows of attempts, token buckets, and counts of
+requests under way."""
 
 from __future__ import annotations
 
@@ -232,3 +233,45 @@ class TokenBuckets(_ByLastUse[_Bucket]):
             return math.inf
         bucket.level -= 1
         return (1 - bucket.level) / self.rate
+
+
+class InFlight:
+    """How many requests each key has under way, at most ``limit`` per key.
+
+    A key goes with its last request, so the size is bounded by what is under way (itself
+    bounded by the sockets), and past ``max_keys`` keys a new one is refused rather than
+    pushing out a count that is still in use.
+    """
+
+    __slots__ = ("_counts", "limit", "max_keys", "refused")
+
+    def __init__(self, limit: int, max_keys: int) -> None:
+        if limit < 1 or max_keys < 1:
+            raise ValueError(f"limit and max_keys must be at least 1, got {limit}, {max_keys}")
+        self.limit = limit
+        self.max_keys = max_keys
+        self.refused = 0
+        self._counts: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._counts)
+
+    def __getitem__(self, key: str) -> int:
+        return self._counts.get(key, 0)
+
+    def enter(self, key: str) -> bool:
+        """Count one more request for ``key``; False (nothing counted) at its limit."""
+        count = self._counts.get(key, 0)
+        if count >= self.limit or (not count and len(self._counts) >= self.max_keys):
+            self.refused += 1
+            return False
+        self._counts[key] = count + 1
+        return True
+
+    def leave(self, key: str) -> None:
+        """One of ``key``'s requests is over."""
+        count = self._counts.get(key, 0)
+        if count <= 1:
+            self._counts.pop(key, None)
+        else:
+            self._counts[key] = count - 1

@@ -159,6 +159,15 @@ class Hub:
             online=player_id in self.registry.players,
         )
 
+    def begin_command(self, player_id: str, remote: str) -> bool:
+        """A command request (``POST /commands``) from ``player_id`` at ``remote`` starts;
+        False when the player or the address has as many under way as they may. Each True
+        is paired with one ``end_command``."""
+        return self.admission.begin_command(player_id, remote)
+
+    def end_command(self, player_id: str, remote: str) -> None:
+        self.admission.end_command(player_id, remote)
+
     def set_shedding(self, shedding: bool) -> None:
         """Refuse (or again accept) new connections; existing players keep playing."""
         self.admission.set_shedding(shedding, len(self.registry))

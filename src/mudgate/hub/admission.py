@@ -1,8 +1,9 @@
 """Who may connect, and how fast a player may send: the hub's door.
 
 ``Admission`` is the only writer of the connection-attempt windows, the players' message
-buckets, the refusal counters and the shedding switch. Both bounded containers are capped in
-keys and entries and expire by TTL (mudgate.bounded).
+buckets, the counts of commands under way, the refusal counters and the shedding switch. The
+rate limiters are capped in keys and entries and expire by TTL; the counts of commands under
+way lose a key with its last command (mudgate.bounded).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..bounded import SlidingWindowLimiter, TokenBuckets
+from ..bounded import InFlight, SlidingWindowLimiter, TokenBuckets
 from ..protocol import CloseCode
 from ..settings import Settings
 
@@ -57,6 +58,14 @@ class Admission:
             settings.max_players,
             clock=clock,
         )
+        # POST /commands requests under way (their body arriving, then their dispatch), per
+        # player and per address: one player's slow bodies cannot hold every socket.
+        self.commands_by_player = InFlight(
+            settings.max_commands_in_flight_per_player, settings.max_sockets
+        )
+        self.commands_by_address = InFlight(
+            settings.max_commands_in_flight_per_address, settings.max_sockets
+        )
         self.refused: dict[RefusalReason, int] = dict.fromkeys(RefusalReason, 0)
         # Set under memory pressure: new connections are refused, existing ones keep playing.
         self.shedding = False
@@ -99,6 +108,21 @@ class Admission:
         if wait == math.inf:
             return self.message_rates.refill_seconds, True
         return wait, False
+
+    def begin_command(self, player_id: str, remote: str) -> bool:
+        """Count a command request of ``player_id`` from ``remote`` as under way; False
+        (nothing counted) when either already has as many as it may."""
+        if not self.commands_by_player.enter(player_id):
+            return False
+        if not self.commands_by_address.enter(remote):
+            self.commands_by_player.leave(player_id)
+            return False
+        return True
+
+    def end_command(self, player_id: str, remote: str) -> None:
+        """A command request counted by ``begin_command`` is over."""
+        self.commands_by_player.leave(player_id)
+        self.commands_by_address.leave(remote)
 
     def set_shedding(self, shedding: bool, connections: int) -> None:
         """Refuse (or again accept) new connections; existing players keep playing."""

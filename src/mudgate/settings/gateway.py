@@ -129,7 +129,14 @@ class Connections(BaseModel):
         20.0, description="How long a ping may go unanswered before the peer is dropped, seconds."
     )
     max_message_bytes: PositiveInt = Field(
-        65536, description="Largest frame a client may send; larger ones close with 1009."
+        65536,
+        description="Largest message a client may send, whole or in fragments; larger ones "
+        "close with 1009. Each connection may hold one message this size while it arrives.",
+    )
+    max_message_fragments: PositiveInt = Field(
+        128,
+        description="Frames one WebSocket message may arrive in, empty ones included; past it "
+        "the connection is closed with 1008.",
     )
     outbox_max_messages: PositiveInt = Field(
         1000, description="Messages queued for one connection before it is a slow consumer."
@@ -147,7 +154,24 @@ class Connections(BaseModel):
         10.0, description="Window of the bad-frame limit, seconds."
     )
     ws_per_message_deflate: bool = Field(
-        False, description="WebSocket compression; costs 64-316 KiB per connection."
+        False,
+        description="Offer WebSocket compression (permessage-deflate); at the window and "
+        "memLevel below it costs about 32 KiB per compressed connection, counted in the memory "
+        "budget.",
+    )
+    ws_deflate_window_bits: Annotated[int, Field(ge=9, le=15)] = Field(
+        11,
+        description="Compression window, both ways (server_max_window_bits and "
+        "client_max_window_bits, 9-15: 2**bits bytes); a client that cannot be held to it is "
+        "served without compression.",
+    )
+    ws_deflate_mem_level: Annotated[int, Field(ge=1, le=9)] = Field(
+        4, description="zlib memLevel of the compressor (1-9): its state is 2**(memLevel+9) bytes."
+    )
+    max_compressed_connections: PositiveInt = Field(
+        1000,
+        description="WebSockets that may be compressed at once; past it, new ones are accepted "
+        "without compression.",
     )
     control_frame_limit: PositiveInt = Field(
         20,
@@ -171,6 +195,16 @@ class PlayerRates(BaseModel):
         30,
         description="Frames a player may send at once before the per-second rate applies; a "
         "player who sends another burst while limited is closed with 4029.",
+    )
+    max_commands_in_flight_per_player: PositiveInt = Field(
+        2,
+        description="POST /commands requests one player may have under way at once (body "
+        "arriving, or being handled); past it: 429.",
+    )
+    max_commands_in_flight_per_address: PositiveInt = Field(
+        16,
+        description="POST /commands requests one IP address may have under way at once, all "
+        "its players together; past it: 429.",
     )
     max_pending_per_sender: PositiveInt = Field(
         100,
@@ -204,7 +238,8 @@ class Sockets(BaseModel):
     write_buffer_bytes: Annotated[int, Field(ge=4096)] = Field(
         65536,
         description="Bytes the server buffers for one connection above the kernel's; past it "
-        "the connection is not read until the client catches up (read backpressure).",
+        "the connection is not read until the client catches up (read backpressure). Also "
+        "what it holds of a request body the app has not taken yet.",
     )
     socket_send_buffer_bytes: Annotated[int, Field(ge=4096)] = Field(
         32768,

@@ -401,13 +401,26 @@ def realtime_router(hub: Hub, commands: CommandRegistry, authenticator: Authenti
     ) -> CommandAccepted:
         """The body is one protocol frame, e.g. ``{"op": "say", "text": "hi"}``; what it causes
         arrives as events on the player's open ``/events`` (or ``/ws``) connection."""
-        own = hub.registry.player_connections.get(identity.player_id)
+        player_id = identity.player_id
+        own = hub.registry.player_connections.get(player_id)
         if not own:
             raise APIError(409, ErrorCode.NOT_CONNECTED, "open /events before sending commands")
         conn = own[-1]  # taken now: the list may change while the body arrives
-        body = await _read_body(request, hub.settings.max_message_bytes)
-        conn.received()
-        error = await commands.dispatch(hub, conn, body)
+        remote = _remote(request.scope)
+        if not hub.begin_command(player_id, remote):
+            raise APIError(
+                429,
+                ErrorCode.RATE_LIMITED,
+                "too many commands under way at once from this player or address: "
+                "wait for their answers",
+                retry_after=1,
+            )
+        try:
+            body = await _read_body(request, hub.settings.max_message_bytes)
+            conn.received()
+            error = await commands.dispatch(hub, conn, body)
+        finally:
+            hub.end_command(player_id, remote)
         if error is not None:
             if error.code in BAD_FRAME_CODES and not conn.bad_frame():
                 conn.close(CloseCode.POLICY_VIOLATION, "too many bad frames")
