@@ -4,10 +4,10 @@ A WebSocket player, an SSE stream, a scrape of ``/metrics`` and a socket that co
 never sent a byte all hold a file descriptor, kernel buffers and a protocol object. The
 ``SocketTable`` counts them by what they are doing and keeps their number under
 ``max_sockets``: when a new one arrives at the cap, the one that has waited longest for a
-request to arrive (a slow or silent client, or an idle keep-alive) is closed to make room; a
-table full of requests in progress and players refuses the newcomer instead. A healthy client
-sends its request within milliseconds, so it is never the oldest waiter for long, and a flood
-of silent sockets evicts itself.
+request (or its body) to arrive (a slow or silent client, or an idle keep-alive) is closed to
+make room; a table full of requests being answered and players refuses the newcomer instead.
+A healthy client sends its request within milliseconds, so it is never the oldest waiter for
+long, and a flood of silent sockets or of endless bodies evicts itself.
 
 mudgate's protocol classes (``mudgate.server``) are the only writers; monitoring reads
 ``stats()``.
@@ -41,8 +41,10 @@ class SocketKind(enum.Enum):
 
     WAITING = "waiting"
     """Waiting for a request: just connected, or idle between two requests. Evicted first."""
+    RECEIVING = "receiving"
+    """A request whose body is still arriving. Evicted like a waiting one, the longest first."""
     HTTP = "http"
-    """A request being received or answered (an SSE stream is one long answer)."""
+    """A request being answered (an SSE stream is one long answer)."""
     WEBSOCKET = "websocket"
     """Upgraded to a WebSocket."""
 
@@ -62,6 +64,15 @@ class SocketEvent(enum.StrEnum):
     """Sent something that is not HTTP/1.1 or not a valid WebSocket handshake (400)."""
     CONTROL_FLOOD = "control_flood"
     """Sent WebSocket pings faster than control_frame_limit allows (1008)."""
+    FRAGMENT_FLOOD = "fragment_flood"
+    """Sent a WebSocket message in more frames than max_message_fragments allows (1008)."""
+    COMPRESSION_DECLINED = "compression_declined"
+    """Asked for WebSocket compression past max_compressed_connections: served without."""
+
+
+# What a new connection may push out when the table is full: nothing a player or a response
+# in progress depends on.
+EVICTABLE = frozenset({SocketKind.WAITING, SocketKind.RECEIVING})
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +83,8 @@ class SocketStats:
     capacity: int
     by_kind: dict[str, int]
     events: dict[str, int]
+    compressed: int
+    compressed_capacity: int
 
 
 class SocketTable:
@@ -82,13 +95,17 @@ class SocketTable:
     O(1).
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, compressed_capacity: int = 0) -> None:
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
         self.capacity = capacity
+        self.compressed_capacity = compressed_capacity
+        # The WebSockets that negotiated compression (zlib state on top of everything else).
+        self._compressed: set[Transport] = set()
         self._kinds: dict[Transport, SocketKind] = {}
-        # The waiting ones, in the order they started waiting: the first is evicted first.
-        self._waiting: dict[Transport, None] = {}
+        # The waiting and receiving ones, in the order they started to: the first is evicted
+        # first.
+        self._evictable: dict[Transport, None] = {}
         self._counts: Counter[SocketKind] = Counter()
         self._events: Counter[SocketEvent] = Counter()
 
@@ -117,39 +134,50 @@ class SocketTable:
         """Admit a new connection, waiting for its first request. False when the table is full
         of connections that are all busy: the caller closes the newcomer at once."""
         if len(self._kinds) >= self.capacity:
-            if not self._waiting:
+            if not self._evictable:
                 self._events[SocketEvent.REFUSED] += 1
                 return False
-            oldest = next(iter(self._waiting))
+            oldest = next(iter(self._evictable))
             self.close(oldest)
             self._events[SocketEvent.EVICTED] += 1
             oldest.abort()
         self._kinds[transport] = SocketKind.WAITING
-        self._waiting[transport] = None
+        self._evictable[transport] = None
         self._counts[SocketKind.WAITING] += 1
         return True
 
     def mark(self, transport: Transport, kind: SocketKind) -> None:
-        """Record what ``transport`` is doing now; a connection that waits again goes to the
-        back of the eviction order."""
+        """Record what ``transport`` is doing now; a connection that waits (or receives)
+        again goes to the back of the eviction order."""
         old = self._kinds.get(transport)
         if old is None:
             return  # evicted meanwhile
-        if old is SocketKind.WAITING:
-            del self._waiting[transport]
-        if kind is SocketKind.WAITING:
-            self._waiting[transport] = None
+        if old in EVICTABLE:
+            del self._evictable[transport]
+        if kind in EVICTABLE:
+            self._evictable[transport] = None
         self._kinds[transport] = kind
         self._counts[old] -= 1
         self._counts[kind] += 1
 
+    def may_compress(self) -> bool:
+        """Whether one more connection may be compressed (below ``compressed_capacity``)."""
+        return len(self._compressed) < self.compressed_capacity
+
+    def compress(self, transport: Transport) -> None:
+        """Count ``transport`` as compressed until it closes (the caller checked
+        ``may_compress``)."""
+        if transport in self._kinds:
+            self._compressed.add(transport)
+
     def close(self, transport: Transport) -> None:
         """Forget ``transport``; idempotent."""
+        self._compressed.discard(transport)
         kind = self._kinds.pop(transport, None)
         if kind is None:
             return
-        if kind is SocketKind.WAITING:
-            del self._waiting[transport]
+        if kind in EVICTABLE:
+            del self._evictable[transport]
         self._counts[kind] -= 1
 
     def count(self, event: SocketEvent) -> None:
@@ -161,4 +189,6 @@ class SocketTable:
             capacity=self.capacity,
             by_kind={kind.value: self._counts[kind] for kind in SocketKind},
             events={event.value: self._events[event] for event in SocketEvent},
+            compressed=len(self._compressed),
+            compressed_capacity=self.compressed_capacity,
         )

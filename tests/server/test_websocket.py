@@ -19,6 +19,7 @@ from mudgate.server.websocket import PARSE_BYTES, WebSocketProtocol
 from mudgate.sockets import SocketTable
 
 from ..conftest import make_settings
+from ..hostile.floods import BINARY, CONTINUATION, TEXT, frame
 
 
 class FakeTransport:
@@ -62,7 +63,7 @@ def open_websocket(
 ) -> WebSocketProtocol:
     """A WebSocketProtocol on ``transport`` whose upgrade request was just handed over."""
     loop = asyncio.get_running_loop()
-    sockets = SocketTable(10)
+    sockets = SocketTable(10, compressed_capacity=10)
     sockets.open(transport)  # type: ignore[arg-type]
     context = ServerContext(
         app=app,
@@ -84,7 +85,7 @@ def open_websocket(
         ("Sec-WebSocket-Version", "13"),
     ]
     if deflate:
-        headers.append(("Sec-WebSocket-Extensions", "permessage-deflate"))
+        headers.append(("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits"))
     websocket.handshake(h11.Request(method="GET", target="/ws", headers=headers), b"")
     return websocket
 
@@ -208,3 +209,67 @@ async def test_fragmented_messages_reach_the_app_whole() -> None:
         {"type": "websocket.receive", "text": "whole"},
     ]
     assert websocket._fragments is None  # nothing kept between messages
+
+
+async def open_app_waiting(transport: FakeTransport, **settings: Any) -> WebSocketProtocol:
+    """An open WebSocket whose app has not asked for a message yet."""
+    accepted = asyncio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()  # websocket.connect
+        await send({"type": "websocket.accept"})
+        accepted.set()
+        await asyncio.Event().wait()
+
+    websocket = open_websocket(app, transport, **settings)
+    await accepted.wait()
+    return websocket
+
+
+async def test_a_message_in_tiny_fragments_is_parsed_a_slice_per_turn_of_the_loop() -> None:
+    transport = FakeTransport()
+    websocket = await open_app_waiting(transport, max_message_fragments=100_000)
+    fragments = frame(CONTINUATION, b"aa", fin=False) * 8192  # 64 KiB of 2-byte fragments
+    websocket.data_received(frame(TEXT, b"[", fin=False) + fragments)
+    # One slice parsed; the rest waits, unread, for the next turns of the loop.
+    assert len(websocket._unparsed) > len(fragments) - PARSE_BYTES
+    assert not transport.reading
+    turns = 0
+    while websocket._unparsed:
+        await asyncio.sleep(0)
+        turns += 1
+    assert turns >= len(fragments) // PARSE_BYTES
+    assert transport.reading  # all parsed, and no message for the app yet: read on
+    # Joined as they came: one buffer of the payload's bytes, not an object per fragment.
+    assert websocket._fragments is not None
+    assert len(websocket._fragments.payload) == 1 + 2 * 8192
+    websocket.data_received(frame(CONTINUATION, b"]"))
+    assert await websocket.receive() == {
+        "type": "websocket.receive",
+        "text": "[" + "a" * 16384 + "]",
+    }
+    websocket.connection_lost(None)
+
+
+async def test_a_message_in_more_frames_than_allowed_closes_the_connection_with_1008() -> None:
+    transport = FakeTransport()
+    websocket = await open_app_waiting(transport, max_message_fragments=4)
+    websocket.data_received(
+        frame(BINARY, b"a", fin=False) + frame(CONTINUATION, b"", fin=False) * 4
+    )
+    assert await websocket.receive() == {
+        "type": "websocket.disconnect",
+        "code": 1008,
+        "reason": "message in too many frames",
+    }
+    assert struct.pack("!H", 1008) + b"message in too many frames" in transport.written
+    assert websocket._fragments is None  # what it sent is let go at once
+    websocket.connection_lost(None)
+
+
+async def test_a_fragmented_binary_message_arrives_as_bytes() -> None:
+    transport = FakeTransport()
+    websocket = await open_app_waiting(transport)
+    websocket.data_received(frame(BINARY, b"\x00\x01", fin=False) + frame(CONTINUATION, b"\x02"))
+    assert await websocket.receive() == {"type": "websocket.receive", "bytes": b"\x00\x01\x02"}
+    websocket.connection_lost(None)

@@ -28,12 +28,15 @@ class ProtocolLimits:
     max_request_head_bytes: int
     write_buffer_bytes: int
     max_message_bytes: int
+    max_message_fragments: int
     ping_interval: float
     ping_timeout: float
     close_timeout: float
     control_frame_limit: int
     control_frame_window: float
     per_message_deflate: bool
+    deflate_window_bits: int
+    deflate_mem_level: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ProtocolLimits:
@@ -43,6 +46,7 @@ class ProtocolLimits:
             max_request_head_bytes=settings.max_request_head_bytes,
             write_buffer_bytes=settings.write_buffer_bytes,
             max_message_bytes=settings.max_message_bytes,
+            max_message_fragments=settings.max_message_fragments,
             ping_interval=settings.ping_interval,
             ping_timeout=settings.ping_timeout,
             # A close that cannot be written in the time one write may take never will be.
@@ -50,6 +54,8 @@ class ProtocolLimits:
             control_frame_limit=settings.control_frame_limit,
             control_frame_window=settings.control_frame_window,
             per_message_deflate=settings.ws_per_message_deflate,
+            deflate_window_bits=settings.ws_deflate_window_bits,
+            deflate_mem_level=settings.ws_deflate_mem_level,
         )
 
 

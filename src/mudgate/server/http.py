@@ -33,14 +33,26 @@ __all__ = ["HTTPProtocol"]
 
 logger = logging.getLogger("mudgate.server")
 
-# Request body held for the app before reading stops.
-BODY_BUFFER_BYTES = 65536
-
 _REFUSALS = {
     400: (ErrorCode.BAD_REQUEST, SocketEvent.MALFORMED),
     414: (ErrorCode.URI_TOO_LONG, SocketEvent.HEAD_TOO_LARGE),
     431: (ErrorCode.HEADERS_TOO_LARGE, SocketEvent.HEAD_TOO_LARGE),
 }
+
+
+def _unservable(request: h11.Request) -> str | None:
+    """Why ``request`` is refused (400, and the connection closed) before anything reads it,
+    or None. h11 parses HTTP/1.0 and lets Transfer-Encoding win over Content-Length; a server
+    that answers such a request and reads on serves whatever a proxy in front of it took for
+    the body (request smuggling, RFC 9112 section 6.1)."""
+    if request.http_version != b"1.1":
+        return "mudgate speaks HTTP/1.1 only (behind nginx: proxy_http_version 1.1)"
+    names = {name for name, _ in request.headers}
+    if b"transfer-encoding" in names and b"content-length" in names:
+        return "both Content-Length and Transfer-Encoding: the body's length is ambiguous"
+    if request.method != b"GET" and is_websocket_upgrade(request):
+        return "a WebSocket handshake is a GET request (RFC 6455)"
+    return None
 
 
 class HTTPProtocol(asyncio.Protocol):
@@ -173,10 +185,12 @@ class HTTPProtocol(asyncio.Protocol):
                 self._start(event)
             elif isinstance(event, h11.Data):
                 assert self._cycle is not None
-                if self._cycle.body_received(event.data) > BODY_BUFFER_BYTES:
+                # Held for the app up to the size of a write buffer, then reading stops.
+                if self._cycle.body_received(event.data) > self._context.limits.write_buffer_bytes:
                     flow.pause(BODY)
             elif isinstance(event, h11.EndOfMessage):
                 flow.cancel_timer()  # the request is whole
+                self._context.sockets.mark(flow.transport, SocketKind.HTTP)
                 assert self._cycle is not None
                 self._cycle.body_received(b"", more=False)
 
@@ -193,10 +207,15 @@ class HTTPProtocol(asyncio.Protocol):
         if self._head_bytes() > self._context.limits.max_request_head_bytes:
             self._refuse(431, "the request headers are too large")
             return
-        self._context.sockets.mark(flow.transport, SocketKind.HTTP)
+        if (refused := _unservable(request)) is not None:
+            self._refuse(400, refused)
+            return
         if is_websocket_upgrade(request):
+            self._context.sockets.mark(flow.transport, SocketKind.HTTP)
             self._upgrade(request)
             return
+        # Until its body has arrived, a request is as evictable as a socket that sent nothing.
+        self._context.sockets.mark(flow.transport, SocketKind.RECEIVING)
         try:
             scope = self._scope(request)
         except ValueError as error:

@@ -188,7 +188,11 @@ def create_server(
     ``reuse_port``: a worker's, sharing the port with the others (``serve_workers``).
     """
     gateways = find_gateways(app)
-    sockets = gateways[0].sockets if gateways else SocketTable(settings.max_sockets)
+    sockets = (
+        gateways[0].sockets
+        if gateways
+        else SocketTable(settings.max_sockets, settings.max_compressed_connections)
+    )
     config = server_config(settings, app, sockets, **overrides)
     sock = bind_socket(config, settings, reuse_port=reuse_port)
     limit = raise_descriptor_limit(sockets.capacity + RESERVED_DESCRIPTORS)

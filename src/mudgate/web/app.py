@@ -151,7 +151,7 @@ def create_app(
             diagnostics.stop()
             await hub.close()
 
-    sockets = SocketTable(settings.max_sockets)
+    sockets = SocketTable(settings.max_sockets, settings.max_compressed_connections)
     app = MudgateApp(
         RealtimeTransports(hub=hub, commands=commands, authenticator=authenticator),
         sockets,
@@ -188,7 +188,7 @@ def create_app(
 
 def _check_budget(settings: Settings, sample: MemorySample) -> None:
     """Warn at start when the worst case the caps allow does not fit under the limit."""
-    budget = memory_budget(settings, sample.limit_bytes)
+    budget = memory_budget(settings, sample.limit_bytes, sample.used_bytes)
     if not budget.fits:
         largest = budget.largest()
         logger.warning(

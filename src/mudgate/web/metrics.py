@@ -72,7 +72,7 @@ class GatewayCollector(Collector):
         stats = self.sockets.stats()
         sockets = GaugeMetricFamily(
             "mudgate_sockets",
-            "Open TCP connections, by what they are doing (waiting, http, websocket).",
+            "Open TCP connections, by what they are doing (waiting, receiving, http, websocket).",
             labels=["kind"],
         )
         for kind, count in stats.by_kind.items():
@@ -82,6 +82,16 @@ class GatewayCollector(Collector):
             "mudgate_sockets_capacity",
             "MUDGATE_MAX_SOCKETS as fitted to the file descriptor limit.",
             value=stats.capacity,
+        )
+        yield GaugeMetricFamily(
+            "mudgate_compressed_connections",
+            "WebSockets with compression negotiated (zlib state each).",
+            value=stats.compressed,
+        )
+        yield GaugeMetricFamily(
+            "mudgate_compressed_connections_capacity",
+            "MUDGATE_MAX_COMPRESSED_CONNECTIONS.",
+            value=stats.compressed_capacity,
         )
         events = CounterMetricFamily(
             "mudgate_socket_events",

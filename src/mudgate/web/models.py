@@ -61,18 +61,38 @@ class SocketCounts(BaseModel):
     waiting: int = Field(
         description="Waiting for a request (new, idle or closing): the first to be evicted."
     )
-    http: int = Field(description="A request being received or answered (SSE streams too).")
+    receiving: int = Field(
+        description="A request whose body is still arriving: evicted like a waiting one."
+    )
+    http: int = Field(description="A request being answered (SSE streams too).")
     websocket: int
+    compressed: int = Field(description="WebSockets with compression negotiated.")
+    compressed_capacity: int = Field(description="MUDGATE_MAX_COMPRESSED_CONNECTIONS.")
     refused: int = Field(description="Closed on arrival: every socket was busy.")
-    evicted: int = Field(description="Closed to make room while waiting for a request.")
+    evicted: int = Field(description="Closed to make room while waiting for a request or its body.")
     timed_out: int = Field(description="No whole request within MUDGATE_REQUEST_TIMEOUT.")
     head_too_large: int = Field(description="Refused with 414 or 431.")
-    malformed: int = Field(description="Refused with 400: not HTTP, or not a valid handshake.")
+    malformed: int = Field(
+        description="Refused with 400: not HTTP/1.1, ambiguous framing, or not a valid handshake."
+    )
     control_flood: int = Field(description="WebSockets closed (1008) for too many pings.")
+    fragment_flood: int = Field(
+        description="WebSockets closed (1008) for a message in too many frames."
+    )
+    compression_declined: int = Field(
+        description="Handshakes served without the compression they asked for (at the cap)."
+    )
 
     @classmethod
     def of(cls, stats: SocketStats) -> "SocketCounts":
-        return cls(open=stats.open, capacity=stats.capacity, **stats.by_kind, **stats.events)
+        return cls(
+            open=stats.open,
+            capacity=stats.capacity,
+            compressed=stats.compressed,
+            compressed_capacity=stats.compressed_capacity,
+            **stats.by_kind,
+            **stats.events,
+        )
 
 
 class DataStructures(BaseModel):
