@@ -98,7 +98,9 @@ class RedisBackplane:
         self._mailbox = RedisMailbox(settings)
         # Commands waiting to be written; open (and queueing) only while Redis is up. What
         # Redis answers to the mailbox's scripts among them goes to the mailbox.
-        self._writes = WriteQueue(settings.backplane_queue_size, self._replied)
+        self._writes = WriteQueue(
+            settings.backplane_queue_size, settings.backplane_queue_bytes, self._replied
+        )
 
         self._redis: Redis | None = None
         self._pubsub: PubSub | None = None

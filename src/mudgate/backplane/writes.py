@@ -2,7 +2,8 @@
 
 While Redis is away nothing is queued: what was meant for the other nodes is dropped and
 counted (they will hear of this node's players afresh when it returns). Past
-``backplane_queue_size`` the oldest command is dropped and counted.
+``backplane_queue_size`` commands or ``backplane_queue_bytes`` of their arguments (a game's
+events have no size cap of their own) the oldest are dropped and counted.
 """
 
 from __future__ import annotations
@@ -28,13 +29,30 @@ Replied = Callable[[Command, object], bool]
 WRITE_BATCH = 512
 
 
-class WriteQueue:
-    __slots__ = ("_capacity", "_commands", "_replied", "dropped", "errors", "open", "wake")
+def command_bytes(command: Command) -> int:
+    """The bytes a queued command holds in its arguments (names, channels, payloads)."""
+    return sum(len(arg) for arg in command if isinstance(arg, bytes | str))
 
-    def __init__(self, capacity: int, replied: Replied | None = None) -> None:
+
+class WriteQueue:
+    __slots__ = (
+        "_bytes",
+        "_capacity",
+        "_capacity_bytes",
+        "_commands",
+        "_replied",
+        "dropped",
+        "errors",
+        "open",
+        "wake",
+    )
+
+    def __init__(self, capacity: int, capacity_bytes: int, replied: Replied | None = None) -> None:
         self._capacity = capacity
+        self._capacity_bytes = capacity_bytes
         self._replied = replied
         self._commands: deque[Command] = deque()
+        self._bytes = 0
         self.open = False  # Redis can be reached: commands are queued
         self.wake = asyncio.Event()  # set when the writer has something to do
         self.dropped = 0
@@ -43,14 +61,21 @@ class WriteQueue:
     def __len__(self) -> int:
         return len(self._commands)
 
+    @property
+    def bytes(self) -> int:
+        return self._bytes
+
     def put(self, command: Command) -> None:
         if not self.open:
             self.dropped += 1  # Redis is away: what was meant for other nodes is lost
             return
-        if len(self._commands) >= self._capacity:
-            self._commands.popleft()
-            self.dropped += 1
         self._commands.append(command)
+        self._bytes += command_bytes(command)
+        while len(self._commands) > self._capacity or (
+            self._bytes > self._capacity_bytes and len(self._commands) > 1
+        ):
+            self._bytes -= command_bytes(self._commands.popleft())
+            self.dropped += 1
         self.wake.set()
 
     def close(self) -> None:
@@ -58,19 +83,26 @@ class WriteQueue:
         self.open = False
         self.dropped += len(self._commands)
         self._commands.clear()
+        self._bytes = 0
 
     def take_all(self) -> list[Command]:
         """Everything queued (a node closing writes it in one last round trip)."""
         commands = list(self._commands)
         self._commands.clear()
+        self._bytes = 0
         return commands
+
+    def _take(self, count: int) -> list[Command]:
+        batch = [self._commands.popleft() for _ in range(count)]
+        self._bytes -= sum(command_bytes(command) for command in batch)
+        return batch
 
     async def write(self, redis: Redis) -> None:
         """Write what is queued, WRITE_BATCH commands a round trip; a command Redis refuses
         is counted and logged (unless ``replied`` took care of it), and the others still run."""
         while self._commands:
             count = min(WRITE_BATCH, len(self._commands))
-            batch = [self._commands.popleft() for _ in range(count)]
+            batch = self._take(count)
             async with redis.pipeline(transaction=False) as pipe:
                 for command in batch:
                     pipe.execute_command(*command)

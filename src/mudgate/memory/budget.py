@@ -4,7 +4,10 @@ Each structure's worst case is its cap times the measured size of one entry. Ent
 measured once per process with tracemalloc over real entries built with the real containers;
 a connection's transport cost (its protocol objects) comes from ``bench/idle_memory.py``, and
 its outbox may hold up to ``outbox_max_bytes``. Every TCP connection, a player's or not, may
-also hold its kernel buffers, its transport's write buffer and a request head.
+also hold its kernel buffers, a read waiting to be parsed, its transport's write buffer, a
+request body the app has not taken and a request head; every WebSocket a message arriving and
+one the app handles; every compressed one its zlib state. The process itself, as it was before
+any player came, is the first line: a budget that fits is a process that fits.
 """
 
 from __future__ import annotations
@@ -12,19 +15,25 @@ from __future__ import annotations
 import functools
 import gc
 import tracemalloc
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
+from websockets.frames import Frame, Opcode
 
 from ..bounded import Mailboxes, SlidingWindowLimiter, TokenBuckets, TTLMap
 from ..protocol import Outgoing, encode_event
 from ..settings import Settings
 
-__all__ = ["BudgetLine", "MemoryBudget", "entry_sizes", "memory_budget"]
+__all__ = ["BudgetLine", "MemoryBudget", "deflate_bytes", "entry_sizes", "memory_budget"]
 
 # Server RSS per idle WebSocket on mudgate's own protocol classes, measured with
 # bench/idle_memory.py (10.7 KiB at 2,000 connections; uvicorn's were 21).
 TRANSPORT_BYTES_PER_CONNECTION = 11 * 1024
 _SAMPLES = 500
+# A command queued for Redis besides its arguments' bytes: its tuple and their object headers.
+COMMAND_OVERHEAD_BYTES = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,21 +64,21 @@ class MemoryBudget:
         return max(self.lines, key=lambda line: line.worst_case_bytes)
 
 
-def _measure(build: Callable[[int], object]) -> int:
-    """Bytes per entry: what building ``_SAMPLES`` entries allocates, divided by their number."""
+def _measure(build: Callable[[int], object], samples: int = _SAMPLES) -> int:
+    """Bytes per entry: what building ``samples`` entries allocates, divided by their number."""
     gc.collect()
     was_tracing = tracemalloc.is_tracing()
     if not was_tracing:
         tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        kept = [build(i) for i in range(_SAMPLES)]
+        kept = [build(i) for i in range(samples)]
         after = tracemalloc.get_traced_memory()[0]
     finally:
         if not was_tracing:
             tracemalloc.stop()
     del kept
-    return max(1, (after - before) // _SAMPLES)
+    return max(1, (after - before) // samples)
 
 
 @functools.cache
@@ -99,8 +108,32 @@ def entry_sizes() -> dict[str, int]:
     }
 
 
-def memory_budget(settings: Settings, limit_bytes: int) -> MemoryBudget:
-    """The worst case the caps in ``settings`` allow, per structure."""
+@functools.cache
+def deflate_bytes(window_bits: int, mem_level: int) -> int:
+    """The measured cost in bytes of one compressed WebSocket's zlib state (both ways, each
+    having been used once: zlib allocates the inflate window on first use)."""
+    factory = ServerPerMessageDeflateFactory(
+        server_max_window_bits=window_bits,
+        client_max_window_bits=window_bits,
+        compress_settings={"memLevel": mem_level},
+    )
+    peer = zlib.compressobj(wbits=-window_bits)
+    sample = b'{"type":"event","event":"say","from":"alice","text":"hello","seq":1}'
+    compressed = peer.compress(sample) + peer.flush(zlib.Z_SYNC_FLUSH)
+    incoming = Frame(Opcode.TEXT, compressed[:-4], rsv1=True)
+
+    def connection(i: int) -> object:
+        _, extension = factory.process_request_params([("client_max_window_bits", None)], [])
+        extension.encode(Frame(Opcode.TEXT, sample))
+        extension.decode(incoming)
+        return extension
+
+    return _measure(connection, samples=50)
+
+
+def memory_budget(settings: Settings, limit_bytes: int, process_bytes: int = 0) -> MemoryBudget:
+    """The worst case the caps in ``settings`` allow, per structure, on top of
+    ``process_bytes`` (the process before any player: its first memory reading)."""
     sizes = entry_sizes()
     per_connection = TRANSPORT_BYTES_PER_CONNECTION + settings.outbox_max_bytes
     # Pending messages are capped in payload bytes as a whole; each also holds its payload
@@ -114,16 +147,47 @@ def memory_budget(settings: Settings, limit_bytes: int) -> MemoryBudget:
         -2 * settings.max_pending_bytes // pending_count
     )
     # Every TCP connection, players included, below ASGI: what the kernel may hold for it
-    # (twice each buffer size, for its bookkeeping), what the transport buffers before reading
-    # stops, and a request head being received.
+    # (twice each buffer size, for its bookkeeping), one read of what its receive buffer held
+    # waiting to be parsed, what the transport buffers before reading stops and the request
+    # body received before the app takes it (write_buffer_bytes each), and a request head.
     per_socket = (
         2 * (settings.socket_send_buffer_bytes + settings.socket_receive_buffer_bytes)
-        + settings.write_buffer_bytes
+        + 2 * settings.socket_receive_buffer_bytes
+        + 2 * settings.write_buffer_bytes
         + settings.max_request_head_bytes
     )
+    # POST /commands bodies, read whole (up to max_message_bytes) before they are dispatched.
+    commands_in_flight = min(
+        settings.max_sockets,
+        settings.max_players * settings.max_commands_in_flight_per_player,
+    )
+    compressed = (
+        min(settings.max_compressed_connections, settings.max_connections)
+        if settings.ws_per_message_deflate
+        else 0
+    )
     lines = (
+        BudgetLine("process", 1, process_bytes),
         BudgetLine("sockets", settings.max_sockets, per_socket),
         BudgetLine("connections", settings.max_connections, per_connection),
+        # A message arriving (joined as its frames come, up to max_message_bytes) and the one
+        # the app is handling meanwhile (or one waiting for it: then nothing more is read).
+        BudgetLine("messages_in_flight", settings.max_connections, 2 * settings.max_message_bytes),
+        BudgetLine("commands_in_flight", commands_in_flight, settings.max_message_bytes),
+        BudgetLine(
+            "compressed_connections",
+            compressed,
+            deflate_bytes(settings.ws_deflate_window_bits, settings.ws_deflate_mem_level)
+            if compressed
+            else 0,
+        ),
+        # Commands waiting to be written to Redis: their arguments' bytes capped as a whole,
+        # and each command's own objects.
+        BudgetLine(
+            "backplane_queue",
+            1 if settings.backplane else 0,
+            settings.backplane_queue_bytes + settings.backplane_queue_size * COMMAND_OVERHEAD_BYTES,
+        ),
         BudgetLine("online_players", settings.max_players, sizes["online_player"]),
         BudgetLine("room_occupants", settings.max_players, sizes["room_entry"]),
         BudgetLine(

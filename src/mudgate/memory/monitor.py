@@ -171,6 +171,8 @@ class MemoryMonitor:
         self._cgroup_read_at: float | None = None
         self._failing = False
         self.last: MemorySample | None = None
+        # The first good reading: the process before any player (the budget's first line).
+        self.first: MemorySample | None = None
         self.reads = 0
         self.failures = 0
 
@@ -214,6 +216,8 @@ class MemoryMonitor:
             if self._failing:
                 logger.info("reading memory works again")
                 self._failing = False
+            if self.first is None:
+                self.first = sample
         self.last = sample
         return sample
 

@@ -150,6 +150,11 @@ class Cluster(BaseModel):
         description="Messages waiting to be written to Redis; past it (or while Redis is away) "
         "they are dropped and counted.",
     )
+    backplane_queue_bytes: PositiveInt = Field(
+        8 * 1024 * 1024,
+        description="Bytes of messages waiting to be written to Redis; past it the oldest are "
+        "dropped and counted, as past backplane_queue_size.",
+    )
 
     @field_validator("backplane")
     @classmethod

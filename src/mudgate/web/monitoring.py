@@ -71,7 +71,8 @@ def monitoring_router(
         # watch's, advanced only by the janitor's tick (a GET changes nothing).
         sample = watch.monitor.read(record=False)
         stats = hub.stats().as_dict()
-        budget = memory_budget(settings, sample.limit_bytes)
+        first = watch.monitor.first
+        budget = memory_budget(settings, sample.limit_bytes, first.used_bytes if first else 0)
         return MemoryReport(
             memory=MemoryInfo.of(sample),
             connections=ConnectionCounts.model_validate(stats),
@@ -286,12 +287,14 @@ def monitoring_router(
     )
     async def ready() -> JSONResponse:
         """Whether to send new players here: 503 while memory pressure sheds load; ``degraded``
-        (still 200) while a configured backplane cannot be reached."""
+        (still 200) while a configured backplane cannot be reached, or fails (Redis refuses
+        its mailbox)."""
         if hub.shedding:
             body = Health(status="shedding", detail="memory pressure: new connections refused")
             return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "30"})
         if hub.backplane.problem is not None:
-            # Still ready: its own players play on, they just cannot reach other nodes.
+            # Still ready: its own players play on, they just cannot reach other nodes (or
+            # players who left them).
             body = Health(status="degraded", detail=hub.backplane.problem)
             return JSONResponse(body.model_dump())
         return JSONResponse(Health(status="ready").model_dump())

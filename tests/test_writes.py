@@ -1,0 +1,52 @@
+"""The queue of what a node writes to Redis: capped in commands and in bytes."""
+
+from __future__ import annotations
+
+from mudgate.backplane.writes import WriteQueue, command_bytes
+
+
+def opened(capacity: int, capacity_bytes: int) -> WriteQueue:
+    queue = WriteQueue(capacity, capacity_bytes)
+    queue.open = True
+    return queue
+
+
+def test_a_command_counts_the_bytes_of_its_arguments() -> None:
+    assert command_bytes(("PUBLISH", "mudgate:room:lobby", b"x" * 100)) == 7 + 18 + 100
+
+
+def test_past_its_byte_cap_the_oldest_commands_are_dropped() -> None:
+    queue = opened(capacity=100, capacity_bytes=1000)
+    for _ in range(5):
+        queue.put(("PUBLISH", "c", b"x" * 300))
+    assert len(queue) == 3
+    assert queue.bytes <= 1000
+    assert queue.dropped == 2
+
+
+def test_one_command_larger_than_the_cap_is_still_written() -> None:
+    queue = opened(capacity=100, capacity_bytes=10)
+    queue.put(("PUBLISH", "c", b"x" * 300))
+    assert len(queue) == 1
+    queue.put(("PUBLISH", "c", b"y"))
+    assert len(queue) == 1  # the large one made room for the next
+    assert queue.take_all() == [("PUBLISH", "c", b"y")]
+    assert queue.bytes == 0
+
+
+def test_past_its_count_the_oldest_command_is_dropped() -> None:
+    queue = opened(capacity=2, capacity_bytes=10**6)
+    for number in range(3):
+        queue.put(("PUBLISH", "c", bytes([number])))
+    assert [command[2] for command in queue.take_all()] == [b"\x01", b"\x02"]
+    assert queue.dropped == 1
+
+
+def test_nothing_is_queued_while_redis_is_away() -> None:
+    queue = WriteQueue(10, 1000)
+    queue.put(("PUBLISH", "c", b"x"))
+    assert (len(queue), queue.bytes, queue.dropped) == (0, 0, 1)
+    queue.open = True
+    queue.put(("PUBLISH", "c", b"x"))
+    queue.close()
+    assert (len(queue), queue.bytes, queue.dropped) == (0, 0, 2)
