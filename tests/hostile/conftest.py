@@ -25,8 +25,11 @@ def gateway(tmp_path: Path) -> Iterator[Callable[..., Gateway]]:
     """Start ``mudgate serve`` with settings: ``gateway(request_timeout=1)``."""
     started: list[Gateway] = []
 
-    def start(nofile: int | None = None, **settings: object) -> Gateway:
-        running = Gateway(tmp_path / f"gateway-{len(started)}.log", nofile, **settings).start()
+    def start(
+        nofile: int | None = None, cgroup_procs: Path | None = None, **settings: object
+    ) -> Gateway:
+        log = tmp_path / f"gateway-{len(started)}.log"
+        running = Gateway(log, nofile, cgroup_procs, **settings).start()
         started.append(running)
         return running
 

@@ -35,13 +35,21 @@ def free_port() -> int:
 
 class Gateway:
     """``python -m mudgate serve`` on a free port, with ``settings`` as MUDGATE_* variables and,
-    optionally, a lower file-descriptor limit (``nofile``)."""
+    optionally, a lower file-descriptor limit (``nofile``) or inside the cgroup whose
+    ``cgroup.procs`` file is ``cgroup_procs``."""
 
-    def __init__(self, log: Path, nofile: int | None = None, **settings: object) -> None:
+    def __init__(
+        self,
+        log: Path,
+        nofile: int | None = None,
+        cgroup_procs: Path | None = None,
+        **settings: object,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log
         self.nofile = nofile
+        self.cgroup_procs = cgroup_procs
         self.env = os.environ | {
             "MUDGATE_SECRET_KEY": SECRET_KEY,
             "MUDGATE_ADMIN_TOKEN": ADMIN_TOKEN,
@@ -56,6 +64,9 @@ class Gateway:
         if self.nofile is not None:
             # The shell lowers the limit, soft and hard, then becomes the server.
             command = ["sh", "-c", f'ulimit -n {self.nofile} && exec "$@"', "sh", *command]
+        if self.cgroup_procs is not None:
+            # The shell moves itself into the cgroup, then becomes the server.
+            command = ["sh", "-c", f'echo $$ > {self.cgroup_procs} && exec "$@"', "sh", *command]
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(command, env=self.env, stdout=log, stderr=log)
         deadline = time.monotonic() + 30
@@ -117,9 +128,10 @@ class Gateway:
 
 class Healthy:
     """A player who pings every ``interval`` while an attack runs: every ping must be
-    answered, and the round trips are kept for the record."""
+    answered, and the round trips are kept for the record. Ten a second is what the default
+    per-player rate allows for ever (a faster player is limited once its burst is spent)."""
 
-    def __init__(self, gateway: Gateway, interval: float = 0.05) -> None:
+    def __init__(self, gateway: Gateway, interval: float = 0.1) -> None:
         self.gateway = gateway
         self.interval = interval
         self.round_trips: list[float] = []
@@ -181,6 +193,27 @@ async def read_all(reader: asyncio.StreamReader, timeout: float = 10.0) -> bytes
     """Everything the server sends until it closes the connection."""
     async with asyncio.timeout(timeout):
         return await reader.read()
+
+
+async def settled(
+    gateway: Gateway, *, quiet_cpu_seconds: float = 0.02, timeout: float = 30.0
+) -> None:
+    """Wait until the server has done what it was sent: its CPU time stops moving (less
+    than ``quiet_cpu_seconds`` over 0.3 s)."""
+    process = psutil.Process(gateway.pid)
+
+    def busy() -> float:
+        times = process.cpu_times()
+        return float(times.user + times.system)
+
+    async with asyncio.timeout(timeout):
+        last = busy()
+        while True:
+            await asyncio.sleep(0.3)
+            now = busy()
+            if now - last < quiet_cpu_seconds:
+                return
+            last = now
 
 
 async def poll(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:

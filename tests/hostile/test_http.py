@@ -1,18 +1,17 @@
 """Below ASGI, over plain HTTP: heads that never end, sockets that never speak, slow lorises,
-pipelines nobody reads. Each against a real ``mudgate serve``, with a healthy player served
-throughout."""
+pipelines nobody reads, bodies that never end, requests framed two ways at once. Each against
+a real ``mudgate serve``, with a healthy player served throughout."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import time
 from collections.abc import Callable
 
 import pytest
 
 from ..e2e.clients import Player
+from .floods import endless_header, slow_bodies, slow_loris, unread_pipeline
 from .gateway import Gateway, Healthy, connection, poll, read_all
 
 
@@ -31,20 +30,8 @@ async def test_an_endless_header_line_gets_431_and_costs_nothing(
     server = gateway()
     before = server.rss_mb()
 
-    def attack() -> bytes:
-        with socket.create_connection(("127.0.0.1", server.port)) as sock:
-            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nX-Endless: ")
-            chunk = b"a" * 65536
-            try:
-                for _ in range(640):  # 40 MiB, unless the server stops it first
-                    sock.sendall(chunk)
-            except OSError:
-                pass  # it did
-            sock.settimeout(10)
-            return sock.recv(65536)
-
     async with Healthy(server) as healthy:
-        answers = await asyncio.gather(*(asyncio.to_thread(attack) for _ in range(10)))
+        answers = await endless_header(server, clients=10, megabytes=40)
     healthy.assert_served()
     assert [status_of(answer) for answer in answers] == [431] * 10
     assert error_code_of(answers[0]) == "headers_too_large"
@@ -108,19 +95,8 @@ async def test_a_slow_loris_gets_408_at_the_request_deadline(
     server = gateway(request_timeout=1)
     request_head = request_head.replace(b"TOKEN", server.token("loris").encode())
 
-    async def loris() -> bytes:
-        async with connection(server.port) as (reader, writer):
-            try:
-                for byte in request_head[:40]:  # 20 bytes a second: twice the deadline
-                    writer.write(bytes([byte]))
-                    await writer.drain()
-                    await asyncio.sleep(0.05)
-            except ConnectionError:
-                pass
-            return await read_all(reader)
-
     async with Healthy(server) as healthy:
-        answers = await asyncio.gather(*(loris() for _ in range(50)))
+        answers = await slow_loris(server, request_head, clients=50)
     healthy.assert_served()
     assert {status_of(answer) for answer in answers} == {408}
     assert error_code_of(answers[0]) == "request_timeout"
@@ -133,25 +109,7 @@ async def test_a_pipeline_nobody_reads_is_not_answered_ahead(
 ) -> None:
     server = gateway(socket_send_buffer_bytes=4096, write_buffer_bytes=4096)
     before = server.rss_mb()
-    request = b"GET /monitoring/memory HTTP/1.1\r\nHost: x\r\n\r\n"
-
-    def pipeline() -> int:
-        """Send requests for 3 s without reading a byte; how many went."""
-        with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-            sock.connect(("127.0.0.1", server.port))
-            sock.settimeout(0.1)
-            sent = 0
-            deadline = time.monotonic() + 3
-            while time.monotonic() < deadline:
-                try:
-                    sock.sendall(request * 100)
-                    sent += 100
-                except TimeoutError:
-                    pass  # the server stopped reading: the kernels' buffers are full
-            return sent
-
-    sent = await asyncio.to_thread(pipeline)
+    sent = await unread_pipeline(server, seconds=3)
     # What the client sent waits in the kernels' buffers; the server answered only what fitted
     # in its write buffer, then stopped reading.
     answered = [r for r in server.records() if "/monitoring/memory" in r["event"]]
@@ -189,3 +147,101 @@ async def test_a_stream_whose_client_left_ends_at_once(gateway: Callable[..., Ga
         await reader.readuntil(b"welcome")
         writer.write_eof()  # what a client that closes its socket sends
         await poll(lambda: server.memory()["connections"]["active_sse"] == 0, timeout=5)
+
+
+# Bodies that never end
+
+
+async def test_a_player_may_have_two_commands_under_way_at_once(
+    gateway: Callable[..., Gateway],
+) -> None:
+    server = gateway()
+    answers = await slow_bodies(server, players=1, requests=10)
+    assert answers.count(b"") == 2  # still being received
+    refused = [answer for answer in answers if answer]
+    assert [status_of(answer) for answer in refused] == [429] * 8
+    assert error_code_of(refused[0]) == "rate_limited"
+    assert b"retry-after: 1" in refused[0].lower()
+
+
+async def test_an_address_may_have_sixteen_commands_under_way_at_once(
+    gateway: Callable[..., Gateway],
+) -> None:
+    server = gateway()
+    answers = await slow_bodies(server, players=20, requests=1)
+    assert answers.count(b"") == 16
+    assert sorted(status_of(answer) for answer in answers if answer) == [429] * 4
+
+
+async def test_slow_bodies_cannot_lock_a_healthy_client_out(
+    gateway: Callable[..., Gateway],
+) -> None:
+    # 40 sockets, and one guest who keeps 80 bodies arriving (the per-player and per-address
+    # caps lifted, to attack the socket table alone): a body that has not arrived is as
+    # evictable as a silent socket, the longest first.
+    server = gateway(
+        max_sockets=40,
+        max_commands_in_flight_per_player=1000,
+        max_commands_in_flight_per_address=1000,
+    )
+    async with Healthy(server) as healthy:
+        attack = asyncio.create_task(slow_bodies(server, players=1, requests=80, hold=5))
+        await poll(lambda: server.sockets()["receiving"] >= 30)
+        for _ in range(20):
+            assert (await asyncio.to_thread(server.get, "/health/live"))["status"] == "ok"
+        answers = await attack
+    healthy.assert_served()
+    sockets = server.sockets()
+    assert sockets["refused"] == 0
+    assert sockets["evicted"] >= 40
+    assert answers.count(b"") >= 30  # dropped without a word, or still waiting at the end
+
+
+# Framing: one reading of a request, or none
+
+
+async def test_content_length_and_transfer_encoding_together_are_refused_and_closed(
+    gateway: Callable[..., Gateway],
+) -> None:
+    # A proxy that frames by Content-Length forwards the hidden request as the body; a server
+    # that frames by Transfer-Encoding would serve it (request smuggling, RFC 9112 6.1).
+    server = gateway()
+    async with connection(server.port) as (reader, writer):
+        writer.write(
+            b"POST /commands HTTP/1.1\r\nHost: x\r\nContent-Length: 47\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+            b"GET /monitoring/memory HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        answer = await read_all(reader)
+    assert status_of(answer) == 400
+    assert error_code_of(answer) == "bad_request"
+    assert b"ambiguous" in answer
+    assert answer.count(b"HTTP/1.1 ") == 1  # nothing served after it; the connection closed
+    assert not [r for r in server.records() if "/monitoring/memory" in r["event"]]
+
+
+async def test_a_websocket_handshake_must_be_a_get(gateway: Callable[..., Gateway]) -> None:
+    server = gateway()
+    async with connection(server.port) as (reader, writer):
+        writer.write(
+            f"POST /ws?token={server.token('alice')} HTTP/1.1\r\nHost: x\r\n".encode()
+            + b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+            b"Content-Length: 0\r\n\r\n"
+        )
+        answer = await read_all(reader)
+    assert status_of(answer) == 400
+    assert b"GET" in answer
+    assert server.memory()["connections"]["active_websockets"] == 0
+
+
+async def test_http_1_0_is_refused_with_400_as_documented(
+    gateway: Callable[..., Gateway],
+) -> None:
+    server = gateway()
+    async with connection(server.port) as (reader, writer):
+        writer.write(b"GET /health/live HTTP/1.0\r\n\r\n")
+        answer = await read_all(reader)
+    assert status_of(answer) == 400
+    assert error_code_of(answer) == "bad_request"
+    assert b"HTTP/1.1" in answer.partition(b"\r\n\r\n")[2]
