@@ -1,5 +1,6 @@
 """The Dockerfile and compose.yaml, checked against the code (Docker does not run here): the
-port, the health path, every MUDGATE_* they set, and the files they mount."""
+port, the health path, every MUDGATE_* they set, the files they mount, the caps against the
+memory limit, and the images they pull."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from mudgate.memory.budget import memory_budget
 from mudgate.settings import ENV_PREFIX, Settings
 
 from .conftest import make_settings
@@ -17,12 +19,39 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "compose.yaml").read_text())
 SETTINGS = {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields}
+MIB = 1024 * 1024
+# The process before any player, the budget's "process" line: `mudgate serve` on the Redis
+# backplane read 68 MiB at its first memory reading (/monitoring/memory, Python 3.11), rounded
+# up for the image's Python 3.12 and for a cgroup's working set, which counts more than RSS.
+PROCESS_BYTES = 80 * MIB
 
 
 def instructions(name: str) -> list[str]:
     """The arguments of every ``name`` instruction, continuation lines joined."""
     joined = re.sub(r"\\\n\s*", " ", DOCKERFILE)
     return [m.group(1).strip() for m in re.finditer(rf"^{name}\s+(.*)$", joined, re.M)]
+
+
+def nodes() -> dict[str, dict[str, Any]]:
+    return {name: s for name, s in COMPOSE["services"].items() if name.startswith("mudgate")}
+
+
+def node_settings(service: dict[str, Any]) -> Settings:
+    """What a node runs with: its environment, the secrets compose asks for (``${...}``) given
+    the tests' values."""
+    environment = {
+        name.removeprefix(ENV_PREFIX).lower(): value
+        for name, value in service["environment"].items()
+        if not str(value).startswith("${")
+    }
+    return make_settings(**environment)
+
+
+def byte_size(value: str | int) -> int:
+    """Compose's byte values: a number of bytes, or one with a unit (``512m``, ``1g``)."""
+    match = re.fullmatch(r"(\d+)([bkmg]?)", str(value).lower())
+    assert match is not None, value
+    return int(match.group(1)) * 1024 ** "bkmg".index(match.group(2) or "b")
 
 
 def routes() -> set[str]:
@@ -90,3 +119,30 @@ def test_every_file_compose_mounts_exists_where_the_services_look_for_it() -> No
     assert (
         mounts[f"{dashboards}/mudgate-dashboard.json"] == "./deploy/grafana/mudgate-dashboard.json"
     )
+
+
+def test_each_node_says_its_limit_and_the_worst_case_of_its_caps_fits_under_it() -> None:
+    for name, service in nodes().items():
+        limit_bytes = byte_size(service["mem_limit"])
+        settings = node_settings(service)
+        assert settings.memory_limit_mb is not None, name
+        assert settings.memory_limit_mb * MIB == limit_bytes, name
+        budget = memory_budget(settings, limit_bytes, PROCESS_BYTES)
+        # With a margin: the worst case stays under the warning level, so the caps alone never
+        # make a node shed, and the rest is for what the budget does not list.
+        margin_bytes = limit_bytes * settings.memory_warning_percent / 100
+        lines = {line.structure: round(line.worst_case_bytes / MIB) for line in budget.lines}
+        assert budget.total_bytes <= margin_bytes, (
+            f"{name}: the caps allow {budget.total_bytes / MIB:.0f} MiB, over "
+            f"{margin_bytes / MIB:.0f} MiB ({settings.memory_warning_percent:.0f} % of "
+            f"{limit_bytes / MIB:.0f} MiB); MiB per structure: {lines}"
+        )
+
+
+def test_every_image_compose_pulls_is_pinned_to_a_release() -> None:
+    images = {name: s["image"] for name, s in COMPOSE["services"].items() if "image" in s}
+    assert set(images) == {"redis", "prometheus", "grafana"}
+    for name, image in images.items():
+        _, _, tag = image.rpartition(":")
+        # A major version alone (`7-alpine`) moves as much as `latest` does.
+        assert re.fullmatch(r"v?\d+\.\d+\.\d+(-[a-z0-9.]+)?", tag), f"{name}: {image}"
