@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import re
-import socket
 import subprocess
 from collections.abc import Callable
 
 from ..e2e.clients import Player
+from .floods import open_stream
 from .gateway import Gateway, poll
 
 SEND_BUFFER = 16384
@@ -28,15 +28,6 @@ def server_send_queues(port: int) -> list[tuple[int, int]]:
         (int(queued), int(size))
         for size, queued in re.findall(r"skmem:\(r\d+,rb\d+,t\d+,tb(\d+),f\d+,w(\d+)", output)
     ]
-
-
-def open_stream(port: int, token: str) -> socket.socket:
-    """An SSE stream whose client never reads what it is sent."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(f"GET /events?token={token} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
-    return sock
 
 
 async def test_streams_that_never_read_hold_at_most_their_send_buffer(

@@ -11,8 +11,8 @@ from collections.abc import Callable
 import httpx
 
 from ..e2e.clients import Player
+from .floods import open_stalled
 from .gateway import Gateway, poll
-from .test_websocket import open_stalled
 
 
 async def test_sigterm_closes_players_first_and_exits_quickly(
