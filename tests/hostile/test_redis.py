@@ -195,10 +195,13 @@ async def test_an_upgraded_node_delivers_what_the_previous_version_left_queued_o
 ) -> None:
     # Redis as the previous version (every key under mudgate:pending:) left it: bob's queue
     # from the game, with its accounting, and a tell from alice to a player named `senders`
-    # that made a list of the senders hash, without a TTL, breaking every later tell.
+    # that made a list of the senders hash, without a TTL, breaking every later tell. Her
+    # tell to dave then failed half-way, at the senders hash, after its push and before any
+    # TTL: his queue has none (Redis keeps what a failing script wrote before).
     ttl_ms = 3_600_000
     for_bob = planted_tell("", "bob", "queued before the upgrade")
     for_senders = planted_tell("alice", "senders", "the tell that broke it")
+    for_dave = planted_tell("alice", "dave", "queued without a TTL")
     with redis_server.client() as client:
         deadline = int(client.time()[0]) * 1000 + ttl_ms
         client.rpush("mudgate:pending:bob", for_bob)
@@ -210,10 +213,22 @@ async def test_an_upgraded_node_delivers_what_the_previous_version_left_queued_o
         for key in ("mudgate:pending:bob", "mudgate:pending:bytes", "mudgate:pending:total"):
             client.pexpire(key, 2 * ttl_ms)
         client.rpush("mudgate:pending:senders", for_senders)
+        client.rpush("mudgate:pending:dave", for_dave)
+        client.zadd("mudgate:pending:expiry", {"dave": deadline})
+        client.hset("mudgate:pending:bytes", "dave", len(for_dave))
+        assert client.pttl("mudgate:pending:dave") == -1
+        # Another game's keys share the Redis: the walk takes several SCAN steps, and leaves
+        # them alone.
+        client.mset({f"othergame:pending:{i}": b"theirs" for i in range(5000)})
     a = node(gateway, redis_server, "a")
     b = node(gateway, redis_server, "b")
-    # What the previous version left without a TTL now has one.
+    # What the previous version left without a TTL now has one: its accounting, and the
+    # queue of a player who may never come back.
     await poll(lambda: every_pending_key_expires(redis_server))
+    with redis_server.client() as client:
+        assert 0 < client.pttl("mudgate:pending:dave") <= 2 * ttl_ms
+        assert 0 < client.pttl("mudgate:pending:senders") <= 2 * ttl_ms
+        assert client.pttl("othergame:pending:0") == client.pttl("othergame:pending:4999") == -1
     # Tells from this version work beside what the previous one left.
     async with await Player.connect(a.ws("carol")) as carol:
         await carol.next("welcome")
@@ -227,13 +242,23 @@ async def test_an_upgraded_node_delivers_what_the_previous_version_left_queued_o
     for player, text in (
         ("bob", "queued before the upgrade"),
         ("senders", "the tell that broke it"),
+        ("dave", "queued without a TTL"),
         ("carol", "after the upgrade"),
     ):
         async with await Player.connect(b.ws(player)) as back:
             await back.next("welcome")
             assert (await back.next("tell"))["text"] == text
+            await back.send(op="ping", id=1)
+            assert (await back.next("tell", "pong"))["event"] == "pong"  # that tell only
+    # Coming back again, nobody is told it twice.
+    async with await Player.connect(a.ws("dave")) as again:
+        await again.next("welcome")
+        await again.send(op="ping", id=2)
+        assert (await again.next("tell", "pong"))["event"] == "pong"
     with redis_server.client() as client:
-        assert not client.exists("mudgate:pending:bob", "mudgate:pending:senders")
+        assert not client.exists(
+            "mudgate:pending:bob", "mudgate:pending:senders", "mudgate:pending:dave"
+        )
         assert client.zcard("mudgate:pending:expiry") == 0
         assert int(client.get("mudgate:pending:total") or 0) == 0
     assert every_pending_key_expires(redis_server)

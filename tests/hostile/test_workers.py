@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 from websockets.exceptions import WebSocketException
@@ -23,11 +24,16 @@ from ..redis_server import RedisServer
 from .gateway import Gateway, poll
 
 HEARTBEAT_TIMEOUT = 2.0
-# The kill comes a heartbeat timeout after the last heartbeat, which came at most a quarter of
-# it before the stop; the rest is the supervisor's and the test's polling.
-KILLED_WITHIN = (HEARTBEAT_TIMEOUT * 3 / 4, HEARTBEAT_TIMEOUT + 1.5)
-# A worker that lived under 10 s is started again 1 s after it died.
-REPLACED_WITHIN = KILLED_WITHIN[1] + 2.0
+# What the supervisor (waking, killing, reaping) and the test (polling) may add to a deadline
+# on a loaded machine.
+LATENCY = 2.0
+# The kill comes a heartbeat timeout after the worker's last heartbeat, which came before it
+# was stopped (or its loop blocked), so within this of that. Nothing says how long before:
+# a loop kept busy (players connecting) beats late, and the kill comes sooner. So how long it
+# was silent is checked where it is measured, from its last heartbeat: the supervisor's log.
+KILLED_WITHIN = HEARTBEAT_TIMEOUT + LATENCY
+# A worker that lived under 10 s is started again 1 s after it died (0.5 s after a longer life).
+REPLACED_WITHIN = KILLED_WITHIN + 1.0 + LATENCY
 
 
 def worker_pids(gateway: Gateway) -> list[int]:
@@ -36,14 +42,16 @@ def worker_pids(gateway: Gateway) -> list[int]:
 
 def listening(gateway: Gateway) -> list[int]:
     """The workers whose socket listens on the gateway's port."""
-    return [
-        pid
-        for pid in worker_pids(gateway)
-        if any(
-            c.status == psutil.CONN_LISTEN and c.laddr.port == gateway.port
-            for c in psutil.Process(pid).net_connections("tcp")
-        )
-    ]
+    return [pid for pid in worker_pids(gateway) if gateway.port in listening_ports(pid)]
+
+
+def listening_ports(pid: int) -> set[int]:
+    """The ports process ``pid`` listens on; none once it has exited."""
+    try:
+        connections = psutil.Process(pid).net_connections("tcp")
+    except psutil.NoSuchProcess:
+        return set()
+    return {c.laddr.port for c in connections if c.status == psutil.CONN_LISTEN}
 
 
 def client_ports(gateway: Gateway, pid: int) -> set[int]:
@@ -74,6 +82,25 @@ async def answered(gateway: Gateway, names: list[str], timeout: float = 5.0) -> 
     return sum(await asyncio.gather(*(one(name) for name in names)))
 
 
+def verdicts(gateway: Gateway) -> list[dict[str, Any]]:
+    """The supervisor's log records of the workers it judged hung, in order. On a machine
+    starved of CPU for a whole timeout a healthy worker may be judged hung too (it was, for
+    that long): a test looks for the worker it hung by its pid."""
+    return [r for r in gateway.records() if "was not heard from" in r["event"]]
+
+
+def verdict_on(gateway: Gateway, pid: int) -> dict[str, Any] | None:
+    """The supervisor's verdict on worker ``pid``, once it has judged it hung: only one, the
+    count of hung workers replaced going up by one with each verdict."""
+    judged = verdicts(gateway)
+    on_pid = [r for r in judged if r["pid"] == pid]
+    if not on_pid:
+        return None
+    (record,) = on_pid
+    assert record["hung_workers_replaced"] == judged.index(record) + 1
+    return record
+
+
 def newcomers(count: int, *coming_back: str) -> list[str]:
     """``count`` players' names: those coming back, then new ones."""
     return [*coming_back, *(f"new{i}" for i in range(count - len(coming_back)))]
@@ -89,7 +116,7 @@ async def test_a_hung_worker_is_killed_and_replaced_and_new_connections_are_answ
         worker_heartbeat_timeout=HEARTBEAT_TIMEOUT,
     )
     await poll(lambda: len(listening(server)) == 2, timeout=30)
-    victim = psutil.Process(worker_pids(server)[0])
+    victim, sibling = (psutil.Process(pid) for pid in worker_pids(server))
     # Players on both workers (the kernel picks one per connection), some of them the
     # hung worker's.
     players: list[Player] = []
@@ -107,7 +134,8 @@ async def test_a_hung_worker_is_killed_and_replaced_and_new_connections_are_answ
     victim.send_signal(signal.SIGSTOP)
     stopped_at = time.monotonic()
     try:
-        await poll(lambda: not victim.is_running(), timeout=KILLED_WITHIN[1])
+        # Killed (and reaped: a zombie is still running to psutil), then started again.
+        await poll(lambda: not victim.is_running(), timeout=KILLED_WITHIN)
         killed_after = time.monotonic() - stopped_at
         await poll(lambda: len(worker_pids(server)) == 2, timeout=REPLACED_WITHIN)
         replaced_after = time.monotonic() - stopped_at
@@ -116,24 +144,31 @@ async def test_a_hung_worker_is_killed_and_replaced_and_new_connections_are_answ
         # Whatever happened, no stopped process outlives the test.
         with contextlib.suppress(psutil.NoSuchProcess):
             victim.kill()
-    assert KILLED_WITHIN[0] <= killed_after < KILLED_WITHIN[1], killed_after
+    assert killed_after < KILLED_WITHIN, killed_after
     assert replaced_after < REPLACED_WITHIN, replaced_after
     assert victim.pid not in worker_pids(server)
-    (record,) = [r for r in server.records() if "was not heard from" in r["event"]]
-    assert record["pid"] == victim.pid
+    # The stopped worker is the one judged hung, after a whole timeout without a heartbeat,
+    # and the one killed.
+    record = verdict_on(server, victim.pid)
+    assert record is not None, verdicts(server)
     assert record["silent_seconds"] >= HEARTBEAT_TIMEOUT
-    assert record["hung_workers_replaced"] == 1
-    assert any("exited with signal SIGKILL" in r["event"] for r in server.records())
-    # Its players lost their connection (the kernel reset it); the others keep theirs.
+    assert [
+        r
+        for r in server.records()
+        if "exited with signal SIGKILL" in r["event"] and r["pid"] == victim.pid
+    ]
+    # Its players lost their connection (the kernel reset it); the others keep theirs (unless
+    # their worker, starved of CPU, was judged hung as well).
     assert [await player.closed(timeout=5) for player in hung] == [1006] * len(hung)
-    for index, player in enumerate(others):
+    kept = others if verdict_on(server, sibling.pid) is None else []
+    for index, player in enumerate(kept):
         await player.send(op="ping", id=index)
         assert (await player.next("pong"))["id"] == index
     # Every new connection is answered, by the live worker or the new one; the hung worker's
     # players, coming back, are among them.
     back = [f"p{players.index(player)}" for player in hung]
     assert await answered(server, newcomers(20, *back)) == 20
-    await asyncio.gather(*(player.close() for player in others))
+    await asyncio.gather(*(player.close() for player in players if player not in hung))
 
 
 FREEZING = """
@@ -190,20 +225,18 @@ async def test_a_worker_whose_event_loop_is_blocked_is_killed_and_replaced(
     workers: list[psutil.Process] = []
     try:
         workers += await asyncio.to_thread(run_script, server, script)
-        before = [worker.pid for worker in workers]
         player = await Player.connect(server.ws("frozen"))
         await player.next("welcome")
+        port = player.ws.local_address[1]
+        (frozen,) = [w.pid for w in workers if port in client_ports(server, w.pid)]
         await player.send(op="freeze")
-        blocked_at = time.monotonic()
-        (frozen,) = await poll(
-            lambda: [r for r in server.records() if "was not heard from" in r["event"]],
-            timeout=KILLED_WITHIN[1],
-        )
-        assert KILLED_WITHIN[0] <= time.monotonic() - blocked_at
-        assert frozen["pid"] in before
+        # The worker whose loop is blocked is the one judged hung, after a whole timeout
+        # without a heartbeat.
+        record = await poll(lambda: verdict_on(server, frozen), timeout=KILLED_WITHIN)
+        assert record["silent_seconds"] >= HEARTBEAT_TIMEOUT
         assert await player.closed(timeout=5) == 1006
         await poll(
-            lambda: frozen["pid"] not in worker_pids(server) and len(listening(server)) == 2,
+            lambda: frozen not in worker_pids(server) and len(listening(server)) == 2,
             timeout=30,
         )
         assert await answered(server, newcomers(20, "frozen")) == 20

@@ -1,9 +1,11 @@
 """The supervisor's verdict on a worker that stopped beating: when it is hung, when the
-supervisor wakes to judge it, and what it does then. A fake clock and fake processes: nothing
-forks and nothing sleeps (tests/hostile/test_workers.py stops a real worker)."""
+supervisor wakes to judge it, and what it does then; and the heartbeat pipes it holds. A fake
+clock and fake processes: nothing forks and nothing sleeps (tests/hostile/test_workers.py
+stops a real worker)."""
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import signal
@@ -194,3 +196,40 @@ def test_a_worker_whose_pipe_closes_is_no_longer_listened_to(
     boss._wait()
     assert worker.heartbeats is None
     assert worker.heard_at is None
+
+
+class UnforkableProcess:
+    """A worker's process that cannot be started, as when fork fails (EAGAIN, ENOMEM)."""
+
+    def __init__(self, **options: Any) -> None:
+        self.options = options
+
+    def start(self) -> None:
+        raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+
+
+class UnforkableContext:
+    Process = UnforkableProcess
+
+
+def test_no_end_of_a_heartbeat_pipe_outlives_a_worker_that_could_not_start(
+    boss: Supervisor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[int] = []
+
+    def pipe() -> tuple[int, int]:
+        ends = real_pipe()
+        opened.extend(ends)
+        return ends
+
+    real_pipe = os.pipe
+    monkeypatch.setattr(os, "pipe", pipe)
+    monkeypatch.setattr(boss, "_context", UnforkableContext())
+    worker = boss.workers[0]
+    with pytest.raises(BlockingIOError):
+        boss._start(worker)
+    assert len(opened) == 2  # a heartbeat pipe was opened for it...
+    for fd in opened:  # ... and both its ends closed
+        with pytest.raises(OSError, match="Bad file descriptor"):
+            os.fstat(fd)
+    assert (worker.process, worker.heartbeats) == (None, None)

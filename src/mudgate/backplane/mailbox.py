@@ -23,11 +23,17 @@ nobody pushes to any more empties itself.
 The previous version kept both in one space: ``P:pending:<player>`` beside
 ``P:pending:{expiry,bytes,senders,total}``. Its queues are read once: taking a player's queue
 also takes theirs from there (first, within the per-player cap) and settles what it counted
-in the previous version's accounting, whose keys nothing writes any more and which expire on
-their own; a node connecting gives any of them left without a TTL (by that bug) one. So in a
-rolling upgrade what an old node queued reaches its player on a new node, and what a new
-node queued for a player who comes back to an old one waits for their next connection to a
-new node (within ``pending_message_ttl``). Drop this once no node of that version runs.
+in the previous version's accounting, which this version only ever shrinks. So in a rolling
+upgrade what an old node queued reaches its player on a new node, and what a new node queued
+for a player who comes back to an old one waits for their next connection to a new node
+(within ``pending_message_ttl``).
+
+That version's keys expire on their own, except those its bug left without a TTL: a send that
+failed half-way (at an accounting key a player's name had made a list of) had already pushed
+to the queue, and Redis keeps a script's earlier writes. So a node gives every key of that
+scheme without a TTL one (``RETIRE``, a ``SCAN`` step at a time) when it connects and every
+``pending_message_ttl`` after, as old nodes may leave more until the last one stops. Drop
+this once no node of that version runs.
 
 A script Redis refuses (a key of the wrong type, planted or left behind; NOSCRIPT; OOM) loses
 the tells it carried: ``MailboxHealth`` turns that into the backplane's problem (so
@@ -47,7 +53,13 @@ from ..settings import Settings
 from .base import Delivery
 from .wire import Invalid, decode_pending, encode_message, encode_pending
 
-__all__ = ["MAILBOX_SCRIPTS", "SEND_RESULTS", "MailboxHealth", "RedisMailbox"]
+__all__ = [
+    "MAILBOX_SCRIPTS",
+    "RETIRE_SCAN_COUNT",
+    "SEND_RESULTS",
+    "MailboxHealth",
+    "RedisMailbox",
+]
 
 logger = logging.getLogger("mudgate.backplane")
 
@@ -161,12 +173,21 @@ return taken
 """
 )
 
-# The previous version's accounting keys (KEYS) that have no TTL get one (ARGV[1] ms).
+# The previous version's keys (KEYS) that have no TTL get one (ARGV[1] ms); how many did.
 RETIRE = """
+local retired = 0
 for _, key in ipairs(KEYS) do
-  if redis.call('PTTL', key) == -1 then redis.call('PEXPIRE', key, ARGV[1]) end
+  if redis.call('PTTL', key) == -1 then
+    redis.call('PEXPIRE', key, ARGV[1])
+    retired = retired + 1
+  end
 end
+return retired
 """
+# Keys one SCAN step looks at (a hint Redis follows closely): a step holds Redis up for about
+# half a millisecond (a million keys: 1,000 steps, median 0.6 ms, 0.7 s in all), and Redis
+# serves everyone else between steps while a node walks it.
+RETIRE_SCAN_COUNT = 1000
 
 MAILBOX_SCRIPTS = {"send": SEND, "take": TAKE}
 SEND_RESULTS = {
@@ -234,6 +255,10 @@ class RedisMailbox:
         # The previous version's, read only to take what it queued (module docstring).
         self.previous_queue_prefix = f"{prefix}:pending:"
         self.previous_accounts = tuple(f"{prefix}:pending:{name}" for name in ACCOUNTS)
+        # Every key of that scheme, and of this one's spaces, which are not of it (the prefix
+        # holds no glob character: Settings allows none).
+        self.previous_pattern = f"{prefix}:pending:*"
+        self._current_spaces = (self.queue_prefix.encode(), f"{prefix}:pending:meta:".encode())
         self._seen_prefix = f"{prefix}:seen:"
         self._ttl_ms = max(1, round(settings.pending_message_ttl * 1000))
         self.shas: dict[str, str] = {}
@@ -279,10 +304,15 @@ class RedisMailbox:
             self.settings.max_pending_messages,
         )
 
-    def retire_args(self) -> tuple[Any, ...]:
-        """EVAL's arguments to give the previous version's accounting keys left without a
+    def previous_keys(self, scanned: list[bytes]) -> list[bytes]:
+        """Those of ``scanned`` (keys matching ``previous_pattern``) that are the previous
+        version's: not in this version's spaces."""
+        return [key for key in scanned if not key.startswith(self._current_spaces)]
+
+    def retire_args(self, keys: list[bytes]) -> tuple[Any, ...]:
+        """EVAL's arguments to give those of the previous version's ``keys`` left without a
         TTL one (twice ``pending_message_ttl``, as it gave them)."""
-        return (RETIRE, len(ACCOUNTS), *self.previous_accounts, 2 * self._ttl_ms)
+        return (RETIRE, len(keys), *keys, 2 * self._ttl_ms)
 
     def answered(self, sha: object, reply: object) -> bool:
         """Record what Redis answered to a run of one of the scripts (``sha``, its SHA1; a

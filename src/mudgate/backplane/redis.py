@@ -21,7 +21,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
@@ -32,7 +32,7 @@ from redis.retry import Retry
 from ..protocol import Outgoing
 from ..settings import Settings
 from .base import BackplaneStats, Delivery, HealthProvider, Node, Presence
-from .mailbox import MAILBOX_SCRIPTS, SEND_RESULTS, RedisMailbox
+from .mailbox import MAILBOX_SCRIPTS, RETIRE_SCAN_COUNT, SEND_RESULTS, RedisMailbox
 from .redis_view import (
     RedisKeys,
     live_nodes,
@@ -339,7 +339,6 @@ class RedisBackplane:
             await self._redis.ping()
             for name, script in MAILBOX_SCRIPTS.items():
                 self._mailbox.shas[name] = await self._redis.script_load(script)
-            await self._redis.eval(*self._mailbox.retire_args())
             self._pubsub = self._redis.pubsub()
             # Everything this node listens to, in one command; what changes from here on
             # waits for the writer.
@@ -387,6 +386,7 @@ class RedisBackplane:
             asyncio.create_task(self._read(), name="mudgate-backplane-read"),
             asyncio.create_task(self._flush(), name="mudgate-backplane-write"),
             asyncio.create_task(self._renew_lease(), name="mudgate-backplane-lease"),
+            asyncio.create_task(self._retire_previous(), name="mudgate-backplane-retire"),
         ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -395,7 +395,7 @@ class RedisBackplane:
                 task.cancel()
             await asyncio.wait(tasks)
         error = next(iter(done)).exception()
-        assert error is not None  # the three loops only end by failing
+        assert error is not None  # the loops only end by failing
         return error
 
     async def _read(self) -> None:
@@ -449,6 +449,47 @@ class RedisBackplane:
             # made good here rather than lingering (a ghost in `who`) until a reconnect.
             async with asyncio.timeout(self.settings.backplane_timeout):
                 await self._announce_all(self._redis)
+
+    async def _retire_previous(self) -> None:
+        """Give every key of the previous version's mailbox left without a TTL one
+        (mailbox.py), now and every ``pending_message_ttl`` after: during a rolling upgrade an
+        old node may still leave some."""
+        assert self._redis is not None
+        while True:
+            try:
+                retired = await self._retire_walk(self._redis)
+            except ResponseError as error:  # SCAN refused (an ACL): nothing else needs it
+                logger.warning(
+                    "Redis refused the walk that gives the previous version's pending keys a "
+                    "TTL: those left without one stay until their players come back",
+                    extra={"error": str(error)},
+                )
+            else:
+                if retired:
+                    logger.info(
+                        "gave %d keys of the previous version's mailbox a TTL",
+                        retired,
+                        extra={"keys": retired},
+                    )
+            await asyncio.sleep(self.settings.pending_message_ttl)
+
+    async def _retire_walk(self, redis: Redis) -> int:
+        """One walk of the database with SCAN, ``RETIRE_SCAN_COUNT`` keys a step (never KEYS,
+        which would hold a large Redis up), each step under ``backplane_timeout`` rather than
+        the walk (a large Redis takes many); how many keys it gave a TTL. Redis's work is
+        O(keys in the database) in steps; the node's, a script per step that found old keys."""
+        mailbox = self._mailbox
+        cursor, retired = 0, 0
+        while True:
+            async with asyncio.timeout(self.settings.backplane_timeout):
+                cursor, scanned = await redis.scan(
+                    cursor, match=mailbox.previous_pattern, count=RETIRE_SCAN_COUNT
+                )
+                # Bytes: this client does not decode what Redis answers.
+                if keys := mailbox.previous_keys(cast(list[bytes], scanned)):
+                    retired += int(await redis.eval(*mailbox.retire_args(keys)))
+            if cursor == 0:
+                return retired
 
     def _went_away(self, error: BaseException) -> None:
         reason = str(error) or type(error).__name__

@@ -152,13 +152,17 @@ class Supervisor:
 
     def _start(self, worker: Worker) -> None:
         heartbeats, beat_into = os.pipe() if self.heartbeat_timeout else (None, None)
-        process = self._context.Process(
-            target=_run_worker,
-            args=(self.build, self.settings, self.log_level, worker.index, beat_into),
-            name=f"mudgate-worker-{worker.index}",
-        )
         try:
+            process = self._context.Process(
+                target=_run_worker,
+                args=(self.build, self.settings, self.log_level, worker.index, beat_into),
+                name=f"mudgate-worker-{worker.index}",
+            )
             process.start()
+        except BaseException:
+            if heartbeats is not None:
+                os.close(heartbeats)  # no worker to listen to (fork failed: EAGAIN, ENOMEM)
+            raise
         finally:
             if beat_into is not None:
                 os.close(beat_into)  # the worker's end
