@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
+import httpx
 import jwt
 import pytest
 
+from mudgate import create_app
 from mudgate.auth import (
     Authenticator,
     Credentials,
@@ -169,6 +173,27 @@ def test_an_iat_in_the_future_is_refused_beyond_the_clock_skew(clock: FakeClock)
     far_ahead = signed(iat=clock.now + 3000, exp=clock.now + 3600)
     with pytest.raises(TokenError, match="token issued in the future: iat is 3000 s ahead"):
         auth.verify(far_ahead)
+
+
+@pytest.mark.parametrize(("skew", "refused"), [(None, True), (300, False)], ids=["60", "300"])
+async def test_the_gateway_allows_the_clock_skew_its_settings_give(
+    skew: float | None, refused: bool
+) -> None:
+    # MUDGATE_TOKEN_CLOCK_SKEW (default 60 s) reaches the gateway's own Authenticator.
+    settings = make_settings() if skew is None else make_settings(token_clock_skew=skew)
+    now = time.time()
+    token = signed(iat=now + 120, exp=now + 3600)
+    transport = httpx.ASGITransport(app=create_app(settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
+        response = await http.post(
+            "/commands", content="{}", headers={"Authorization": f"Bearer {token}"}
+        )
+    error = response.json()["error"]
+    if refused:
+        assert response.status_code == 401
+        assert "at most 60 s allowed" in error["message"]
+    else:  # past the token check: this player has no stream open
+        assert error["code"] == "not_connected"
 
 
 @pytest.mark.parametrize(

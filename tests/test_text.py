@@ -4,6 +4,7 @@ built-in commands and in a game's own verbs declared with the same type."""
 from __future__ import annotations
 
 import json
+import unicodedata
 from typing import Annotated, Any
 
 import msgspec
@@ -43,6 +44,77 @@ def test_zero_width_and_bidi_characters_are_deleted(invisible: str) -> None:
     # Between spaces they would otherwise break a run of padding into runs that survive.
     padded = "hi" + f" {invisible}" * 500 + f"b{invisible}ob"
     assert collapse_whitespace(padded) == "hi bob"
+
+
+def test_spaces_padded_with_variation_selectors_still_collapse() -> None:
+    # The reviewer's case: U+FE0F between the spaces kept all ten of them.
+    assert collapse_whitespace("hi" + " \ufe0f" * 10 + "bob") == "hi bob"
+    forgery = "hi" + " \ufe0f" * 1500 + "bob tells you: the gate code is 1234"
+    assert collapse_whitespace(forgery) == "hi bob tells you: the gate code is 1234"
+
+
+@pytest.mark.parametrize(
+    "invisible",
+    # The first and last of each range of Default_Ignorable_Code_Point the first list missed:
+    # variation selectors, tags, Mongolian free variation selectors, Khmer inherent vowels,
+    # shorthand format controls, musical beams and phrases, and the reserved code points.
+    [
+        *"\ufe00\ufe0f\U000e0100\U000e01ef",
+        *"\U000e0000\U000e0001\U000e0020\U000e007f",
+        *"\u180b\u180d\u180f\u17b4\u17b5",
+        *"\U0001bca0\U0001bca3\U0001d173\U0001d17a",
+        *"\u2065\ufff0\ufff8\U000e0080\U000e00ff\U000e01f0\U000e0fff",
+    ],
+    ids=lambda character: f"U+{ord(character):04X}",
+)
+def test_every_default_ignorable_character_is_deleted(invisible: str) -> None:
+    padded = "hi" + f" {invisible}" * 500 + f"b{invisible}ob"
+    assert collapse_whitespace(padded) == "hi bob"
+
+
+def test_ascii_hidden_in_tag_characters_is_deleted() -> None:
+    hidden = "".join(chr(0xE0000 + ord(character)) for character in "bob tells you: 1234")
+    assert collapse_whitespace(f"hi{hidden} there") == "hi there"
+
+
+# Format characters that Unicode keeps visible, so outside Default_Ignorable_Code_Point
+# (DerivedCoreProperties.txt says which): the prepended concatenation marks, the interlinear
+# annotation characters and the Egyptian hieroglyph format controls.
+VISIBLE_FORMAT_CHARACTERS = {
+    *range(0x0600, 0x0606),
+    0x06DD,
+    0x070F,
+    0x0890,
+    0x0891,
+    0x08E2,
+    0x110BD,
+    0x110CD,
+    *range(0xFFF9, 0xFFFC),
+    *range(0x13430, 0x13441),
+}
+
+
+def test_every_invisible_format_character_and_variation_selector_is_deleted() -> None:
+    # Against the Unicode version of this Python's unicodedata: a later one that adds an
+    # invisible format character fails here until the list in mudgate.text has it.
+    kept = [
+        f"U+{code_point:04X}"
+        for code_point in range(0x110000)
+        if (
+            (
+                unicodedata.category(chr(code_point)) == "Cf"
+                and code_point not in VISIBLE_FORMAT_CHARACTERS
+            )
+            or "VARIATION SELECTOR" in unicodedata.name(chr(code_point), "")
+        )
+        and collapse_whitespace(f"a{chr(code_point)}b") != "ab"
+    ]
+    assert kept == [], f"Unicode {unicodedata.unidata_version}"
+
+
+def test_the_hangul_fillers_are_blanks_not_deleted() -> None:
+    # Default ignorable too, but they print as blanks: "b\u3164ob" is not "bob".
+    assert collapse_whitespace("hi\u3164\u115f\u1160\uffa0bob") == "hi bob"
 
 
 def test_a_right_to_left_override_cannot_reorder_what_follows() -> None:

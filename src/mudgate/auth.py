@@ -45,11 +45,6 @@ _ALGORITHM = "HS256"
 _ISSUER = "mudgate"
 _player_id = re.compile(NAME_PATTERN)
 
-# How far ahead of the gateway's clock a token's ``iat`` may be: the clock of a service that
-# signs tokens for a game (or of another node) runs a little ahead now and then; more than a
-# minute ahead, the token is refused rather than trusted to live longer than its TTL.
-CLOCK_SKEW_SECONDS = 60.0
-
 
 class TokenError(Exception):
     """Credentials that do not identify a player: a token missing, malformed, forged or
@@ -86,8 +81,10 @@ class Authenticator:
 
     ``token_ttl_seconds`` (``guest_token_ttl_seconds`` for guests, default the same) is both
     the lifetime of the tokens it issues and the most any token it verifies may live, counted
-    from its ``iat``; ``clock_skew_seconds`` (default 60) is how far ahead of ``clock``
-    (seconds since the epoch) an ``iat`` may be.
+    from its ``iat``; ``clock_skew_seconds`` (``MUDGATE_TOKEN_CLOCK_SKEW``, default 60) is how
+    far ahead of ``clock`` (seconds since the epoch) an ``iat`` may be: the clock of a service
+    that signs tokens for a game (or of another node) runs a little ahead now and then; further
+    ahead, a token is refused rather than trusted to live longer than its TTL.
     """
 
     def __init__(
@@ -98,7 +95,7 @@ class Authenticator:
         guest_token_ttl_seconds: float | None = None,
         clock: Callable[[], float] = time.time,
         authenticate: AuthenticateHook | None = None,
-        clock_skew_seconds: float = CLOCK_SKEW_SECONDS,
+        clock_skew_seconds: float = 60.0,
     ) -> None:
         self._secret_key = secret_key
         self.token_ttl_seconds = token_ttl_seconds

@@ -6,11 +6,20 @@ that prints text as it comes; so could "hi" followed by 1,500 spaces, which wrap
 "bob tells you" starts a line of its own, or a right-to-left override that reorders what a
 page shows. So a command field declared ``PlayerText`` is collapsed before it is checked:
 
-- *Invisible characters are deleted*: the zero-width ones (U+200B-U+200D, U+2060-U+2064,
-  U+FEFF, U+034F, U+180E, U+00AD) and the bidirectional controls (U+200E, U+200F, U+061C,
-  U+202A-U+202E, U+2066-U+2069, and the deprecated U+206A-U+206F). This costs emoji joined
-  by U+200D (a family shows as its members) and the ZWNJ of Persian script: nothing a player
-  sees may be steered by characters they cannot see.
+- *Invisible characters are deleted*: Unicode's Default_Ignorable_Code_Point set
+  (DerivedCoreProperties.txt of Unicode 14.0, the version of Python 3.11's ``unicodedata``)
+  but for the Hangul fillers, which print as blanks and collapse below. That is the
+  zero-width characters (U+200B-U+200D, U+2060-U+2064, U+FEFF, U+034F, U+00AD), the
+  bidirectional controls (U+200E, U+200F, U+061C, U+202A-U+202E, U+2066-U+206F), the
+  variation selectors (U+FE00-U+FE0F, U+E0100-U+E01EF, the Mongolian U+180B-U+180F), the tag
+  characters (U+E0000-U+E007F, which can spell ASCII nobody sees), and the rest of the set
+  (U+17B4, U+17B5, U+1BCA0-U+1BCA3, U+1D173-U+1D17A, and the code points Unicode reserves as
+  ignorable: U+2065, U+FFF0-U+FFF8, U+E0080-U+E0FFF). Any of them between two spaces would
+  keep a run of padding from collapsing. This costs emoji joined by U+200D (a family shows as
+  its members), the emoji presentation selector U+FE0F (a heart or a keycap may show in its
+  text form), the subdivision flags spelled with tags (Scotland's, England's and Wales' show
+  as a black flag) and the ZWNJ of Persian script: nothing a player sees may be steered by
+  characters they cannot see.
 - *Whitespace collapses*: each run of tabs, spaces, the Unicode space separators (U+00A0,
   U+1680, U+2000-U+200A, U+202F, U+205F, U+3000) and the letters that print as blanks (the
   Hangul fillers U+115F, U+1160, U+3164, U+FFA0, and the braille blank U+2800) becomes one
@@ -40,8 +49,11 @@ __all__ = [
 # No control characters and no line breaks (U+2028, U+2029 included).
 TEXT_PATTERN = r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*\Z"
 
+# Default_Ignorable_Code_Point (Unicode 14.0) without the Hangul fillers, which are _BLANKS.
 _INVISIBLE = re.compile(
-    "[\u00ad\u034f\u061c\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff]"
+    "[\u00ad\u034f\u061c\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e\u2060-\u206f"
+    "\ufe00-\ufe0f\ufeff\ufff0-\ufff8\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    "\U000e0000-\U000e0fff]"
 )
 _BLANKS = re.compile(
     "[\t \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000\u115f\u1160\u3164\uffa0\u2800]+"

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import msgspec
+import pytest
 from playwright.async_api import Browser, Page, expect
 
-from mudgate import CommandContext, builtin_commands, create_app
+from mudgate import CommandContext, PlayerText, builtin_commands, create_app
 from mudgate.protocol import CloseCode
 
 from ..conftest import make_settings
@@ -233,3 +237,87 @@ async def test_a_games_own_page_imports_the_client_module(
     async with httpx.AsyncClient(base_url=server.http_url) as http:
         module = await http.get("/mudgate.js")
     assert module.headers["content-type"].startswith("text/javascript")
+
+
+class Ponder(msgspec.Struct):
+    text: PlayerText
+
+
+@pytest.fixture
+def pondering() -> Iterator[RunningServer]:
+    """A gateway whose game has a verb that takes a moment, as one waiting for the game's
+    process does: ``ponder`` says its text after 50 ms. Meanwhile its ``POST /commands`` is
+    under way, and a player may have two (MUDGATE_MAX_COMMANDS_IN_FLIGHT_PER_PLAYER)."""
+    commands = builtin_commands()
+
+    @commands.register("ponder", Ponder)
+    async def ponder(ctx: CommandContext, args: Ponder) -> None:
+        await asyncio.sleep(0.05)
+        ctx.broadcast("say", **{"from": ctx.player.id, "text": args.text})
+
+    settings = make_settings()
+    assert settings.max_commands_in_flight_per_player == 2
+    server = RunningServer(settings, app=create_app(settings, commands=commands))
+    server.start()
+    yield server
+    server.stop()
+
+
+# A page of the game's own that sends `count` commands over SSE without awaiting them: what
+# came back said (in the order it came), what each send() answered, and the errors.
+PONDER_WITHOUT_AWAITING = """async ({ token, count, maxQueued }) => {
+    const { MudgateClient } = await import("/mudgate.js");
+    const client = new MudgateClient({ token, url: "/", transport: "sse", maxQueued });
+    const said = [], errors = [];
+    client.addEventListener("say", (e) => said.push(e.detail.text));
+    client.addEventListener("error", (e) => errors.push([e.detail.code, e.detail.id]));
+    const welcome = new Promise((ok) => client.addEventListener("welcome", ok, { once: true }));
+    client.connect();
+    await welcome;
+    const sends = [];
+    for (let i = 1; i <= count; i++) {
+        sends.push(client.send({ op: "ponder", text: `line ${i}`, id: i }));
+    }
+    const answers = await Promise.all(sends);
+    const served = answers.filter(Boolean).length;
+    while (said.length < served) await new Promise((ok) => setTimeout(ok, 10));
+    client.close();
+    return { transport: client.transport, said, answers, errors };
+}"""
+
+
+async def ponder_without_awaiting(
+    browser: Browser, server: RunningServer, count: int, max_queued: int
+) -> dict[str, Any]:
+    page = await (await browser.new_context()).new_page()
+    await page.goto(f"{server.http_url}/health/live")  # any page of the gateway's origin
+    heard: dict[str, Any] = await page.evaluate(
+        PONDER_WITHOUT_AWAITING,
+        {"token": server.token("gina"), "count": count, "maxQueued": max_queued},
+    )
+    return heard
+
+
+async def test_the_client_sends_commands_over_sse_one_at_a_time_in_order(
+    browser: Browser, pondering: RunningServer
+) -> None:
+    heard = await ponder_without_awaiting(browser, pondering, count=10, max_queued=64)
+    assert heard == {
+        "transport": "sse",
+        "said": [f"line {i}" for i in range(1, 11)],
+        "answers": [True] * 10,
+        "errors": [],
+    }
+
+
+async def test_the_client_refuses_commands_past_its_queue_over_sse(
+    browser: Browser, pondering: RunningServer
+) -> None:
+    # One under way, three waiting: the fifth and sixth are refused at once, by the client.
+    heard = await ponder_without_awaiting(browser, pondering, count=6, max_queued=3)
+    assert heard == {
+        "transport": "sse",
+        "said": ["line 1", "line 2", "line 3", "line 4"],
+        "answers": [True, True, True, True, False, False],
+        "errors": [["queue_full", 5], ["queue_full", 6]],
+    }

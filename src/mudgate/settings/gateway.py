@@ -35,6 +35,13 @@ class Serving(BaseModel):
     guest_token_ttl: PositiveSeconds = Field(
         3600.0, description="Lifetime of a guest token, seconds."
     )
+    token_clock_skew: float = Field(
+        60.0,
+        ge=0,
+        description="How far ahead of this server's clock a token's `iat` may be, seconds (the "
+        "clock of a service that signs tokens may run a little ahead); past it the token is "
+        "refused.",
+    )
     guest_tokens_per_minute: PositiveInt = Field(
         10, description="Guest tokens one IP address may obtain per minute."
     )

@@ -121,6 +121,7 @@ def create_app(
         secret_key,
         settings.token_ttl,
         guest_token_ttl_seconds=settings.guest_token_ttl,
+        clock_skew_seconds=settings.token_clock_skew,
         authenticate=authenticate,
     )
 

@@ -11,7 +11,9 @@
 // It reconnects by close code (at once after 4010 and 1012, with jittered exponential backoff
 // otherwise, never after 1000, 1008, 4003 and 4009), asks for a new token when the server refuses
 // the one it has (a handshake answered 401, or close code 4001), and falls back to
-// Server-Sent Events with POST /commands where a WebSocket cannot be opened.
+// Server-Sent Events with POST /commands where a WebSocket cannot be opened. Over SSE it POSTs
+// one command at a time, in order (the server allows a player two requests under way), and
+// holds at most `maxQueued` waiting for their turn.
 
 /**
  * A message from the server: an event (`type: "event"`, named by `event`) or an error.
@@ -32,6 +34,9 @@
  *   (`refresh: true`). Default: a guest token from POST auth/guest.
  * @property {"auto" | "websocket" | "sse"} [transport] Default "auto": WebSocket, else SSE.
  * @property {number} [maxBackoff] Longest wait between two attempts, ms (default 30000).
+ * @property {number} [maxQueued] Over SSE, how many commands may wait for the one being POSTed
+ *   to be answered (default 64); past it `send()` answers false and an `error` event
+ *   `queue_full` is dispatched.
  */
 
 /** Close codes (mudgate.protocol.CloseCode) and what the client does about each. */
@@ -65,6 +70,7 @@ export class MudgateClient extends EventTarget {
     this.getToken = options.getToken ?? (() => this.#guestToken());
     this.transport = options.transport ?? "auto";
     this.maxBackoff = options.maxBackoff ?? 30000;
+    this.maxQueued = options.maxQueued ?? 64;
     /** @type {WebSocket | null} */ this.socket = null;
     /** @type {EventSource | null} */ this.stream = null;
     this.attempt = 0;
@@ -72,15 +78,20 @@ export class MudgateClient extends EventTarget {
     this.closed = false;
     this.sseEvents = new Set(SSE_EVENTS);
     /** @type {ReturnType<typeof setTimeout> | null} */ this.timer = null;
+    // Over SSE, the commands waiting for the one under way: POSTed one at a time, in order.
+    /** @type {{frame: object, resolve: (sent: boolean) => void, reject: (error: unknown) => void}[]} */
+    this.queue = [];
+    this.posting = false;
   }
 
   /** Open the connection, and keep it open until `close()` or a code that says not to. */
   connect() { this.closed = false; this.#connect(); return this; }
 
-  /** Close for good (code 1000); no reconnect. */
+  /** Close for good (code 1000); no reconnect. Commands still waiting are not sent. */
   close() {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
+    for (const { resolve } of this.queue.splice(0)) resolve(false);
     if (this.socket) this.socket.close(CLOSE.NORMAL);
     if (this.stream) this.stream.close();
     this.socket = this.stream = null;
@@ -88,25 +99,28 @@ export class MudgateClient extends EventTarget {
   }
 
   /**
-   * Send one frame (`{op: "say", text: "hi"}`). Over SSE it is POSTed to /commands; an error
-   * the server answers there is dispatched as an `error` event, like one over the WebSocket.
+   * Send one frame (`{op: "say", text: "hi"}`). Over SSE it is POSTed to /commands once the
+   * commands sent before it are answered (so they are served in order, and this client never
+   * has more than one request under way); an error the server answers there is dispatched as an
+   * `error` event, like one over the WebSocket. Past `maxQueued` commands waiting, it is not
+   * sent and an `error` event `queue_full` says so.
    * @param {{op: string, [field: string]: unknown}} frame
-   * @returns {Promise<boolean>} whether it was sent (false: not connected)
+   * @returns {Promise<boolean>} whether it was sent and accepted (false: not connected, refused,
+   *   or the queue was full)
    */
   async send(frame) {
     if (this.socket && this.socket.readyState === WebSocket.OPEN) {
       this.socket.send(JSON.stringify(frame)); return true;
     }
-    if (this.stream) {
-      const response = await fetch(new URL("commands", this.base), { method: "POST",
-        body: JSON.stringify(frame), headers: this.#bearer(this.token) });
-      if (!response.ok) {
-        const { error } = await response.json();
-        this.#dispatch({ type: "error", code: error.code, message: error.message, id: frame.id });
-      }
-      return response.ok;
+    if (!this.stream) return false;
+    if (this.queue.length >= this.maxQueued) {
+      this.#dispatch({ type: "error", code: "queue_full", id: frame.id,
+        message: `${this.queue.length} commands are already waiting to be sent: wait for their answers` });
+      return false;
     }
-    return false;
+    const sent = new Promise((resolve, reject) => this.queue.push({ frame, resolve, reject }));
+    this.#post();
+    return sent;
   }
 
   /** Over SSE, a game's own event names must be listened for: `client.listen("emote")`. */
@@ -166,6 +180,27 @@ export class MudgateClient extends EventTarget {
       if (!opened && this.token && await this.#refused(this.token)) return this.#refresh();
       this.#retry(1006);
     };
+  }
+
+  /** POST the queued commands one at a time, in order, while there is a stream to answer on. */
+  async #post() {
+    if (this.posting) return;
+    this.posting = true;
+    try {
+      while (this.queue.length) {
+        const { frame, resolve, reject } = this.queue.shift();
+        if (!this.stream) { resolve(false); continue; }
+        try {
+          const response = await fetch(new URL("commands", this.base), { method: "POST",
+            body: JSON.stringify(frame), headers: this.#bearer(this.token) });
+          if (!response.ok) {
+            const { error } = await response.json();
+            this.#dispatch({ type: "error", code: error.code, message: error.message, id: frame.id });
+          }
+          resolve(response.ok);
+        } catch (error) { reject(error); }  // this command's failure; the next one still goes
+      }
+    } finally { this.posting = false; }
   }
 
   #listenSSE(stream, name) {
