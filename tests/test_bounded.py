@@ -576,3 +576,13 @@ def test_in_flight_refuses_a_new_key_past_max_keys_rather_than_drop_a_count() ->
 def test_in_flight_needs_positive_bounds() -> None:
     with pytest.raises(ValueError, match="at least 1"):
         InFlight(limit=0, max_keys=1)
+
+
+def test_in_flight_counts_what_is_under_way_for_every_key() -> None:
+    in_flight = InFlight(limit=2, max_keys=10)
+    in_flight.enter("alice")
+    in_flight.enter("bob")
+    in_flight.enter("bob")
+    in_flight.leave("bob")
+    in_flight.leave("carol")  # nothing under way: nothing changes
+    assert in_flight.under_way == 2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from mudgate.backplane.writes import WriteQueue, command_bytes
 
 
@@ -50,3 +52,49 @@ def test_nothing_is_queued_while_redis_is_away() -> None:
     queue.put(("PUBLISH", "c", b"x"))
     queue.close()
     assert (len(queue), queue.bytes, queue.dropped) == (0, 0, 2)
+
+
+class HeldPipeline:
+    """A Redis pipeline whose round trip waits until the test lets it go."""
+
+    def __init__(self, release: asyncio.Event) -> None:
+        self.release = release
+        self.commands: list[tuple[object, ...]] = []
+
+    async def __aenter__(self) -> HeldPipeline:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        return None
+
+    def execute_command(self, *command: object) -> None:
+        self.commands.append(command)
+
+    async def execute(self, raise_on_error: bool = True) -> list[object]:
+        await self.release.wait()
+        return [b"OK"] * len(self.commands)
+
+
+class HeldRedis:
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+
+    def pipeline(self, transaction: bool = True) -> HeldPipeline:
+        return HeldPipeline(self.release)
+
+
+async def test_a_batch_on_its_way_counts_against_the_byte_cap_until_written() -> None:
+    queue = opened(capacity=100, capacity_bytes=1000)
+    for _ in range(3):
+        queue.put(("PUBLISH", "c", b"x" * 292))  # 300 bytes each
+    redis = HeldRedis()
+    writing = asyncio.create_task(queue.write(redis))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    assert (len(queue), queue.bytes) == (0, 900)  # taken, not yet written
+    queue.put(("PUBLISH", "c", b"y" * 292))
+    queue.put(("PUBLISH", "c", b"z" * 292))
+    # 900 on the way: of what waits, only the newest stays.
+    assert (len(queue), queue.dropped) == (1, 1)
+    redis.release.set()
+    await writing
+    assert (len(queue), queue.bytes) == (0, 0)

@@ -170,6 +170,10 @@ class SocketTable:
         if transport in self._kinds:
             self._compressed.add(transport)
 
+    def uncompress(self, transport: Transport) -> None:
+        """``transport`` will not be compressed after all (its handshake was refused)."""
+        self._compressed.discard(transport)
+
     def close(self, transport: Transport) -> None:
         """Forget ``transport``; idempotent."""
         self._compressed.discard(transport)

@@ -67,12 +67,35 @@ class MemoryCgroup:
         return self.path / "cgroup.procs"
 
     def limit(self, limit_bytes: int) -> None:
-        name = "memory.max" if self.version == 2 else "memory.limit_in_bytes"
-        (self.path / name).write_text(str(limit_bytes))
+        """Memory and swap together at most ``limit_bytes``: a process over it is OOM-killed,
+        not swapped out."""
+        if self.version == 2:
+            (self.path / "memory.swap.max").write_text("0")
+            (self.path / "memory.max").write_text(str(limit_bytes))
+            return
+        # v1 wants memory.limit <= memsw.limit at every step: the order depends on the way.
+        memory, both = (
+            self.path / "memory.limit_in_bytes",
+            self.path / "memory.memsw.limit_in_bytes",
+        )
+        steps = [(memory, limit_bytes), (both, limit_bytes)]
+        if not both.exists():
+            steps = steps[:1]  # no swap accounting: no swap either
+        elif limit_bytes > int(_read(memory) or 0):
+            steps.reverse()
+        for path, value in steps:
+            path.write_text(str(value))
 
     def usage_bytes(self) -> int:
         name = "memory.current" if self.version == 2 else "memory.usage_in_bytes"
         return int(_read(self.path / name))
+
+    def limit_hits(self) -> int:
+        """How often usage reached the limit (and the kernel had to reclaim to go on)."""
+        if self.version == 2:
+            match = re.search(r"^max (\d+)$", _read(self.path / "memory.events"), re.M)
+            return int(match.group(1)) if match else 0
+        return int(_read(self.path / "memory.failcnt") or 0)
 
     def oom_kills(self) -> int:
         """How many processes the kernel killed for this cgroup's limit."""

@@ -470,3 +470,40 @@ async def bad_frames(server: Gateway, *, frames: int = 100, name: str = "garbler
         except Exception:  # closed mid-flood: the point
             pass
         return await garbler.closed()
+
+
+async def compressed_burst(
+    server: Gateway,
+    *,
+    players: int = 20,
+    messages: int = 100,
+    size: int = 65000,
+    name: str = "burst",
+) -> list[tuple[int, str] | None]:
+    """Each of ``players`` asks for compression, then sends ``messages`` text messages of
+    ``size`` bytes at once, each compressed to a few dozen bytes (about 10 KB in all): how
+    each was closed. Parsed all at once, one read of them would be ``messages`` inflated
+    messages in memory."""
+    offer = b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+
+    async def attack(number: int) -> tuple[int, str] | None:
+        (reader, writer), response = await websocket(
+            server.port, server.token(f"{name}{number}"), extra=offer
+        )
+        try:
+            assert b"permessage-deflate" in response, response
+            compressor = zlib.compressobj(wbits=-9)
+            burst = b"".join(
+                frame(
+                    TEXT,
+                    (compressor.compress(b"x" * size) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4],
+                    rsv1=True,
+                )
+                for _ in range(messages)
+            )
+            writer.write(burst)
+            return await close_frame(reader)
+        finally:
+            writer.transport.abort()
+
+    return list(await asyncio.gather(*(attack(number) for number in range(players))))

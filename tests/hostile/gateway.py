@@ -195,11 +195,36 @@ async def read_all(reader: asyncio.StreamReader, timeout: float = 10.0) -> bytes
         return await reader.read()
 
 
+class PeakRSS:
+    """The server's highest RSS while the block runs, sampled every 10 ms:
+    ``async with PeakRSS(server) as peak: ...; peak.mb``."""
+
+    def __init__(self, gateway: Gateway) -> None:
+        self.gateway = gateway
+        self.mb = gateway.rss_mb()
+        self._task: asyncio.Task[None] | None = None
+
+    async def _sample(self) -> None:
+        while True:
+            self.mb = max(self.mb, self.gateway.rss_mb())
+            await asyncio.sleep(0.01)
+
+    async def __aenter__(self) -> PeakRSS:
+        self._task = asyncio.create_task(self._sample())
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        self.mb = max(self.mb, self.gateway.rss_mb())
+
+
 async def settled(
     gateway: Gateway, *, quiet_cpu_seconds: float = 0.02, timeout: float = 30.0
 ) -> None:
     """Wait until the server has done what it was sent: its CPU time stops moving (less
-    than ``quiet_cpu_seconds`` over 0.3 s)."""
+    than ``quiet_cpu_seconds`` in each of three 0.2 s intervals in a row, so a server merely
+    starved of CPU for a moment does not pass for done)."""
     process = psutil.Process(gateway.pid)
 
     def busy() -> float:
@@ -207,12 +232,11 @@ async def settled(
         return float(times.user + times.system)
 
     async with asyncio.timeout(timeout):
-        last = busy()
-        while True:
-            await asyncio.sleep(0.3)
+        last, quiet = busy(), 0
+        while quiet < 3:
+            await asyncio.sleep(0.2)
             now = busy()
-            if now - last < quiet_cpu_seconds:
-                return
+            quiet = quiet + 1 if now - last < quiet_cpu_seconds else 0
             last = now
 
 

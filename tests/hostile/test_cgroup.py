@@ -36,7 +36,7 @@ MIB = 1024 * 1024
 # Caps a small node might run with: every line of the budget a client can fill is filled by
 # one of the floods below.
 CAPS: dict[str, object] = {
-    "max_sockets": 350,
+    "max_sockets": 500,
     "max_connections": 200,
     "max_players": 200,
     "outbox_max_bytes": 65536,
@@ -46,7 +46,7 @@ CAPS: dict[str, object] = {
     "max_rate_limit_keys": 2000,
     "max_subscriptions_per_player": 8,
     "ws_per_message_deflate": True,
-    "max_compressed_connections": 40,
+    "max_compressed_connections": 60,
     "request_timeout": 3,
     "write_timeout": 2,
     # Levels that move as soon as memory does.
@@ -115,8 +115,8 @@ async def every_flood(server: Gateway) -> list[Any]:
         await holding.enter_async_context(
             floods.unfinished_messages(server, players=30, size=65535)
         )
-        # Real clients ask for compression (websockets' do): the players of the other floods
-        # and the inflate bomb take up to 15 more of the 40.
+        # Real clients ask for compression (websockets' do): the players of the other floods,
+        # the compressed bursts and the inflate bomb take up to 25 more of the 60.
         await holding.enter_async_context(floods.compressed_players(server, players=25))
         await holding.enter_async_context(floods.silent_sockets(server, count=100))
         await holding.enter_async_context(floods.stalled_streams(server, count=20))
@@ -125,6 +125,7 @@ async def every_flood(server: Gateway) -> list[Any]:
             floods.fragment_flood(server, players=40),
             floods.fragment_flood(server, players=5, fragment=b"", frames=100000, name="empty"),
             floods.inflate_bomb(server),
+            floods.compressed_burst(server, players=5),
             floods.slow_bodies(server, players=5, requests=4, hold=2),
             floods.ping_flood(server),
             floods.endless_header(server, clients=10, megabytes=8),
@@ -162,6 +163,7 @@ async def test_a_server_in_a_cgroup_of_its_budget_survives_every_flood(
     watching = asyncio.create_task(watch(server, cgroup, seen, stop))
     async with Healthy(server) as healthy:
         outcomes = await every_flood(server)
+        limit_hits = cgroup.limit_hits()
         # Then under the server's feet: the limit lowered past its critical level.
         used = server.memory()["memory"]
         used_bytes = used["percent"] / 100 * used["limit_mb"] * MIB
@@ -188,10 +190,10 @@ async def test_a_server_in_a_cgroup_of_its_budget_survives_every_flood(
     assert server.process is not None
     assert server.process.poll() is None, server.logs()
     assert cgroup.oom_kills() == 0
+    assert limit_hits == 0, report  # the floods never even made the kernel reclaim
     assert not [outcome for outcome in outcomes if isinstance(outcome, BaseException)], report
     healthy.assert_served()
-    assert seen.peak_usage_bytes < limit_bytes, report
-    # Past the critical level it shed; below it, whenever it said so, it did not.
+    # Whenever it read itself well past its critical level, it was shedding.
     for reading in seen.readings:
         if reading["percent"] >= 90 + 5:
             assert reading["shedding"], report

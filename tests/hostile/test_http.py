@@ -156,19 +156,24 @@ async def test_a_player_may_have_two_commands_under_way_at_once(
     gateway: Callable[..., Gateway],
 ) -> None:
     server = gateway()
-    answers = await slow_bodies(server, players=1, requests=10)
+    answers = await slow_bodies(server, players=1, requests=10, hold=2)
     assert answers.count(b"") == 2  # still being received
     refused = [answer for answer in answers if answer]
     assert [status_of(answer) for answer in refused] == [429] * 8
     assert error_code_of(refused[0]) == "rate_limited"
     assert b"retry-after: 1" in refused[0].lower()
+    assert server.memory()["data_structures"]["commands_refused"] == 8
+    # The held ones leave with their clients.
+    await poll(lambda: server.memory()["data_structures"]["commands_in_flight"] == 0)
+    # ... quietly: a client that leaves mid-body is no error of the server's.
+    assert not [record for record in server.records() if record["level"] == "error"]
 
 
 async def test_an_address_may_have_sixteen_commands_under_way_at_once(
     gateway: Callable[..., Gateway],
 ) -> None:
     server = gateway()
-    answers = await slow_bodies(server, players=20, requests=1)
+    answers = await slow_bodies(server, players=20, requests=1, hold=2)
     assert answers.count(b"") == 16
     assert sorted(status_of(answer) for answer in answers if answer) == [429] * 4
 

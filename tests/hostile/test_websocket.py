@@ -13,6 +13,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from .floods import (
     MIB,
+    compressed_burst,
     compressed_players,
     fragment_flood,
     huge_upgrade,
@@ -22,7 +23,7 @@ from .floods import (
     unfinished_messages,
     websocket,
 )
-from .gateway import Gateway, Healthy, connection, poll, read_all, settled
+from .gateway import Gateway, Healthy, PeakRSS, connection, poll, read_all, settled
 
 
 async def test_a_ping_flood_from_a_client_that_never_reads_costs_nothing(
@@ -184,6 +185,22 @@ async def test_compressed_connections_cost_what_the_budget_says(
         grown = server.rss_mb() - before
     plain = 11 * 1024  # an idle WebSocket (bench/idle_memory.py)
     assert grown * MIB / 100 < plain + 1.5 * per_connection
+
+
+async def test_many_compressed_messages_in_one_read_are_inflated_one_at_a_time(
+    gateway: Callable[..., Gateway],
+) -> None:
+    # 100 messages of 64 KB, 10 KB on the wire: parsed a read at a time, that was 40-odd
+    # inflated messages (2.6 MB) per connection at once; a message at a time, it is one.
+    server = gateway(ws_per_message_deflate=True)
+    async with Healthy(server) as healthy:
+        before = server.rss_mb()
+        async with PeakRSS(server) as peak:
+            closes = await compressed_burst(server, players=20, messages=100, size=65000)
+    healthy.assert_served()
+    # Not JSON: bad frames, then closed for them.
+    assert closes == [(1008, "too many bad frames")] * 20
+    assert (peak.mb - before) * MIB / 20 < 4 * 65536 + 64 * 1024
 
 
 async def test_an_inflate_bomb_is_closed_with_1009(gateway: Callable[..., Gateway]) -> None:

@@ -21,10 +21,10 @@ def test_the_process_itself_is_the_first_line() -> None:
     assert budget.total_bytes == sum(line.worst_case_bytes for line in budget.lines)
 
 
-def test_every_websocket_may_hold_a_message_arriving_and_one_being_handled() -> None:
+def test_every_websocket_may_hold_one_message_as_text_of_4_bytes_a_character() -> None:
     assert lines(max_connections=100, max_message_bytes=4096)["messages_in_flight"] == (
         100,
-        2 * 4096,
+        4 * 4096,
     )
 
 

@@ -104,18 +104,20 @@ async def test_a_read_of_tiny_frames_waits_unparsed_while_the_app_is_busy() -> N
     await accepted.wait()
     burst = tiny_frame() * 40_000  # 280 KB: 40,000 messages if parsed at once
     websocket.data_received(burst)
-    # A few hundred parsed and waiting for the app; the rest waits as bytes, and nothing more
-    # is read until the app catches up.
-    assert len(websocket._inbox) <= PARSE_BYTES // 7 + 1
-    assert len(websocket._unparsed) >= len(burst) - PARSE_BYTES
+    # Nothing parsed while the app does not ask: the bytes wait, and nothing more is read.
+    assert len(websocket._inbox) == 0
+    assert websocket.unparsed_bytes == len(burst)
     assert not transport.reading
-    # The app takes them all, in order, and reading resumes once it has.
-    taken = 0
-    while transport.reading is False:
-        message = await websocket.receive()
-        assert message == {"type": "websocket.receive", "text": "x"}
-        taken += 1
-    assert taken == 40_000
+    # The app takes them all, one at a time (none waits behind the one it handles), in order.
+    for _ in range(40_000):
+        assert await websocket.receive() == {"type": "websocket.receive", "text": "x"}
+        assert len(websocket._inbox) == 0
+        assert not transport.reading
+    # Reading resumes once the app asks for more than there was.
+    asking = asyncio.ensure_future(websocket.receive())
+    await asyncio.sleep(0)
+    assert transport.reading
+    asking.cancel()
     websocket.connection_lost(None)
 
 
@@ -231,11 +233,13 @@ async def test_a_message_in_tiny_fragments_is_parsed_a_slice_per_turn_of_the_loo
     websocket = await open_app_waiting(transport, max_message_fragments=100_000)
     fragments = frame(CONTINUATION, b"aa", fin=False) * 8192  # 64 KiB of 2-byte fragments
     websocket.data_received(frame(TEXT, b"[", fin=False) + fragments)
+    receiving = asyncio.ensure_future(websocket.receive())
+    await asyncio.sleep(0)
     # One slice parsed; the rest waits, unread, for the next turns of the loop.
-    assert len(websocket._unparsed) > len(fragments) - PARSE_BYTES
+    assert websocket.unparsed_bytes > len(fragments) - PARSE_BYTES
     assert not transport.reading
     turns = 0
-    while websocket._unparsed:
+    while websocket.unparsed_bytes:
         await asyncio.sleep(0)
         turns += 1
     assert turns >= len(fragments) // PARSE_BYTES
@@ -244,7 +248,7 @@ async def test_a_message_in_tiny_fragments_is_parsed_a_slice_per_turn_of_the_loo
     assert websocket._fragments is not None
     assert len(websocket._fragments.payload) == 1 + 2 * 8192
     websocket.data_received(frame(CONTINUATION, b"]"))
-    assert await websocket.receive() == {
+    assert await receiving == {
         "type": "websocket.receive",
         "text": "[" + "a" * 16384 + "]",
     }

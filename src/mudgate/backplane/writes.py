@@ -41,6 +41,7 @@ class WriteQueue:
         "_capacity_bytes",
         "_commands",
         "_replied",
+        "_sending",
         "dropped",
         "errors",
         "open",
@@ -52,7 +53,8 @@ class WriteQueue:
         self._capacity_bytes = capacity_bytes
         self._replied = replied
         self._commands: deque[Command] = deque()
-        self._bytes = 0
+        self._bytes = 0  # of the queued commands' arguments
+        self._sending = 0  # of the batch being written
         self.open = False  # Redis can be reached: commands are queued
         self.wake = asyncio.Event()  # set when the writer has something to do
         self.dropped = 0
@@ -63,7 +65,8 @@ class WriteQueue:
 
     @property
     def bytes(self) -> int:
-        return self._bytes
+        """What waits and what is being written, in bytes of the commands' arguments."""
+        return self._bytes + self._sending
 
     def put(self, command: Command) -> None:
         if not self.open:
@@ -72,7 +75,7 @@ class WriteQueue:
         self._commands.append(command)
         self._bytes += command_bytes(command)
         while len(self._commands) > self._capacity or (
-            self._bytes > self._capacity_bytes and len(self._commands) > 1
+            self._bytes + self._sending > self._capacity_bytes and len(self._commands) > 1
         ):
             self._bytes -= command_bytes(self._commands.popleft())
             self.dropped += 1
@@ -92,21 +95,23 @@ class WriteQueue:
         self._bytes = 0
         return commands
 
-    def _take(self, count: int) -> list[Command]:
-        batch = [self._commands.popleft() for _ in range(count)]
-        self._bytes -= sum(command_bytes(command) for command in batch)
-        return batch
-
     async def write(self, redis: Redis) -> None:
         """Write what is queued, WRITE_BATCH commands a round trip; a command Redis refuses
         is counted and logged (unless ``replied`` took care of it), and the others still run."""
         while self._commands:
             count = min(WRITE_BATCH, len(self._commands))
-            batch = self._take(count)
-            async with redis.pipeline(transaction=False) as pipe:
-                for command in batch:
-                    pipe.execute_command(*command)
-                results = await pipe.execute(raise_on_error=False)
+            batch = [self._commands.popleft() for _ in range(count)]
+            # On its way, a batch still counts against the cap: what waits and what is being
+            # written are capped together.
+            self._sending = sum(command_bytes(command) for command in batch)
+            self._bytes -= self._sending
+            try:
+                async with redis.pipeline(transaction=False) as pipe:
+                    for command in batch:
+                        pipe.execute_command(*command)
+                    results = await pipe.execute(raise_on_error=False)
+            finally:
+                self._sending = 0
             for command, result in zip(batch, results, strict=True):
                 if self._replied is not None and self._replied(command, result):
                     continue

@@ -243,7 +243,7 @@ class InFlight:
     pushing out a count that is still in use.
     """
 
-    __slots__ = ("_counts", "limit", "max_keys", "refused")
+    __slots__ = ("_counts", "limit", "max_keys", "refused", "under_way")
 
     def __init__(self, limit: int, max_keys: int) -> None:
         if limit < 1 or max_keys < 1:
@@ -251,6 +251,7 @@ class InFlight:
         self.limit = limit
         self.max_keys = max_keys
         self.refused = 0
+        self.under_way = 0  # every key's together
         self._counts: dict[str, int] = {}
 
     def __len__(self) -> int:
@@ -266,11 +267,14 @@ class InFlight:
             self.refused += 1
             return False
         self._counts[key] = count + 1
+        self.under_way += 1
         return True
 
     def leave(self, key: str) -> None:
         """One of ``key``'s requests is over."""
         count = self._counts.get(key, 0)
+        if count:
+            self.under_way -= 1
         if count <= 1:
             self._counts.pop(key, None)
         else:

@@ -445,5 +445,8 @@ class Hub:
             connections_opened=registry.opened,
             slow_consumer_disconnects=registry.slow_consumer_disconnects,
             refused_connections=sum(self.admission.refused.values()),
+            commands_in_flight=self.admission.commands_by_player.under_way,
+            commands_refused=self.admission.commands_by_player.refused
+            + self.admission.commands_by_address.refused,
             backplane=self.backplane.stats(),
         )

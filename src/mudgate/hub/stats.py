@@ -50,6 +50,8 @@ class HubStats:
     connections_opened: int
     slow_consumer_disconnects: int
     refused_connections: int
+    commands_in_flight: int  # POST /commands under way
+    commands_refused: int  # refused at a cap of commands under way (429)
     backplane: BackplaneStats | None  # None: the in-process backplane, nothing to count
 
     def structures(self) -> dict[str, int]:

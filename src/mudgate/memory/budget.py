@@ -5,9 +5,10 @@ measured once per process with tracemalloc over real entries built with the real
 a connection's transport cost (its protocol objects) comes from ``bench/idle_memory.py``, and
 its outbox may hold up to ``outbox_max_bytes``. Every TCP connection, a player's or not, may
 also hold its kernel buffers, a read waiting to be parsed, its transport's write buffer, a
-request body the app has not taken and a request head; every WebSocket a message arriving and
-one the app handles; every compressed one its zlib state. The process itself, as it was before
-any player came, is the first line: a budget that fits is a process that fits.
+request body the app has not taken and a request head; every WebSocket one message, arriving
+or being handled (its text up to 4 bytes a character); every compressed one its zlib state.
+The process itself, as it was before any player came, is the first line: a budget that fits
+is a process that fits.
 """
 
 from __future__ import annotations
@@ -170,9 +171,10 @@ def memory_budget(settings: Settings, limit_bytes: int, process_bytes: int = 0) 
         BudgetLine("process", 1, process_bytes),
         BudgetLine("sockets", settings.max_sockets, per_socket),
         BudgetLine("connections", settings.max_connections, per_connection),
-        # A message arriving (joined as its frames come, up to max_message_bytes) and the one
-        # the app is handling meanwhile (or one waiting for it: then nothing more is read).
-        BudgetLine("messages_in_flight", settings.max_connections, 2 * settings.max_message_bytes),
+        # One message a connection: nothing is parsed while the app handles one. Its bytes
+        # while it arrives, then its text, which takes up to 4 bytes a character (one emoji
+        # among ASCII makes the whole str 4 bytes a character).
+        BudgetLine("messages_in_flight", settings.max_connections, 4 * settings.max_message_bytes),
         BudgetLine("commands_in_flight", commands_in_flight, settings.max_message_bytes),
         BudgetLine(
             "compressed_connections",

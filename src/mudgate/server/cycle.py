@@ -128,7 +128,8 @@ class RequestCycle:
             )
             self._fail()
         else:
-            if not self.response_started:
+            if not self.response_started and not self._disconnected:
+                # (A client that left before its answer was written is no error of the app's.)
                 logger.error(
                     "the app returned without a response",
                     extra={"method": scope["method"], "path": scope["path"]},

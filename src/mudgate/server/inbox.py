@@ -1,9 +1,9 @@
 """What waits for the app on one WebSocket: a message's frames until its last one, the messages
 the app has not taken yet, and the news, once, that the connection is over.
 
-Bounded by its owner (websocket.py): the parser stops at the first message put here and goes
-on only once the app has taken it, so the inbox holds one message (a few more only while a
-handshake or a close is under way)."""
+Bounded by its owner (websocket.py): the parser runs only while the app waits for a message
+and stops at the first one put here, so the inbox holds one message (and, once, the news that
+the connection is over)."""
 
 from __future__ import annotations
 

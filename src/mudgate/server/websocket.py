@@ -4,11 +4,14 @@
 and hands the transport over. Nothing is read until the app answers the handshake; after
 that, one message at a time waits for the app, and nothing is read while the transport holds
 more than ``write_buffer_bytes`` for a client that does not read: a client that sends pings
-and never reads their pongs stalls itself, not the server. A message in several frames is
-joined as they arrive (its bytes plus a constant), in at most ``max_message_fragments``
-frames; what a client sent is parsed a slice per turn of the event loop, so no connection
-holds the loop for more than about a millisecond and a half. Pings (and unsolicited pongs)
-are rate-limited, the server pings every ``ping_interval``, and every close is bounded in time.
+and never reads their pongs stalls itself, not the server. What a client sends is parsed
+frame by frame only while the app waits for a message, and never past the first whole one,
+which the app handles before anything more is parsed: a connection holds one message (its
+bytes while it arrives, joined however many frames it comes in, at most
+``max_message_fragments``; then its text) and one read. At most ``PARSE_BYTES`` are parsed
+per turn of the event loop, so no connection holds it for long. Pings (and unsolicited
+pongs) are rate-limited, the server pings every ``ping_interval``, and every close is
+bounded in time.
 """
 
 from __future__ import annotations
@@ -47,13 +50,29 @@ __all__ = ["WebSocketProtocol"]
 
 logger = logging.getLogger("mudgate.server")
 
-# What is parsed in one turn of the event loop: 4 KiB of the smallest frames (a 2-byte
-# fragment is 8 bytes on the wire) is 512 frames, about 1.7 ms of websockets' parser on this
-# project's machine. The rest waits, unread, for the next turn.
+# What is parsed in one turn of the event loop, at most: 4 KiB of the smallest frames (a
+# 2-byte fragment is 8 bytes on the wire) is 512 frames, about 2 ms of websockets' parser on
+# this project's machine. The rest waits, unread, for the next turn.
 PARSE_BYTES = 4096
 
 # The protocol layer's own close code (and ABNORMAL_CLOSURE, inbox.py's).
 KEEPALIVE_TIMEOUT = 1011
+
+
+def _frame_bytes(data: bytes, start: int) -> int | None:
+    """The size on the wire of the frame that starts at ``start`` of ``data``, once its
+    header has arrived (RFC 6455 section 5.2)."""
+    available = len(data) - start
+    if available < 2:
+        return None
+    second = data[start + 1]
+    length, head = second & 0x7F, 2
+    if length >= 126:
+        head = 4 if length == 126 else 10
+        if available < head:
+            return None
+        length = int.from_bytes(data[start + 2 : start + head], "big")
+    return head + (4 if second & 0x80 else 0) + length
 
 
 class State(enum.Enum):
@@ -85,6 +104,8 @@ class WebSocketProtocol(asyncio.Protocol):
         "_server",
         "_state",
         "_unparsed",
+        "_unparsed_from",
+        "_waiting",
     )
 
     def __init__(
@@ -104,10 +125,12 @@ class WebSocketProtocol(asyncio.Protocol):
         self._http_response: tuple[int, list[tuple[bytes, bytes]], list[bytes]] | None = None
         self._protocol: ServerProtocol | None = None
         self._scope: WebSocketScope | None = None
-        # What the client sent and was not parsed yet: at most one read, as nothing more is
-        # read while it waits.
+        # What the client sent and was not parsed yet (from _unparsed_from on): at most one
+        # read, as nothing more is read while it waits.
         self._unparsed = b""
+        self._unparsed_from = 0
         self._parse_scheduled = False  # a _parse waits for the next turn of the loop
+        self._waiting = False  # the app waits in receive(): the next message may be parsed
         self._inbox = Inbox(context.loop)
         limits = context.limits
         self._heartbeat = Heartbeat(context.loop, limits.ping_interval, limits.ping_timeout, self)
@@ -192,10 +215,11 @@ class WebSocketProtocol(asyncio.Protocol):
         self._context.sockets.mark(self._flow.transport, SocketKind.WEBSOCKET)
         log_handshake(self._scope, "accepted")
         self._heartbeat.start()
-        self._parse()  # what the client sent with its handshake; then reading resumes
+        self._parse()  # reading resumes, unless the client sent more with its handshake
 
     def _refuse(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         """Answer the handshake with a plain HTTP response, and close."""
+        self._context.sockets.uncompress(self._flow.transport)  # its slot, at once
         self._flow.write(plain_response(status, headers, body, self._context.default_headers))
         log_handshake(self._scope, str(status))
         self._handshake = self._response = None
@@ -219,22 +243,31 @@ class WebSocketProtocol(asyncio.Protocol):
             self._flow.linger(data)
             if self._flow.transport.is_closing():
                 return
-        self._unparsed += data
+        self._unparsed = self._unparsed[self._unparsed_from :] + data
+        self._unparsed_from = 0
         self._parse()
 
+    @property
+    def unparsed_bytes(self) -> int:
+        """What the client sent that waits to be parsed."""
+        return len(self._unparsed) - self._unparsed_from
+
     def _parse(self) -> None:
-        """Parse PARSE_BYTES of what the client sent, unless a message waits for the app (or
-        the connection is gone); what is left waits, unread, for the next turn of the event
-        loop, so a read of tiny frames neither holds the loop nor becomes thousands of
-        messages at once (a few bytes on the wire, hundreds in memory each)."""
-        self._parse_scheduled = False
+        """Parse what the client sent, one frame at a time, while the app waits for a
+        message (or, once closing, for the client's close reply): at most PARSE_BYTES a turn
+        of the event loop, and never past the first whole message. What is left waits,
+        unread, for the app's next receive() or the loop's next turn; so a read of tiny
+        frames is neither thousands of messages at once (a few bytes on the wire, hundreds
+        in memory each) nor, compressed, as many inflated ones."""
         protocol = self._protocol
         if protocol is None:
             return
-        if self._unparsed and (not self._inbox or self._state is not State.OPEN):
-            chunk = self._unparsed[:PARSE_BYTES]
-            self._unparsed = self._unparsed[PARSE_BYTES:]
-            protocol.receive_data(chunk)
+        data, start, budget = self._unparsed, self._unparsed_from, PARSE_BYTES
+        while start < len(data) and budget > 0 and self._wants_frames():
+            # Fed up to the end of the next frame, websockets gives back at most that frame.
+            size = min(_frame_bytes(data, start) or len(data), len(data) - start, budget)
+            protocol.receive_data(data[start : start + size])
+            start, budget = start + size, budget - size
             for frame in protocol.events_received():
                 assert isinstance(frame, Frame)
                 self._frame(frame)
@@ -244,15 +277,32 @@ class WebSocketProtocol(asyncio.Protocol):
                 self._fragments = None
                 sent = protocol.close_sent
                 self._disconnected(sent.code if sent else ABNORMAL_CLOSURE)
-            self._flush()
+        self._unparsed_from = start  # an offset: slicing at each message would copy the rest
+        self._flush()
+        if self._state is State.CLOSED or start == len(data):
+            # All parsed, or the closing handshake is over and nothing more is read for.
+            self._unparsed, self._unparsed_from = b"", 0
         if not self._unparsed:
-            if not self._inbox:
+            # Read on: one read may wait here while the app handles its message, and once
+            # closing, the client's close reply must get in.
+            if self._state is State.CLOSING or (self._state is State.OPEN and not self._inbox):
                 self._flow.resume(APP)
             return
         self._flow.pause(APP)
-        if not self._parse_scheduled and (not self._inbox or self._state is not State.OPEN):
+        if self._wants_frames() and not self._parse_scheduled:
             self._parse_scheduled = True
-            self._context.loop.call_soon(self._parse)
+            self._context.loop.call_soon(self._parse_later)
+
+    def _parse_later(self) -> None:
+        self._parse_scheduled = False
+        self._parse()
+
+    def _wants_frames(self) -> bool:
+        """Whether to parse on: the app waits with nothing for it yet, or the connection is
+        closing and only the client's close reply matters."""
+        if self._state is State.OPEN:
+            return self._waiting and not self._inbox
+        return self._state is State.CLOSING
 
     def eof_received(self) -> None:
         # The client closed its side: so does the server (asyncio closes the transport).
@@ -268,7 +318,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self._disconnected(ABNORMAL_CLOSURE)
         self._protocol = self._handshake = None
         self._fragments = None
-        self._unparsed = b""
+        self._unparsed, self._unparsed_from = b"", 0
         self._frame_writer.detach()  # the scope it sits in outlives the connection
 
     def pause_writing(self) -> None:
@@ -386,8 +436,9 @@ class WebSocketProtocol(asyncio.Protocol):
         self._protocol.send_close(code, reason)
         self._disconnected(code, reason)
         self._flush()
-        # Read again, so the reply can arrive; what else comes is discarded.
-        self._flow.resume(APP)
+        # Read again (once what is unparsed is), so the reply can arrive; what else comes is
+        # discarded.
+        self._parse()
         self._flow.arm(self._context.limits.close_timeout, self._flow.abort)
 
     def _disconnected(self, code: int, reason: str = "") -> None:
@@ -450,10 +501,14 @@ class WebSocketProtocol(asyncio.Protocol):
             self._send_close(code, "")
 
     async def receive(self) -> ASGIReceiveEvent:
-        message = await self._inbox.get()
         if not self._inbox and self._state is not State.CONNECTING:
-            self._parse()  # what waited for this message to be taken; then reading resumes
-        return message
+            # The app is done with its last message: the next may be parsed.
+            self._waiting = True
+            self._parse()
+        try:
+            return await self._inbox.get()
+        finally:
+            self._waiting = False
 
     async def send(self, message: ASGISendEvent) -> None:
         if self._flow.write_paused:

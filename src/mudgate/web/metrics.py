@@ -65,6 +65,16 @@ class GatewayCollector(Collector):
             value=stats.pending_messages_refused,
         )
         yield GaugeMetricFamily(
+            "mudgate_commands_in_flight",
+            "POST /commands under way (body arriving, or being handled).",
+            value=stats.commands_in_flight,
+        )
+        yield CounterMetricFamily(
+            "mudgate_commands_refused",
+            "POST /commands refused at a cap of commands under way (per player, per address).",
+            value=stats.commands_refused,
+        )
+        yield GaugeMetricFamily(
             "mudgate_outbox_bytes", "Bytes queued in all outboxes.", value=stats.outbox_bytes
         )
 

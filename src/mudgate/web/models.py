@@ -105,6 +105,13 @@ class DataStructures(BaseModel):
     pending_messages: int = Field(description="Players with queued messages.")
     pending_message_entries: int = Field(description="Queued messages, all players together.")
     pending_message_bytes: int
+    commands_in_flight: int = Field(
+        description="POST /commands under way (body arriving, or being handled)."
+    )
+    commands_refused: int = Field(
+        description="POST /commands refused (429) at a cap of commands under way, per player "
+        "or per address."
+    )
     backplane_subscriptions: int = Field(
         0, description="Redis channels this node listens to (0 without a Redis backplane)."
     )

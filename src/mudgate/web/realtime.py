@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 from starlette.datastructures import Headers
-from starlette.requests import cookie_parser
+from starlette.requests import ClientDisconnect, cookie_parser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..auth import Authenticator, Credentials, Identity, TokenError
@@ -453,8 +453,15 @@ async def _read_body(request: Request, limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise APIError(413, ErrorCode.FRAME_TOO_BIG, f"frames are at most {limit} bytes")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise APIError(413, ErrorCode.FRAME_TOO_BIG, f"frames are at most {limit} bytes")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise APIError(413, ErrorCode.FRAME_TOO_BIG, f"frames are at most {limit} bytes")
+    except ClientDisconnect:
+        # Gone before its body was whole (a slow body's author, say): nobody reads an answer,
+        # and an attacker who does it on purpose must not fill the log with tracebacks.
+        raise APIError(
+            400, ErrorCode.BAD_REQUEST, "the client left before its body arrived"
+        ) from None
     return bytes(body)
