@@ -173,7 +173,9 @@ class Connections(BaseModel):
         "served without compression.",
     )
     ws_deflate_mem_level: Annotated[int, Field(ge=1, le=9)] = Field(
-        4, description="zlib memLevel of the compressor (1-9): its state is 2**(memLevel+9) bytes."
+        4,
+        description="zlib memLevel of the compressor (1-9): it holds 2**(memLevel+9) bytes "
+        "beside its window.",
     )
     max_compressed_connections: PositiveInt = Field(
         1000,
