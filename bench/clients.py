@@ -2,7 +2,9 @@
 contender's dialect (mudgate's frames, the FastAPI docs and Node ws echo, Socket.IO's packets).
 
 A client opens, says hello the way its server expects, sends text frames and counts received
-messages carrying ``marker``; nothing else is parsed, so the generator stays cheap.
+messages carrying ``marker``; nothing else is parsed, so the generator stays cheap. The hostile
+benchmark's attackers also build frames no polite client sends (unfinished messages, compressed
+payloads) and read the server's close frame.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import json
 import os
 import struct
 import time
+import zlib
 from dataclasses import dataclass
 
-from mudgate.auth import Authenticator
-
 from harness import SECRET_KEY
+
+from mudgate.auth import Authenticator
 
 # How a room message's text starts in every dialect's encoding (all three are compact JSON).
 MARKER = b'"text":"m'
@@ -75,27 +78,66 @@ class Dialect:
         return None
 
 
-def ws_frame(data: str | bytes, opcode: int = 0x1) -> bytes:
-    """A masked client frame (text by default)."""
+def ws_frame(
+    data: str | bytes, opcode: int = 0x1, *, fin: bool = True, rsv1: bool = False
+) -> bytes:
+    """A masked client frame (text by default): ``fin=False`` for every frame of a message
+    but its last, ``rsv1`` for a compressed one (permessage-deflate)."""
     payload = data.encode() if isinstance(data, str) else data
     mask = os.urandom(4)
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     length = len(payload)
+    first = (0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode
     if length < 126:
-        header = bytes([0x80 | opcode, 0x80 | length])
+        header = bytes([first, 0x80 | length])
     elif length < 65536:
-        header = bytes([0x80 | opcode, 0xFE]) + struct.pack("!H", length)
+        header = bytes([first, 0xFE]) + struct.pack("!H", length)
     else:
-        header = bytes([0x80 | opcode, 0xFF]) + struct.pack("!Q", length)
-    return header + mask + masked
+        header = bytes([first, 0xFF]) + struct.pack("!Q", length)
+    # XOR as one big integer: a 50 KB frame is masked in microseconds, not a byte at a time.
+    repeated = (mask * (length // 4 + 1))[:length]
+    masked = int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")
+    return header + mask + masked.to_bytes(length, "big")
 
 
-def handshake(path: str) -> bytes:
+# What a client that wants compression offers: permessage-deflate, the client's window bounded
+# (mudgate declines compression to a client that would not bound it).
+DEFLATE_OFFER = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits"
+
+
+def deflated(data: bytes, window_bits: int = 9) -> bytes:
+    """``data`` as one permessage-deflate payload (RFC 7692: deflated, then the empty block of
+    the sync flush dropped). A window of 9 bits is within any the server may ask for."""
+    compressor = zlib.compressobj(wbits=-window_bits)
+    return (compressor.compress(data) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+
+
+def handshake(path: str, *headers: str) -> bytes:
     key = base64.b64encode(os.urandom(16)).decode()
+    extra = "".join(f"{header}\r\n" for header in headers)
     return (
         f"GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
     ).encode()
+
+
+async def close_frame(reader: asyncio.StreamReader) -> tuple[int, str] | None:
+    """Skip the server's frames until its close frame: its code (1005 if it gave none) and
+    reason; None if the connection ended without one."""
+    try:
+        while True:
+            first, second = await reader.readexactly(2)
+            size = second & 0x7F
+            if size == 126:
+                (size,) = struct.unpack("!H", await reader.readexactly(2))
+            elif size == 127:
+                (size,) = struct.unpack("!Q", await reader.readexactly(8))
+            payload = await reader.readexactly(size)
+            if first & 0x0F == 0x8:
+                if len(payload) < 2:
+                    return 1005, ""
+                return struct.unpack("!H", payload[:2])[0], payload[2:].decode(errors="replace")
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return None
 
 
 CLOSE_FRAME = ws_frame(struct.pack("!H", 1000), opcode=0x8)

@@ -27,7 +27,12 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
         ("stalled.py", ["--players", "10", "--seconds", "1", "--repeat", "1"], "stalled"),
         (
             "hostile.py",
-            ["--seconds", "0.5", "--attacks", "slow loris (300)", "ping flood, never reads"],
+            # A handful of connections per flood (--smoke): one attack from threads, and the
+            # floods of a message arriving, each with code of its own.
+            [
+                *("--seconds", "0.5", "--smoke", "--attacks", "ping flood, never reads"),
+                *("fragments (100)", "deflate (100) and a bomb", "slow bodies (50 players)"),
+            ],
             "hostile",
         ),
         ("cleanup_cost.py", ["--repeat", "1", "--smoke"], "cleanup_cost"),
@@ -75,6 +80,11 @@ def test_the_benchmark_runs(tmp_path: Path, script: str, arguments: list[str], r
                 "mudgate", "fastapi-docs", "socketio", "node-ws", "node-socketio"
             }, completed.stdout  # fmt: skip
             assert all(r["server_cpu_us_per_delivery"] > 0 for r in by_server.values())
+    if result == "hostile":
+        # Both contenders met every flood, and mudgate's budget was read for each.
+        for by_server in written["results"].values():
+            assert set(by_server) == {"mudgate", "fastapi-docs"}
+            assert by_server["mudgate"]["budget"]["worst_case_mib"] > 0
     if result == "cluster_broadcast":
         assert "workers-2" in written["results"]
 

@@ -6,7 +6,9 @@ bench/harness.py serves it with the same uvicorn settings as mudgate.
 
 from __future__ import annotations
 
-from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+import json
+
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 
 
 class ConnectionManager:
@@ -33,6 +35,16 @@ manager = ConnectionManager()
 async def stats() -> dict[str, int]:
     """For the churn benchmark: what the pattern holds (not part of the docs' example)."""
     return {"active_connections": len(manager.active_connections)}
+
+
+@app.post("/commands")
+async def commands(request: Request) -> dict[str, bool]:
+    """For the hostile benchmark's slow bodies: a command sent over HTTP, its JSON body read
+    as FastAPI apps read one, and broadcast like a message from a socket (not part of the
+    docs' example)."""
+    command = await request.json()
+    await manager.broadcast(json.dumps(command))
+    return {"accepted": True}
 
 
 @app.websocket("/ws")
