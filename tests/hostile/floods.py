@@ -21,7 +21,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import httpx
 
 from ..e2e.clients import Player
-from .gateway import Gateway, connection, read_all
+from .gateway import Gateway, connection, open_connection, read_all
 
 MIB = 1024 * 1024
 
@@ -64,12 +64,7 @@ async def websocket(
     port: int, token: str, *, extra: bytes = b"", rcvbuf: int | None = None
 ) -> tuple[Stream, bytes]:
     """A WebSocket opened by hand: the stream, just past the 101 response, and that response."""
-    sock = socket.socket()
-    if rcvbuf is not None:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-    reader, writer = await asyncio.open_connection(sock=sock)
+    reader, writer = await open_connection(port, rcvbuf=rcvbuf)
     writer.write(handshake(port, token, extra=extra))
     response = await reader.readuntil(b"\r\n\r\n")
     assert response.startswith(b"HTTP/1.1 101"), response
@@ -401,17 +396,15 @@ async def room_flood(server: Gateway, *, messages: int, size: int, name: str = "
             await shouter.send(op="say", text="x" * size)
 
 
-async def message_flood(server: Gateway, frame: dict[str, str], *, messages: int = 3000) -> Player:
-    """A player who sends ``messages`` copies of ``frame`` as fast as it can; the player, to
-    read what came back (it is closed once it keeps sending past its limit)."""
-    griefer = await Player.connect(server.ws("griefer"))
-    raw = json.dumps(frame)
+async def message_flood(griefer: Player, frame: object, *, messages: int = 3000) -> None:
+    """``griefer`` sends ``messages`` copies of ``frame`` (JSON, or text as it is) as fast as
+    it can, until it is closed for it."""
+    raw = frame if isinstance(frame, str) else json.dumps(frame)
     try:
         for _ in range(messages):
             await griefer.ws.send(raw)
     except Exception:  # closed mid-flood: the point
         pass
-    return griefer
 
 
 async def pending_flood(
@@ -469,11 +462,7 @@ async def bad_frames(server: Gateway, *, frames: int = 100, name: str = "garbler
     """A player sends ``frames`` JSON documents nested a thousand deep: its close code."""
     async with await Player.connect(server.ws(name)) as garbler:
         await garbler.next("welcome")
-        try:
-            for _ in range(frames):
-                await garbler.ws.send("[" * 1000)
-        except Exception:  # closed mid-flood: the point
-            pass
+        await message_flood(garbler, "[" * 1000, messages=frames)
         return await garbler.closed()
 
 

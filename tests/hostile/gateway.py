@@ -171,18 +171,25 @@ class Healthy:
         assert self.round_trips, "the healthy player was never answered"
 
 
-@asynccontextmanager
-async def connection(
+async def open_connection(
     port: int, *, rcvbuf: int | None = None
-) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
-    """A raw TCP connection to the gateway, dropped at the end; ``rcvbuf`` makes a client
-    that does not read stop the server sooner (the kernel holds less for it)."""
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A raw TCP connection to the gateway; ``rcvbuf`` makes a client that does not read
+    stop the server sooner (the kernel holds less for it)."""
     sock = socket.socket()
     if rcvbuf is not None:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-    reader, writer = await asyncio.open_connection(sock=sock)
+    return await asyncio.open_connection(sock=sock)
+
+
+@asynccontextmanager
+async def connection(
+    port: int, *, rcvbuf: int | None = None
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    """``open_connection``, dropped at the end."""
+    reader, writer = await open_connection(port, rcvbuf=rcvbuf)
     try:
         yield reader, writer
     finally:

@@ -142,7 +142,8 @@ async def every_flood(server: Gateway) -> list[Any]:
 
 
 async def player_flood(server: Gateway) -> int | None:
-    griefer = await floods.message_flood(server, {"op": "say", "text": "spam"}, messages=1000)
+    griefer = await Player.connect(server.ws("griefer"))
+    await floods.message_flood(griefer, {"op": "say", "text": "spam"}, messages=1000)
     return await griefer.closed()
 
 
