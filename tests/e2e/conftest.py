@@ -1,11 +1,9 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, async_playwright
 
 from ..conftest import make_settings
 from .server import RunningServer, running_server
@@ -30,19 +28,3 @@ def server_with() -> Iterator[Any]:
     yield start
     for context in servers:
         context.__exit__(None, None, None)
-
-
-CHROMIUM = Path("/usr/bin/chromium")
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    """Debian's Chromium driven by Playwright (which cannot download its own browsers here)."""
-    assert CHROMIUM.is_file(), "Debian's chromium is missing: `make test` installs it as root"  # noqa: ASYNC240
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield browser
-        await browser.close()

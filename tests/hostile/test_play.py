@@ -6,18 +6,17 @@ message."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgspec
 import pytest
-from playwright.async_api import Browser, Page, async_playwright, expect
+from playwright.async_api import Browser, Page, expect
 
 from mudgate import CommandContext, builtin_commands, create_app
 
 from ..conftest import make_settings
 from ..e2e.clients import Player
-from ..e2e.conftest import CHROMIUM
 from ..e2e.server import RunningServer
 from .gateway import Gateway
 
@@ -51,18 +50,6 @@ VISUAL_LINES = """(log) => {
     }
     return lines.map(({ text, left }) => ({ text: text.trim(), left }));
 }"""
-
-
-@pytest.fixture
-async def browser() -> AsyncIterator[Browser]:
-    """Debian's Chromium, as the end-to-end tests drive it."""
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
-        )
-        yield browser
-        await browser.close()
 
 
 async def play(browser: Browser, url: str, token: str) -> Page:
