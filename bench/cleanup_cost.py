@@ -23,7 +23,6 @@ from harness import summary, write_result  # noqa: E402
 from mudgate.cleanup import Janitor, Trigger  # noqa: E402
 from mudgate.hub import Hub  # noqa: E402
 from mudgate.memory.monitor import MemoryMonitor  # noqa: E402
-from mudgate.memory.watch import MemoryWatch  # noqa: E402
 from mudgate.protocol import Outgoing  # noqa: E402
 from mudgate.settings import Settings  # noqa: E402
 
@@ -61,13 +60,12 @@ async def cleanup_seconds(players: int, per_player: int) -> tuple[float, int]:
         last_seen_ttl=10**6,
     )
     hub = Hub(settings, clock=clock)
-    watch = MemoryWatch(hub, MemoryMonitor(settings), settings, clock=clock)
-    janitor = Janitor(hub, watch, settings, clock=clock)
+    janitor = Janitor(hub, MemoryMonitor(settings), settings, clock=clock)
     message = Outgoing("tell", b'{"type":"event","event":"tell","text":"hello"}')
     old_players = EXPIRED // per_player
     for i in range(players):
         player_id = f"p{i}"
-        hub.away.last_seen.set(player_id, 0.0)
+        hub.absentees.last_seen.set(player_id, 0.0)
         if i == old_players:
             clock.now += 3000  # the rest are queued later: they outlive the cleanup
         for _ in range(per_player):

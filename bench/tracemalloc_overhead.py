@@ -28,15 +28,21 @@ from mudgate.settings import Settings  # noqa: E402
 PLAYERS = 200
 
 
-class NullConnection(Connection):
+class NullTransport:
     """A client that reads instantly: measures the gateway, not a socket."""
 
-    transport = "websocket"
+    name = "websocket"
 
-    async def _write(self, message: Outgoing) -> None:
+    def write_now(self, message: Outgoing) -> bool:
+        return False
+
+    async def write(self, message: Outgoing) -> None:
         pass
 
-    async def _write_close(self, code: CloseCode, reason: str) -> None:
+    async def write_close(self, code: CloseCode, reason: str) -> None:
+        pass
+
+    def release(self) -> None:
         pass
 
 
@@ -44,7 +50,11 @@ async def deliveries_per_second(broadcasts: int) -> float:
     hub = Hub(Settings(max_rate_limit_entries=10**6))
     await hub.start()
     for i in range(PLAYERS):
-        hub.connect(NullConnection(f"p{i}", "127.0.0.1", hub.limits, handler=None))
+        hub.connect(
+            Connection(
+                f"p{i}", "127.0.0.1", hub.limits, transport=NullTransport(), handler=None
+            )
+        )
     await asyncio.sleep(0)
     started = time.perf_counter()
     for i in range(broadcasts):

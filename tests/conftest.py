@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from playwright.async_api import Browser, async_playwright
@@ -35,31 +35,63 @@ class FakeClock:
         self.now += seconds
 
 
-class RecordingConnection(Connection):
-    """A connection whose client is a list: what was written, and how it was closed."""
+class RecordingTransport:
+    """A client that is a list: what was written to it, and how it was closed. ``block``, when
+    set, holds every write until it is."""
 
-    transport = "websocket"
+    name: ClassVar[str] = "websocket"
 
-    __slots__ = ("block", "closed_with", "written")
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # No handler task to cancel: abort() below records it instead.
-        super().__init__(*args, **{"handler": None, **kwargs})
+    def __init__(self) -> None:
         self.written: list[Outgoing] = []
         self.closed_with: tuple[CloseCode, str] | None = None
         self.block: asyncio.Event | None = None
 
-    async def _write(self, message: Outgoing) -> None:
+    def write_now(self, message: Outgoing) -> bool:
+        return False
+
+    async def write(self, message: Outgoing) -> None:
         if self.block is not None:
             await self.block.wait()
         self.written.append(message)
 
-    async def _write_close(self, code: CloseCode, reason: str) -> None:
+    async def write_close(self, code: CloseCode, reason: str) -> None:
         self.closed_with = (code, reason)
+
+    def release(self) -> None:
+        pass
+
+
+class RecordingConnection(Connection):
+    """A connection over a ``RecordingTransport``, which the test reads through it."""
+
+    __slots__ = ()
+
+    transport: RecordingTransport
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # No handler task to cancel: abort() below records it instead.
+        super().__init__(*args, **{"handler": None, "transport": RecordingTransport(), **kwargs})
+
+    @property
+    def written(self) -> list[Outgoing]:
+        return self.transport.written
+
+    @property
+    def closed_with(self) -> tuple[CloseCode, str] | None:
+        return self.transport.closed_with
+
+    @property
+    def block(self) -> asyncio.Event | None:
+        return self.transport.block
+
+    @block.setter
+    def block(self, event: asyncio.Event | None) -> None:
+        self.transport.block = event
 
     def abort(self) -> None:
         # The handler task of a real transport; here it would be the test itself.
-        self.closed_with = self.closed_with or (CloseCode.GOING_AWAY, "aborted")
+        transport = self.transport
+        transport.closed_with = transport.closed_with or (CloseCode.GOING_AWAY, "aborted")
 
     def events(self) -> list[str]:
         return [message.event for message in self.written]

@@ -8,7 +8,7 @@ import httpx
 import jwt
 import pytest
 
-from mudgate import create_app
+from mudgate import Gateway, create_app
 from mudgate.auth import (
     Authenticator,
     Credentials,
@@ -183,7 +183,7 @@ async def test_the_gateway_allows_the_clock_skew_its_settings_give(
     settings = make_settings() if skew is None else make_settings(token_clock_skew=skew)
     now = time.time()
     token = signed(iat=now + 120, exp=now + 3600)
-    transport = httpx.ASGITransport(app=create_app(settings))
+    transport = httpx.ASGITransport(app=create_app(Gateway(settings)))
     async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
         response = await http.post(
             "/commands", content="{}", headers={"Authorization": f"Bearer {token}"}

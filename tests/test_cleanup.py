@@ -9,9 +9,9 @@ import pytest
 
 from mudgate.backplane.topic import Topic
 from mudgate.cleanup import CHUNK, Janitor, Trigger
+from mudgate.health.watch import HealthWatch
 from mudgate.hub import Hub
 from mudgate.memory.monitor import MIB, MemorySample
-from mudgate.memory.watch import MemoryWatch
 from mudgate.protocol import CloseCode, Outgoing
 from mudgate.settings import Settings
 
@@ -53,17 +53,19 @@ class Setup:
         wall_clock = lambda: 1_800_000_000.0  # noqa: E731
         self.janitor = Janitor(
             self.hub,
-            MemoryWatch(
-                self.hub,
-                self.monitor,  # type: ignore[arg-type]
-                self.settings,
-                clock=clock,
-                wall_clock=wall_clock,
-            ),
+            self.monitor,  # type: ignore[arg-type]
             self.settings,
             clock=clock,
             wall_clock=wall_clock,
             malloc_trim=malloc_trim,
+        )
+        self.watch = HealthWatch(
+            self.hub,
+            self.monitor,  # type: ignore[arg-type]
+            self.janitor,
+            self.settings,
+            clock=clock,
+            wall_clock=wall_clock,
         )
 
 
@@ -90,17 +92,17 @@ def test_the_defaults_follow_the_design() -> None:
 
 async def test_nothing_is_due_before_the_interval(setup: Setup, clock: FakeClock) -> None:
     clock.advance(299)
-    assert await setup.janitor.check() is None
+    assert await setup.watch.check() is None
 
 
 async def test_a_time_based_cleanup_runs_every_interval(setup: Setup, clock: FakeClock) -> None:
     clock.advance(300)
-    report = await setup.janitor.check()
+    report = await setup.watch.check()
     assert report is not None
     assert report.trigger is Trigger.TIME
-    assert await setup.janitor.check() is None
+    assert await setup.watch.check() is None
     clock.advance(300)
-    assert await setup.janitor.check() is not None
+    assert await setup.watch.check() is not None
     assert setup.janitor.stats.time_cleanups == 2
 
 
@@ -108,15 +110,15 @@ async def test_pressure_cleans_with_a_cooldown(setup: Setup, clock: FakeClock) -
     setup.hub.disconnect(connect(setup.hub, "alice"))
     clock.advance(3600)  # alice's last_seen entry is now stale: there is something to free
     setup.monitor.percent = 85.0
-    report = await setup.janitor.check()
+    report = await setup.watch.check()
     assert report is not None
     assert report.trigger is Trigger.MEMORY
     assert report.malloc_trimmed
     assert setup.trims == 1
     clock.advance(30)
-    assert await setup.janitor.check() is None  # cooling down
+    assert await setup.watch.check() is None  # cooling down
     clock.advance(30)
-    report = await setup.janitor.check()
+    report = await setup.watch.check()
     assert report is not None
     assert report.trigger is Trigger.MEMORY
     assert setup.janitor.stats.memory_cleanups == 2
@@ -127,27 +129,27 @@ async def test_a_pressure_cleanup_that_frees_nothing_alerts_instead_of_storming(
 ) -> None:
     monkeypatch.setattr("gc.collect", lambda: 0)
     setup.monitor.percent = 85.0
-    assert await setup.janitor.check() is not None
+    assert await setup.watch.check() is not None
     assert setup.janitor.ineffective_cleanup
     clock.advance(120)
-    assert await setup.janitor.check() is None  # no rerun while it would free nothing
-    assert "CLEANUP_INEFFECTIVE" in [alert.code for alert in setup.janitor.alerts()]
+    assert await setup.watch.check() is None  # no rerun while it would free nothing
+    assert "CLEANUP_INEFFECTIVE" in [alert.code for alert in setup.watch.alerts()]
     setup.monitor.percent = 50.0  # pressure gone: the alert clears
-    await setup.janitor.check()
+    await setup.watch.check()
     assert not setup.janitor.ineffective_cleanup
 
 
 async def test_critical_memory_sheds_load_until_below_warning(setup: Setup) -> None:
     setup.monitor.percent = 92.0
-    setup.janitor.watch.observe()
+    setup.watch.observe()
     refusal = setup.hub.admit("alice", "10.0.0.1")
     assert refusal is not None
     assert (refusal.code, refusal.reason) == (CloseCode.TRY_AGAIN_LATER, "memory pressure")
     setup.monitor.percent = 82.0
-    setup.janitor.watch.observe()
+    setup.watch.observe()
     assert setup.hub.shedding
     setup.monitor.percent = 79.0
-    setup.janitor.watch.observe()
+    setup.watch.observe()
     assert setup.hub.admit("alice", "10.0.0.1") is None
 
 
@@ -168,8 +170,8 @@ async def test_old_attempts_and_pending_messages_expire_while_recent_ones_stay(
     report = await setup.janitor.clean(Trigger.FORCED)
     assert report.removed["pending_messages"] == 2
     assert report.removed["connection_attempts"] == 2  # ip:10.0.0.1 and player:old
-    assert "old" not in hub.away.pending_messages
-    assert [message.data for message in hub.away.pending_messages.take("recent")] == [new.data]
+    assert "old" not in hub.absentees.pending_messages
+    assert [message.data for message in hub.absentees.pending_messages.take("recent")] == [new.data]
     assert hub.admission.connection_attempts.recent("player:recent") == 1
 
 
@@ -178,8 +180,8 @@ async def test_no_pending_list_ever_outgrows_its_cap(setup: Setup) -> None:
     hub.disconnect(connect(hub, "alice"))
     for i in range(1500):
         hub.send("alice", Outgoing("tell", str(i).encode()))
-    assert hub.away.pending_messages.count("alice") == 1000
-    assert hub.away.pending_messages.refusals == 500
+    assert hub.absentees.pending_messages.count("alice") == 1000
+    assert hub.absentees.pending_messages.refusals == 500
     report = await setup.janitor.clean(Trigger.FORCED)
     assert report.removed["pending_messages"] == 0
     conn = connect(hub, "alice")
@@ -214,8 +216,8 @@ async def test_orphans_are_reconciled(setup: Setup) -> None:
     bob = connect(hub, "bob")
     # Corrupt the structures the way a bug would.
     del hub.registry._by_player["bob"]  # bob's connection missing from the index
-    hub.rooms._occupants.setdefault("ghost-room", set()).add("ghost")
-    hub.rooms._listeners.setdefault(Topic("channel:ooc"), set()).add("ghost")
+    hub.topics._occupants.setdefault("ghost-room", set()).add("ghost")
+    hub.topics._listeners.setdefault(Topic("channel:ooc"), set()).add("ghost")
     hub.registry._websockets.pop(alice.id)  # alice's index entry now points at nothing
     hub.registry._opened_at.pop(alice.id)
     report = await setup.janitor.clean(Trigger.FORCED)
@@ -224,8 +226,8 @@ async def test_orphans_are_reconciled(setup: Setup) -> None:
     assert report.removed["orphans"] == 5
     assert hub.registry.player_connections == {"bob": [bob]}
     assert list(hub.registry.players) == ["bob"]
-    assert hub.rooms.occupants == {"lobby": {"bob"}}
-    assert hub.rooms.topic_listeners == {"room:lobby": {"bob"}}
+    assert hub.topics.occupants == {"lobby": {"bob"}}
+    assert hub.topics.topic_listeners == {"room:lobby": {"bob"}}
     assert (await setup.janitor.clean(Trigger.FORCED)).removed["orphans"] == 0
 
 
@@ -238,7 +240,7 @@ async def test_a_dry_run_reports_and_removes_nothing(setup: Setup, clock: FakeCl
     assert report.dry_run
     assert report.removed["pending_messages"] == 1
     assert report.removed["last_seen"] == 1
-    assert len(hub.away.pending_messages) == 1
+    assert len(hub.absentees.pending_messages) == 1
     assert setup.janitor.stats.cleanups_performed == 0
 
 
@@ -272,15 +274,15 @@ async def test_large_sweeps_run_in_chunks(setup: Setup, clock: FakeClock) -> Non
     assert report.removed["connection_attempts"] == 3 * CHUNK + 5
 
 
-async def test_the_janitor_runs_and_stops_with_its_task(clock: FakeClock) -> None:
+async def test_the_health_tick_runs_and_stops_with_its_task(clock: FakeClock) -> None:
     setup = Setup(clock, check_interval=0.001)
-    setup.janitor.start()
+    setup.watch.start()
     setup.monitor.percent = 95.0
     for _ in range(500):
         if setup.hub.shedding:
             break
         await asyncio.sleep(0.001)
-    await setup.janitor.stop()
+    await setup.watch.stop()
     assert setup.hub.shedding
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from mudgate import CloseCode, create_app
+from mudgate import CloseCode, Gateway, create_app
 from mudgate.client import Client, Closed
 from mudgate.testing import GameServer, serve_game
 
@@ -22,9 +22,9 @@ WAIT = 5.0
 @pytest.fixture
 async def game() -> AsyncIterator[tuple[GameServer, Any]]:
     settings = make_settings()
-    app = create_app(settings)
-    async with serve_game(app, settings) as server:
-        yield server, app.state.hub
+    gateway = Gateway(settings)
+    async with serve_game(create_app(gateway), gateway) as server:
+        yield server, gateway.hub
 
 
 def close_all(hub: Any, player_id: str, code: CloseCode) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from mudgate.commands import CommandContext, NoArgs, builtin_commands
 from mudgate.hub import Hub
-from mudgate.protocol import ErrorCode, ProtocolError
+from mudgate.protocol import CommandError, ErrorCode
 
 from .conftest import connect, settle
 
@@ -53,7 +53,7 @@ async def test_a_failing_handler_answers_internal_and_logs(
     conn = connect(hub, "alice")
     with caplog.at_level(logging.ERROR):
         error = await commands.dispatch(hub, conn, '{"op": "explode", "id": 2}')
-    assert isinstance(error, ProtocolError)
+    assert isinstance(error, CommandError)
     assert (error.code, error.request_id) == (ErrorCode.INTERNAL, 2)
     assert "boom" in caplog.text
 
@@ -63,7 +63,7 @@ async def test_a_handler_can_refuse_with_a_protocol_error(hub: Hub) -> None:
 
     @commands.register("nope")
     def nope(ctx: CommandContext, args: NoArgs) -> None:
-        raise ProtocolError(ErrorCode.INVALID_ARGS, "not now")
+        raise CommandError(ErrorCode.INVALID_ARGS, "not now")
 
     error = await commands.dispatch(hub, connect(hub, "alice"), '{"op": "nope", "id": "x"}')
     assert error is not None

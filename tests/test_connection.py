@@ -7,7 +7,7 @@ import asyncio
 from mudgate.connection import Connection, ConnectionLimits, ConnectionState
 from mudgate.protocol import CloseCode, Outgoing
 
-from .conftest import FakeClock, RecordingConnection, settle
+from .conftest import FakeClock, RecordingConnection, RecordingTransport, settle
 
 
 def limits(**overrides: float) -> ConnectionLimits:
@@ -135,22 +135,24 @@ async def test_close_flushes_what_is_queued_first() -> None:
     assert conn.closed_with == (CloseCode.RECYCLED, "recycled")
 
 
-class StalledConnection(Connection):
+class StalledTransport(RecordingTransport):
     """A client that never reads: every write, the close included, blocks."""
 
-    transport = "websocket"
-
-    async def _write(self, message: Outgoing) -> None:
+    async def write(self, message: Outgoing) -> None:
         await asyncio.Event().wait()
 
-    async def _write_close(self, code: CloseCode, reason: str) -> None:
+    async def write_close(self, code: CloseCode, reason: str) -> None:
         await asyncio.Event().wait()
 
 
 async def test_a_close_that_cannot_be_written_aborts_the_handler() -> None:
     async def handler() -> None:
-        conn = StalledConnection(
-            "alice", "127.0.0.1", limits(write_timeout=0.01), handler=asyncio.current_task()
+        conn = Connection(
+            "alice",
+            "127.0.0.1",
+            limits(write_timeout=0.01),
+            transport=StalledTransport(),
+            handler=asyncio.current_task(),
         )
         conn.close(CloseCode.RECYCLED)
         await asyncio.sleep(10)  # the receive loop, which the abort ends
@@ -199,52 +201,58 @@ async def test_a_failing_transport_empties_the_outbox() -> None:
     assert conn.outbox_messages == 0
 
 
-class FastConnection(RecordingConnection):
+class FastTransport(RecordingTransport):
     """A transport with a fast path that has room only while ``room`` is True."""
 
-    __slots__ = ("room", "written_now")
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self) -> None:
+        super().__init__()
         self.room = True
         self.written_now: list[Outgoing] = []
 
-    def _write_now(self, message: Outgoing) -> bool:
+    def write_now(self, message: Outgoing) -> bool:
         if self.room:
             self.written_now.append(message)
         return self.room
 
 
+def fast_connection() -> tuple[RecordingConnection, FastTransport]:
+    transport = FastTransport()
+    conn = RecordingConnection(
+        "alice", "127.0.0.1", limits(), transport=transport, handler=asyncio.current_task()
+    )
+    return conn, transport
+
+
 async def test_with_room_on_the_transport_a_message_is_written_at_once_without_a_task() -> None:
-    conn = FastConnection("alice", "127.0.0.1", limits(), handler=asyncio.current_task())
+    conn, transport = fast_connection()
     sent = [message(), message()]
     assert all(conn.send(m) for m in sent)
-    assert conn.written_now == sent
+    assert transport.written_now == sent
     assert conn.outbox_messages == 0
     assert conn._writer is None
 
 
 async def test_once_anything_is_queued_what_follows_waits_behind_it() -> None:
-    conn = FastConnection("alice", "127.0.0.1", limits(), handler=asyncio.current_task())
-    conn.room = False
+    conn, transport = fast_connection()
+    transport.room = False
     first, second = message(), message()
     assert conn.send(first)  # no room: queued for the writer
-    conn.room = True
+    transport.room = True
     assert conn.send(second)  # room again, but `first` is ahead of it
-    assert conn.written_now == []
+    assert transport.written_now == []
     await settle()
     assert conn.written == [first, second]
     third = message()
     assert conn.send(third)  # the queue is empty again: straight to the transport
-    assert conn.written_now == [third]
+    assert transport.written_now == [third]
 
 
 async def test_a_backlog_being_written_keeps_new_messages_behind_it() -> None:
-    conn = FastConnection("alice", "127.0.0.1", limits(), handler=asyncio.current_task())
+    conn, transport = fast_connection()
     backlog = [message(), message()]
     conn.send_backlog(backlog)
     later = message()
     assert conn.send(later)
     await settle()
-    assert conn.written_now == []
+    assert transport.written_now == []
     assert conn.written == [later, *backlog]  # the outbox first, then the backlog (as before)

@@ -55,9 +55,9 @@ def byte_size(value: str | int) -> int:
 
 
 def routes() -> set[str]:
-    from mudgate.web.app import create_app  # noqa: PLC0415 (builds a whole app)
+    from mudgate.gateway import Gateway, create_app  # noqa: PLC0415 (builds a whole app)
 
-    return set(create_app(make_settings()).openapi()["paths"])
+    return set(create_app(Gateway(make_settings())).openapi()["paths"])
 
 
 def test_the_image_is_slim_python_and_runs_as_a_user_of_its_own() -> None:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from mudgate.gateway import Gateway, create_app
 from mudgate.protocol import CloseCode
 from mudgate.settings import ENV_PREFIX, Settings
-from mudgate.web.app import create_app
 
 from .conftest import make_settings
 
@@ -38,7 +38,7 @@ def test_operations_explains_every_setting_but_the_serving_basics() -> None:
 
 
 def test_every_route_is_documented(text: str) -> None:
-    routes = set(create_app(make_settings()).openapi()["paths"]) | {"/ws", "/events"}
+    routes = set(create_app(Gateway(make_settings())).openapi()["paths"]) | {"/ws", "/events"}
     assert [route for route in sorted(routes) if route not in text] == []
 
 
@@ -49,7 +49,7 @@ def test_every_close_code_is_documented() -> None:
 
 
 def test_the_openapi_schema_says_what_each_endpoint_can_answer() -> None:
-    paths = create_app(make_settings()).openapi()["paths"]
+    paths = create_app(Gateway(make_settings())).openapi()["paths"]
     commands = paths["/commands"]["post"]
     assert commands["requestBody"]["content"]["application/json"]["schema"]["required"] == ["op"]
     assert {"400", "401", "409", "413", "429"} <= set(commands["responses"])
@@ -91,13 +91,33 @@ def test_the_architecture_names_code_that_exists() -> None:
     assert missing == []
 
 
+def _hops(section: str) -> list[str]:
+    return [line for line in section.splitlines() if line[:1].isdigit() and ". " in line[:4]]
+
+
 def test_the_architecture_walks_both_paths_in_fewer_hops_than_before() -> None:
     text = (ROOT / "docs/architecture.md").read_text()
     say = text.split("## The say path")[1].split("## ")[0]
     disconnect = text.split("## The disconnect path")[1]
+    assert 0 < len(_hops(say)) < 20
+    assert 0 < len(_hops(disconnect)) < 15
 
-    def hops(section: str) -> int:
-        return sum(1 for line in section.splitlines() if line[:1].isdigit() and ". " in line[:4])
 
-    assert 0 < hops(say) < 20
-    assert 0 < hops(disconnect) < 15
+def test_the_architecture_paths_only_go_down_except_where_they_say_so() -> None:
+    # Each hop names its part, "[hub]"; a hop into a higher layer must say how ("(up: ...").
+    import re  # noqa: PLC0415
+
+    from .test_layers import RANK  # noqa: PLC0415
+
+    text = (ROOT / "docs/architecture.md").read_text()
+    for title in ("## The say path", "## The disconnect path"):
+        hops = _hops(text.split(title)[1].split("\n## ")[0])
+        parts = [re.match(r"\d+\. \[(\w+)\]", hop) for hop in hops]
+        assert all(parts), f"{title}: every hop starts with its [part]"
+        ranks = [RANK[{"janitor": "cleanup"}.get(m[1], m[1])] for m in parts if m]
+        upward = [
+            hops[index]
+            for index in range(1, len(hops))
+            if ranks[index] < ranks[index - 1] and "(up:" not in hops[index]
+        ]
+        assert upward == [], title

@@ -32,8 +32,8 @@ async def test_connect_registers_the_player_in_the_lobby(hub: Hub) -> None:
     conn = connect(hub, "alice")
     assert hub.registry.websockets == {conn.id: conn}
     assert hub.registry.players["alice"].room == LOBBY
-    assert hub.rooms.occupants == {LOBBY: {"alice"}}
-    assert hub.rooms.topic_listeners == {"room:lobby": {"alice"}}
+    assert hub.topics.occupants == {LOBBY: {"alice"}}
+    assert hub.topics.topic_listeners == {"room:lobby": {"alice"}}
     await settle()
     assert conn.events() == ["welcome"]
 
@@ -47,7 +47,7 @@ async def test_disconnect_removes_every_reference(hub: Hub) -> None:
     hub.disconnect(conn)  # idempotent
     stats = hub.stats().as_dict()
     assert all(stats[name] == 0 for name in STRUCTURES)
-    assert "alice" in hub.away.last_seen
+    assert "alice" in hub.absentees.last_seen
     await settle()  # the cancelled writer task lets go of the connection
     del conn
     gc.collect()
@@ -100,8 +100,8 @@ async def test_moving_tells_both_rooms_and_drops_empty_ones(hub: Hub) -> None:
         "seq": 0,
     }
     hub.move(hub.registry.players["alice"], LOBBY)
-    assert "tavern" not in hub.rooms.occupants
-    assert "room:tavern" not in hub.rooms.topic_listeners
+    assert "tavern" not in hub.topics.occupants
+    assert "room:tavern" not in hub.topics.topic_listeners
 
 
 async def test_channels_are_capped_per_player(hub: Hub) -> None:
@@ -114,7 +114,7 @@ async def test_channels_are_capped_per_player(hub: Hub) -> None:
     assert hub.unsubscribe(player, "c0")
     assert not hub.unsubscribe(player, "c0")
     hub.disconnect(alice)
-    assert hub.rooms.topic_listeners == {}
+    assert hub.topics.topic_listeners == {}
 
 
 async def test_pending_messages_are_delivered_in_order_on_reconnect(hub: Hub) -> None:
@@ -124,7 +124,7 @@ async def test_pending_messages_are_delivered_in_order_on_reconnect(hub: Hub) ->
     conn = connect(hub, "alice")
     await settle()
     assert [payload(m).get("text") for m in conn.written] == [None, "0", "1", "2"]
-    assert len(hub.away.pending_messages) == 0
+    assert len(hub.absentees.pending_messages) == 0
 
 
 async def test_pending_messages_are_capped_and_expire(clock: FakeClock) -> None:
@@ -135,14 +135,14 @@ async def test_pending_messages_are_capped_and_expire(clock: FakeClock) -> None:
         hub.send("alice", hub.event("tell", text=str(i)))
     assert hub.stats().pending_message_entries == 2
     clock.advance(60)
-    assert hub.away.pending_messages.expire() == 2
+    assert hub.absentees.pending_messages.expire() == 2
     assert hub.stats().pending_messages == 0
     assert hub.stats().pending_message_bytes == 0
 
 
 async def test_messages_to_unknown_players_are_refused(hub: Hub) -> None:
     assert hub.send("nobody", hub.event("tell", text="x")) is Delivery.UNKNOWN_PLAYER
-    assert len(hub.away.pending_messages) == 0
+    assert len(hub.absentees.pending_messages) == 0
 
 
 async def test_last_seen_forgets_after_its_ttl(clock: FakeClock) -> None:
@@ -152,7 +152,7 @@ async def test_last_seen_forgets_after_its_ttl(clock: FakeClock) -> None:
     clock.advance(10)
     late = hub.event("tell", text="late")
     assert hub.send("alice", late) is Delivery.UNKNOWN_PLAYER
-    assert hub.away.last_seen.expire() == 1
+    assert hub.absentees.last_seen.expire() == 1
 
 
 async def test_admit_rate_limits_per_ip_and_per_player(clock: FakeClock) -> None:
@@ -202,7 +202,7 @@ async def test_pending_messages_are_capped_in_total_bytes(clock: FakeClock) -> N
     ]
     # Four messages of ~370 bytes do not fit in 1200: the last is refused, nothing queued goes.
     assert deliveries == [Delivery.QUEUED] * 3 + [Delivery.MAILBOX_FULL]
-    assert hub.away.pending_messages.size_bytes <= 1200
+    assert hub.absentees.pending_messages.size_bytes <= 1200
     assert hub.stats().pending_message_entries == 3
     assert hub.stats().pending_messages_refused == 1
     conn = connect(hub, "alice")
@@ -220,8 +220,8 @@ async def test_outside_the_hub_its_structures_can_only_be_read(hub: Hub) -> None
         hub.registry.opened_at,
         hub.registry.player_connections,
         hub.registry.players,
-        hub.rooms.occupants,
-        hub.rooms.topic_listeners,
+        hub.topics.occupants,
+        hub.topics.topic_listeners,
     ]
     for view in views:
         with pytest.raises(TypeError):

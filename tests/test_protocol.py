@@ -10,9 +10,9 @@ from websockets.streams import StreamReader
 
 from mudgate.protocol import (
     CloseCode,
+    CommandError,
     ErrorCode,
     Outgoing,
-    ProtocolError,
     encode_error,
     parse_frame,
 )
@@ -38,7 +38,7 @@ def test_a_frame_splits_into_envelope_and_fields() -> None:
 def test_malformed_frames_raise_a_protocol_error(
     raw: str, code: ErrorCode, request_id: object
 ) -> None:
-    with pytest.raises(ProtocolError) as error:
+    with pytest.raises(CommandError) as error:
         parse_frame(raw)
     assert error.value.code is code
     assert error.value.request_id == request_id

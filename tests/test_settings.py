@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from mudgate.gateway import Gateway
 from mudgate.server import serve
 from mudgate.settings import Settings, SettingsError, load_settings, settings_table
 
@@ -134,4 +135,4 @@ def test_several_workers_need_a_backplane_and_the_message_says_what_to_set() -> 
 def test_serve_runs_one_process_and_points_to_serve_workers_for_more() -> None:
     settings = load_settings(None, workers=2, backplane="redis://127.0.0.1:6379/0")
     with pytest.raises(ValueError, match="serve_workers"):
-        serve(object(), settings)
+        serve(object(), Gateway(settings))

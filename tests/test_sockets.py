@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mudgate.sockets import RESERVED_DESCRIPTORS, SocketEvent, SocketKind, SocketTable
+from mudgate.server.sockets import RESERVED_DESCRIPTORS, SocketEvent, SocketKind, SocketTable
 
 
 class FakeTransport:

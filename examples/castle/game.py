@@ -23,11 +23,12 @@ from fastapi.responses import HTMLResponse
 
 from mudgate import (
     CommandContext,
+    CommandError,
     CommandRegistry,
     ErrorCode,
+    Gateway,
     Hub,
     NoArgs,
-    ProtocolError,
     Settings,
     builtin_commands,
     mount,
@@ -105,7 +106,7 @@ def commands() -> CommandRegistry:
         room = ROOMS.get(ctx.room)
         destination = room.exits.get(args.direction) if room else None
         if destination is None:
-            raise ProtocolError(ErrorCode.INVALID_ARGS, f"you cannot go {args.direction} here")
+            raise CommandError(ErrorCode.INVALID_ARGS, f"you cannot go {args.direction} here")
         ctx.hub.move_player(ctx.player.id, destination)
         look(ctx, NoArgs())
         if destination == "tower":  # after the room it belongs to
@@ -115,7 +116,7 @@ def commands() -> CommandRegistry:
     def roll(ctx: CommandContext, args: Roll) -> None:
         match = DICE.match(args.dice)
         if match is None or int(match[1]) < 1 or int(match[2]) < 2:
-            raise ProtocolError(
+            raise CommandError(
                 ErrorCode.INVALID_ARGS, "dice look like 2d6 (1-99 dice, 2-999 sides)"
             )
         rolls = [random.randint(1, int(match[2])) for _ in range(int(match[1]))]
@@ -137,19 +138,23 @@ async def bard(hub: Hub, every_seconds: float) -> None:
             hub.room_event("courtyard", "narrate", speaker="bard", text=random.choice(SONGS))
 
 
-def create_game(settings: Settings | None = None, bard_every_seconds: float = 30.0) -> FastAPI:
-    """The game's app, with the gateway mounted at /mud and the bard in its lifespan."""
+def create_game(
+    settings: Settings | None = None, bard_every_seconds: float = 30.0
+) -> tuple[FastAPI, Gateway]:
+    """The game's app, with the gateway mounted at /mud and the bard in its lifespan; and the
+    gateway, which ``serve`` serves it with."""
+    gateway = Gateway(settings, commands=commands())
+    hub: Hub = gateway.hub
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        singer = asyncio.create_task(bard(gateway.state.hub, bard_every_seconds))
+        singer = asyncio.create_task(bard(hub, bard_every_seconds))
         yield
         singer.cancel()
         await asyncio.wait((singer,))
 
     app = FastAPI(title="Castle", lifespan=lifespan)
-    gateway = mount(app, "/mud", settings, commands=commands())
-    hub: Hub = gateway.state.hub
+    mount(app, "/mud", gateway)
 
     @hub.hooks.on_connect
     def welcome(player_id: str) -> None:
@@ -164,8 +169,7 @@ def create_game(settings: Settings | None = None, bard_every_seconds: float = 30
     async def home() -> str:
         return '<h1>Castle</h1><p><a href="/mud/play">Play</a></p>'
 
-    app.state.gateway = gateway
-    return app
+    return app, gateway
 
 
 if __name__ == "__main__":
@@ -173,4 +177,4 @@ if __name__ == "__main__":
     if settings.workers > 1:  # MUDGATE_WORKERS: each worker builds its own game
         serve_workers(create_game, settings)
     else:
-        serve(create_game(settings), settings)
+        serve(*create_game(settings))

@@ -19,9 +19,7 @@ WAIT = 5.0  # seconds an expected event may take
 @pytest.fixture
 async def castle() -> AsyncIterator[GameServer]:
     settings = Settings(secret_key="castle-test-key-" + "x" * 16, admin_token="castle-admin-token")
-    async with serve_game(
-        create_game(settings, bard_every_seconds=0.05), settings, prefix="/mud"
-    ) as game:
+    async with serve_game(*create_game(settings, bard_every_seconds=0.05), prefix="/mud") as game:
         yield game
 
 

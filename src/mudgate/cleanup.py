@@ -1,10 +1,11 @@
 """The janitor: when to clean (time, memory pressure, an admin) and what a cleanup removes.
 
-A cleanup expires connection attempts, pending messages and last-seen entries past their TTL,
-trims per-player queues over their cap, closes connections past max_connection_age or idle
-past idle_timeout, reconciles orphans (entries whose player has no connection) and, under
-pressure, collects garbage and returns freed heap to the OS. It works in chunks and yields to
-the event loop between them, so no sweep blocks the loop for long.
+A cleanup expires connection attempts, message buckets, pending messages and last-seen entries
+past their TTL (every per-player queue is capped as it is filled, so there is never one to
+trim), closes connections past max_connection_age or idle past idle_timeout, reconciles
+orphans (entries whose player has no connection) and, under pressure, collects garbage and
+returns freed heap to the OS. It works in chunks and yields to the event loop between them, so
+no sweep blocks the loop for long. The health watch's tick asks it when a cleanup is due.
 """
 
 from __future__ import annotations
@@ -20,30 +21,21 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
-from .alerts import Alert
-from .connection import ConnectionState
-from .hub import Hub, HubStats
-from .memory.monitor import MIB, MemorySample
-from .memory.watch import MemoryWatch, count_stale, stale_reason
+from .bounded import Expiring
+from .connection import Connection, ConnectionState
+from .hub import Hub
+from .memory.monitor import MIB, MemoryMonitor, MemorySample
+from .protocol import CloseCode
 from .settings import Settings
 
-__all__ = ["CleanupReport", "CleanupStats", "Janitor", "Trigger"]
+__all__ = ["CleanupReport", "CleanupStats", "Janitor", "Trigger", "stale_reason"]
 
 logger = logging.getLogger("mudgate.cleanup")
 
 # Entries handled between two yields to the event loop.
 CHUNK = 1000
 DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, float("inf"))
-
-
-class Expiring(Protocol):
-    """A bounded container whose entries expire in order (see mudgate.bounded)."""
-
-    def expire(self, limit: int | None = None) -> int: ...
-    def expired(self) -> int: ...
-    def due(self) -> bool: ...
 
 
 class Trigger(enum.StrEnum):
@@ -150,19 +142,30 @@ def _malloc_trim() -> bool:
     return bool(libc.malloc_trim(0))
 
 
-class Janitor:
-    """Decides when to clean and cleans; one background task, started and stopped by the app.
+def stale_reason(conn: Connection, now: float, settings: Settings) -> CloseCode | None:
+    """Why ``conn`` should be closed now (past max_connection_age, or idle past
+    idle_timeout), if it should."""
+    age_limit = settings.max_connection_age
+    if age_limit and now - conn.connected_at >= age_limit:
+        return CloseCode.RECYCLED
+    idle_limit = settings.idle_timeout
+    if idle_limit and now - conn.last_received >= idle_limit:
+        return CloseCode.IDLE
+    return None
 
-    Each tick has the memory watch observe and record, cleans if a cleanup is due, and has
-    the watch update the alerts. The janitor owns only its schedule and its totals; what a
-    cleanup removes, each structure's owner removes (mudgate.bounded's ``expire``, the hub's
-    ``repair``, a connection's ``close``).
+
+class Janitor:
+    """Decides when to clean (``due``) and cleans (``clean``).
+
+    The janitor owns only its schedule and its totals; what a cleanup removes, each
+    structure's owner removes (mudgate.bounded's ``expire``, the hub's ``repair``, a
+    connection's ``close``). ``monitor`` gives the readings before and after a cleanup.
     """
 
     def __init__(
         self,
         hub: Hub,
-        watch: MemoryWatch,
+        monitor: MemoryMonitor,
         settings: Settings,
         *,
         clock: Callable[[], float] = time.monotonic,
@@ -170,7 +173,7 @@ class Janitor:
         malloc_trim: Callable[[], bool] = _malloc_trim,
     ) -> None:
         self.hub = hub
-        self.watch = watch
+        self.monitor = monitor
         self.settings = settings
         self.clock = clock
         self.wall_clock = wall_clock
@@ -181,27 +184,6 @@ class Janitor:
         self._last_pressure_cleanup: float | None = None
         self._last_forced_cleanup: float | None = None
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
-
-    # Lifecycle
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="mudgate-janitor")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel("mudgate: shutting down")
-            await asyncio.wait((self._task,))
-            self._task = None
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.settings.check_interval)
-            try:
-                await self.check()
-            except Exception:
-                # A failing check must never stop the janitor, nor reach a player.
-                logger.exception("janitor check failed")
 
     # Deciding
 
@@ -219,25 +201,6 @@ class Janitor:
         if now - self._last_time_cleanup >= self.settings.cleanup_interval:
             return Trigger.TIME
         return None
-
-    async def check(self) -> CleanupReport | None:
-        """One tick: the watch observes and records memory, a cleanup runs if due, and the
-        watch updates the alerts."""
-        sample = self.watch.observe()
-        # hub.stats() walks every connection: take it once a tick, again only after a cleanup.
-        stats: HubStats | None = self.hub.stats()
-        self.watch.record(sample, stats)
-        trigger = self.due(sample)
-        report = None
-        if trigger is not None:
-            report = await self.clean(trigger)
-            stats = None
-        self.watch.update_alerts(stats, ineffective_cleanup=self.ineffective_cleanup)
-        return report
-
-    def alerts(self) -> list[Alert]:
-        """The alerts that hold now (a read: nothing is advanced or notified)."""
-        return self.watch.alerts(ineffective_cleanup=self.ineffective_cleanup)
 
     def forced_cleanup_wait(self) -> float:
         """Seconds until an admin may force another cleanup (0: now)."""
@@ -258,24 +221,20 @@ class Janitor:
         if trigger is Trigger.FORCED:  # dry runs too: they walk the same structures
             self._last_forced_cleanup = started
         started_at = datetime.datetime.fromtimestamp(self.wall_clock(), datetime.UTC).isoformat()
-        admission, away = self.hub.admission, self.hub.away
-        before = self.watch.monitor.read()
+        before = self.monitor.read()
         removed = {
-            "connection_attempts": await self._expire(admission.connection_attempts, dry_run),
-            "message_rate_limits": await self._expire(admission.message_rates, dry_run),
-            "last_seen": await self._expire(away.last_seen, dry_run),
-            # Every mailbox is capped at insert: there is never a list to trim, only TTLs.
-            "pending_messages": await self._expire(away.pending_messages, dry_run),
-            "stale_connections": await self._close_stale(dry_run),
-            "orphans": self.hub.repair(dry_run),
+            name: await self._expire(container, dry_run)
+            for name, container in self.hub.expiring().items()
         }
+        removed["stale_connections"] = await self._close_stale(dry_run)
+        removed["orphans"] = self.hub.repair(dry_run)
         collected, trimmed = 0, False
         # Under pressure, and when an admin asks (after a flood, say): give memory back.
         if trigger is not Trigger.TIME and not dry_run:
             collected = gc.collect()
             # malloc_trim walks the whole heap: off the event loop.
             trimmed = await asyncio.to_thread(self._malloc_trim)
-        after = self.watch.monitor.read() if not dry_run else before
+        after = self.monitor.read() if not dry_run else before
         report = CleanupReport(
             trigger=trigger,
             dry_run=dry_run,
@@ -323,7 +282,8 @@ class Janitor:
 
     def stale_connections(self) -> int:
         """Connections a cleanup would close now (past their age or idle limit)."""
-        return count_stale(self.hub.connections(), self.clock(), self.settings)
+        now = self.clock()
+        return sum(1 for conn in self.hub.connections() if stale_reason(conn, now, self.settings))
 
     async def _close_stale(self, dry_run: bool) -> int:
         now = self.clock()

@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .auth import Authenticator, is_valid_player_id
+from .gateway import standalone
 from .server import serve, serve_workers
 from .settings import Settings, SettingsError, load_settings, settings_table
-from .web.app import create_app
 
 __all__ = ["main"]
 
@@ -135,9 +135,9 @@ def _settings(config: str | None, **overrides: object) -> Settings:
 def _serve(args: argparse.Namespace) -> None:
     settings = _settings(args.config, host=args.host, port=args.port, workers=args.workers)
     if settings.workers > 1:
-        serve_workers(create_app, settings, args.log_level)
+        serve_workers(standalone, settings, args.log_level)
     else:
-        serve(create_app(settings), settings, args.log_level)
+        serve(*standalone(settings), args.log_level)
 
 
 def _token(args: argparse.Namespace) -> None:

@@ -28,20 +28,23 @@ from .hub import LOBBY, Delivery, Hub, Player
 from .protocol import (
     ChannelName,
     CloseCode,
+    CommandError,
     ErrorCode,
     PlayerId,
-    ProtocolError,
     RequestId,
     RoomName,
     convert_args,
+    encode_error,
     parse_frame,
 )
 from .text import Collapse, PlayerText, text_collapser
 
 __all__ = [
+    "BAD_FRAME_CODES",
     "CommandContext",
     "CommandRegistry",
     "NoArgs",
+    "answer_error",
     "builtin_commands",
     "running_command",
 ]
@@ -53,6 +56,23 @@ Handler = Callable[["CommandContext", ArgsT], Awaitable[None] | None]
 
 # How many names `look` and `who` list; the counts beside them are exact.
 MAX_LISTED_NAMES = 100
+
+# Errors that mean the client sent something malformed (counted towards 1008), as opposed to
+# a well-formed command that failed (a player not online, a channel not subscribed).
+BAD_FRAME_CODES = frozenset(
+    {ErrorCode.BAD_JSON, ErrorCode.BAD_FRAME, ErrorCode.UNKNOWN_OP, ErrorCode.INVALID_ARGS}
+)
+
+
+def answer_error(conn: Connection, error: CommandError, *, reply: bool = True) -> None:
+    """What a command's error does to the connection that sent it: a malformed frame counts
+    towards ``bad_frame_limit`` (past it, 1008); otherwise, with ``reply``, the error goes
+    back as an ``error`` event (``POST /commands`` answers it in its HTTP response instead)."""
+    if error.code in BAD_FRAME_CODES and not conn.bad_frame():
+        conn.close(CloseCode.POLICY_VIOLATION, "too many bad frames")
+        return
+    if reply:
+        conn.send(encode_error(error.code, error.message, error.request_id, error.retry_after))
 
 
 class NoArgs(msgspec.Struct):
@@ -162,24 +182,24 @@ class CommandRegistry:
             )
         return described
 
-    async def dispatch(self, hub: Hub, conn: Connection, raw: str | bytes) -> ProtocolError | None:
+    async def dispatch(self, hub: Hub, conn: Connection, raw: str | bytes) -> CommandError | None:
         """Parse and run one frame from ``conn``; returns the error it caused, if any.
 
         The caller answers the error the way its transport does (an event, an HTTP status).
         """
         try:
             await self._run(hub, conn, raw)
-        except ProtocolError as error:
+        except CommandError as error:
             return error
         return None
 
     async def _run(self, hub: Hub, conn: Connection, raw: str | bytes) -> None:
         frame, fields = parse_frame(raw)
-        wait, over_limit = hub.admission.charge_message(conn.player_id)
+        wait, over_limit = hub.charge_message(conn.player_id)
         if over_limit:
             conn.close(CloseCode.RATE_LIMITED, "too many messages")
         if wait:
-            raise ProtocolError(
+            raise CommandError(
                 ErrorCode.RATE_LIMITED,
                 f"too many messages: wait {wait:.1f} s",
                 frame.id,
@@ -187,24 +207,24 @@ class CommandRegistry:
             )
         command = self._commands.get(frame.op)
         if command is None:
-            raise ProtocolError(ErrorCode.UNKNOWN_OP, f"unknown op {frame.op!r}", frame.id)
+            raise CommandError(ErrorCode.UNKNOWN_OP, f"unknown op {frame.op!r}", frame.id)
         if command.collapse_text is not None:
             command.collapse_text(fields)
         args = convert_args(fields, command.args_type, frame)
-        player = hub.registry.players.get(conn.player_id)
+        player = hub.player(conn.player_id)
         if player is None:  # the connection is being closed
-            raise ProtocolError(ErrorCode.NOT_CONNECTED, "not connected", frame.id)
+            raise CommandError(ErrorCode.NOT_CONNECTED, "not connected", frame.id)
         ctx = CommandContext(hub, conn, player, frame.id)
         try:
             result = command.handler(ctx, args)
             if inspect.isawaitable(result):
                 await result
-        except ProtocolError as error:
+        except CommandError as error:
             error.request_id = frame.id
             raise
         except Exception:
             logger.exception("command %r from %s failed", frame.op, conn.player_id)
-            raise ProtocolError(ErrorCode.INTERNAL, "the command failed", frame.id) from None
+            raise CommandError(ErrorCode.INTERNAL, "the command failed", frame.id) from None
         # A frame with an id always gets exactly one answer.
         if frame.id is not None and not ctx.replied:
             ctx.reply("ok", op=frame.op)
@@ -311,14 +331,14 @@ def builtin_commands() -> CommandRegistry:
         # Waits for the cluster's answer, so a player nobody knows is an error here too.
         delivery = await ctx.hub.tell(args.to, message, sender=ctx.player.id)
         if delivery is Delivery.UNKNOWN_PLAYER:
-            raise ProtocolError(ErrorCode.PLAYER_NOT_FOUND, f"no player {args.to!r} is online")
+            raise CommandError(ErrorCode.PLAYER_NOT_FOUND, f"no player {args.to!r} is online")
         if delivery is Delivery.MAILBOX_FULL:
-            raise ProtocolError(
+            raise CommandError(
                 ErrorCode.MAILBOX_FULL, f"{args.to} is away and cannot take more messages"
             )
         if delivery is Delivery.SENDER_FULL:
             limit = ctx.hub.settings.max_pending_per_sender
-            raise ProtocolError(
+            raise CommandError(
                 ErrorCode.MAILBOX_FULL,
                 f"you have {limit} messages waiting for players who are away; wait for them "
                 "to come back",
@@ -330,7 +350,7 @@ def builtin_commands() -> CommandRegistry:
     def subscribe(ctx: CommandContext, args: ChannelArgs) -> None:
         if not ctx.hub.subscribe(ctx.player, args.channel):
             limit = ctx.hub.settings.max_subscriptions_per_player
-            raise ProtocolError(
+            raise CommandError(
                 ErrorCode.TOO_MANY_SUBSCRIPTIONS, f"at most {limit} channels per player"
             )
         ctx.reply("subscribed", channel=args.channel)
@@ -338,13 +358,13 @@ def builtin_commands() -> CommandRegistry:
     @commands.register("unsubscribe", ChannelArgs)
     def unsubscribe(ctx: CommandContext, args: ChannelArgs) -> None:
         if not ctx.hub.unsubscribe(ctx.player, args.channel):
-            raise ProtocolError(ErrorCode.NOT_SUBSCRIBED, f"not subscribed to {args.channel!r}")
+            raise CommandError(ErrorCode.NOT_SUBSCRIBED, f"not subscribed to {args.channel!r}")
         ctx.reply("unsubscribed", channel=args.channel)
 
     @commands.register("chat", Chat)
     def chat(ctx: CommandContext, args: Chat) -> None:
         if args.channel not in ctx.player.channels:
-            raise ProtocolError(ErrorCode.NOT_SUBSCRIBED, f"not subscribed to {args.channel!r}")
+            raise CommandError(ErrorCode.NOT_SUBSCRIBED, f"not subscribed to {args.channel!r}")
         ctx.hub.channel_event(args.channel, "chat", **{"from": ctx.player.id, "text": args.text})
 
     @commands.register("who")

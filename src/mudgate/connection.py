@@ -5,13 +5,12 @@ fast, slowly or not at all. A message for a connection with nothing queued goes 
 transport at once when the transport can take it without growing (``_write_now``); otherwise
 it waits in the outbox for the writer task, which exists only while something waits. A
 recipient whose outbox fills up (in messages or bytes), or whose single write blocks past
-``write_timeout``, is closed with 4008. Transports (WebSocket, SSE) subclass ``Connection``
-and supply the ways to write.
+``write_timeout``, is closed with 4008. The connection writes through its transport
+(transports.py: WebSocket, SSE), which is the only part that knows how the client is reached.
 """
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import enum
 import itertools
@@ -20,11 +19,12 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
-from .bounded import leak
+from .bounded import LeakyBucket
 from .protocol import CloseCode, Outgoing
 from .settings import Settings
+from .transports import Transport
 
 __all__ = ["Connection", "ConnectionLimits", "ConnectionState"]
 
@@ -87,22 +87,19 @@ class _Writer:
             self.watchdog = None
 
 
-class Connection(abc.ABC):
+class Connection:
     """A player's connection as the hub sees it, whatever the transport.
 
-    The transport's ``handler`` task creates it, runs its receive loop inside
+    The endpoint's ``handler`` task creates it, runs its receive loop inside
     ``Hub.session``, which always ends in ``Hub.disconnect``; ``abort`` cancels that task
     when the client cannot even be told it is being closed.
     """
-
-    transport: ClassVar[str]
 
     __slots__ = (
         "__weakref__",
         "_aborted",
         "_backlog",
-        "_bad_frame_at",
-        "_bad_frame_level",
+        "_bad_frames",
         "_clock",
         "_closer",
         "_handler",
@@ -119,6 +116,7 @@ class Connection(abc.ABC):
         "player_id",
         "remote",
         "state",
+        "transport",
     )
 
     def __init__(
@@ -127,10 +125,12 @@ class Connection(abc.ABC):
         remote: str,
         limits: ConnectionLimits,
         *,
+        transport: Transport,
         handler: asyncio.Task[Any] | None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.id = f"{self.transport}-{next(_ids)}"
+        self.transport = transport
+        self.id = f"{transport.name}-{next(_ids)}"
         self.player_id = player_id
         self.remote = remote
         self.state = ConnectionState.OPEN
@@ -149,8 +149,7 @@ class Connection(abc.ABC):
         self._closer: asyncio.Task[None] | None = None
         self._handler = handler  # what abort() cancels (None: nothing to cancel)
         self._aborted = False
-        self._bad_frame_level = 0.0
-        self._bad_frame_at = 0.0
+        self._bad_frames: LeakyBucket | None = None  # made on the first bad frame
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id} player={self.player_id} {self.state.value}>"
@@ -168,21 +167,6 @@ class Connection(abc.ABC):
         """Whether ``abort`` cancelled the handler task (the handler then ends quietly)."""
         return self._aborted
 
-    # Transport hooks
-
-    def _write_now(self, message: Outgoing) -> bool:
-        """Write ``message`` at once if the transport can take it without waiting or growing
-        past its write buffer; False (the default) to have it queued for the writer."""
-        return False
-
-    @abc.abstractmethod
-    async def _write(self, message: Outgoing) -> None:
-        """Write one message to the client."""
-
-    @abc.abstractmethod
-    async def _write_close(self, code: CloseCode, reason: str) -> None:
-        """Tell the client the connection is over and end it."""
-
     # Sending
 
     def send(self, message: Outgoing) -> bool:
@@ -194,7 +178,7 @@ class Connection(abc.ABC):
         if self.state is not ConnectionState.OPEN:
             return False
         outbox = self._outbox
-        if not outbox and not self._backlog and self._write_now(message):
+        if not outbox and not self._backlog and self.transport.write_now(message):
             return True  # the fast path: nothing queued ahead of it, and the transport had room
         limits = self._limits
         if outbox is None:
@@ -253,7 +237,7 @@ class Connection(abc.ABC):
                     queue, message = next_message
                     writer.started = loop.time()
                     try:
-                        await self._write(message)
+                        await self.transport.write(message)
                     except (OSError, RuntimeError) as error:
                         # The client is gone; its receive loop sees the disconnect and ends.
                         logger.debug("write to %s failed: %r", self.id, error)
@@ -335,16 +319,10 @@ class Connection(abc.ABC):
 
         A leaky bucket: it drains at bad_frame_limit per bad_frame_window.
         """
+        if self._bad_frames is None:
+            self._bad_frames = LeakyBucket()
         limits = self._limits
-        now = self._clock()
-        self._bad_frame_level = leak(
-            self._bad_frame_level,
-            now - self._bad_frame_at,
-            limits.bad_frame_limit,
-            limits.bad_frame_window,
-        )
-        self._bad_frame_at = now
-        return self._bad_frame_level <= limits.bad_frame_limit
+        return self._bad_frames.hit(self._clock(), limits.bad_frame_limit, limits.bad_frame_window)
 
     # Closing
 
@@ -370,7 +348,7 @@ class Connection(abc.ABC):
                 if self._writer is not None:
                     # Flush what is queued first (wait() never raises, even if it is cancelled).
                     await asyncio.wait((self._writer.task,))
-                await self._write_close(self.close_code, self.close_reason)
+                await self.transport.write_close(self.close_code, self.close_reason)
         except (TimeoutError, OSError, RuntimeError) as error:
             # The client cannot even be told: end its handler, which disconnects it.
             logger.debug("closing %s failed (%r); aborting", self.id, error)
@@ -392,6 +370,7 @@ class Connection(abc.ABC):
         self.state = ConnectionState.CLOSED
         self._clear_outbox()
         self._stop_writer()
+        self.transport.release()
 
     def _stop_writer(self) -> None:
         """Cancel the writer and its watchdog. Not left to the writer's ``finally``: a task

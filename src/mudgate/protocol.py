@@ -15,16 +15,17 @@ import msgspec
 __all__ = [
     "ChannelName",
     "CloseCode",
+    "CommandError",
+    "Envelope",
     "ErrorCode",
-    "Frame",
     "Outgoing",
     "PlayerId",
-    "ProtocolError",
     "RequestId",
     "RoomName",
     "convert_args",
     "encode_error",
     "encode_event",
+    "error_body",
     "parse_frame",
     "websocket_text_frame",
 ]
@@ -52,7 +53,8 @@ class CloseCode(enum.IntEnum):
     INTERNAL_ERROR = 1011
     """The server failed (or the client stopped answering pings). Reconnect with backoff."""
     SERVICE_RESTART = 1012
-    """The server is restarting. Reconnect after a short, jittered delay."""
+    """The server is restarting. Reconnect (mudgate's clients do at once; spread your own
+    client's reconnects over a short random delay, so not every player returns at once)."""
     TRY_AGAIN_LATER = 1013
     """The server is full or under memory pressure. Reconnect with backoff."""
     UNAUTHORIZED = 4001
@@ -102,7 +104,7 @@ class ErrorCode(enum.StrEnum):
     HEADERS_TOO_LARGE = "headers_too_large"
 
 
-class ProtocolError(Exception):
+class CommandError(Exception):
     """A frame or command the server will not act on; becomes an ``error`` event.
 
     ``retry_after`` (seconds) tells a rate-limited client when to try again.
@@ -193,7 +195,7 @@ def websocket_text_frame(payload: bytes) -> bytes:
     return header + payload
 
 
-class Frame(msgspec.Struct, frozen=True):
+class Envelope(msgspec.Struct, frozen=True):
     """The envelope every client frame shares; the op's own fields are checked by its command."""
 
     op: Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
@@ -204,40 +206,40 @@ _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 
 
-def parse_frame(raw: str | bytes) -> tuple[Frame, dict[str, Any]]:
-    """Decode a client frame into its envelope and its fields; raises ProtocolError."""
+def parse_frame(raw: str | bytes) -> tuple[Envelope, dict[str, Any]]:
+    """Decode a client frame into its envelope and its fields; raises CommandError."""
     try:
         fields = _decoder.decode(raw)
     except msgspec.ValidationError as error:  # valid JSON msgspec will not hold (1e400)
-        raise ProtocolError(ErrorCode.BAD_JSON, f"frame cannot be read: {error}") from None
+        raise CommandError(ErrorCode.BAD_JSON, f"frame cannot be read: {error}") from None
     except msgspec.DecodeError:
-        raise ProtocolError(ErrorCode.BAD_JSON, "frame is not valid JSON") from None
+        raise CommandError(ErrorCode.BAD_JSON, "frame is not valid JSON") from None
     except RecursionError:
         # `[` * 1000 fits in a small frame; msgspec refuses to recurse that deep.
-        raise ProtocolError(ErrorCode.BAD_JSON, "frame is nested too deeply") from None
+        raise CommandError(ErrorCode.BAD_JSON, "frame is nested too deeply") from None
     if not isinstance(fields, dict):
-        raise ProtocolError(ErrorCode.BAD_FRAME, "frame must be a JSON object")
+        raise CommandError(ErrorCode.BAD_FRAME, "frame must be a JSON object")
     request_id = fields.get("id")
     if not isinstance(request_id, str | int) or isinstance(request_id, bool):
         request_id = None
     try:
-        frame = msgspec.convert(fields, Frame)
+        frame = msgspec.convert(fields, Envelope)
     except msgspec.ValidationError as error:
-        raise ProtocolError(ErrorCode.BAD_FRAME, str(error), request_id) from None
+        raise CommandError(ErrorCode.BAD_FRAME, str(error), request_id) from None
     return frame, fields
 
 
 ArgsT = TypeVar("ArgsT")
 
 
-def convert_args(fields: dict[str, Any], args_type: type[ArgsT], frame: Frame) -> ArgsT:
-    """Check an op's fields against its argument Struct; raises ProtocolError."""
+def convert_args(fields: dict[str, Any], args_type: type[ArgsT], frame: Envelope) -> ArgsT:
+    """Check an op's fields against its argument Struct; raises CommandError."""
     try:
         return msgspec.convert(fields, args_type)
     except msgspec.ValidationError as error:
-        raise ProtocolError(ErrorCode.INVALID_ARGS, str(error), frame.id) from None
+        raise CommandError(ErrorCode.INVALID_ARGS, str(error), frame.id) from None
     except RecursionError:
-        raise ProtocolError(
+        raise CommandError(
             ErrorCode.INVALID_ARGS, "a field is nested too deeply", frame.id
         ) from None
 
@@ -245,6 +247,14 @@ def convert_args(fields: dict[str, Any], args_type: type[ArgsT], frame: Frame) -
 def encode_event(event: str, fields: dict[str, Any]) -> Outgoing:
     """Encode ``{"type": "event", "event": event, **fields}`` once."""
     return Outgoing(event, _encoder.encode({"type": "event", "event": event, **fields}))
+
+
+def error_body(code: ErrorCode, message: str, retry_after: float | None = None) -> bytes:
+    """The body of every HTTP error: ``{"error": {"code": ..., "message": ...}}``."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if retry_after is not None:
+        error["retry_after"] = retry_after
+    return _encoder.encode({"error": error})
 
 
 def encode_error(

@@ -3,7 +3,8 @@ event loop, and players as ``mudgate.client.Client``s.
 
     async def test_walking_north() -> None:
         settings = Settings(secret_key="x" * 32)
-        async with serve_game(create_game(settings), settings, prefix="/mud") as game:
+        app, gateway = create_game(settings)
+        async with serve_game(app, gateway, prefix="/mud") as game:
             async with game.player("alice") as alice:
                 await alice.send({"op": "walk", "direction": "north"})
                 assert (await alice.next("room", within=5))["room"] == "courtyard"
@@ -23,6 +24,7 @@ from typing import Any
 from .auth import issue_token
 from .client import Client
 from .server import create_server
+from .server.serve import Servable
 from .settings import Settings
 
 __all__ = ["GameServer", "serve_game"]
@@ -53,15 +55,21 @@ class GameServer:
 
 
 @asynccontextmanager
-async def serve_game(
-    app: Any, settings: Settings, *, prefix: str = ""
-) -> AsyncIterator[GameServer]:
-    """Serve ``app`` (a gateway, or a game's app with one mounted at ``prefix``) on a free
-    port until the block ends, then shut it down the way SIGTERM would. ``settings`` needs a
-    ``secret_key``: players' tokens are signed with it."""
+async def serve_game(app: Any, gateway: Servable, *, prefix: str = "") -> AsyncIterator[GameServer]:
+    """Serve ``app`` (``create_app(gateway)``, or a game's app with the gateway mounted at
+    ``prefix``) on a free port until the block ends, then shut it down the way SIGTERM would.
+    The gateway's settings need a ``secret_key``: players' tokens are signed with it."""
+    settings = gateway.settings
     if settings.secret_key is None:
         raise ValueError("serve_game needs settings with a secret_key, to sign players' tokens")
-    server, sock = create_server(app, settings, port=0, log_level="warning")
+    server, sock = create_server(
+        app,
+        settings,
+        sockets=gateway.sockets,
+        drain=gateway.drain,
+        port=0,
+        log_level="warning",
+    )
     task = asyncio.get_running_loop().create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:

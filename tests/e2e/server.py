@@ -10,10 +10,10 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from mudgate.auth import Authenticator
+from mudgate.gateway import Gateway, create_app
 from mudgate.hub import Hub
 from mudgate.server import create_server
 from mudgate.settings import Settings
-from mudgate.web.app import create_app
 
 T = TypeVar("T")
 
@@ -24,17 +24,25 @@ class RunningServer:
         settings: Settings,
         clock: Callable[[], float] | None = None,
         app: Any = None,
-        hub: Hub | None = None,
+        gateway: Gateway | None = None,
         prefix: str = "",
         *,
         port: int = 0,
     ) -> None:
-        """Serve ``app`` (by default a gateway built from ``settings``) on ``port`` (by
-        default a free one)."""
+        """Serve ``app`` (by default ``gateway``'s, by default a gateway built from
+        ``settings``) on ``port`` (by default a free one)."""
         self.settings = settings
-        self.app = app or create_app(settings, **({"clock": clock} if clock else {}))
-        self.hub: Hub = hub or self.app.state.hub
-        self.server, self._sock = create_server(self.app, settings, port=port, log_level="warning")
+        self.gateway = gateway or Gateway(settings, **({"clock": clock} if clock else {}))
+        self.app = app or create_app(self.gateway)
+        self.hub: Hub = self.gateway.hub
+        self.server, self._sock = create_server(
+            self.app,
+            settings,
+            sockets=self.gateway.sockets,
+            drain=self.gateway.drain,
+            port=port,
+            log_level="warning",
+        )
         self.port = self._sock.getsockname()[1]
         self.http_url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}{prefix}/ws"

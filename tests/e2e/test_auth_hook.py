@@ -11,7 +11,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from mudgate import Credentials, TokenError, create_app, issue_token
+from mudgate import Credentials, Gateway, TokenError, issue_token
 
 from ..conftest import SECRET_KEY, make_settings
 from .clients import Player
@@ -60,7 +60,7 @@ async def sessions(credentials: Credentials) -> str | None:
 @pytest.fixture
 def game_server() -> RunningServer:
     settings = make_settings()
-    return RunningServer(settings, app=create_app(settings, authenticate=sessions))
+    return RunningServer(settings, gateway=Gateway(settings, authenticate=sessions))
 
 
 async def test_the_hook_admits_its_own_sessions_refuses_bad_ones_and_defers_the_rest(
@@ -102,7 +102,7 @@ async def test_the_hook_admits_its_own_sessions_refuses_bad_ones_and_defers_the_
 async def test_a_hook_that_names_an_invalid_player_refuses_the_client() -> None:
     settings = make_settings()
     server = RunningServer(
-        settings, app=create_app(settings, authenticate=lambda credentials: "not a name")
+        settings, gateway=Gateway(settings, authenticate=lambda credentials: "not a name")
     )
     server.start()
     try:

@@ -259,14 +259,14 @@ async def test_redis_going_away_and_coming_back(nodes: Any, redis_server: RedisS
         ready = (await client.get("/health/ready")).json()
         assert ready["status"] == "degraded"
         assert "unreachable" in ready["detail"]
-        await wait_for(lambda: "BACKPLANE_UNAVAILABLE:" in a.app.state.janitor.watch.tracker.active)
+        await wait_for(lambda: "BACKPLANE_UNAVAILABLE:" in a.gateway.watch.tracker.active)
         await alice.send(op="who")
         assert (await alice.next("who"))["players"] == ["alice", "bob"]
 
         redis_server.start()
         await wait_for(lambda: a.hub.backplane.clustered and b.hub.backplane.clustered)
-        await wait_for(lambda: not a.app.state.janitor.watch.tracker.active)
-        assert a.app.state.janitor.watch.tracker.fired["BACKPLANE_UNAVAILABLE"] == 1
+        await wait_for(lambda: not a.gateway.watch.tracker.active)
+        assert a.gateway.watch.tracker.fired["BACKPLANE_UNAVAILABLE"] == 1
         assert (await client.get("/health/ready")).json()["status"] == "ready"
         # Subscriptions and presence were announced again.
         await alice.send(op="say", text="after")
@@ -292,9 +292,7 @@ async def test_a_node_starts_without_redis_and_joins_when_it_comes(
             assert (await alice.next("say"))["text"] == "alone"
             ready = (await client.get("/health/ready")).json()
             assert ready == {"status": "degraded", "detail": a.hub.backplane.problem}
-            await wait_for(
-                lambda: "BACKPLANE_UNAVAILABLE:" in a.app.state.janitor.watch.tracker.active
-            )
+            await wait_for(lambda: "BACKPLANE_UNAVAILABLE:" in a.gateway.watch.tracker.active)
             cluster = (await client.get("/monitoring/cluster")).json()
             assert cluster["reachable"] is False
             assert [node["name"] for node in cluster["nodes"]] == [a.settings.node_name]

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from mudgate.commands import CommandContext, NoArgs, builtin_commands
-from mudgate.web.app import create_app
+from mudgate.gateway import Gateway
 
 from ..conftest import make_settings
 from .clients import Player
@@ -26,7 +26,7 @@ def server() -> Iterator[RunningServer]:
         ctx.reply("computed")
 
     settings = make_settings(loop_lag_threshold=0.2)
-    running = RunningServer(settings, app=create_app(settings, commands=commands))
+    running = RunningServer(settings, gateway=Gateway(settings, commands=commands))
     running.start()
     try:
         yield running
@@ -39,7 +39,7 @@ async def test_a_blocking_command_raises_an_alert_that_names_it(server: RunningS
         await alice.next("welcome")
         await alice.send(op="compute")
         await alice.next("computed")
-    await wait_for(server.app.state.janitor.watch.lag.blocked)
+    await wait_for(server.gateway.watch.lag.blocked)
     async with httpx.AsyncClient(base_url=server.http_url) as http:
         alerts = (await http.get("/monitoring/memory-alerts")).json()
         memory = (await http.get("/monitoring/memory")).json()

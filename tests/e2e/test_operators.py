@@ -123,7 +123,7 @@ async def test_a_dead_webhook_does_not_hold_the_server_up(server_with: Any) -> N
         check_interval=0.02,
     )
     players = [await Player.connect(server.ws(name)) for name in ("alice", "bob")]
-    await wait_for(lambda: server.app.state.janitor.watch.notifier.failed >= 1, timeout=15)
+    await wait_for(lambda: server.gateway.watch.notifier.failed >= 1, timeout=15)
     async with await Player.connect(server.ws("carol")) as carol:
         await carol.send(op="ping", id=1)
         assert (await carol.next("pong"))["id"] == 1
@@ -158,13 +158,13 @@ async def test_a_simulated_leak_is_reported_and_alerted(server_with: Any) -> Non
     server: RunningServer = server_with(
         clock=clock, trend_warmup=0, check_interval=3600, memory_alert_hold=0
     )
-    janitor = server.app.state.janitor
+    watch = server.gateway.watch
     leak: list[bytes] = []  # the test-only hook: a list that only grows
     for _ in range(30):
         leak.extend(bytes(1024) for _ in range(2048))  # 2 MiB a minute: 120 MiB/h
         for _ in range(6):
             clock.advance(10)
-            server.run(janitor.check())
+            server.run(watch.check())
     async with httpx.AsyncClient(base_url=server.http_url) as http:
         trend = (await http.get("/monitoring/memory/trend")).json()
         alerts = (await http.get("/monitoring/memory-alerts")).json()

@@ -12,7 +12,7 @@ import msgspec
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from mudgate import CommandContext, PlayerText, builtin_commands, create_app
+from mudgate import CommandContext, Gateway, PlayerText, builtin_commands
 from mudgate.protocol import CloseCode
 
 from ..conftest import make_settings
@@ -147,7 +147,7 @@ async def test_typed_lines_are_echoed_free_text_is_said_and_a_games_verbs_work(
         ctx.broadcast("narrate", text=f"{ctx.player.id} {args.text}")
 
     settings = make_settings()
-    server = RunningServer(settings, app=create_app(settings, commands=registry))
+    server = RunningServer(settings, gateway=Gateway(settings, commands=registry))
     server.start()
     try:
         alice = await play(browser, server, "alice")
@@ -257,7 +257,7 @@ def pondering() -> Iterator[RunningServer]:
 
     settings = make_settings()
     assert settings.max_commands_in_flight_per_player == 2
-    server = RunningServer(settings, app=create_app(settings, commands=commands))
+    server = RunningServer(settings, gateway=Gateway(settings, commands=commands))
     server.start()
     yield server
     server.stop()

@@ -13,7 +13,8 @@ import msgspec
 import pytest
 from playwright.async_api import Browser, Page, expect
 
-from mudgate import CommandContext, builtin_commands, create_app
+import mudgate
+from mudgate import CommandContext, builtin_commands
 
 from ..conftest import make_settings
 from ..e2e.clients import Player
@@ -102,7 +103,7 @@ def careless_game() -> Iterator[RunningServer]:
         ctx.broadcast("narrate", text=f"{ctx.player.id} {args.text}")
 
     settings = make_settings()
-    server = RunningServer(settings, app=create_app(settings, commands=commands))
+    server = RunningServer(settings, gateway=mudgate.Gateway(settings, commands=commands))
     server.start()
     yield server
     server.stop()

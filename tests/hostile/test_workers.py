@@ -174,9 +174,8 @@ async def test_a_hung_worker_is_killed_and_replaced_and_new_connections_are_answ
 FREEZING = """
 import time
 
-from mudgate import Settings, serve_workers
+from mudgate import Gateway, Settings, create_app, serve_workers
 from mudgate.commands import NoArgs, builtin_commands
-from mudgate.web.app import create_app
 
 
 def build(settings):
@@ -186,7 +185,8 @@ def build(settings):
     def freeze(ctx, args):
         time.sleep(3600)  # a command that never returns: the worker's event loop is stuck
 
-    return create_app(settings, commands=commands)
+    gateway = Gateway(settings, commands=commands)
+    return create_app(gateway), gateway
 
 
 serve_workers(build, Settings())

@@ -14,9 +14,9 @@ from uvicorn.server import ServerState
 from mudgate.protocol import Outgoing
 from mudgate.server.context import ProtocolLimits, ServerContext
 from mudgate.server.flow import Flow
-from mudgate.server.frames import FRAMES_EXTENSION, FrameWriter
+from mudgate.server.sockets import SocketTable
 from mudgate.server.websocket import PARSE_BYTES, WebSocketProtocol
-from mudgate.sockets import SocketTable
+from mudgate.transports import FRAMES_EXTENSION, FrameWriter
 
 from ..conftest import make_settings
 from ..hostile.floods import BINARY, CONTINUATION, TEXT, frame

@@ -31,6 +31,7 @@ from redis.retry import Retry
 
 from ..protocol import Outgoing
 from ..settings import Settings
+from ..tasks import BackgroundTask
 from .base import BackplaneStats, Delivery, HealthProvider, Node, Presence
 from .mailbox import MAILBOX_SCRIPTS, RETIRE_SCAN_COUNT, SEND_RESULTS, RedisMailbox
 from .redis_view import (
@@ -108,7 +109,7 @@ class RedisBackplane:
         self.pending_players = 0
         self.pending_bytes = 0
         self._problem: str | None = "not connected yet"
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("mudgate-backplane")
 
         # Counters for monitoring.
         self.published = 0
@@ -127,9 +128,7 @@ class RedisBackplane:
         self._node = node
         self._health = health
         first_attempt = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(
-            self._run(first_attempt), name="mudgate-backplane"
-        )
+        self._task.start(self._run(first_attempt))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.backplane_timeout * 2):
                 await first_attempt.wait()
@@ -137,10 +136,7 @@ class RedisBackplane:
     async def close(self) -> None:
         """Write what is still queued, withdraw this node's lease at once (rather than
         lingering in ``who`` until it runs out), and disconnect."""
-        if self._task is not None:
-            self._task.cancel("mudgate: shutting down")
-            await asyncio.wait((self._task,))
-            self._task = None
+        await self._task.stop()
         if self._redis is not None and self._writes.open:
             with contextlib.suppress(*REDIS_ERRORS):
                 async with asyncio.timeout(self.settings.backplane_timeout):

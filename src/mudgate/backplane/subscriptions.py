@@ -1,6 +1,6 @@
 """The topics a node listens to in Redis, and who waits for them to be in force.
 
-The topics mirror the hub's listeners (Rooms subscribes a topic with its first local listener
+The topics mirror the hub's listeners (Topics subscribes a topic with its first local listener
 and unsubscribes it with its last), so they are bounded by them. Changes are applied by the
 backplane's writer on the subscriber connection; a settle waits for a PING sent after them,
 whose PONG comes back once Redis has applied everything before it.

@@ -8,19 +8,20 @@ so monitoring can show it.
 
 from __future__ import annotations
 
-from .base import ContainerStats
-from .limiters import InFlight, SlidingWindowLimiter, TokenBuckets, leak
+from .base import ContainerStats, Expiring
+from .limiters import InFlight, LeakyBucket, SlidingWindowLimiter, TokenBuckets
 from .mailboxes import Mailboxes, Refused
 from .ttl import BoundedQueue, TTLMap
 
 __all__ = [
     "BoundedQueue",
     "ContainerStats",
+    "Expiring",
     "InFlight",
+    "LeakyBucket",
     "Mailboxes",
     "Refused",
     "SlidingWindowLimiter",
     "TTLMap",
     "TokenBuckets",
-    "leak",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
@@ -23,6 +23,15 @@ def check_bounds(capacity: int, ttl_seconds: float | None) -> None:
 # Inserting a new key first forgets up to this many expired ones (O(1)): a structure under
 # churn stays near its working set between the janitor's sweeps instead of filling to its cap.
 AMORTIZED_EXPIRY = 2
+
+
+class Expiring(Protocol):
+    """A bounded container whose entries expire in order: what the janitor sweeps."""
+
+    def expire(self, limit: int | None = None) -> int: ...
+    def expired(self) -> int: ...
+    def due(self) -> bool: ...
+    def stats(self) -> ContainerStats: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -167,12 +167,24 @@ class SlidingWindowLimiter(_ByLastUse[_Window]):
         return max(0.0, min((index + windows) * size, window.last + size) - now)
 
 
-def leak(level: float, elapsed: float, limit: int, window: float) -> float:
-    """A leaky bucket's level after one more event: ``level``, drained for ``elapsed`` seconds
-    at ``limit`` per ``window``, plus one. Over ``limit``, the events came too fast. Two floats
-    per sender (the level and when it was last set), where a log of events would hold one
-    float per event."""
-    return max(0.0, level - elapsed * limit / window) + 1
+class LeakyBucket:
+    """One sender's leaky bucket: it drains at ``limit`` events per ``window`` seconds, and an
+    event that finds it over ``limit`` came too fast. Two floats per sender (the level and when
+    it was last set), where a log of events would hold one float per event; the limit and the
+    window are passed in, so a million connections share them rather than hold them."""
+
+    __slots__ = ("_at", "_level")
+
+    def __init__(self) -> None:
+        self._level = 0.0
+        self._at = 0.0
+
+    def hit(self, now: float, limit: int, window: float) -> bool:
+        """Count one more event at ``now``; False once the events come faster than ``limit``
+        per ``window``."""
+        self._level = max(0.0, self._level - (now - self._at) * limit / window) + 1
+        self._at = now
+        return self._level <= limit
 
 
 class _Bucket:

@@ -1,13 +1,14 @@
 """The hub: who is connected, where they are, and how a message reaches them.
 
 A facade over parts that each own their structures and are their only writer
-(docs/architecture.md): the ``Registry`` (connections and players), ``Rooms`` (room occupants
+(docs/architecture.md): the ``Registry`` (connections and players), ``Topics`` (room occupants
 and topic listeners, the only caller of the backplane's subscribe and unsubscribe),
-``Admission`` (attempt windows, message rates, shedding), ``Away`` (last seen, pending
-messages) and, in ``backplane/``, the ``Cluster`` (presence, the cluster-wide cap, who).
+``Admission`` (attempt windows, message rates, shedding), ``Absentees`` (last seen, pending
+messages) and ``ClusterPresence`` (presence, the cluster-wide cap, who).
 
 Transports enter and leave through ``session``; game code sends with ``send`` and reads with
-``players_in`` and ``room_of``; monitoring reads ``stats`` and the parts' read-only views.
+``players_in`` and ``room_of``; the janitor sweeps what ``expiring`` names; monitoring reads
+``stats``, ``container_stats`` and ``refusals``. Nobody outside the hub reaches its parts.
 """
 
 from __future__ import annotations
@@ -19,17 +20,18 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..backplane import Backplane, Delivery, HealthProvider, Presence, create_backplane
-from ..backplane.cluster import Cluster
 from ..backplane.topic import Topic, channel_topic, player_of, player_topic, room_topic
+from ..bounded import ContainerStats, Expiring
 from ..connection import Connection, ConnectionLimits, ConnectionState
 from ..hooks import Hooks
 from ..protocol import CloseCode, Outgoing, encode_event
 from ..settings import Settings
+from .absentees import Absentees
 from .admission import Admission, Refusal, RefusalReason
-from .away import Away
+from .presence import ClusterPresence
 from .registry import LOBBY, Player, Registry
-from .rooms import Rooms
 from .stats import STRUCTURE_NAMES, HubStats
+from .topics import Topics
 
 __all__ = [
     "LOBBY",
@@ -80,8 +82,9 @@ class Session:
 class Hub:
     """Connections, players, rooms, channels and pending messages, all bounded.
 
-    The hub never awaits a client: it only queues on connections (``Connection.send``). All
-    fan-out goes through the backplane so several hubs can share rooms.
+    The hub never awaits a client: it only queues on connections (``Connection.send``). A
+    message is delivered to this node's listeners directly and handed to the backplane for
+    the other nodes' (the in-process backplane forwards it nowhere).
     """
 
     def __init__(
@@ -100,10 +103,10 @@ class Hub:
         self.hooks = Hooks()
 
         self.registry = Registry(clock)
-        self.rooms = Rooms(self.backplane, settings.max_subscriptions_per_player)
+        self.topics = Topics(self.backplane, settings.max_subscriptions_per_player)
         self.admission = Admission(settings, clock)
-        self.away = Away(settings, clock, wall_clock)
-        self.cluster = Cluster(
+        self.absentees = Absentees(settings, clock, wall_clock)
+        self.cluster = ClusterPresence(
             self.backplane,
             self.registry,
             settings.max_connections_per_player,
@@ -146,6 +149,19 @@ class Hub:
 
     def connections(self) -> Iterator[Connection]:
         return self.registry.connections()
+
+    def connections_of(self, player_id: str) -> list[Connection]:
+        """``player_id``'s connections on this node, oldest first (a copy)."""
+        return self.registry.connections_of(player_id)
+
+    def player(self, player_id: str) -> Player | None:
+        """``player_id`` if they are online on this node."""
+        return self.registry.players.get(player_id)
+
+    def charge_message(self, player_id: str) -> tuple[float, bool]:
+        """Charge one message to ``player_id``'s bucket: the seconds to wait before it may be
+        served (0: now), and whether the player is so far over that they are to be closed."""
+        return self.admission.charge_message(player_id)
 
     # The way in and the one way out
 
@@ -205,8 +221,8 @@ class Hub:
         it was welcomed."""
         player, arrived = self.registry.add(conn)
         if arrived:
-            self.away.returned(player.id)
-            self.rooms.arrive(player)
+            self.absentees.returned(player.id)
+            self.topics.arrive(player)
         own = self.registry.player_connections[player.id]
         if len(own) > self.settings.max_connections_per_player:
             oldest = own[0]
@@ -224,7 +240,7 @@ class Hub:
                 "connection": conn.id,
                 "player": conn.player_id,
                 "remote": conn.remote,
-                "transport": conn.transport,
+                "transport": conn.transport.name,
             },
         )
         return player, welcomed
@@ -236,7 +252,7 @@ class Hub:
         if player is None or conn.state is not ConnectionState.OPEN:
             return  # closed while settling
         conn.send(self.event("welcome", player=player.id, room=player.room, connection=conn.id))
-        conn.send_backlog([*self.away.take(player.id), *elsewhere])
+        conn.send_backlog([*self.absentees.take(player.id), *elsewhere])
 
     def disconnect(self, conn: Connection) -> None:
         """Remove every reference to ``conn`` from every structure. Idempotent."""
@@ -261,10 +277,10 @@ class Hub:
         )
 
     def _go_offline(self, player: Player) -> None:
-        self.rooms.depart(player)
+        self.topics.depart(player)
         self.cluster.withdraw(player.id)
         # Remembered for a while, so a player who comes back soon gets what was sent meanwhile.
-        self.away.left(player.id)
+        self.absentees.left(player.id)
         self.hooks.disconnected(player.id)
 
     def repair(self, dry_run: bool) -> int:
@@ -279,7 +295,7 @@ class Hub:
                 player = self.registry.drop(player_id)
                 if player is not None:
                     self._go_offline(player)
-        return fixed + len(orphans) + self.rooms.repair(self.registry.players, dry_run)
+        return fixed + len(orphans) + self.topics.repair(self.registry.players, dry_run)
 
     # Rooms and channels
 
@@ -293,20 +309,20 @@ class Hub:
         if room == player.room:
             return
         old_room = player.room
-        self.rooms.leave(player)
+        self.topics.leave(player)
         self.room_event(old_room, "depart", player=player.id)
-        self.rooms.enter(player, room)
+        self.topics.enter(player, room)
         self.cluster.announce(player.id)
         self.room_event(room, "arrive", player=player.id)
         self.hooks.moved(player.id, old_room, room)
 
     def subscribe(self, player: Player, channel: str) -> bool:
         """Add ``channel`` to what ``player`` hears; False past max_subscriptions_per_player."""
-        return self.rooms.join(player, channel)
+        return self.topics.join(player, channel)
 
     def unsubscribe(self, player: Player, channel: str) -> bool:
         """Stop ``player`` hearing ``channel``; False if they were not subscribed."""
-        return self.rooms.part(player, channel)
+        return self.topics.part(player, channel)
 
     # Messages
 
@@ -343,7 +359,7 @@ class Hub:
         if self.backplane.clustered:
             self.backplane.route(player_id, message, sender)
             return Delivery.ROUTED
-        return self.away.queue(player_id, message, sender)
+        return self.absentees.queue(player_id, message, sender)
 
     async def tell(
         self, player_id: str, event: str | Outgoing, *, sender: str | None = None, **fields: Any
@@ -353,7 +369,7 @@ class Hub:
         if player_id in self.registry.players or not self.backplane.clustered:
             return self.send(player_id, message, sender=sender)
         delivery = await self.backplane.send_direct(player_id, message, sender)
-        return self.away.queue(player_id, message, sender) if delivery is None else delivery
+        return self.absentees.queue(player_id, message, sender) if delivery is None else delivery
 
     def _publish(self, topic: Topic, message: Outgoing) -> None:
         """Deliver ``message`` to ``topic``'s listeners here, and to every other node's."""
@@ -362,7 +378,7 @@ class Hub:
 
     def players_in(self, room: str) -> list[str]:
         """The players in ``room`` on this node, sorted."""
-        return sorted(self.rooms.in_room(room))
+        return sorted(self.topics.in_room(room))
 
     def room_of(self, player_id: str) -> str | None:
         """The room ``player_id`` is in, or None if they are not online on this node."""
@@ -383,7 +399,7 @@ class Hub:
 
     async def occupants(self, room: str) -> list[str]:
         """The players in ``room``, on this node and (when reachable) every other, sorted."""
-        return await self.cluster.occupants(room, self.rooms.in_room(room))
+        return await self.cluster.occupants(room, self.topics.in_room(room))
 
     # The backplane's Node protocol
 
@@ -392,7 +408,7 @@ class Hub:
         publishes, and what the backplane brings from the others). Never awaits: a slow recipient
         is closed by its own outbox, not waited for."""
         player_id = player_of(topic)
-        listeners = (player_id,) if player_id is not None else self.rooms.listeners(topic)
+        listeners = (player_id,) if player_id is not None else self.topics.listeners(topic)
         self.registry.send(listeners, message)
 
     def evict(self, player_id: str, count: int) -> None:
@@ -417,13 +433,40 @@ class Hub:
     def shedding(self) -> bool:
         return self.admission.shedding
 
+    @property
+    def backplane_problem(self) -> str | None:
+        """Why the backplane cannot reach the cluster now, if it cannot."""
+        return self.backplane.problem
+
+    def recent_slow_consumers(self, window_seconds: float) -> int:
+        """Connections closed with 4008 in the last ``window_seconds``."""
+        return self.registry.recent_slow_consumers(window_seconds)
+
+    def refusals(self) -> dict[RefusalReason, int]:
+        """Connections refused since start, by reason (a copy)."""
+        return dict(self.admission.refused)
+
+    def expiring(self) -> dict[str, Expiring]:
+        """The structures whose entries expire, by their operators' names: what the janitor
+        sweeps (each expires its own entries)."""
+        return {
+            "connection_attempts": self.admission.connection_attempts,
+            "message_rate_limits": self.admission.message_rates,
+            "last_seen": self.absentees.last_seen,
+            "pending_messages": self.absentees.pending_messages,
+        }
+
+    def container_stats(self) -> dict[str, ContainerStats]:
+        """The counters of every container that evicts or expires, by structure."""
+        return {name: container.stats() for name, container in self.expiring().items()}
+
     def stats(self) -> HubStats:
         """The size of every structure, and the hub's counters."""
         outbox_bytes = outbox_messages = 0
         for conn in self.registry.connections():
             outbox_bytes += conn.outbox_bytes
             outbox_messages += conn.outbox_messages
-        registry, rooms, pending = self.registry, self.rooms, self.away.pending_messages
+        registry, rooms, pending = self.registry, self.topics, self.absentees.pending_messages
         return HubStats(
             active_websockets=len(registry.websockets),
             active_sse=len(registry.sse),
@@ -432,7 +475,7 @@ class Hub:
             online_players=len(registry.players),
             room_occupants=len(rooms.occupants),
             room_subscriptions=len(rooms.topic_listeners),
-            last_seen=len(self.away.last_seen),
+            last_seen=len(self.absentees.last_seen),
             connection_attempts=len(self.admission.connection_attempts),
             message_rate_limits=len(self.admission.message_rates),
             pending_messages=len(pending),

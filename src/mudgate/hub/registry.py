@@ -124,7 +124,7 @@ class Registry:
         return True, self._players.pop(conn.player_id, None)
 
     def _table(self, conn: Connection) -> dict[str, Connection]:
-        return self._sse if conn.transport == "sse" else self._websockets
+        return self._sse if conn.transport.name == "sse" else self._websockets
 
     # Repair: should a bug ever part the tables, the janitor puts them back in step.
 

@@ -12,7 +12,7 @@ from uvicorn._types import ASGI3Application, WWWScope
 from uvicorn.server import ServerState
 
 from ..settings import Settings
-from ..sockets import SocketTable
+from .sockets import SocketTable
 
 __all__ = ["ProtocolLimits", "ServerContext", "access_logger", "access_target", "split_target"]
 

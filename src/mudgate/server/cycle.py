@@ -15,8 +15,7 @@ from typing import Protocol
 import h11
 from uvicorn._types import ASGIReceiveEvent, ASGISendEvent, HTTPScope
 
-from ..protocol import ErrorCode
-from ..web.errors import error_body
+from ..protocol import ErrorCode, error_body
 from .context import ServerContext, access_logger, access_target
 from .flow import BODY, Flow
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from ..sockets import SocketKind, SocketTable
+from .sockets import SocketKind, SocketTable
 
 __all__ = ["APP", "BODY", "LINGER_LIMIT_BYTES", "NEXT_REQUEST", "WRITE", "Flow"]
 

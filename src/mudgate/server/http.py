@@ -22,11 +22,11 @@ from uvicorn._types import HTTPScope
 from uvicorn.protocols.utils import get_local_addr, get_remote_addr, is_ssl
 
 from ..protocol import ErrorCode
-from ..sockets import SocketEvent, SocketKind
 from .context import ServerContext, split_target
 from .cycle import RequestCycle, simple_response
 from .flow import BODY, NEXT_REQUEST, Flow
 from .handshake import is_websocket_upgrade
+from .sockets import SocketEvent, SocketKind
 from .websocket import WebSocketProtocol
 
 __all__ = ["HTTPProtocol"]

@@ -7,9 +7,7 @@ import asyncio
 import os
 from typing import Protocol
 
-from ..bounded import leak
-
-__all__ = ["ControlFrameLimit", "Heartbeat", "Pinged"]
+__all__ = ["Heartbeat", "Pinged"]
 
 
 class Pinged(Protocol):
@@ -71,21 +69,3 @@ class Heartbeat:
     def _expired(self) -> None:
         self._handle = None
         self._connection.ping_timed_out()
-
-
-class ControlFrameLimit:
-    """A leaky bucket of a client's control frames (pings, unsolicited pongs): ``limit`` per
-    ``window`` seconds. Two floats, made on the client's first control frame (browsers send
-    none)."""
-
-    __slots__ = ("_at", "_level")
-
-    def __init__(self) -> None:
-        self._level = 0.0
-        self._at = 0.0
-
-    def exceeded(self, now: float, limit: int, window: float) -> bool:
-        """Count one more control frame at ``now``: whether they come too fast."""
-        self._level = leak(self._level, now - self._at, limit, window)
-        self._at = now
-        return self._level > limit

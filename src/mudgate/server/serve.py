@@ -7,32 +7,45 @@ import logging
 import math
 import resource
 import socket
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 import uvicorn
 from uvicorn.server import ServerState
 
-from ..hub import Hub
 from ..logs import configure_logging
 from ..protocol import CloseCode
 from ..settings import Settings
-from ..sockets import RESERVED_DESCRIPTORS, SocketTable
-from ..web.app import MudgateApp
 from .context import ProtocolLimits, ServerContext
 from .http import HTTPProtocol
+from .sockets import RESERVED_DESCRIPTORS, SocketTable
 
 __all__ = [
+    "Drain",
     "MudgateServer",
     "ProtocolFactory",
+    "Servable",
     "bind_socket",
     "create_server",
-    "find_gateways",
     "reuse_port_socket",
     "serve",
 ]
 
 logger = logging.getLogger("mudgate")
+
+# How the server has the gateway's players leave at shutdown: close with a code, wait at most
+# so many seconds.
+Drain = Callable[[CloseCode, float], Awaitable[None]]
+
+
+class Servable(Protocol):
+    """What the server needs of the gateway it serves (``mudgate.gateway.Gateway`` is one)."""
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def sockets(self) -> SocketTable: ...
+    async def drain(self, code: CloseCode, timeout_seconds: float) -> None: ...
 
 
 class ProtocolFactory:
@@ -68,37 +81,22 @@ class MudgateServer(uvicorn.Server):
     """uvicorn's server, stopping in the order players need: their connections first."""
 
     def __init__(
-        self, config: uvicorn.Config, hubs: Sequence[Hub], shutdown_timeout: float
+        self, config: uvicorn.Config, drain: Drain | None, shutdown_timeout: float
     ) -> None:
         super().__init__(config)
-        self.hubs = list(hubs)
+        self.drain = drain
         self.shutdown_timeout = shutdown_timeout
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         # Stop accepting new connections.
         for server in getattr(self, "servers", ()):
             server.close()
-        # Tell every player the server is restarting (1012: reconnect, with jitter) and wait,
-        # bounded, until each has left through the hub's one way out.
-        await asyncio.gather(
-            *(
-                hub.close_connections(CloseCode.SERVICE_RESTART, self.shutdown_timeout)
-                for hub in self.hubs
-            )
-        )
+        # Tell every player the server is restarting (1012: come back) and wait, bounded,
+        # until each has left through the hub's one way out.
+        if self.drain is not None:
+            await self.drain(CloseCode.SERVICE_RESTART, self.shutdown_timeout)
         # Then uvicorn's part: requests in flight, idle connections, the lifespan.
         await super().shutdown(sockets)
-
-
-def find_gateways(app: Any) -> list[MudgateApp]:
-    """The gateway ``app`` is, or the gateways mounted in it (a game's app)."""
-    if isinstance(app, MudgateApp):
-        return [app]
-    return [
-        route.app
-        for route in getattr(app, "routes", ())
-        if isinstance(getattr(route, "app", None), MudgateApp)
-    ]
 
 
 def server_config(
@@ -179,44 +177,47 @@ def raise_descriptor_limit(wanted: int) -> int | None:
 
 
 def create_server(
-    app: Any, settings: Settings, *, reuse_port: bool = False, **overrides: object
+    app: Any,
+    settings: Settings,
+    *,
+    sockets: SocketTable | None = None,
+    drain: Drain | None = None,
+    reuse_port: bool = False,
+    **overrides: object,
 ) -> tuple[MudgateServer, socket.socket]:
     """The server ``mudgate serve`` runs, bound to its listening socket, not yet started.
 
-    ``app`` is a gateway or a game's app with gateways mounted in it; their socket table is
-    the one the protocol layer fills, and their hubs are closed first at shutdown.
-    ``reuse_port``: a worker's, sharing the port with the others (``serve_workers``).
+    ``sockets`` is the table the protocol layer fills (the gateway's, which monitoring reads;
+    by default a table of its own); ``drain`` is called first at shutdown, so players are
+    told before anything else stops. ``reuse_port``: a worker's, sharing the port with the
+    others (``serve_workers``).
     """
-    gateways = find_gateways(app)
-    sockets = (
-        gateways[0].sockets
-        if gateways
-        else SocketTable(settings.max_sockets, settings.max_compressed_connections)
-    )
+    if sockets is None:
+        sockets = SocketTable(settings.max_sockets, settings.max_compressed_connections)
     config = server_config(settings, app, sockets, **overrides)
     sock = bind_socket(config, settings, reuse_port=reuse_port)
     limit = raise_descriptor_limit(sockets.capacity + RESERVED_DESCRIPTORS)
     if limit is not None:
         sockets.fit(limit)
-    hubs = [gateway.state.hub for gateway in gateways]
-    return MudgateServer(config, hubs, settings.shutdown_timeout), sock
+    return MudgateServer(config, drain, settings.shutdown_timeout), sock
 
 
-def serve(app: Any, settings: Settings, log_level: str = "info") -> None:
-    """Serve ``app`` (a gateway, or a game's app with one mounted) the way ``mudgate serve``
-    does, until interrupted: mudgate's logs, protocol classes and limits.
+def serve(app: Any, gateway: Servable, log_level: str = "info") -> None:
+    """Serve ``app`` (``create_app(gateway)``, or a game's app with it mounted) the way
+    ``mudgate serve`` does, until interrupted: mudgate's logs, protocol classes and limits.
 
-    One process: for ``settings.workers`` above 1, ``serve_workers`` takes a function that
-    builds the app from the settings, as each worker builds its own.
+    One process: for ``workers`` above 1, ``serve_workers`` takes a function that builds the
+    app and its gateway from the settings, as each worker builds its own.
     """
+    settings = gateway.settings
     if settings.workers > 1:
         raise ValueError(
             "serve() runs one process; for MUDGATE_WORKERS > 1 call "
-            "mudgate.server.serve_workers(build_app, settings), where build_app(settings) "
-            "returns the app"
+            "mudgate.serve_workers(build, settings), where build(settings) returns "
+            "(app, gateway)"
         )
     configure_logging(log_level, settings.log_format)
-    server, sock = create_server(app, settings)
+    server, sock = create_server(app, settings, sockets=gateway.sockets, drain=gateway.drain)
     host, port = sock.getsockname()[:2]
     logger.info(f"serving on http://{host}:{port}", extra={"host": host, "port": port})
     server.run(sockets=[sock])

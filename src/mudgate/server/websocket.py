@@ -29,11 +29,11 @@ from websockets.http11 import Response
 from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 
+from ..bounded import LeakyBucket
 from ..protocol import CloseCode
-from ..sockets import SocketEvent, SocketKind
+from ..transports import FRAMES_EXTENSION, FrameWriter
 from .context import ServerContext
 from .flow import APP, Flow
-from .frames import FRAMES_EXTENSION, FrameWriter
 from .handshake import (
     Deflate,
     accepted_response,
@@ -44,7 +44,8 @@ from .handshake import (
     plain_response,
 )
 from .inbox import ABNORMAL_CLOSURE, Fragments, Inbox
-from .keepalive import ControlFrameLimit, Heartbeat
+from .keepalive import Heartbeat
+from .sockets import SocketEvent, SocketKind
 
 __all__ = ["WebSocketProtocol"]
 
@@ -135,9 +136,9 @@ class WebSocketProtocol(asyncio.Protocol):
         limits = context.limits
         self._heartbeat = Heartbeat(context.loop, limits.ping_interval, limits.ping_timeout, self)
         # Made when first needed: most clients send no control frame and no fragmented one.
-        self._control_frames: ControlFrameLimit | None = None
+        self._control_frames: LeakyBucket | None = None
         self._fragments: Fragments | None = None
-        self._frame_writer = FrameWriter(self)
+        self._frame_writer = FrameWriter(self, shareable=False)
         self._frames_shareable = False  # no extension negotiated: plain frames are the wire
 
     # The handshake
@@ -207,7 +208,7 @@ class WebSocketProtocol(asyncio.Protocol):
             state=OPEN, max_size=self._context.limits.max_message_bytes, logger=logger
         )
         protocol.extensions = handshake.extensions
-        self._frames_shareable = not protocol.extensions
+        self._frames_shareable = self._frame_writer.shareable = not protocol.extensions
         self._protocol = protocol
         self._handshake = self._response = None
         self._state = State.OPEN
@@ -394,10 +395,10 @@ class WebSocketProtocol(asyncio.Protocol):
     def _control_frame(self) -> None:
         """A ping or an unsolicited pong: past control_frame_limit per window, 1008."""
         limits = self._context.limits
-        bucket = self._control_frames = self._control_frames or ControlFrameLimit()
+        bucket = self._control_frames = self._control_frames or LeakyBucket()
         now = self._context.loop.time()
         if (
-            bucket.exceeded(now, limits.control_frame_limit, limits.control_frame_window)
+            not bucket.hit(now, limits.control_frame_limit, limits.control_frame_window)
             and self._state is State.OPEN
         ):
             self._context.sockets.count(SocketEvent.CONTROL_FLOOD)

@@ -41,7 +41,7 @@ from pydantic import SecretStr
 
 from ..logs import configure_logging
 from ..settings import Settings
-from .serve import MudgateServer, create_server, reuse_port_socket
+from .serve import MudgateServer, Servable, create_server, reuse_port_socket
 
 __all__ = ["Supervisor", "serve_workers"]
 
@@ -59,8 +59,9 @@ STOP_GRACE_SECONDS = 10.0
 HEARTBEATS_PER_TIMEOUT = 4
 LONGEST_HEARTBEAT_INTERVAL = 1.0
 
-# Builds a worker's ASGI app from the settings (the supervisor's, with the shared secrets).
-AppFactory = Callable[[Settings], Any]
+# Builds a worker's ASGI app and the gateway it serves from the settings (the supervisor's,
+# with the shared secrets).
+AppFactory = Callable[[Settings], tuple[Any, Servable]]
 
 
 @dataclass
@@ -87,9 +88,9 @@ class Worker:
 
 class Supervisor:
     """Starts ``settings.workers`` workers, restarts those that die or hang, stops them all on
-    a signal. ``build(settings)`` makes a worker's ASGI app; it runs in the worker, after the
-    fork. ``settings.worker_heartbeat_timeout`` (seconds, 0: never) is how long a worker may
-    go unheard before it counts as hung."""
+    a signal. ``build(settings)`` makes a worker's ASGI app and its gateway; it runs in the
+    worker, after the fork. ``settings.worker_heartbeat_timeout`` (seconds, 0: never) is how
+    long a worker may go unheard before it counts as hung."""
 
     def __init__(
         self,
@@ -305,7 +306,8 @@ class Supervisor:
 
 def serve_workers(build: AppFactory, settings: Settings, log_level: str = "info") -> None:
     """Serve with ``settings.workers`` processes (``mudgate serve --workers N``) until a
-    signal; ``build(settings)`` makes each worker's app. Exits with the supervisor's status.
+    signal; ``build(settings)`` makes each worker's app and gateway, ``(app, gateway)``.
+    Exits with the supervisor's status.
 
     ``settings`` has a backplane (Settings refuses several workers without one).
     """
@@ -362,8 +364,10 @@ def _run_worker(
     # cluster at once: the players the dead worker held leave `who` as soon as it connects.
     node_id = f"{settings.node_id or f'{settings.node_name}-{os.getppid()}'}-w{index}"
     settings = settings.model_copy(update={"node_id": node_id})
-    app = build(settings)
-    server, sock = create_server(app, settings, reuse_port=True)
+    app, gateway = build(settings)
+    server, sock = create_server(
+        app, settings, sockets=gateway.sockets, drain=gateway.drain, reuse_port=True
+    )
     logger.info("worker %d serving", index, extra={"worker": index, "pid": os.getpid()})
     # What server.run(sockets=[sock]) does, with the heartbeat beside the server in its loop.
     interval = min(

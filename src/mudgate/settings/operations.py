@@ -29,7 +29,8 @@ class Memory(BaseModel):
         60.0, description="How often the cgroup limit is read again, seconds."
     )
     check_interval: PositiveSeconds = Field(
-        5.0, description="How often the janitor reads memory and decides to clean, seconds."
+        5.0,
+        description="How often memory is read and the janitor asked whether to clean, seconds.",
     )
     cleanup_interval: PositiveSeconds = Field(
         300.0, description="Time-based cleanup interval, seconds."

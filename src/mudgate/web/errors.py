@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import math
 
-import msgspec
 from fastapi import Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 
-from ..protocol import ErrorCode, ProtocolError
+from ..protocol import CommandError, ErrorCode, error_body
 
-__all__ = ["APIError", "api_error_handler", "error_body", "validation_error_handler"]
+__all__ = ["APIError", "api_error_handler", "validation_error_handler"]
 
 
 # The status of a command's error answered over HTTP (POST /commands); others are 400.
@@ -42,17 +41,10 @@ class APIError(Exception):
             self.headers.setdefault("Retry-After", str(max(1, math.ceil(retry_after))))
 
     @classmethod
-    def of(cls, error: ProtocolError) -> APIError:
+    def of(cls, error: CommandError) -> APIError:
         """A command's error, answered over HTTP."""
         status = COMMAND_ERROR_STATUS.get(error.code, 400)
         return cls(status, error.code, error.message, retry_after=error.retry_after)
-
-
-def error_body(code: ErrorCode, message: str, retry_after: float | None = None) -> bytes:
-    error: dict[str, object] = {"code": code, "message": message}
-    if retry_after is not None:
-        error["retry_after"] = retry_after
-    return msgspec.json.encode({"error": error})
 
 
 async def api_error_handler(request: Request, error: Exception) -> Response:

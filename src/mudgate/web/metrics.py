@@ -1,4 +1,4 @@
-"""Prometheus metrics, collected at scrape time from what the hub and janitor already count.
+"""Prometheus metrics, collected at scrape time from what the parts already count.
 
 Nothing here runs on a player's message path: every figure is read when ``/metrics`` is
 scraped. Names follow Prometheus conventions: ``mudgate_`` prefix, ``_total`` on counters,
@@ -19,19 +19,31 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from ..cleanup import Janitor
-from ..hub import HubStats
-from ..sockets import SocketTable
+from ..health.watch import HealthWatch
+from ..hub import Hub, HubStats
+from ..memory.monitor import MemoryMonitor
+from ..server.sockets import SocketTable
 
 __all__ = ["GatewayCollector", "metrics_registry"]
 
 
 class GatewayCollector(Collector):
-    def __init__(self, janitor: Janitor, sockets: SocketTable) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        monitor: MemoryMonitor,
+        watch: HealthWatch,
+        janitor: Janitor,
+        sockets: SocketTable,
+    ) -> None:
+        self.hub = hub
+        self.monitor = monitor
+        self.watch = watch
         self.janitor = janitor
         self.sockets = sockets
 
     def collect(self) -> Iterator[Metric]:
-        stats = self.janitor.hub.stats()
+        stats = self.hub.stats()
         yield from self._structures(stats)
         yield from self._sockets()
         yield from self._memory()
@@ -113,8 +125,8 @@ class GatewayCollector(Collector):
         yield events
 
     def _memory(self) -> Iterator[Metric]:
-        watch = self.janitor.watch
-        sample = watch.monitor.last or watch.monitor.read(record=False)
+        watch, monitor = self.watch, self.monitor
+        sample = monitor.last or monitor.read(record=False)
         yield GaugeMetricFamily(
             "mudgate_memory_percent", "Memory use over the effective limit, 0-100.", sample.percent
         )
@@ -137,11 +149,11 @@ class GatewayCollector(Collector):
         yield GaugeMetricFamily(
             "mudgate_shedding",
             "1 while new connections are refused.",
-            value=int(self.janitor.hub.shedding),
+            value=int(self.hub.shedding),
         )
 
     def _lag(self) -> Iterator[Metric]:
-        lag = self.janitor.watch.lag
+        lag = self.watch.lag
         yield HistogramMetricFamily(
             "mudgate_event_loop_lag_seconds",
             "How late the event loop woke, measured every 100 ms: a command or hook that "
@@ -187,21 +199,14 @@ class GatewayCollector(Collector):
         )
 
     def _counters(self, stats: HubStats) -> Iterator[Metric]:
-        janitor = self.janitor
-        hub, watch = janitor.hub, janitor.watch
+        hub, watch = self.hub, self.watch
         evictions = CounterMetricFamily(
             "mudgate_evictions", "Entries evicted at a cap, by structure.", labels=["structure"]
         )
         expirations = CounterMetricFamily(
             "mudgate_expirations", "Entries expired by TTL, by structure.", labels=["structure"]
         )
-        containers = {
-            "last_seen": hub.away.last_seen.stats(),
-            "connection_attempts": hub.admission.connection_attempts.stats(),
-            "message_rate_limits": hub.admission.message_rates.stats(),
-            "pending_messages": hub.away.pending_messages.stats(),
-        }
-        for name, container in containers.items():
+        for name, container in hub.container_stats().items():
             evictions.add_metric([name], container.evictions)
             expirations.add_metric([name], container.expirations)
         yield evictions
@@ -220,7 +225,7 @@ class GatewayCollector(Collector):
         refused = CounterMetricFamily(
             "mudgate_refused_connections", "Connections refused, by reason.", labels=["reason"]
         )
-        for reason, count in sorted(hub.admission.refused.items()):
+        for reason, count in sorted(hub.refusals().items()):
             refused.add_metric([str(reason)], count)
         yield refused
         fired = CounterMetricFamily(
@@ -278,11 +283,13 @@ class GatewayCollector(Collector):
             )
 
 
-def metrics_registry(janitor: Janitor, sockets: SocketTable) -> CollectorRegistry:
+def metrics_registry(
+    hub: Hub, monitor: MemoryMonitor, watch: HealthWatch, janitor: Janitor, sockets: SocketTable
+) -> CollectorRegistry:
     """A registry of its own per app (tests build many), with the process and GC collectors."""
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     GCCollector(registry=registry)
     PlatformCollector(registry=registry)
-    registry.register(GatewayCollector(janitor, sockets))
+    registry.register(GatewayCollector(hub, monitor, watch, janitor, sockets))
     return registry

@@ -6,9 +6,9 @@ against."""
 from pydantic import BaseModel, Field
 
 from ..cleanup import CleanupReport
-from ..lag import LoopLag
+from ..health.lag import LoopLag
 from ..memory.monitor import MIB, MemorySample
-from ..sockets import SocketStats
+from ..server.sockets import SocketStats
 
 
 def _mb(value: int | None) -> float | None:

@@ -15,10 +15,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from ..cleanup import Janitor, Trigger
+from ..health.watch import HealthWatch
+from ..hub import Hub
 from ..memory.budget import memory_budget
-from ..memory.monitor import MIB
+from ..memory.monitor import MIB, MemoryMonitor
 from ..protocol import CloseCode, ErrorCode
-from ..sockets import SocketTable
+from ..server.sockets import SocketTable
+from ..settings import Settings
 from .admin import logger
 from .errors import APIError
 from .models import (
@@ -54,24 +57,28 @@ def _iso(epoch_seconds: float) -> str:
 
 
 def monitoring_router(
+    *,
+    settings: Settings,
+    hub: Hub,
+    monitor: MemoryMonitor,
+    watch: HealthWatch,
     janitor: Janitor,
     sockets: SocketTable,
     admin: Callable[..., str],
     registry: CollectorRegistry,
 ) -> APIRouter:
-    """The monitoring and health endpoints, reading from ``janitor`` (and its hub) and the
-    socket table."""
+    """The monitoring and health endpoints: reads of the hub, the memory monitor, the health
+    watch, the janitor and the socket table; the admin's forced cleanup and disconnect."""
     router = APIRouter()
-    hub, watch, settings = janitor.hub, janitor.watch, janitor.settings
 
     @router.get("/monitoring/memory", response_model=MemoryReport, tags=["monitoring"])
     async def memory() -> MemoryReport:
         """Memory now, every structure's size, cleanup totals, thresholds, and the budget."""
         # A reading of its own, so the report is current; the level and shedding are the
         # watch's, advanced only by the janitor's tick (a GET changes nothing).
-        sample = watch.monitor.read(record=False)
+        sample = monitor.read(record=False)
         stats = hub.stats().as_dict()
-        first = watch.monitor.first
+        first = monitor.first
         budget = memory_budget(settings, sample.limit_bytes, first.used_bytes if first else 0)
         return MemoryReport(
             memory=MemoryInfo.of(sample),
@@ -118,7 +125,7 @@ def monitoring_router(
     @router.get("/monitoring/memory-alerts", response_model=AlertsReport, tags=["monitoring"])
     async def memory_alerts() -> AlertsReport:
         """The alerts active now, as strings and in detail."""
-        alerts = janitor.alerts()
+        alerts = watch.alerts()
         return AlertsReport(
             alerts=[str(alert) for alert in alerts],
             alert_count=len(alerts),
@@ -187,14 +194,14 @@ def monitoring_router(
                 player=conn.player_id,
                 room=hub.room_of(conn.player_id),
                 connection=conn.id,
-                transport=conn.transport,
+                transport=conn.transport.name,
                 connected_seconds=round(now - conn.connected_at, 1),
                 outbox_messages=conn.outbox_messages,
                 outbox_bytes=conn.outbox_bytes,
             )
             for conn in sorted(hub.connections(), key=lambda conn: conn.connected_at)[:limit]
         ]
-        return PlayersReport(total=len(hub.registry), connections=rows)
+        return PlayersReport(total=hub.stats().total_connections, connections=rows)
 
     @router.post(
         "/monitoring/players/{player_id}/disconnect",
@@ -207,7 +214,7 @@ def monitoring_router(
     ) -> Disconnected:
         """Close every connection of ``player_id`` on this node with 4003 (admin); clients
         do not reconnect by themselves after it."""
-        connections = hub.registry.connections_of(player_id)
+        connections = hub.connections_of(player_id)
         if not connections:
             raise APIError(404, ErrorCode.NOT_CONNECTED, f"{player_id!r} is not connected here")
         for conn in connections:
@@ -292,10 +299,10 @@ def monitoring_router(
         if hub.shedding:
             body = Health(status="shedding", detail="memory pressure: new connections refused")
             return JSONResponse(body.model_dump(), status_code=503, headers={"Retry-After": "30"})
-        if hub.backplane.problem is not None:
+        if hub.backplane_problem is not None:
             # Still ready: its own players play on, they just cannot reach other nodes (or
             # players who left them).
-            body = Health(status="degraded", detail=hub.backplane.problem)
+            body = Health(status="degraded", detail=hub.backplane_problem)
             return JSONResponse(body.model_dump())
         return JSONResponse(Health(status="ready").model_dump())
 

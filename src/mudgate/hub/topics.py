@@ -1,6 +1,7 @@
-"""Rooms and channels on this node: who is in which room, and who listens to which topic.
+"""Topics on this node: who is in which room, and who listens to which topic (a room, a
+channel, or a player's own topic).
 
-``Rooms`` is the only writer of both structures and the only caller of the backplane's
+``Topics`` is the only writer of both structures and the only caller of the backplane's
 ``subscribe`` and ``unsubscribe``, so the backplane's subscriptions always mirror the topics
 that have a local listener (the Redis backplane's subscription bound relies on it). Bounded by
 the players online: a set goes when its last member leaves.
@@ -15,12 +16,12 @@ from ..backplane import Backplane
 from ..backplane.topic import Topic, channel_topic, player_topic, room_topic
 from .registry import LOBBY, Player
 
-__all__ = ["Rooms"]
+__all__ = ["Topics"]
 
 _NOBODY: frozenset[str] = frozenset()
 
 
-class Rooms:
+class Topics:
     """Room occupants and topic listeners (a player listens to their room, their channels
     and their own topic)."""
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from mudgate.alerts import Alert, AlertRules, AlertTracker, Level, MemoryLevels, Notifier
+from mudgate.health.alerts import Alert, AlertRules, AlertTracker
+from mudgate.health.notify import Notifier
+from mudgate.memory.levels import Level, MemoryLevels
 
-from .conftest import FakeClock, make_settings
+from ..conftest import FakeClock, make_settings
 
 
 def levels(clock: FakeClock, hold: float = 0.0) -> MemoryLevels:

@@ -6,10 +6,10 @@ import asyncio
 import time
 
 from mudgate.commands import CommandRegistry, NoArgs, running_command
+from mudgate.health.lag import WINDOW_SECONDS, LoopLag
 from mudgate.hub import Hub
-from mudgate.lag import WINDOW_SECONDS, LoopLag
 
-from .conftest import FakeClock, connect, make_settings
+from ..conftest import FakeClock, connect, make_settings
 
 
 def test_lags_fill_the_histogram_and_the_recent_window(clock: FakeClock) -> None:

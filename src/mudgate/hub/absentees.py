@@ -1,6 +1,6 @@
 """What this node keeps for players who left recently: when they were last seen, and what was
 sent to them meanwhile. Both are capped in players and entries and expire by TTL
-(mudgate.bounded); ``Away`` is the only writer of either."""
+(mudgate.bounded); ``Absentees`` is the only writer of either."""
 
 from __future__ import annotations
 
@@ -11,10 +11,13 @@ from ..bounded import Mailboxes, Refused, TTLMap
 from ..protocol import Outgoing
 from ..settings import Settings
 
-__all__ = ["Away"]
+__all__ = ["Absentees"]
 
 
-class Away:
+class Absentees:
+    """Players who left recently (``last_seen``) and the messages waiting for them
+    (``pending_messages``)."""
+
     def __init__(
         self, settings: Settings, clock: Callable[[], float], wall_clock: Callable[[], float]
     ) -> None:

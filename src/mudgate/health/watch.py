@@ -1,48 +1,33 @@
-"""Watching memory: sample → levels → shedding, the history, alerts → notifier, node health.
+"""The health watch: the gateway's tick, and what it decides from the numbers it reads.
 
-``MemoryWatch`` owns every piece of state that watching advances (the level in force with its
-hysteresis, the history, the active alerts, the notifier's queue) and advances it only in
-``observe``, ``record`` and ``update_alerts``, which the janitor's tick calls. Everything a
-GET endpoint asks of it (``alerts``, ``health``, ``last``) reads.
+Every ``check_interval`` the tick reads memory, updates the level in force (and with it load
+shedding), records the history, has the janitor clean when a cleanup is due, and updates the
+alerts, which it logs and hands to the webhook notifier. ``HealthWatch`` owns every piece of
+state that watching advances and advances it only on that tick; everything a GET endpoint asks
+of it (``alerts``, ``health``) reads.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
-from ..alerts import Alert, AlertRules, AlertTracker, MemoryLevels, Notifier
-from ..connection import Connection
-from ..lag import LoopLag
-from ..protocol import CloseCode
+from ..cleanup import CleanupReport, Janitor
+from ..hub import Hub, HubStats
+from ..memory.history import HistoryPoint, MemoryHistory
+from ..memory.levels import MemoryLevels
+from ..memory.monitor import MIB, MemoryMonitor, MemorySample
 from ..settings import Settings
-from .history import HistoryPoint, MemoryHistory
-from .monitor import MIB, MemoryMonitor, MemorySample
+from ..tasks import BackgroundTask
+from .alerts import Alert, AlertRules, AlertTracker
+from .lag import LoopLag
+from .notify import Notifier
 
-if TYPE_CHECKING:
-    from ..hub import Hub, HubStats
+__all__ = ["HealthWatch"]
 
-__all__ = ["MemoryWatch", "count_stale", "stale_reason"]
-
-logger = logging.getLogger("mudgate.cleanup")
-
-
-def stale_reason(conn: Connection, now: float, settings: Settings) -> CloseCode | None:
-    """Why ``conn`` should be closed now (past max_connection_age, or idle past
-    idle_timeout), if it should."""
-    age_limit = settings.max_connection_age
-    if age_limit and now - conn.connected_at >= age_limit:
-        return CloseCode.RECYCLED
-    idle_limit = settings.idle_timeout
-    if idle_limit and now - conn.last_received >= idle_limit:
-        return CloseCode.IDLE
-    return None
-
-
-def count_stale(connections: Iterable[Connection], now: float, settings: Settings) -> int:
-    return sum(1 for conn in connections if stale_reason(conn, now, settings) is not None)
+logger = logging.getLogger("mudgate.health")
 
 
 def _alert_fields(alert: Alert) -> dict[str, object]:
@@ -55,14 +40,16 @@ def _alert_fields(alert: Alert) -> dict[str, object]:
     }
 
 
-class MemoryWatch:
+class HealthWatch:
     """Reads memory, keeps the level in force (and with it, load shedding), the history and
-    the alerts; notifies webhooks; tells the cluster how this node is."""
+    the alerts; runs the janitor when a cleanup is due; notifies webhooks; tells the cluster
+    how this node is. Its tick is one background task, started and stopped by the gateway."""
 
     def __init__(
         self,
         hub: Hub,
         monitor: MemoryMonitor,
+        janitor: Janitor,
         settings: Settings,
         *,
         clock: Callable[[], float] = time.monotonic,
@@ -72,6 +59,7 @@ class MemoryWatch:
     ) -> None:
         self.hub = hub
         self.monitor = monitor
+        self.janitor = janitor
         self.settings = settings
         self.clock = clock
         self.wall_clock = wall_clock
@@ -82,16 +70,44 @@ class MemoryWatch:
         self.tracker = AlertTracker()
         self.notifier = notifier or Notifier(settings, clock=clock, wall_clock=wall_clock)
         self._last_recorded_at: float | None = None
+        self._tick = BackgroundTask("mudgate-health")
+
+    # Lifecycle
 
     def start(self) -> None:
         self.notifier.start()
         self.lag.start()
+        self._tick.start(self._run())
 
     async def stop(self) -> None:
+        await self._tick.stop()
         await self.lag.stop()
         await self.notifier.stop()
 
-    # What the janitor's tick advances
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.check_interval)
+            try:
+                await self.check()
+            except Exception:
+                # A failing check must never stop the tick, nor reach a player.
+                logger.exception("health check failed")
+
+    # What the tick advances
+
+    async def check(self) -> CleanupReport | None:
+        """One tick: observe and record memory, clean if a cleanup is due, update the alerts."""
+        sample = self.observe()
+        # hub.stats() walks every connection: take it once a tick, again only after a cleanup.
+        stats: HubStats | None = self.hub.stats()
+        self.record(sample, stats)
+        trigger = self.janitor.due(sample)
+        report = None
+        if trigger is not None:
+            report = await self.janitor.clean(trigger)
+            stats = None
+        self.update_alerts(stats)
+        return report
 
     def observe(self) -> MemorySample:
         """Read memory and update the level in force, and with it load shedding."""
@@ -123,11 +139,9 @@ class MemoryWatch:
         )
         return True
 
-    def update_alerts(self, stats: HubStats | None = None, *, ineffective_cleanup: bool) -> None:
+    def update_alerts(self, stats: HubStats | None = None) -> None:
         """Evaluate the rules; log and notify what started and what resolved."""
-        started, resolved = self.tracker.update(
-            self.alerts(stats, ineffective_cleanup=ineffective_cleanup)
-        )
+        started, resolved = self.tracker.update(self.alerts(stats))
         for alert in started:
             logger.warning("alert started", extra=_alert_fields(alert))
         for alert in resolved:
@@ -136,20 +150,20 @@ class MemoryWatch:
 
     # What anyone may read
 
-    def alerts(self, stats: HubStats | None = None, *, ineffective_cleanup: bool) -> list[Alert]:
-        """The alerts that hold now: memory as of the last ``observe``, the structures as of
-        ``stats`` (taken now when not given)."""
+    def alerts(self, stats: HubStats | None = None) -> list[Alert]:
+        """The alerts that hold now (a read: nothing is advanced or notified): memory as of
+        the last ``observe``, the structures as of ``stats`` (taken now when not given)."""
         hub = self.hub
         return self.rules.evaluate(
             self.levels,
             (stats or hub.stats()).structures(),
-            stale_connections=count_stale(hub.connections(), self.clock(), self.settings),
-            recent_slow_consumers=hub.registry.recent_slow_consumers(
+            stale_connections=self.janitor.stale_connections(),
+            recent_slow_consumers=hub.recent_slow_consumers(
                 self.settings.slow_consumer_alert_window
             ),
-            ineffective_cleanup=ineffective_cleanup,
+            ineffective_cleanup=self.janitor.ineffective_cleanup,
             trend=self.history.trend(),
-            backplane_problem=hub.backplane.problem,
+            backplane_problem=hub.backplane_problem,
             loop_blocked=self.lag.blocked(),
         )
 

@@ -14,19 +14,22 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
+from ..backplane import Backplane, Presence
 from ..protocol import Outgoing
-from .base import Backplane, Presence
 
 if TYPE_CHECKING:
     from ..connection import Connection
-    from ..hub.registry import Registry
+    from .registry import Registry
 
-__all__ = ["Cluster"]
+__all__ = ["ClusterPresence"]
 
 logger = logging.getLogger("mudgate.hub")
 
 
-class Cluster:
+class ClusterPresence:
+    """This node's players as the cluster sees them (asked of the backplane, computed from the
+    registry); changes neither."""
+
     def __init__(
         self,
         backplane: Backplane,

@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
+from ..tasks import BackgroundTask
+
 __all__ = ["Block", "LoopLag"]
 
 logger = logging.getLogger("mudgate.lag")
@@ -69,7 +71,7 @@ class LoopLag:
         self._recent: deque[tuple[float, float]] = deque(maxlen=int(WINDOW_SECONDS) + 1)
         self.last_block: Block | None = None
         self._beat = clock()
-        self._task: asyncio.Task[None] | None = None
+        self._task = BackgroundTask("mudgate-lag")
         self._watchdog: threading.Thread | None = None
         self._stopping = threading.Event()
         self._loop_thread = threading.get_ident()
@@ -80,7 +82,7 @@ class LoopLag:
         self._loop_thread = threading.get_ident()
         self._beat = self.clock()
         self._stopping.clear()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="mudgate-lag")
+        self._task.start(self._run())
         self._watchdog = threading.Thread(
             target=self._watch, name="mudgate-lag-watchdog", daemon=True
         )
@@ -88,10 +90,7 @@ class LoopLag:
 
     async def stop(self) -> None:
         self._stopping.set()
-        if self._task is not None:
-            self._task.cancel("mudgate: shutting down")
-            await asyncio.wait((self._task,))
-            self._task = None
+        await self._task.stop()
         if self._watchdog is not None:
             await asyncio.to_thread(self._watchdog.join, 5)
             self._watchdog = None

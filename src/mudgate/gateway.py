@@ -1,0 +1,207 @@
+"""The composition root: ``Gateway`` builds every part of a gateway and hands each what it needs.
+
+Nothing else wires parts together. The hub, the socket table, the memory monitor, the janitor,
+the health watch, the command registry and the authenticator are built here, once, from the
+settings; ``create_app(gateway)`` builds the web app from them and ``mudgate.server.serve(app,
+gateway)`` serves it, filling the gateway's socket table and calling its ``drain`` at shutdown.
+
+    gateway = Gateway(settings, commands=my_commands)
+    serve(create_app(gateway), gateway)
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from .auth import AuthenticateHook, Authenticator
+from .cleanup import Janitor
+from .commands import CommandRegistry, builtin_commands, running_command
+from .health.lag import LoopLag
+from .health.notify import Notifier
+from .health.watch import HealthWatch
+from .hub import Hub
+from .memory.budget import memory_budget
+from .memory.diagnostics import Diagnostics
+from .memory.monitor import MIB, MemoryMonitor, MemorySample
+from .protocol import CloseCode
+from .server.sockets import SocketTable
+from .settings import Settings
+from .web.app import MudgateApp, web_app
+
+__all__ = ["Gateway", "create_app", "mount", "standalone"]
+
+logger = logging.getLogger("mudgate")
+
+
+class Gateway:
+    """Every part of one gateway, built from ``settings`` and wired here.
+
+    ``commands`` is the game's command registry (default: the built-in commands only);
+    ``authenticate`` the game's own sign-in (``mudgate.auth``), asked first on ``/ws``,
+    ``/events`` and ``POST /commands``. ``clock`` is what everything that expires measures
+    time with (``time.monotonic``); ``hub`` and ``notifier`` are seams for tests.
+
+    ``start`` starts the backplane and the health watch's tick; ``drain(code, timeout)``
+    closes every player's connection with ``code`` and waits for them to leave; ``stop``
+    stops the tick, then closes what is left and the backplane.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        commands: CommandRegistry | None = None,
+        authenticate: AuthenticateHook | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        hub: Hub | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        settings = self.settings = settings or Settings()
+        self.hub = hub or Hub(settings, clock=clock, wall_clock=wall_clock)
+        clock = self.clock = self.hub.clock
+        self.sockets = SocketTable(settings.max_sockets, settings.max_compressed_connections)
+        self.monitor = MemoryMonitor(settings, clock=clock)
+        self.janitor = Janitor(self.hub, self.monitor, settings, clock=clock, wall_clock=wall_clock)
+        self.watch = HealthWatch(
+            self.hub,
+            self.monitor,
+            self.janitor,
+            settings,
+            clock=clock,
+            wall_clock=wall_clock,
+            notifier=notifier,
+            lag=LoopLag(settings.loop_lag_threshold, explain=running_command),
+        )
+        self.diagnostics = Diagnostics(settings, clock=clock)
+        self.commands = commands or builtin_commands()
+        self._secret_key_generated = settings.secret_key is None
+        self._admin_token_generated = settings.admin_token is None
+        self.admin_token = (
+            secrets.token_urlsafe(24)
+            if settings.admin_token is None
+            else settings.admin_token.get_secret_value()
+        )
+        self.authenticator = Authenticator(
+            secrets.token_urlsafe(32)
+            if settings.secret_key is None
+            else settings.secret_key.get_secret_value(),
+            settings.token_ttl,
+            guest_token_ttl_seconds=settings.guest_token_ttl,
+            clock_skew_seconds=settings.token_clock_skew,
+            authenticate=authenticate,
+        )
+
+    async def start(self) -> None:
+        """Start the backplane and the health watch's tick."""
+        if self._secret_key_generated:
+            logger.warning(
+                "MUDGATE_SECRET_KEY is not set: using a random key, so player tokens will not "
+                "survive a restart"
+            )
+        if self._admin_token_generated:
+            # Printed once, so the operator can use the admin endpoints of this run.
+            logger.warning(
+                "MUDGATE_ADMIN_TOKEN is not set; this run's admin token: %s", self.admin_token
+            )
+        sample = self.watch.observe()  # a reading for the node's first lease in a cluster
+        await self.hub.start(health=self.watch.health)
+        _check_budget(self.settings, sample)
+        self.watch.record(sample)  # the history's first point
+        self.watch.start()
+
+    async def drain(
+        self, code: CloseCode = CloseCode.SERVICE_RESTART, timeout_seconds: float | None = None
+    ) -> None:
+        """Refuse new players, close every connection with ``code`` and wait (at most
+        ``timeout_seconds``, by default ``MUDGATE_SHUTDOWN_TIMEOUT``) until each has left."""
+        timeout = self.settings.shutdown_timeout if timeout_seconds is None else timeout_seconds
+        await self.hub.close_connections(code, timeout)
+
+    async def stop(self) -> None:
+        """Stop watching, cleaning and tracing, then close every connection and the backplane."""
+        await self.watch.stop()
+        self.diagnostics.stop()
+        await self.hub.close()
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[Gateway]:
+        """``async with gateway.running()``: started on entry, stopped on exit."""
+        await self.start()
+        try:
+            yield self
+        finally:
+            await self.stop()
+
+
+def _check_budget(settings: Settings, sample: MemorySample) -> None:
+    """Warn at start when the worst case the caps allow does not fit under the limit."""
+    budget = memory_budget(settings, sample.limit_bytes, sample.used_bytes)
+    if not budget.fits:
+        largest = budget.largest()
+        logger.warning(
+            "the configured caps allow %.0f MiB in the worst case, over the %.0f MiB limit (%s); "
+            "%s alone allows %.0f MiB: lower its caps",
+            budget.total_bytes / MIB,
+            budget.limit_bytes / MIB,
+            sample.limit_source,
+            largest.structure,
+            largest.worst_case_bytes / MIB,
+        )
+
+
+def create_app(gateway: Gateway | None = None) -> MudgateApp:
+    """The gateway's ASGI app (FastAPI, with ``/ws`` and ``/events`` answered before it); the
+    gateway starts and stops with the app's lifespan. Without a gateway, one is built from
+    the environment's settings (``MUDGATE_*``)."""
+    gateway = gateway or Gateway()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with gateway.running():
+            yield
+
+    return web_app(
+        settings=gateway.settings,
+        hub=gateway.hub,
+        sockets=gateway.sockets,
+        monitor=gateway.monitor,
+        watch=gateway.watch,
+        janitor=gateway.janitor,
+        diagnostics=gateway.diagnostics,
+        commands=gateway.commands,
+        authenticator=gateway.authenticator,
+        admin_token=gateway.admin_token,
+        lifespan=lifespan,
+    )
+
+
+def mount(parent: FastAPI, path: str, gateway: Gateway) -> MudgateApp:
+    """Mount ``gateway``'s app into an existing FastAPI app under ``path``, its lifespan
+    composed with the parent's (Starlette does not run a mounted app's lifespan by itself):
+    the gateway starts first and stops last, so the parent's code can use its hub."""
+    app = create_app(gateway)
+    parent.mount(path, app)
+    parent_lifespan = parent.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(outer: Any) -> AsyncIterator[Any]:
+        async with app.router.lifespan_context(app), parent_lifespan(outer) as state:
+            yield state
+
+    parent.router.lifespan_context = lifespan
+    return app
+
+
+def standalone(settings: Settings) -> tuple[MudgateApp, Gateway]:
+    """A gateway built from ``settings`` with nothing but the built-in commands, and its app:
+    what ``mudgate serve`` serves, and what each of its workers builds."""
+    gateway = Gateway(settings)
+    return create_app(gateway), gateway

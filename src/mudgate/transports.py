@@ -1,0 +1,195 @@
+"""How a connection reaches its client: one small class per transport, behind ``Transport``.
+
+A ``Connection`` (connection.py) owns the outbox, the writer task and the close; it writes
+through its transport and never knows which one it is. Each transport has one way to write:
+
+- ``FrameTransport``: a WebSocket under mudgate's own server, which writes the frame a
+  broadcast built once (``Outgoing.frame``) straight to the socket through the protocol
+  layer's ``FrameWriter``: no task, no ASGI message, no framing per recipient.
+- ``ASGIWebSocketTransport``: a WebSocket under any other ASGI server, or one whose frames
+  cannot be shared (permessage-deflate compresses each connection's frames on its own).
+- ``SSETransport``: a Server-Sent-Events stream, with its keep-alive comment.
+
+Next come telnet and the game link, each one more class here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, ClassVar, Protocol
+
+from .protocol import CloseCode, Outgoing
+
+__all__ = [
+    "FRAMES_EXTENSION",
+    "ASGIWebSocketTransport",
+    "FrameSink",
+    "FrameTransport",
+    "FrameWriter",
+    "SSETransport",
+    "Send",
+    "Transport",
+]
+
+# ASGI's send callable, spelled here so that nothing below the web layer imports Starlette.
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
+
+# The scope extension through which mudgate's server offers a WebSocket's FrameWriter.
+FRAMES_EXTENSION = "mudgate.frames"
+
+
+class Transport(Protocol):
+    """What a connection asks of the way to its client."""
+
+    name: ClassVar[str]  # "websocket", "sse": the operators' name, in logs and monitoring
+
+    def write_now(self, message: Outgoing) -> bool:
+        """Write ``message`` at once if that needs neither waiting nor a buffer growing past
+        its high-water mark; False to have it queued for the connection's writer."""
+        ...
+
+    async def write(self, message: Outgoing) -> None:
+        """Write one message, waiting while the client is not reading; raises OSError (or
+        RuntimeError) once the client is gone."""
+        ...
+
+    async def write_close(self, code: CloseCode, reason: str) -> None:
+        """Tell the client the connection is over, and end it."""
+        ...
+
+    def release(self) -> None:
+        """The connection is gone: stop anything the transport runs on its own."""
+        ...
+
+
+class FrameSink(Protocol):
+    """What mudgate's WebSocket protocol offers its FrameWriter."""
+
+    def write_frame(self, frame: bytes) -> bool: ...
+    async def writable(self) -> None: ...
+
+
+class FrameWriter:
+    """A WebSocket's way to the socket beside ASGI, offered by mudgate's server in
+    ``scope["extensions"]["mudgate.frames"]["writer"]``.
+
+    ``write`` puts a frame the caller built on the transport at once. It refuses (False)
+    unless the connection is open and its transport below the high-water mark; the caller
+    then awaits ``writable`` and tries again, so a client that does not read still holds at
+    most one write buffer. ``shareable`` says whether frames built once for many recipients
+    may be written as they are (not when an extension such as permessage-deflate was
+    negotiated). The server detaches the writer when the socket is lost.
+    """
+
+    __slots__ = ("_sink", "shareable")
+
+    def __init__(self, sink: FrameSink, *, shareable: bool = True) -> None:
+        self._sink: FrameSink | None = sink
+        self.shareable = shareable
+
+    def write(self, frame: bytes) -> bool:
+        sink = self._sink
+        return sink is not None and sink.write_frame(frame)
+
+    async def writable(self) -> None:
+        """Wait until the transport is below its high-water mark (or gone)."""
+        sink = self._sink
+        if sink is not None:
+            await sink.writable()
+
+    def detach(self) -> None:
+        self._sink = None
+
+
+class FrameTransport:
+    """A WebSocket under mudgate's own server: prebuilt frames, written straight away."""
+
+    name: ClassVar[str] = "websocket"
+
+    __slots__ = ("_frames", "_send")
+
+    def __init__(self, frames: FrameWriter, send: Send) -> None:
+        self._frames = frames
+        self._send = send
+
+    def write_now(self, message: Outgoing) -> bool:
+        return self._frames.write(message.frame)
+
+    async def write(self, message: Outgoing) -> None:
+        frames = self._frames
+        await frames.writable()
+        if not frames.write(message.frame):
+            raise ConnectionResetError("the WebSocket is closing")
+
+    async def write_close(self, code: CloseCode, reason: str) -> None:
+        await self._send({"type": "websocket.close", "code": int(code), "reason": reason})
+
+    def release(self) -> None:
+        pass
+
+
+class ASGIWebSocketTransport:
+    """A WebSocket spoken through ASGI messages, one ``websocket.send`` per message."""
+
+    name: ClassVar[str] = "websocket"
+
+    __slots__ = ("_send",)
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+
+    def write_now(self, message: Outgoing) -> bool:
+        return False
+
+    async def write(self, message: Outgoing) -> None:
+        await self._send({"type": "websocket.send", "text": message.text})
+
+    async def write_close(self, code: CloseCode, reason: str) -> None:
+        await self._send({"type": "websocket.close", "code": int(code), "reason": reason})
+
+    def release(self) -> None:
+        pass
+
+
+class SSETransport:
+    """A Server-Sent-Events stream: each message one ``data:`` record; a comment every
+    ``keepalive_interval`` seconds keeps proxies from closing an idle stream, and makes a
+    write to a peer that vanished fail, which ends the stream."""
+
+    name: ClassVar[str] = "sse"
+
+    KEEPALIVE = Outgoing.sse_comment("keep-alive")
+
+    __slots__ = ("_keepalive", "_keepalive_interval", "_send")
+
+    def __init__(self, send: Send, keepalive_interval: float) -> None:
+        self._send = send
+        self._keepalive_interval = keepalive_interval
+        self._keepalive: asyncio.TimerHandle | None = None
+
+    def start_keepalive(self, send: Callable[[Outgoing], object], idle: Callable[[], bool]) -> None:
+        """Every interval, ``send`` the keep-alive comment if ``idle()`` (nothing queued)."""
+
+        def tick() -> None:
+            if idle():
+                send(self.KEEPALIVE)
+            self._keepalive = loop.call_later(self._keepalive_interval, tick)
+
+        loop = asyncio.get_running_loop()
+        self._keepalive = loop.call_later(self._keepalive_interval, tick)
+
+    def write_now(self, message: Outgoing) -> bool:
+        return False
+
+    async def write(self, message: Outgoing) -> None:
+        await self._send({"type": "http.response.body", "body": message.sse, "more_body": True})
+
+    async def write_close(self, code: CloseCode, reason: str) -> None:
+        record = Outgoing.close_record(code, reason)
+        await self._send({"type": "http.response.body", "body": record.sse, "more_body": False})
+
+    def release(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
