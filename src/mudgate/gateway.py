@@ -21,6 +21,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from .auth import AuthenticateHook, Authenticator
+from .backplane import Backplane, create_backplane
 from .cleanup import Janitor
 from .commands import CommandRegistry, builtin_commands, running_command
 from .health.lag import LoopLag
@@ -46,7 +47,8 @@ class Gateway:
     ``commands`` is the game's command registry (default: the built-in commands only);
     ``authenticate`` the game's own sign-in (``mudgate.auth``), asked first on ``/ws``,
     ``/events`` and ``POST /commands``. ``clock`` is what everything that expires measures
-    time with (``time.monotonic``); ``hub`` and ``notifier`` are seams for tests.
+    time with (``time.monotonic``); ``backplane`` (default: what ``MUDGATE_BACKPLANE`` names)
+    and ``notifier`` are seams for tests.
 
     ``start`` starts the backplane and the health watch's tick; ``drain(code, timeout)``
     closes every player's connection with ``code`` and waits for them to leave; ``stop``
@@ -61,12 +63,13 @@ class Gateway:
         authenticate: AuthenticateHook | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
-        hub: Hub | None = None,
+        backplane: Backplane | None = None,
         notifier: Notifier | None = None,
     ) -> None:
         settings = self.settings = settings or Settings()
-        self.hub = hub or Hub(settings, clock=clock, wall_clock=wall_clock)
-        clock = self.clock = self.hub.clock
+        self.clock = clock
+        self.backplane = backplane or create_backplane(settings)
+        self.hub = Hub(settings, backplane=self.backplane, clock=clock, wall_clock=wall_clock)
         self.sockets = SocketTable(settings.max_sockets, settings.max_compressed_connections)
         self.monitor = MemoryMonitor(settings, clock=clock)
         self.janitor = Janitor(self.hub, self.monitor, settings, clock=clock, wall_clock=wall_clock)
@@ -171,6 +174,7 @@ def create_app(gateway: Gateway | None = None) -> MudgateApp:
     return web_app(
         settings=gateway.settings,
         hub=gateway.hub,
+        backplane=gateway.backplane,
         sockets=gateway.sockets,
         monitor=gateway.monitor,
         watch=gateway.watch,

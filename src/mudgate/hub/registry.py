@@ -35,8 +35,9 @@ class Player:
 class Registry:
     """Connections by id (one table per transport) and by player, and the players online.
 
-    ``add`` and ``remove`` keep the tables in step; ``repair`` puts them back in step should a
-    bug ever part them (the janitor's reconciliation).
+    ``add`` and ``remove`` keep the tables in step; ``repair_index`` and ``orphans`` help
+    ``Hub.repair`` put them back in step should a bug ever part them (the janitor's
+    reconciliation).
     """
 
     def __init__(self, clock: Callable[[], float]) -> None:

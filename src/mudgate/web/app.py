@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
 from ..auth import Authenticator
+from ..backplane import Backplane
 from ..bounded import SlidingWindowLimiter
 from ..cleanup import Janitor
 from ..commands import CommandRegistry
@@ -75,6 +76,7 @@ def web_app(
     *,
     settings: Settings,
     hub: Hub,
+    backplane: Backplane,
     sockets: SocketTable,
     monitor: MemoryMonitor,
     watch: HealthWatch,
@@ -89,7 +91,9 @@ def web_app(
     (``mudgate.gateway.create_app``): the real-time endpoints, monitoring, admin, the guest
     door and the pages. ``lifespan`` starts and stops the parts."""
     app = MudgateApp(
-        RealtimeEndpoints(hub=hub, commands=commands, authenticator=authenticator),
+        RealtimeEndpoints(
+            settings=settings, hub=hub, commands=commands, authenticator=authenticator
+        ),
         title="mudgate",
         summary="Real-time gateway for MUD-style game servers.",
         version="0.1.0",
@@ -116,8 +120,8 @@ def web_app(
         )
     )
     app.include_router(diagnostics_router(diagnostics, admin))
-    app.include_router(cluster_router(hub, watch.health))
-    app.include_router(commands_router(hub, commands, authenticator))
+    app.include_router(cluster_router(settings, hub, backplane, watch.health))
+    app.include_router(commands_router(settings, hub, commands, authenticator))
     app.include_router(pages_router())
     app.include_router(guest_router(settings, hub, authenticator))
     return app

@@ -6,8 +6,9 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from ..backplane import HealthProvider
+from ..backplane import Backplane, HealthProvider
 from ..hub import Hub
+from ..settings import Settings
 
 __all__ = ["cluster_router"]
 
@@ -43,8 +44,10 @@ class ClusterReport(BaseModel):
     )
 
 
-def cluster_router(hub: Hub, health: HealthProvider) -> APIRouter:
-    """``health`` is what the node's lease carries besides its counts (the memory watch's)."""
+def cluster_router(
+    settings: Settings, hub: Hub, backplane: Backplane, health: HealthProvider
+) -> APIRouter:
+    """``health`` is what the node's lease carries besides its counts (the health watch's)."""
     router = APIRouter()
 
     @router.get("/monitoring/cluster", response_model=ClusterReport, tags=["monitoring"])
@@ -52,12 +55,11 @@ def cluster_router(hub: Hub, health: HealthProvider) -> APIRouter:
         """The live nodes with their memory, connection counts and alerts. Each node renews a
         summary with its presence lease (every ``MUDGATE_PRESENCE_REFRESH``); a node that died
         is gone within ``MUDGATE_PRESENCE_TTL``."""
-        backplane = hub.backplane
         nodes: list[dict[str, Any]] | None = await backplane.nodes()
         if nodes is None:  # no cluster to ask: this node alone, described now
             nodes = [{"node": backplane.node_id, **hub.status(), **health()}]
         return ClusterReport(
-            backplane="local" if hub.settings.backplane is None else "redis",
+            backplane="local" if settings.backplane is None else "redis",
             node=backplane.node_id,
             reachable=backplane.clustered,
             problem=backplane.problem,

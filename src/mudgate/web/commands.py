@@ -16,6 +16,7 @@ from ..auth import Authenticator, Credentials, Identity, TokenError
 from ..commands import CommandRegistry, answer_error
 from ..hub import Hub
 from ..protocol import ErrorCode
+from ..settings import Settings
 from .errors import APIError
 from .realtime import remote_address
 
@@ -47,7 +48,9 @@ class CommandAccepted(BaseModel):
     status: str = "accepted"
 
 
-def commands_router(hub: Hub, commands: CommandRegistry, authenticator: Authenticator) -> APIRouter:
+def commands_router(
+    settings: Settings, hub: Hub, commands: CommandRegistry, authenticator: Authenticator
+) -> APIRouter:
     """``POST /commands``, answered 202 once the frame has run; what it causes arrives as
     events on the player's open ``/events`` (or ``/ws``) connection."""
     router = APIRouter()
@@ -95,7 +98,7 @@ def commands_router(hub: Hub, commands: CommandRegistry, authenticator: Authenti
                 retry_after=1,
             )
         try:
-            body = await _read_body(request, hub.settings.max_message_bytes)
+            body = await _read_body(request, settings.max_message_bytes)
             conn.received()
             error = await commands.dispatch(hub, conn, body)
         finally:

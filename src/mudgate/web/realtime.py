@@ -23,6 +23,7 @@ from ..commands import CommandRegistry, answer_error
 from ..connection import Connection, ConnectionState
 from ..hub import Hub, Refusal
 from ..protocol import CloseCode, CommandError, ErrorCode, error_body
+from ..settings import Settings
 from ..transports import (
     FRAMES_EXTENSION,
     ASGIWebSocketTransport,
@@ -89,8 +90,14 @@ class RealtimeEndpoints:
     """The ``/ws`` and ``/events`` handlers, which the app calls before its own middleware."""
 
     def __init__(
-        self, *, hub: Hub, commands: CommandRegistry, authenticator: Authenticator
+        self,
+        *,
+        settings: Settings,
+        hub: Hub,
+        commands: CommandRegistry,
+        authenticator: Authenticator,
     ) -> None:
+        self.settings = settings
         self.hub = hub
         self.commands = commands
         self.authenticator = authenticator
@@ -164,7 +171,7 @@ class RealtimeEndpoints:
 
     async def _receive_frames(self, conn: Connection, receive: Receive) -> tuple[int, str] | None:
         """Serve the client's frames until it is gone; how the WebSocket ended."""
-        max_chars = self.hub.settings.max_message_bytes
+        max_chars = self.settings.max_message_bytes
         while True:
             message = await receive()
             if message["type"] != "websocket.receive":  # websocket.disconnect
@@ -232,7 +239,7 @@ class RealtimeEndpoints:
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         # Tell EventSource how soon to reconnect after the stream ends.
         await send({"type": "http.response.body", "body": b"retry: 2000\n\n", "more_body": True})
-        transport = SSETransport(send, self.hub.settings.ping_interval)
+        transport = SSETransport(send, self.settings.ping_interval)
         conn = Connection(
             identity.player_id,
             remote,
