@@ -1,7 +1,8 @@
-"""What watching costs: mudgate's broadcast throughput with the memory monitor, janitor and
+"""What watching costs: mudgate's broadcast throughput with the health watch, the janitor and
 a Prometheus scrape running at a busy pace, against all of them idle.
 
-"On": the janitor checks every 0.5 s (records history, evaluates alerts), cleans every 2 s,
+"On": the health watch ticks every 0.5 s (reads memory, records history, evaluates alerts),
+the janitor cleans every 2 s,
 and /metrics is scraped every 0.5 s. "Off": checks and cleanups an hour apart, no scraping.
 Runs alternate; medians over --repeat runs.
 
@@ -16,8 +17,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from broadcast import run_once  # noqa: E402
-from harness import run, summary, write_result  # noqa: E402
+from broadcast import run_once
+from harness import run, summary, write_result
 
 ON = {"MUDGATE_CHECK_INTERVAL": "0.5", "MUDGATE_CLEANUP_INTERVAL": "2"}
 OFF = {"MUDGATE_CHECK_INTERVAL": "3600", "MUDGATE_CLEANUP_INTERVAL": "3600"}

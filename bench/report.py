@@ -620,8 +620,8 @@ def main() -> None:
             "## What watching costs",
             "",
             f"`python bench/monitoring_overhead.py` — broadcast in a room of {overhead['players']}, "
-            f"{overhead['repeat']} runs alternating, {machine(overhead)}. On: janitor checks every "
-            "0.5 s, cleans every 2 s, /metrics scraped every 0.5 s. Off: all an hour apart.",
+            f"{overhead['repeat']} runs alternating, {machine(overhead)}. On: health watch ticks every "
+            "0.5 s, janitor cleans every 2 s, /metrics scraped every 0.5 s. Off: all an hour apart.",
             "",
             f"- off: {d['off']['median']:,.0f} deliveries/s ({d['off']['min']:,.0f}–{d['off']['max']:,.0f})",
             f"- on: {d['on']['median']:,.0f} deliveries/s ({d['on']['min']:,.0f}–{d['on']['max']:,.0f})",

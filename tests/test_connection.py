@@ -190,15 +190,18 @@ async def test_closed_drops_the_outbox_and_stops_the_writer() -> None:
 
 
 async def test_a_failing_transport_empties_the_outbox() -> None:
-    class Broken(RecordingConnection):
-        async def _write(self, message: Outgoing) -> None:
+    class Broken(RecordingTransport):
+        async def write(self, message: Outgoing) -> None:
             raise OSError("connection reset")
 
-    conn = Broken("alice", "127.0.0.1", limits())
+    conn = RecordingConnection("alice", "127.0.0.1", limits(), transport=Broken())
     conn.send(message())
     conn.send(message())
+    assert conn.outbox_messages == 2
     await settle()
     assert conn.outbox_messages == 0
+    assert conn.written == []
+    assert conn._writer is None
 
 
 class FastTransport(RecordingTransport):

@@ -2,7 +2,7 @@
 
 ``send`` never awaits the client, so a broadcast costs the same whether a recipient reads
 fast, slowly or not at all. A message for a connection with nothing queued goes to its
-transport at once when the transport can take it without growing (``_write_now``); otherwise
+transport at once when the transport can take it without growing (``write_now``); otherwise
 it waits in the outbox for the writer task, which exists only while something waits. A
 recipient whose outbox fills up (in messages or bytes), or whose single write blocks past
 ``write_timeout``, is closed with 4008. The connection writes through its transport

@@ -24,12 +24,15 @@ from .auth import AuthenticateHook, Authenticator
 from .backplane import Backplane, create_backplane
 from .cleanup import Janitor
 from .commands import CommandRegistry, builtin_commands, running_command
+from .health.alerts import AlertTracker
 from .health.lag import LoopLag
 from .health.notify import Notifier
 from .health.watch import HealthWatch
 from .hub import Hub
 from .memory.budget import memory_budget
 from .memory.diagnostics import Diagnostics
+from .memory.history import MemoryHistory
+from .memory.levels import MemoryLevels
 from .memory.monitor import MIB, MemoryMonitor, MemorySample
 from .protocol import CloseCode
 from .server.sockets import SocketTable
@@ -73,6 +76,12 @@ class Gateway:
         self.sockets = SocketTable(settings.max_sockets, settings.max_compressed_connections)
         self.monitor = MemoryMonitor(settings, clock=clock)
         self.janitor = Janitor(self.hub, self.monitor, settings, clock=clock, wall_clock=wall_clock)
+        # What the health watch advances on its tick, and monitoring reads.
+        self.levels = MemoryLevels(settings, clock=clock)
+        self.history = MemoryHistory(settings, clock=clock)
+        self.tracker = AlertTracker()
+        self.notifier = notifier or Notifier(settings, clock=clock, wall_clock=wall_clock)
+        self.lag = LoopLag(settings.loop_lag_threshold, explain=running_command)
         self.watch = HealthWatch(
             self.hub,
             self.monitor,
@@ -80,8 +89,11 @@ class Gateway:
             settings,
             clock=clock,
             wall_clock=wall_clock,
-            notifier=notifier,
-            lag=LoopLag(settings.loop_lag_threshold, explain=running_command),
+            levels=self.levels,
+            history=self.history,
+            tracker=self.tracker,
+            notifier=self.notifier,
+            lag=self.lag,
         )
         self.diagnostics = Diagnostics(settings, clock=clock)
         self.commands = commands or builtin_commands()
@@ -173,11 +185,17 @@ def create_app(gateway: Gateway | None = None) -> MudgateApp:
 
     return web_app(
         settings=gateway.settings,
+        clock=gateway.clock,
         hub=gateway.hub,
         backplane=gateway.backplane,
         sockets=gateway.sockets,
         monitor=gateway.monitor,
         watch=gateway.watch,
+        levels=gateway.levels,
+        history=gateway.history,
+        tracker=gateway.tracker,
+        notifier=gateway.notifier,
+        lag=gateway.lag,
         janitor=gateway.janitor,
         diagnostics=gateway.diagnostics,
         commands=gateway.commands,

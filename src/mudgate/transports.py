@@ -27,6 +27,7 @@ __all__ = [
     "FrameSink",
     "FrameTransport",
     "FrameWriter",
+    "KeptAlive",
     "SSETransport",
     "Send",
     "Transport",
@@ -152,6 +153,14 @@ class ASGIWebSocketTransport:
         pass
 
 
+class KeptAlive(Protocol):
+    """What an SSE stream's keep-alive asks of its connection."""
+
+    @property
+    def outbox_messages(self) -> int: ...
+    def send(self, message: Outgoing) -> bool: ...
+
+
 class SSETransport:
     """A Server-Sent-Events stream: each message one ``data:`` record; a comment every
     ``keepalive_interval`` seconds keeps proxies from closing an idle stream, and makes a
@@ -161,23 +170,32 @@ class SSETransport:
 
     KEEPALIVE = Outgoing.sse_comment("keep-alive")
 
-    __slots__ = ("_keepalive", "_keepalive_interval", "_send")
+    # One timer and no closure per stream: an idle connection holds only these four slots.
+    __slots__ = ("_connection", "_keepalive", "_keepalive_interval", "_send")
 
     def __init__(self, send: Send, keepalive_interval: float) -> None:
         self._send = send
         self._keepalive_interval = keepalive_interval
         self._keepalive: asyncio.TimerHandle | None = None
+        self._connection: KeptAlive | None = None
 
-    def start_keepalive(self, send: Callable[[Outgoing], object], idle: Callable[[], bool]) -> None:
-        """Every interval, ``send`` the keep-alive comment if ``idle()`` (nothing queued)."""
+    def start_keepalive(self, connection: KeptAlive) -> None:
+        """Every interval, send ``connection`` the keep-alive comment unless something is
+        queued for it anyway; it stops once the connection no longer takes messages."""
+        self._connection = connection
+        self._schedule()
 
-        def tick() -> None:
-            if idle():
-                send(self.KEEPALIVE)
-            self._keepalive = loop.call_later(self._keepalive_interval, tick)
+    def _schedule(self) -> None:
+        self._keepalive = asyncio.get_running_loop().call_later(
+            self._keepalive_interval, self._tick
+        )
 
-        loop = asyncio.get_running_loop()
-        self._keepalive = loop.call_later(self._keepalive_interval, tick)
+    def _tick(self) -> None:
+        connection = self._connection
+        if connection is None:
+            return
+        if connection.outbox_messages or connection.send(self.KEEPALIVE):
+            self._schedule()
 
     def write_now(self, message: Outgoing) -> bool:
         return False
@@ -190,6 +208,7 @@ class SSETransport:
         await self._send({"type": "http.response.body", "body": record.sse, "more_body": False})
 
     def release(self) -> None:
+        self._connection = None
         if self._keepalive is not None:
             self._keepalive.cancel()
             self._keepalive = None

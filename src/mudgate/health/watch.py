@@ -54,9 +54,15 @@ class HealthWatch:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        levels: MemoryLevels | None = None,
+        history: MemoryHistory | None = None,
+        tracker: AlertTracker | None = None,
         notifier: Notifier | None = None,
         lag: LoopLag | None = None,
     ) -> None:
+        """The parts it advances (``levels``, ``history``, ``tracker``, ``notifier``,
+        ``lag``) are built here unless given: the gateway gives them, so that monitoring reads
+        them without going through the watch."""
         self.hub = hub
         self.monitor = monitor
         self.janitor = janitor
@@ -64,10 +70,10 @@ class HealthWatch:
         self.clock = clock
         self.wall_clock = wall_clock
         self.lag = lag or LoopLag(settings.loop_lag_threshold, clock=clock)
-        self.levels = MemoryLevels(settings, clock=clock)
+        self.levels = levels or MemoryLevels(settings, clock=clock)
         self.rules = AlertRules(settings)
-        self.history = MemoryHistory(settings, clock=clock)
-        self.tracker = AlertTracker()
+        self.history = history or MemoryHistory(settings, clock=clock)
+        self.tracker = tracker or AlertTracker()
         self.notifier = notifier or Notifier(settings, clock=clock, wall_clock=wall_clock)
         self._last_recorded_at: float | None = None
         self._tick = BackgroundTask("mudgate-health")

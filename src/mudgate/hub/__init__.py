@@ -106,7 +106,7 @@ class Hub:
         self.topics = Topics(self.backplane, settings.max_subscriptions_per_player)
         self.admission = Admission(settings, clock)
         self.absentees = Absentees(settings, clock, wall_clock)
-        self.cluster = ClusterPresence(
+        self.cluster_presence = ClusterPresence(
             self.backplane,
             self.registry,
             settings.max_connections_per_player,
@@ -118,7 +118,7 @@ class Hub:
     # Lifecycle
 
     async def start(self, health: HealthProvider = dict) -> None:
-        """Start the backplane; ``health`` (the memory watch's) joins this node's summary in
+        """Start the backplane; ``health`` (the health watch's) joins this node's summary in
         the cluster view."""
         await self.backplane.start(self, health)
 
@@ -149,6 +149,10 @@ class Hub:
 
     def connections(self) -> Iterator[Connection]:
         return self.registry.connections()
+
+    def connection_count(self) -> int:
+        """Connections open on this node."""
+        return len(self.registry)
 
     def connections_of(self, player_id: str) -> list[Connection]:
         """``player_id``'s connections on this node, oldest first (a copy)."""
@@ -199,7 +203,7 @@ class Hub:
         """Session's entry: register, settle with the cluster, welcome."""
         player, welcomed = self._enter(conn)
         try:
-            elsewhere, excess = await self.cluster.settle(conn)
+            elsewhere, excess = await self.cluster_presence.settle(conn)
         except BaseException:
             self.disconnect(conn)
             raise
@@ -228,7 +232,7 @@ class Hub:
             oldest = own[0]
             oldest.close(CloseCode.REPLACED)
             self.disconnect(oldest)
-        self.cluster.announce(player.id)
+        self.cluster_presence.announce(player.id)
         welcomed = not self.backplane.clustered
         if welcomed:
             self._welcome(conn, [])
@@ -262,7 +266,7 @@ class Hub:
         if gone is not None:
             self._go_offline(gone)
         elif self.registry.player_connections.get(conn.player_id):
-            self.cluster.announce(conn.player_id)
+            self.cluster_presence.announce(conn.player_id)
         conn.release()
         code, reason = _how_it_ended(conn)
         logger.info(
@@ -278,7 +282,7 @@ class Hub:
 
     def _go_offline(self, player: Player) -> None:
         self.topics.depart(player)
-        self.cluster.withdraw(player.id)
+        self.cluster_presence.withdraw(player.id)
         # Remembered for a while, so a player who comes back soon gets what was sent meanwhile.
         self.absentees.left(player.id)
         self.hooks.disconnected(player.id)
@@ -312,7 +316,7 @@ class Hub:
         self.topics.leave(player)
         self.room_event(old_room, "depart", player=player.id)
         self.topics.enter(player, room)
-        self.cluster.announce(player.id)
+        self.cluster_presence.announce(player.id)
         self.room_event(room, "arrive", player=player.id)
         self.hooks.moved(player.id, old_room, room)
 
@@ -395,11 +399,11 @@ class Hub:
 
     async def who(self) -> list[str]:
         """Every player online, on this node and (when reachable) every other, sorted."""
-        return await self.cluster.who()
+        return await self.cluster_presence.who()
 
     async def occupants(self, room: str) -> list[str]:
         """The players in ``room``, on this node and (when reachable) every other, sorted."""
-        return await self.cluster.occupants(room, self.topics.in_room(room))
+        return await self.cluster_presence.occupants(room, self.topics.in_room(room))
 
     # The backplane's Node protocol
 
@@ -418,7 +422,7 @@ class Hub:
             self.disconnect(conn)
 
     def presence(self) -> dict[str, Presence]:
-        return self.cluster.presence()
+        return self.cluster_presence.presence()
 
     def status(self) -> dict[str, Any]:
         return {

@@ -180,20 +180,18 @@ def create_server(
     app: Any,
     settings: Settings,
     *,
-    sockets: SocketTable | None = None,
-    drain: Drain | None = None,
+    sockets: SocketTable,
+    drain: Drain | None,
     reuse_port: bool = False,
     **overrides: object,
 ) -> tuple[MudgateServer, socket.socket]:
     """The server ``mudgate serve`` runs, bound to its listening socket, not yet started.
 
-    ``sockets`` is the table the protocol layer fills (the gateway's, which monitoring reads;
-    by default a table of its own); ``drain`` is called first at shutdown, so players are
-    told before anything else stops. ``reuse_port``: a worker's, sharing the port with the
-    others (``serve_workers``).
+    ``sockets`` is the table the protocol layer fills (the gateway's, which monitoring reads);
+    ``drain`` is called first at shutdown, so players are told before anything else stops
+    (None: an app with no players to drain). One server drains one gateway. ``reuse_port``:
+    a worker's, sharing the port with the others (``serve_workers``).
     """
-    if sockets is None:
-        sockets = SocketTable(settings.max_sockets, settings.max_compressed_connections)
     config = server_config(settings, app, sockets, **overrides)
     sock = bind_socket(config, settings, reuse_port=reuse_port)
     limit = raise_descriptor_limit(sockets.capacity + RESERVED_DESCRIPTORS)

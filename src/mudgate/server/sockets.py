@@ -21,7 +21,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["SocketEvent", "SocketKind", "SocketStats", "SocketTable", "Transport"]
+__all__ = ["Abortable", "SocketEvent", "SocketKind", "SocketStats", "SocketTable"]
 
 logger = logging.getLogger("mudgate.sockets")
 
@@ -30,7 +30,7 @@ logger = logging.getLogger("mudgate.sockets")
 RESERVED_DESCRIPTORS = 64
 
 
-class Transport(Protocol):
+class Abortable(Protocol):
     """What the table needs of a connection: a way to drop it at once."""
 
     def abort(self) -> None: ...
@@ -101,11 +101,11 @@ class SocketTable:
         self.capacity = capacity
         self.compressed_capacity = compressed_capacity
         # The WebSockets that negotiated compression (zlib state on top of everything else).
-        self._compressed: set[Transport] = set()
-        self._kinds: dict[Transport, SocketKind] = {}
+        self._compressed: set[Abortable] = set()
+        self._kinds: dict[Abortable, SocketKind] = {}
         # The waiting and receiving ones, in the order they started to: the first is evicted
         # first.
-        self._evictable: dict[Transport, None] = {}
+        self._evictable: dict[Abortable, None] = {}
         self._counts: Counter[SocketKind] = Counter()
         self._events: Counter[SocketEvent] = Counter()
 
@@ -130,7 +130,7 @@ class SocketTable:
             )
             self.capacity = usable
 
-    def open(self, transport: Transport) -> bool:
+    def open(self, transport: Abortable) -> bool:
         """Admit a new connection, waiting for its first request. False when the table is full
         of connections that are all busy: the caller closes the newcomer at once."""
         if len(self._kinds) >= self.capacity:
@@ -146,7 +146,7 @@ class SocketTable:
         self._counts[SocketKind.WAITING] += 1
         return True
 
-    def mark(self, transport: Transport, kind: SocketKind) -> None:
+    def mark(self, transport: Abortable, kind: SocketKind) -> None:
         """Record what ``transport`` is doing now; a connection that waits (or receives)
         again goes to the back of the eviction order."""
         old = self._kinds.get(transport)
@@ -164,17 +164,17 @@ class SocketTable:
         """Whether one more connection may be compressed (below ``compressed_capacity``)."""
         return len(self._compressed) < self.compressed_capacity
 
-    def compress(self, transport: Transport) -> None:
+    def compress(self, transport: Abortable) -> None:
         """Count ``transport`` as compressed until it closes (the caller checked
         ``may_compress``)."""
         if transport in self._kinds:
             self._compressed.add(transport)
 
-    def uncompress(self, transport: Transport) -> None:
+    def uncompress(self, transport: Abortable) -> None:
         """``transport`` will not be compressed after all (its handshake was refused)."""
         self._compressed.discard(transport)
 
-    def close(self, transport: Transport) -> None:
+    def close(self, transport: Abortable) -> None:
         """Forget ``transport``; idempotent."""
         self._compressed.discard(transport)
         kind = self._kinds.pop(transport, None)

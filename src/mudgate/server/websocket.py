@@ -93,7 +93,6 @@ class WebSocketProtocol(asyncio.Protocol):
         "_flow",
         "_fragments",
         "_frame_writer",
-        "_frames_shareable",
         "_handshake",
         "_heartbeat",
         "_http_response",
@@ -139,7 +138,6 @@ class WebSocketProtocol(asyncio.Protocol):
         self._control_frames: LeakyBucket | None = None
         self._fragments: Fragments | None = None
         self._frame_writer = FrameWriter(self, shareable=False)
-        self._frames_shareable = False  # no extension negotiated: plain frames are the wire
 
     # The handshake
 
@@ -208,7 +206,8 @@ class WebSocketProtocol(asyncio.Protocol):
             state=OPEN, max_size=self._context.limits.max_message_bytes, logger=logger
         )
         protocol.extensions = handshake.extensions
-        self._frames_shareable = self._frame_writer.shareable = not protocol.extensions
+        # No extension negotiated: the frames a broadcast built once are the wire's.
+        self._frame_writer.shareable = not protocol.extensions
         self._protocol = protocol
         self._handshake = self._response = None
         self._state = State.OPEN
@@ -463,7 +462,11 @@ class WebSocketProtocol(asyncio.Protocol):
 
     def write_frame(self, frame: bytes) -> bool:
         """FrameWriter.write: False unless the frame can go on the wire now, as it is."""
-        if self._state is not State.OPEN or not self._frames_shareable or self._flow.write_paused:
+        if (
+            self._state is not State.OPEN
+            or not self._frame_writer.shareable
+            or self._flow.write_paused
+        ):
             return False
         self._flow.write(frame)
         return True

@@ -22,9 +22,14 @@ from ..backplane import Backplane
 from ..bounded import SlidingWindowLimiter
 from ..cleanup import Janitor
 from ..commands import CommandRegistry
+from ..health.alerts import AlertTracker
+from ..health.lag import LoopLag
+from ..health.notify import Notifier
 from ..health.watch import HealthWatch
 from ..hub import Hub
 from ..memory.diagnostics import Diagnostics
+from ..memory.history import MemoryHistory
+from ..memory.levels import MemoryLevels
 from ..memory.monitor import MemoryMonitor
 from ..protocol import ErrorCode
 from ..server.sockets import SocketTable
@@ -34,7 +39,7 @@ from .cluster import cluster_router
 from .commands import commands_router
 from .diagnostics import diagnostics_router
 from .errors import APIError, api_error_handler, validation_error_handler
-from .metrics import metrics_registry
+from .metrics import GatewayCollector, metrics_registry
 from .monitoring import monitoring_router
 from .pages import pages_router
 from .realtime import RealtimeEndpoints
@@ -60,12 +65,12 @@ class MudgateApp(FastAPI):
     (about 1.5 KiB each, measured with bench/idle_memory.py).
     """
 
-    def __init__(self, transports: RealtimeEndpoints, **options: Any) -> None:
+    def __init__(self, endpoints: RealtimeEndpoints, **options: Any) -> None:
         super().__init__(**options)
-        self.transports = transports
+        self.endpoints = endpoints
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        handler = self.transports.route(scope)
+        handler = self.endpoints.route(scope)
         if handler is None:
             await super().__call__(scope, receive, send)
         else:
@@ -75,11 +80,17 @@ class MudgateApp(FastAPI):
 def web_app(
     *,
     settings: Settings,
+    clock: Callable[[], float],
     hub: Hub,
     backplane: Backplane,
     sockets: SocketTable,
     monitor: MemoryMonitor,
     watch: HealthWatch,
+    levels: MemoryLevels,
+    history: MemoryHistory,
+    tracker: AlertTracker,
+    notifier: Notifier,
+    lag: LoopLag,
     janitor: Janitor,
     diagnostics: Diagnostics,
     commands: CommandRegistry,
@@ -92,7 +103,11 @@ def web_app(
     door and the pages. ``lifespan`` starts and stops the parts."""
     app = MudgateApp(
         RealtimeEndpoints(
-            settings=settings, hub=hub, commands=commands, authenticator=authenticator
+            settings=settings,
+            clock=clock,
+            hub=hub,
+            commands=commands,
+            authenticator=authenticator,
         ),
         title="mudgate",
         summary="Real-time gateway for MUD-style game servers.",
@@ -102,7 +117,7 @@ def web_app(
     admin = admin_guard(
         admin_token,
         SlidingWindowLimiter(
-            settings.admin_failures_per_minute, 60.0, settings.max_rate_limit_keys, clock=hub.clock
+            settings.admin_failures_per_minute, 60.0, settings.max_rate_limit_keys, clock=clock
         ),
     )
     app.add_exception_handler(APIError, api_error_handler)
@@ -110,28 +125,45 @@ def web_app(
     app.include_router(
         monitoring_router(
             settings=settings,
+            clock=clock,
             hub=hub,
             monitor=monitor,
             watch=watch,
+            levels=levels,
+            history=history,
+            lag=lag,
             janitor=janitor,
             sockets=sockets,
             admin=admin,
-            registry=metrics_registry(hub, monitor, watch, janitor, sockets),
+            registry=metrics_registry(
+                GatewayCollector(
+                    hub=hub,
+                    monitor=monitor,
+                    levels=levels,
+                    tracker=tracker,
+                    notifier=notifier,
+                    lag=lag,
+                    janitor=janitor,
+                    sockets=sockets,
+                )
+            ),
         )
     )
     app.include_router(diagnostics_router(diagnostics, admin))
     app.include_router(cluster_router(settings, hub, backplane, watch.health))
     app.include_router(commands_router(settings, hub, commands, authenticator))
     app.include_router(pages_router())
-    app.include_router(guest_router(settings, hub, authenticator))
+    app.include_router(guest_router(settings, clock, hub, authenticator))
     return app
 
 
-def guest_router(settings: Settings, hub: Hub, authenticator: Authenticator) -> APIRouter:
+def guest_router(
+    settings: Settings, clock: Callable[[], float], hub: Hub, authenticator: Authenticator
+) -> APIRouter:
     """``POST /auth/guest``: a token for a fresh guest player, rate-limited per IP."""
     router = APIRouter()
     guest_limiter = SlidingWindowLimiter(
-        settings.guest_tokens_per_minute, 60.0, settings.max_rate_limit_keys, clock=hub.clock
+        settings.guest_tokens_per_minute, 60.0, settings.max_rate_limit_keys, clock=clock
     )
 
     @router.post(

@@ -19,8 +19,11 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from ..cleanup import Janitor
-from ..health.watch import HealthWatch
+from ..health.alerts import AlertTracker
+from ..health.lag import LoopLag
+from ..health.notify import Notifier
 from ..hub import Hub, HubStats
+from ..memory.levels import MemoryLevels
 from ..memory.monitor import MemoryMonitor
 from ..server.sockets import SocketTable
 
@@ -28,17 +31,26 @@ __all__ = ["GatewayCollector", "metrics_registry"]
 
 
 class GatewayCollector(Collector):
+    """Reads the parts it is given at every scrape; changes none of them."""
+
     def __init__(
         self,
+        *,
         hub: Hub,
         monitor: MemoryMonitor,
-        watch: HealthWatch,
+        levels: MemoryLevels,
+        tracker: AlertTracker,
+        notifier: Notifier,
+        lag: LoopLag,
         janitor: Janitor,
         sockets: SocketTable,
     ) -> None:
         self.hub = hub
         self.monitor = monitor
-        self.watch = watch
+        self.levels = levels
+        self.tracker = tracker
+        self.notifier = notifier
+        self.lag = lag
         self.janitor = janitor
         self.sockets = sockets
 
@@ -125,7 +137,7 @@ class GatewayCollector(Collector):
         yield events
 
     def _memory(self) -> Iterator[Metric]:
-        watch, monitor = self.watch, self.monitor
+        monitor = self.monitor
         sample = monitor.last or monitor.read(record=False)
         yield GaugeMetricFamily(
             "mudgate_memory_percent", "Memory use over the effective limit, 0-100.", sample.percent
@@ -140,7 +152,7 @@ class GatewayCollector(Collector):
             "What percent is computed from: RSS, or the cgroup working set when larger.",
             value=sample.used_bytes,
         )
-        level = watch.levels.level
+        level = self.levels.level
         yield GaugeMetricFamily(
             "mudgate_memory_level",
             "Memory alert level in force: 0 none, 1 info, 2 warning, 3 critical.",
@@ -153,7 +165,7 @@ class GatewayCollector(Collector):
         )
 
     def _lag(self) -> Iterator[Metric]:
-        lag = self.watch.lag
+        lag = self.lag
         yield HistogramMetricFamily(
             "mudgate_event_loop_lag_seconds",
             "How late the event loop woke, measured every 100 ms: a command or hook that "
@@ -199,7 +211,7 @@ class GatewayCollector(Collector):
         )
 
     def _counters(self, stats: HubStats) -> Iterator[Metric]:
-        hub, watch = self.hub, self.watch
+        hub = self.hub
         evictions = CounterMetricFamily(
             "mudgate_evictions", "Entries evicted at a cap, by structure.", labels=["structure"]
         )
@@ -231,13 +243,13 @@ class GatewayCollector(Collector):
         fired = CounterMetricFamily(
             "mudgate_alerts_fired", "Alerts that started, by code.", labels=["code"]
         )
-        for code, count in sorted(watch.tracker.fired.items()):
+        for code, count in sorted(self.tracker.fired.items()):
             fired.add_metric([code], count)
         yield fired
         notifications = CounterMetricFamily(
             "mudgate_notifications", "Webhook notifications, by outcome.", labels=["outcome"]
         )
-        notifier = watch.notifier
+        notifier = self.notifier
         notifications.add_metric(["sent"], notifier.sent)
         notifications.add_metric(["failed"], notifier.failed)
         notifications.add_metric(["dropped"], notifier.dropped)
@@ -283,13 +295,12 @@ class GatewayCollector(Collector):
             )
 
 
-def metrics_registry(
-    hub: Hub, monitor: MemoryMonitor, watch: HealthWatch, janitor: Janitor, sockets: SocketTable
-) -> CollectorRegistry:
-    """A registry of its own per app (tests build many), with the process and GC collectors."""
+def metrics_registry(collector: GatewayCollector) -> CollectorRegistry:
+    """A registry of its own per app (tests build many): the gateway's collector, and the
+    process and GC collectors."""
     registry = CollectorRegistry()
     ProcessCollector(registry=registry)
     GCCollector(registry=registry)
     PlatformCollector(registry=registry)
-    registry.register(GatewayCollector(hub, monitor, watch, janitor, sockets))
+    registry.register(collector)
     return registry

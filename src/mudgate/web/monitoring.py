@@ -15,9 +15,12 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from ..cleanup import Janitor, Trigger
+from ..health.lag import LoopLag
 from ..health.watch import HealthWatch
 from ..hub import Hub
 from ..memory.budget import memory_budget
+from ..memory.history import MemoryHistory
+from ..memory.levels import MemoryLevels
 from ..memory.monitor import MIB, MemoryMonitor
 from ..protocol import CloseCode, ErrorCode
 from ..server.sockets import SocketTable
@@ -59,9 +62,13 @@ def _iso(epoch_seconds: float) -> str:
 def monitoring_router(
     *,
     settings: Settings,
+    clock: Callable[[], float],
     hub: Hub,
     monitor: MemoryMonitor,
     watch: HealthWatch,
+    levels: MemoryLevels,
+    history: MemoryHistory,
+    lag: LoopLag,
     janitor: Janitor,
     sockets: SocketTable,
     admin: Callable[..., str],
@@ -75,7 +82,7 @@ def monitoring_router(
     async def memory() -> MemoryReport:
         """Memory now, every structure's size, cleanup totals, thresholds, and the budget."""
         # A reading of its own, so the report is current; the level and shedding are the
-        # watch's, advanced only by the janitor's tick (a GET changes nothing).
+        # watch's, advanced only by the health watch's tick (a GET changes nothing).
         sample = monitor.read(record=False)
         stats = hub.stats().as_dict()
         first = monitor.first
@@ -84,7 +91,7 @@ def monitoring_router(
             memory=MemoryInfo.of(sample),
             connections=ConnectionCounts.model_validate(stats),
             sockets=SocketCounts.of(sockets.stats()),
-            event_loop=EventLoop.of(watch.lag),
+            event_loop=EventLoop.of(lag),
             data_structures=DataStructures.model_validate(stats),
             cleanup_stats=CleanupStatsModel.model_validate(janitor.stats, from_attributes=True),
             memory_monitor=MonitorConfig(
@@ -102,7 +109,7 @@ def monitoring_router(
                 memory_info_percent=settings.memory_info_percent,
                 memory_warning_percent=settings.memory_warning_percent,
                 memory_critical_percent=settings.memory_critical_percent,
-                level=str(watch.levels.level) if watch.levels.level else None,
+                level=str(levels.level) if levels.level else None,
                 shedding=hub.shedding,
             ),
             memory_budget=MemoryBudgetModel(
@@ -188,7 +195,7 @@ def monitoring_router(
     ) -> PlayersReport:
         """Who is connected to this node (admin): each connection's player, room, transport,
         age and outbox, longest connected first."""
-        now = hub.clock()
+        now = clock()
         rows = [
             PlayerConnection(
                 player=conn.player_id,
@@ -201,7 +208,7 @@ def monitoring_router(
             )
             for conn in sorted(hub.connections(), key=lambda conn: conn.connected_at)[:limit]
         ]
-        return PlayersReport(total=hub.stats().total_connections, connections=rows)
+        return PlayersReport(total=hub.connection_count(), connections=rows)
 
     @router.post(
         "/monitoring/players/{player_id}/disconnect",
@@ -226,7 +233,7 @@ def monitoring_router(
         return Disconnected(player=player_id, connections=len(connections))
 
     @router.get("/monitoring/memory/history", response_model=HistoryReport, tags=["monitoring"])
-    async def history(
+    async def memory_history(
         window: Annotated[
             float, Query(gt=0, le=86400, description="Seconds back from now (at most a day).")
         ] = 3600,
@@ -244,7 +251,7 @@ def monitoring_router(
                     connections=point.connections,
                     structures=dict(point.structures),
                 )
-                for point in watch.history.points(window)
+                for point in history.points(window)
             ],
         )
 
@@ -255,7 +262,7 @@ def monitoring_router(
         ] = 3600,
     ) -> TrendReport:
         """The slope of memory's floor, how straight it is, and whether it looks like a leak."""
-        fitted = watch.history.trend(window)
+        fitted = history.trend(window)
         return TrendReport(
             slope_mb_per_hour=fitted.slope_mb_per_hour,
             r_squared=fitted.r_squared,

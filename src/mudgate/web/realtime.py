@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -20,7 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..auth import Authenticator, Credentials, TokenError
 from ..commands import CommandRegistry, answer_error
-from ..connection import Connection, ConnectionState
+from ..connection import Connection, ConnectionLimits, ConnectionState
 from ..hub import Hub, Refusal
 from ..protocol import CloseCode, CommandError, ErrorCode, error_body
 from ..settings import Settings
@@ -93,11 +93,14 @@ class RealtimeEndpoints:
         self,
         *,
         settings: Settings,
+        clock: Callable[[], float],
         hub: Hub,
         commands: CommandRegistry,
         authenticator: Authenticator,
     ) -> None:
         self.settings = settings
+        self.clock = clock
+        self.limits = ConnectionLimits.from_settings(settings)
         self.hub = hub
         self.commands = commands
         self.authenticator = authenticator
@@ -147,10 +150,10 @@ class RealtimeEndpoints:
         conn = Connection(
             identity.player_id,
             remote,
-            self.hub.limits,
+            self.limits,
             transport=_websocket_transport(scope, send),
             handler=asyncio.current_task(),
-            clock=self.hub.clock,
+            clock=self.clock,
         )
         await self._serve(conn, self._receive_frames(conn, receive))
 
@@ -243,12 +246,12 @@ class RealtimeEndpoints:
         conn = Connection(
             identity.player_id,
             remote,
-            self.hub.limits,
+            self.limits,
             transport=transport,
             handler=asyncio.current_task(),
-            clock=self.hub.clock,
+            clock=self.clock,
         )
-        transport.start_keepalive(conn.send, lambda: not conn.outbox_messages)
+        transport.start_keepalive(conn)
         await self._serve(conn, _until_disconnect(receive))
 
 
