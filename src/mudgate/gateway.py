@@ -26,13 +26,13 @@ from .cleanup import Janitor
 from .commands import CommandRegistry, builtin_commands, running_command
 from .health.alerts import AlertTracker
 from .health.lag import LoopLag
+from .health.levels import MemoryLevels
 from .health.notify import Notifier
 from .health.watch import HealthWatch
 from .hub import Hub
 from .memory.budget import memory_budget
 from .memory.diagnostics import Diagnostics
 from .memory.history import MemoryHistory
-from .memory.levels import MemoryLevels
 from .memory.monitor import MIB, MemoryMonitor, MemorySample
 from .protocol import CloseCode
 from .server.sockets import SocketTable

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from mudgate.health.alerts import Alert, AlertRules, AlertTracker
+from mudgate.health.levels import Level, MemoryLevels
 from mudgate.health.notify import Notifier
-from mudgate.memory.levels import Level, MemoryLevels
 
 from ..conftest import FakeClock, make_settings
 

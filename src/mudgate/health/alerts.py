@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from ..hub.stats import STRUCTURE_NAMES
 from ..memory.history import Trend
-from ..memory.levels import Level, MemoryLevels
 from ..settings import Settings
 from .lag import Block
+from .levels import Level, MemoryLevels
 
 __all__ = ["ALERT_CODES", "Alert", "AlertRules", "AlertTracker"]
 

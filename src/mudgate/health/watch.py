@@ -17,12 +17,12 @@ from collections.abc import Callable
 from ..cleanup import CleanupReport, Janitor
 from ..hub import Hub, HubStats
 from ..memory.history import HistoryPoint, MemoryHistory
-from ..memory.levels import MemoryLevels
 from ..memory.monitor import MIB, MemoryMonitor, MemorySample
 from ..settings import Settings
 from ..tasks import BackgroundTask
 from .alerts import Alert, AlertRules, AlertTracker
 from .lag import LoopLag
+from .levels import MemoryLevels
 from .notify import Notifier
 
 __all__ = ["HealthWatch"]

@@ -24,12 +24,12 @@ from ..cleanup import Janitor
 from ..commands import CommandRegistry
 from ..health.alerts import AlertTracker
 from ..health.lag import LoopLag
+from ..health.levels import MemoryLevels
 from ..health.notify import Notifier
 from ..health.watch import HealthWatch
 from ..hub import Hub
 from ..memory.diagnostics import Diagnostics
 from ..memory.history import MemoryHistory
-from ..memory.levels import MemoryLevels
 from ..memory.monitor import MemoryMonitor
 from ..protocol import ErrorCode
 from ..server.sockets import SocketTable

@@ -21,9 +21,9 @@ from prometheus_client.registry import Collector
 from ..cleanup import Janitor
 from ..health.alerts import AlertTracker
 from ..health.lag import LoopLag
+from ..health.levels import MemoryLevels
 from ..health.notify import Notifier
 from ..hub import Hub, HubStats
-from ..memory.levels import MemoryLevels
 from ..memory.monitor import MemoryMonitor
 from ..server.sockets import SocketTable
 

@@ -16,11 +16,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from ..cleanup import Janitor, Trigger
 from ..health.lag import LoopLag
+from ..health.levels import MemoryLevels
 from ..health.watch import HealthWatch
 from ..hub import Hub
 from ..memory.budget import memory_budget
 from ..memory.history import MemoryHistory
-from ..memory.levels import MemoryLevels
 from ..memory.monitor import MIB, MemoryMonitor
 from ..protocol import CloseCode, ErrorCode
 from ..server.sockets import SocketTable
