@@ -71,7 +71,7 @@ class Gateway:
     ) -> None:
         settings = self.settings = settings or Settings()
         self.clock = clock
-        self.backplane = backplane or create_backplane(settings)
+        self.backplane = create_backplane(settings) if backplane is None else backplane
         self.hub = Hub(settings, backplane=self.backplane, clock=clock, wall_clock=wall_clock)
         self.sockets = SocketTable(settings.max_sockets, settings.max_compressed_connections)
         self.monitor = MemoryMonitor(settings, clock=clock)
@@ -80,7 +80,9 @@ class Gateway:
         self.levels = MemoryLevels(settings, clock=clock)
         self.history = MemoryHistory(settings, clock=clock)
         self.tracker = AlertTracker()
-        self.notifier = notifier or Notifier(settings, clock=clock, wall_clock=wall_clock)
+        self.notifier = (
+            Notifier(settings, clock=clock, wall_clock=wall_clock) if notifier is None else notifier
+        )
         self.lag = LoopLag(settings.loop_lag_threshold, explain=running_command)
         self.watch = HealthWatch(
             self.hub,
@@ -96,7 +98,7 @@ class Gateway:
             lag=self.lag,
         )
         self.diagnostics = Diagnostics(settings, clock=clock)
-        self.commands = commands or builtin_commands()
+        self.commands = builtin_commands() if commands is None else commands
         self._secret_key_generated = settings.secret_key is None
         self._admin_token_generated = settings.admin_token is None
         self.admin_token = (

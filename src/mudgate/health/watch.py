@@ -69,12 +69,14 @@ class HealthWatch:
         self.settings = settings
         self.clock = clock
         self.wall_clock = wall_clock
-        self.lag = lag or LoopLag(settings.loop_lag_threshold, clock=clock)
-        self.levels = levels or MemoryLevels(settings, clock=clock)
+        self.lag = LoopLag(settings.loop_lag_threshold, clock=clock) if lag is None else lag
+        self.levels = MemoryLevels(settings, clock=clock) if levels is None else levels
         self.rules = AlertRules(settings)
-        self.history = history or MemoryHistory(settings, clock=clock)
-        self.tracker = tracker or AlertTracker()
-        self.notifier = notifier or Notifier(settings, clock=clock, wall_clock=wall_clock)
+        self.history = MemoryHistory(settings, clock=clock) if history is None else history
+        self.tracker = AlertTracker() if tracker is None else tracker
+        self.notifier = (
+            Notifier(settings, clock=clock, wall_clock=wall_clock) if notifier is None else notifier
+        )
         self._last_recorded_at: float | None = None
         self._tick = BackgroundTask("mudgate-health")
 

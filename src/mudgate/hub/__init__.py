@@ -96,7 +96,7 @@ class Hub:
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        self.backplane: Backplane = backplane or create_backplane(settings)
+        self.backplane: Backplane = create_backplane(settings) if backplane is None else backplane
         self.clock = clock
         self.wall_clock = wall_clock
         self.limits = ConnectionLimits.from_settings(settings)
