@@ -4,8 +4,8 @@ Each run starts a fresh server process; N raw WebSocket clients (handshake, then
 frames) and one sender live in this process, which is the load generator: its CPU use is
 reported beside each result. The sender sends in windows of 50 messages and waits until a
 receiver has all of them, so the servers are measured at full speed without an unbounded
-backlog. Latency is from the send to the receipt at one receiver. Contenders alternate; the
-result is the median over --repeat runs.
+backlog. Latency is from the send to the receipt at one receiver. Contenders alternate, in
+the reverse order every other repeat; the result is the median over --repeat runs.
 
     python bench/broadcast.py [--players 100 1000] [--messages 1000] [--repeat 3]
 """
@@ -170,7 +170,9 @@ def main() -> None:
     for players in args.players:
         runs: dict[str, list[dict[str, float]]] = {c: [] for c in contenders}
         for repeat in range(args.repeat):
-            for contender in contenders:
+            # Every other repeat in the reverse order, so that going first (or second) is
+            # nobody's advantage: a before/after pair is otherwise within ±6 % of itself.
+            for contender in contenders if repeat % 2 == 0 else contenders[::-1]:
                 outcome = run(run_once(contender, players, args.messages))
                 runs[contender].append(outcome)
                 print(

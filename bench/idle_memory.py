@@ -112,7 +112,9 @@ def main() -> None:
     for run in range(args.repeat):
         for n in args.connections:
             for transport in args.transports:
-                for contender in contenders[transport]:  # alternate within each repeat
+                peers = contenders[transport]
+                # Alternate within each repeat, in the reverse order every other repeat.
+                for contender in peers if run % 2 == 0 else peers[::-1]:
                     kib = measure(contender, transport, n)
                     samples[str(n)][transport][contender].append(kib)
                     print(
