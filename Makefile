@@ -107,6 +107,7 @@ bench: install system-deps node-peers
 	$(BIN)/python bench/monitoring_overhead.py
 	$(BIN)/python bench/cleanup_cost.py
 	$(BIN)/python bench/tracemalloc_overhead.py
+	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/report.py
 
 clean:

@@ -668,6 +668,23 @@ def main() -> None:
             f"({traced['slowdown']}× slower).",
             "",
         ]
+    fanout = load("fanout_baseline") or load("fanout")
+    if fanout:
+        cost = fanout["us_per_delivery"]
+        lines += [
+            "## The fan-out, without the sockets",
+            "",
+            f"`python bench/fanout.py` — {machine(fanout)}: a broadcast to "
+            f"{fanout['connections']:,} connections through mudgate's WebSocket transport into a "
+            f"sink, {cost['mudgate']:.3f} µs of CPU per delivery (the floor of "
+            f"{fanout['repeat']} rounds of {fanout['broadcasts']:,} broadcasts).",
+        ]
+        if "mudgate-baseline" in cost:
+            lines.append(
+                f"Before vs after (`--baseline`): {cost['mudgate-baseline']:.3f} µs before, "
+                f"{cost['mudgate'] / cost['mudgate-baseline']:.2f}× after."
+            )
+        lines.append("")
     (ROOT / "BENCHMARKS.md").write_text("\n".join(lines))
     print("wrote BENCHMARKS.md")
 

@@ -37,6 +37,11 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
         ),
         ("cleanup_cost.py", ["--repeat", "1", "--smoke"], "cleanup_cost"),
         (
+            "fanout.py",
+            ["--connections", "20", "--broadcasts", "50", "--repeat", "1"],
+            "fanout",
+        ),
+        (
             "monitoring_overhead.py",
             ["--players", "10", "--messages", "50", "--repeat", "1"],
             "monitoring_overhead",
