@@ -8,6 +8,11 @@ backlog. Latency is from the send to the receipt at one receiver. Contenders alt
 the reverse order every other repeat; the result is the median over --repeat runs.
 
     python bench/broadcast.py [--players 100 1000] [--messages 1000] [--repeat 3]
+
+With ``--rate D``, the sender offers D deliveries a second (D / players messages a second,
+evenly spaced) instead of sending as fast as the receivers read: every server then does the
+same work per turn of its event loop, so its CPU per delivery compares like with like (at
+full speed the figure moves with how much each turn happens to batch).
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ async def run_once(
     messages: int,
     extra_env: dict[str, str] | None = None,
     scrape_every_seconds: float | None = None,
+    rate: float | None = None,
 ) -> dict[str, float]:
     port = free_port()
     process = start(contender, port, extra_env)
@@ -68,7 +74,7 @@ async def run_once(
         )
         try:
             return await measure(
-                clients, dialect, messages, settle_seconds=0.5, servers=[process.pid]
+                clients, dialect, messages, settle_seconds=0.5, servers=[process.pid], rate=rate
             )
         finally:
             if scraper is not None:
@@ -83,11 +89,13 @@ async def measure(
     messages: int,
     settle_seconds: float,
     servers: list[int],
+    rate: float | None = None,
 ) -> dict[str, float]:
     """clients[0] talks, everyone counts; clients[1] is the probe that times each message.
 
     ``servers`` are the server processes (pids): their CPU time over the run, per delivery,
-    is the figure that other work on the machine does not move.
+    is the figure that other work on the machine does not move. ``rate``: deliveries a
+    second to offer, evenly spaced (None: windows of WINDOW messages, as fast as they go).
     """
     me = psutil.Process()
     sender, probe = clients[0], clients[1]
@@ -97,7 +105,9 @@ async def measure(
     me.cpu_percent()
     server_cpu = cpu_seconds(servers)
     started = time.perf_counter()
-    for window in range(0, messages, WINDOW):
+    if rate is not None:
+        await send_paced(sender, dialect, messages, len(clients) / rate)
+    for window in range(0, messages if rate is None else 0, WINDOW):
         for i in range(window, min(messages, window + WINDOW)):
             sender.send_text(dialect.say(f"m{i}:{time.perf_counter()}"))
         await sender.writer.drain()
@@ -128,6 +138,18 @@ async def measure(
     }
 
 
+async def send_paced(
+    sender: RawClient, dialect: Dialect, messages: int, interval_seconds: float
+) -> None:
+    """One message every ``interval_seconds``, on a schedule that does not drift."""
+    due = time.perf_counter()
+    for i in range(messages):
+        sender.send_text(dialect.say(f"m{i}:{time.perf_counter()}"))
+        due += interval_seconds
+        await sender.writer.drain()
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+
+
 def summarize(outcomes: list[dict[str, float]]) -> dict[str, float]:
     """Medians of every figure over the runs, with the throughput's min and max."""
     rates = [outcome["deliveries_per_second"] for outcome in outcomes]
@@ -147,6 +169,10 @@ def main() -> None:
     parser.add_argument("--players", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument(
+        "--rate", type=float, metavar="DELIVERIES",
+        help="offer this many deliveries a second instead of as many as the receivers read",
+    )  # fmt: skip
     parser.add_argument(
         "--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS),
         help="the servers to compare (the Node.js ones need `make bench`'s npm install)",
@@ -173,7 +199,7 @@ def main() -> None:
             # Every other repeat in the reverse order, so that going first (or second) is
             # nobody's advantage: a before/after pair is otherwise within ±6 % of itself.
             for contender in contenders if repeat % 2 == 0 else contenders[::-1]:
-                outcome = run(run_once(contender, players, args.messages))
+                outcome = run(run_once(contender, players, args.messages, rate=args.rate))
                 runs[contender].append(outcome)
                 print(
                     f"run {repeat + 1}: {players:5} players {contender:13} "
@@ -200,9 +226,10 @@ def main() -> None:
                 f"server CPU per delivery {cost:.2f}"
             )
     # A before/after comparison is a result of its own, beside the one BENCHMARKS.md shows.
+    name = "broadcast" if args.baseline is None else "broadcast_baseline"
     write_result(
-        "broadcast" if args.baseline is None else "broadcast_baseline",
-        {"messages": args.messages, "repeat": args.repeat, "results": results},
+        name if args.rate is None else f"{name}_paced",
+        {"messages": args.messages, "repeat": args.repeat, "rate": args.rate, "results": results},
     )
 
 
