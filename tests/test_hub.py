@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import json
 import weakref
+from typing import Any
 
 import pytest
 
@@ -227,3 +228,32 @@ async def test_outside_the_hub_its_structures_can_only_be_read(hub: Hub) -> None
         with pytest.raises(TypeError):
             view["intruder"] = None  # type: ignore[index]
     assert hub.stats().structures()["online_players"] == 1
+
+
+@pytest.mark.parametrize(
+    ("send", "named"),
+    [
+        (lambda hub: hub.room_event("hall", "weather", room="elsewhere"), "'room'"),
+        (lambda hub: hub.channel_event("ooc", "chat", channel="x"), "'channel'"),
+        (lambda hub: hub.event("weather", ts=1), "'ts'"),
+        (lambda hub: hub.event("weather", seq=1), "'seq'"),
+        (lambda hub: hub.room_event("hall", "weather", type="storm"), "'type'"),
+        (lambda hub: hub.send("alice", "narrate", event="x"), "'event'"),
+    ],
+)
+async def test_a_field_the_hub_sets_itself_is_refused_by_name(
+    hub: Hub, send: Any, named: str
+) -> None:
+    alice = connect(hub, "alice")
+    with pytest.raises(ValueError, match=f"the hub sets {named} itself"):
+        send(hub)
+    await settle()
+    assert alice.events() == ["welcome"]  # nothing half-sent
+
+
+async def test_a_game_field_named_like_a_parameter_is_just_a_field(hub: Hub) -> None:
+    alice = connect(hub, "alice")
+    hub.room_event(LOBBY, "narrate", event_name="x", player_id="bob", sender_note="y")
+    await settle()
+    sent = payload(alice.written[-1])
+    assert (sent["room"], sent["player_id"], sent["event"]) == (LOBBY, "bob", "narrate")

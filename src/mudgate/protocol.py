@@ -13,6 +13,7 @@ from typing import Annotated, Any, TypeVar
 import msgspec
 
 __all__ = [
+    "EVENT_FIELDS",
     "ChannelName",
     "CloseCode",
     "CommandError",
@@ -242,6 +243,10 @@ def convert_args(fields: dict[str, Any], args_type: type[ArgsT], frame: Envelope
         raise CommandError(
             ErrorCode.INVALID_ARGS, "a field is nested too deeply", frame.id
         ) from None
+
+
+# The fields every event carries, which the hub sets: a game's own fields take other names.
+EVENT_FIELDS = frozenset({"type", "event", "ts", "seq"})
 
 
 def encode_event(event: str, fields: dict[str, Any]) -> Outgoing:

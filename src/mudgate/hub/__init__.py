@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ..backplane import Backplane, Delivery, HealthProvider, Presence, create_backplane
@@ -24,7 +24,7 @@ from ..backplane.topic import Topic, channel_topic, player_of, player_topic, roo
 from ..bounded import ContainerStats, Expiring
 from ..connection import Connection, ConnectionLimits, ConnectionState
 from ..hooks import Hooks
-from ..protocol import CloseCode, Outgoing, encode_event
+from ..protocol import EVENT_FIELDS, CloseCode, Outgoing, encode_event
 from ..settings import Settings
 from .absentees import Absentees
 from .admission import Admission, Refusal, RefusalReason
@@ -48,6 +48,16 @@ logger = logging.getLogger("mudgate.hub")
 
 # Close codes a client sends when it leaves on its own (1005: a close frame without a code).
 _CLIENT_CLOSES = frozenset({1000, 1001, 1005})
+
+
+def _refuse_fields(event: str, fields: dict[str, Any], taken: Iterable[str]) -> None:
+    """Raise ValueError if a game's ``fields`` use a name the hub sets itself."""
+    clash = sorted(name for name in taken if name in fields)
+    if clash:
+        raise ValueError(
+            f"event {event!r}: the hub sets {', '.join(map(repr, clash))} itself; "
+            "give the game's own field another name"
+        )
 
 
 def _how_it_ended(conn: Connection) -> tuple[int | None, str]:
@@ -330,23 +340,33 @@ class Hub:
 
     # Messages
 
-    def event(self, name: str, **fields: Any) -> Outgoing:
-        """Encode an event once, stamped with the time and the hub's sequence number."""
+    def event(self, name: str, /, **fields: Any) -> Outgoing:
+        """Encode an event once, stamped with the time and the hub's sequence number.
+
+        The hub sets ``type``, ``event``, ``ts`` and ``seq`` (``protocol.EVENT_FIELDS``); a
+        field of the game's by one of those names raises ValueError, rather than being lost
+        or corrupting the envelope every client reads.
+        """
+        _refuse_fields(name, fields, EVENT_FIELDS)
         self._seq += 1
         fields["ts"] = round(self.wall_clock(), 3)
         fields["seq"] = self._seq
         return encode_event(name, fields)
 
-    def room_event(self, room: str, event: str, **fields: Any) -> None:
-        """Send ``event`` to everyone in ``room``, on every node."""
+    def room_event(self, room: str, event: str, /, **fields: Any) -> None:
+        """Send ``event`` to everyone in ``room``, on every node; the hub adds ``room`` (and
+        ``ts``, ``seq``): a field of that name raises ValueError."""
+        _refuse_fields(event, fields, ("room",))
         self._publish(room_topic(room), self.event(event, room=room, **fields))
 
-    def channel_event(self, channel: str, event: str, **fields: Any) -> None:
-        """Send ``event`` to everyone subscribed to ``channel``, on every node."""
+    def channel_event(self, channel: str, event: str, /, **fields: Any) -> None:
+        """Send ``event`` to everyone subscribed to ``channel``, on every node; the hub adds
+        ``channel`` (and ``ts``, ``seq``): a field of that name raises ValueError."""
+        _refuse_fields(event, fields, ("channel",))
         self._publish(channel_topic(channel), self.event(event, channel=channel, **fields))
 
     def send(
-        self, player_id: str, event: str | Outgoing, *, sender: str | None = None, **fields: Any
+        self, player_id: str, event: str | Outgoing, /, *, sender: str | None = None, **fields: Any
     ) -> Delivery:
         """Send ``event`` (a name and its fields, or a message from ``event()``) to one player
         wherever they are, or keep it for them if they left recently. Never waits.
@@ -366,7 +386,7 @@ class Hub:
         return self.absentees.queue(player_id, message, sender)
 
     async def tell(
-        self, player_id: str, event: str | Outgoing, *, sender: str | None = None, **fields: Any
+        self, player_id: str, event: str | Outgoing, /, *, sender: str | None = None, **fields: Any
     ) -> Delivery:
         """``send``, waiting in a cluster for what became of the message (never ``ROUTED``)."""
         message = self.event(event, **fields) if isinstance(event, str) else event
