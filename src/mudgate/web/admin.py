@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from ..auth import admin_token_matches
 from ..bounded import SlidingWindowLimiter
 from ..protocol import ErrorCode
+from .clients import remote_address
 from .errors import APIError
 
 __all__ = ["admin_guard", "logger"]
@@ -29,7 +30,7 @@ def admin_guard(admin_token: str, failures: SlidingWindowLimiter) -> Callable[..
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> str:
-        remote = request.client.host if request.client else "unknown"
+        remote = remote_address(request.scope)
         action = f"{request.method} {request.url.path}"
         wait = failures.retry_after(remote)
         if wait > 0:

@@ -35,6 +35,7 @@ from ..protocol import ErrorCode
 from ..server.sockets import SocketTable
 from ..settings import Settings
 from .admin import admin_guard
+from .clients import remote_address
 from .cluster import cluster_router
 from .commands import commands_router
 from .diagnostics import diagnostics_router
@@ -181,7 +182,7 @@ def guest_router(
                 {"Retry-After": "30"},
             )
         guest_limiter.expire(limit=100)
-        remote = request.client.host if request.client else "unknown"
+        remote = remote_address(request.scope)
         if not guest_limiter.hit(remote):
             raise APIError(
                 429, ErrorCode.RATE_LIMITED, "too many guest tokens", {"Retry-After": "60"}

@@ -17,8 +17,8 @@ from ..commands import CommandRegistry, answer_error
 from ..hub import Hub
 from ..protocol import ErrorCode
 from ..settings import Settings
+from .clients import remote_address
 from .errors import APIError
-from .realtime import remote_address
 
 __all__ = ["commands_router"]
 

@@ -32,8 +32,9 @@ from ..transports import (
     SSETransport,
     Transport,
 )
+from .clients import remote_address
 
-__all__ = ["RealtimeEndpoints", "remote_address"]
+__all__ = ["RealtimeEndpoints"]
 
 logger = logging.getLogger("mudgate.realtime")
 
@@ -74,12 +75,6 @@ def _websocket_transport(scope: Scope, send: Send) -> Transport:
     if isinstance(writer, FrameWriter) and writer.shareable:
         return FrameTransport(writer, send)
     return ASGIWebSocketTransport(send)
-
-
-def remote_address(scope: Scope) -> str:
-    """The client's address, as the server (or a trusted proxy's header) gives it."""
-    client = scope.get("client")
-    return str(client[0]) if client else "unknown"
 
 
 def _refusal_status(refusal: Refusal) -> int:
