@@ -9,8 +9,13 @@ import pytest
 
 from mudgate.backplane.topic import Topic
 from mudgate.cleanup import CHUNK, Janitor, Trigger
+from mudgate.health.alerts import AlertTracker
+from mudgate.health.lag import LoopLag
+from mudgate.health.levels import MemoryLevels
+from mudgate.health.notify import Notifier
 from mudgate.health.watch import HealthWatch
 from mudgate.hub import Hub
+from mudgate.memory.history import MemoryHistory
 from mudgate.memory.monitor import MIB, MemorySample
 from mudgate.protocol import CloseCode, Outgoing
 from mudgate.settings import Settings
@@ -64,6 +69,11 @@ class Setup:
             self.monitor,  # type: ignore[arg-type]
             self.janitor,
             self.settings,
+            levels=MemoryLevels(self.settings, clock=clock),
+            history=MemoryHistory(self.settings, clock=clock),
+            tracker=AlertTracker(),
+            notifier=Notifier(self.settings, clock=clock, wall_clock=wall_clock),
+            lag=LoopLag(self.settings.loop_lag_threshold, clock=clock),
             clock=clock,
             wall_clock=wall_clock,
         )

@@ -143,6 +143,14 @@ def test_a_client_loads_neither_the_server_nor_a_web_framework() -> None:
     assert loaded.stdout.strip() == "[]"
 
 
+def test_the_public_names_are_listed_once_for_each_use() -> None:
+    import mudgate  # noqa: PLC0415
+
+    # __all__ (for `import *` and linters) and the lazy table name the same things.
+    assert set(mudgate.__all__) == set(mudgate._EXPORTS)
+    assert len(mudgate.__all__) == len(set(mudgate.__all__))
+
+
 def test_the_package_still_offers_every_public_name() -> None:
     code = "import mudgate\nprint(all(getattr(mudgate, name) for name in mudgate.__all__))\n"
     loaded = subprocess.run(

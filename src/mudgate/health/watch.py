@@ -52,31 +52,29 @@ class HealthWatch:
         janitor: Janitor,
         settings: Settings,
         *,
+        levels: MemoryLevels,
+        history: MemoryHistory,
+        tracker: AlertTracker,
+        notifier: Notifier,
+        lag: LoopLag,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
-        levels: MemoryLevels | None = None,
-        history: MemoryHistory | None = None,
-        tracker: AlertTracker | None = None,
-        notifier: Notifier | None = None,
-        lag: LoopLag | None = None,
     ) -> None:
         """The parts it advances (``levels``, ``history``, ``tracker``, ``notifier``,
-        ``lag``) are built here unless given: the gateway gives them, so that monitoring reads
-        them without going through the watch."""
+        ``lag``) are the gateway's, which hands them to monitoring too: it reads them without
+        going through the watch."""
         self.hub = hub
         self.monitor = monitor
         self.janitor = janitor
         self.settings = settings
         self.clock = clock
         self.wall_clock = wall_clock
-        self.lag = LoopLag(settings.loop_lag_threshold, clock=clock) if lag is None else lag
-        self.levels = MemoryLevels(settings, clock=clock) if levels is None else levels
+        self.lag = lag
+        self.levels = levels
         self.rules = AlertRules(settings)
-        self.history = MemoryHistory(settings, clock=clock) if history is None else history
-        self.tracker = AlertTracker() if tracker is None else tracker
-        self.notifier = (
-            Notifier(settings, clock=clock, wall_clock=wall_clock) if notifier is None else notifier
-        )
+        self.history = history
+        self.tracker = tracker
+        self.notifier = notifier
         self._last_recorded_at: float | None = None
         self._tick = BackgroundTask("mudgate-health")
 
