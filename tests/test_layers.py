@@ -23,6 +23,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("web", {"web"}),
     ("server", {"server"}),
     ("health", {"health"}),
+    ("game", {"game"}),
     ("janitor", {"cleanup"}),
     ("commands", {"commands"}),
     ("hub", {"hub"}),

@@ -1,19 +1,23 @@
 """Castle: a tiny MUD on mudgate, using only its public API.
 
 A few rooms with exits, a bard who sings on a timer, dice, and a ``look`` that describes the
-room. The game is its own FastAPI app (its home page at ``/``) with the gateway mounted at
-``/mud``: players connect to ``/mud/ws``, and the play page is ``/mud/play``.
+room. ``game`` is the whole game: its commands, its hooks and the bard.
 
-    .venv/bin/python -m examples.castle.game      # then open http://127.0.0.1:54731/mud/play
+Run it in a process of its own, behind the gateway, so that a restart (SIGHUP, or ``--reload``
+on every saved file) keeps every player connected (http://127.0.0.1:54731/play)::
+
+    .venv/bin/mudgate serve --game examples.castle.game:game --reload
+
+Or in the gateway's process, as part of the castle's own FastAPI app (its home page at ``/``,
+the gateway mounted at ``/mud``; play at http://127.0.0.1:54731/mud/play)::
+
+    .venv/bin/python -m examples.castle.game
 """
 
 from __future__ import annotations
 
-import asyncio
 import random
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -26,6 +30,7 @@ from mudgate import (
     CommandError,
     CommandRegistry,
     ErrorCode,
+    Game,
     Gateway,
     Hub,
     NoArgs,
@@ -89,9 +94,10 @@ def commands() -> CommandRegistry:
         registry.unregister(op)
 
     @registry.register("look", replace=True)
-    def look(ctx: CommandContext, args: NoArgs) -> None:
+    async def look(ctx: CommandContext, args: NoArgs) -> None:
         room = ROOMS.get(ctx.room)
-        others = [p for p in ctx.hub.players_in(ctx.room) if p != ctx.player.id]
+        # Everyone in the room, on every node of a cluster.
+        others = [p for p in await ctx.hub.players_in(ctx.room) if p != ctx.player.id]
         ctx.reply(
             "room",
             room=ctx.room,
@@ -102,13 +108,13 @@ def commands() -> CommandRegistry:
         )
 
     @registry.register("walk", Walk)
-    def walk(ctx: CommandContext, args: Walk) -> None:
+    async def walk(ctx: CommandContext, args: Walk) -> None:
         room = ROOMS.get(ctx.room)
         destination = room.exits.get(args.direction) if room else None
         if destination is None:
             raise CommandError(ErrorCode.INVALID_ARGS, f"you cannot go {args.direction} here")
         ctx.hub.move_player(ctx.player.id, destination)
-        look(ctx, NoArgs())
+        await look(ctx, NoArgs())
         if destination == "tower":  # after the room it belongs to
             ctx.reply("narrate", text="You are out of breath.")
 
@@ -130,40 +136,42 @@ def commands() -> CommandRegistry:
     return registry
 
 
-async def bard(hub: Hub, every_seconds: float) -> None:
-    """The NPC: sings in the courtyard on a timer, whether or not anyone is there to hear."""
-    while True:
-        await asyncio.sleep(every_seconds)
-        if hub.players_in("courtyard"):
+def make_game(bard_every_seconds: float = 30.0) -> Game:
+    """The castle: its commands, the welcome and the footsteps, and the bard."""
+    game = Game(commands(), name="castle")
+
+    @game.hooks.on_connect
+    def welcome(player_id: str) -> None:
+        game.hub.send(
+            player_id, "narrate", text="Welcome to the castle. Try: look, walk north, help."
+        )
+
+    @game.hooks.on_room_change
+    def footsteps(player_id: str, old_room: str, new_room: str) -> None:
+        # Those left behind hear them go (the walker is already elsewhere).
+        game.hub.room_event(old_room, "narrate", text=f"{player_id} walks away.")
+
+    # The NPC: sings in the courtyard on a timer, once per cluster however many nodes run.
+    @game.every(bard_every_seconds)
+    async def bard(hub: Hub) -> None:
+        if await hub.players_in("courtyard"):
             hub.room_event("courtyard", "narrate", speaker="bard", text=random.choice(SONGS))
+
+    return game
+
+
+# What `mudgate serve --game examples.castle.game:game` runs.
+game = make_game()
 
 
 def create_game(
     settings: Settings | None = None, bard_every_seconds: float = 30.0
 ) -> tuple[FastAPI, Gateway]:
-    """The game's app, with the gateway mounted at /mud and the bard in its lifespan; and the
-    gateway, which ``serve`` serves it with."""
-    gateway = Gateway(settings, commands=commands())
-    hub: Hub = gateway.hub
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        singer = asyncio.create_task(bard(hub, bard_every_seconds))
-        yield
-        singer.cancel()
-        await asyncio.wait((singer,))
-
-    app = FastAPI(title="Castle", lifespan=lifespan)
+    """The castle in the gateway's process: its own app, with the gateway mounted at /mud;
+    and the gateway, which ``serve`` serves it with."""
+    gateway = Gateway(settings, game=make_game(bard_every_seconds))
+    app = FastAPI(title="Castle")
     mount(app, "/mud", gateway)
-
-    @hub.hooks.on_connect
-    def welcome(player_id: str) -> None:
-        hub.send(player_id, "narrate", text="Welcome to the castle. Try: look, walk north, help.")
-
-    @hub.hooks.on_room_change
-    def footsteps(player_id: str, old_room: str, new_room: str) -> None:
-        # Those left behind hear them go (the walker is already elsewhere).
-        hub.room_event(old_room, "narrate", text=f"{player_id} walks away.")
 
     @app.get("/", response_class=HTMLResponse)
     async def home() -> str:

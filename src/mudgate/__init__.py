@@ -20,6 +20,7 @@ _EXPORTS = {
     "CommandRegistry": ".commands",
     "NoArgs": ".commands",
     "builtin_commands": ".commands",
+    "Game": ".game",
     "Gateway": ".gateway",
     "create_app": ".gateway",
     "mount": ".gateway",
@@ -47,6 +48,7 @@ __all__ = [
     "Credentials",
     "Delivery",
     "ErrorCode",
+    "Game",
     "Gateway",
     "Hooks",
     "Hub",
@@ -82,6 +84,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # what type checkers and IDEs see
     from .auth import AuthenticateHook, Credentials, TokenError, issue_token
     from .commands import CommandContext, CommandRegistry, NoArgs, builtin_commands
+    from .game import Game
     from .gateway import Gateway, create_app, mount, standalone
     from .hooks import Hooks
     from .hub import Delivery, Hub

@@ -52,6 +52,47 @@ def _parser() -> argparse.ArgumentParser:
         "MUDGATE_BACKPLANE, as every worker is a node of the Redis backplane",
     )
     serve.add_argument(
+        "--game",
+        metavar="MODULE:ATTR",
+        help="run this mudgate.Game (e.g. examples.castle.game:game) in a process of its own: "
+        "players stay connected while it restarts (SIGHUP starts a fresh one; see "
+        "docs/embedding.md)",
+    )
+    serve.add_argument(
+        "--reload",
+        action="store_true",
+        default=None,
+        help="with --game: start a fresh game process whenever a .py file of its package "
+        "changes (development)",
+    )
+    serve.add_argument(
+        "--game-link",
+        metavar="ADDRESS",
+        help="where the game attaches: a Unix socket's path or 127.0.0.1:PORT (default with "
+        "--game: a private Unix socket); alone, wait for a game you start yourself "
+        "(docs/game-link.md; needs MUDGATE_GAME_TOKEN)",
+    )
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="how much to log (default info)",
+    )
+
+    game = commands.add_parser(
+        "game",
+        help="run a game and attach it to a gateway's game link",
+        description="Run the mudgate.Game named MODULE:ATTR in this process and attach it to "
+        "the gateway listening at --link (what `mudgate serve --game` starts for you). The "
+        "link's secret is read from MUDGATE_GAME_TOKEN. Exits when the gateway retires it.",
+    )
+    game.add_argument("spec", metavar="MODULE:ATTR", help="the game, e.g. mygame:game")
+    game.add_argument(
+        "--link", required=True, metavar="ADDRESS",
+        help="the gateway's game link: a Unix socket's path or 127.0.0.1:PORT",
+    )  # fmt: skip
+    game.add_argument("--config", metavar="FILE", help="TOML file of settings")
+    game.add_argument(
         "--log-level",
         default="info",
         choices=["debug", "info", "warning", "error"],
@@ -133,11 +174,40 @@ def _settings(config: str | None, **overrides: object) -> Settings:
 
 
 def _serve(args: argparse.Namespace) -> None:
-    settings = _settings(args.config, host=args.host, port=args.port, workers=args.workers)
+    settings = _settings(
+        args.config,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        game=args.game,
+        game_reload=args.reload,
+        game_link=args.game_link,
+    )
+    if settings.game_reload and settings.game is None:
+        sys.exit("mudgate: --reload restarts the game started by --game: give --game too")
     if settings.workers > 1:
         serve_workers(standalone, settings, args.log_level)
     else:
         serve(*standalone(settings), args.log_level)
+
+
+def _game(args: argparse.Namespace) -> None:
+    # The game's side of the link loads only for this command.
+    from .game.runner import run_game  # noqa: PLC0415
+    from .logs import configure_logging  # noqa: PLC0415
+
+    settings = _settings(args.config)
+    token = os.environ.get("MUDGATE_GAME_TOKEN")
+    if not token:
+        sys.exit("mudgate game: MUDGATE_GAME_TOKEN is not set: the gateway's game link secret")
+    configure_logging(args.log_level, settings.log_format)
+    try:
+        code = asyncio.run(run_game(args.spec, args.link, token, settings))
+    except OSError as error:
+        sys.exit(f"mudgate game: cannot reach the gateway's game link at {args.link}: {error}")
+    except KeyboardInterrupt:
+        code = 0
+    sys.exit(code)
 
 
 def _token(args: argparse.Namespace) -> None:
@@ -202,5 +272,11 @@ def _soak(args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parser().parse_args(argv)
-    commands = {"serve": _serve, "token": _token, "settings": _show_settings, "soak": _soak}
+    commands = {
+        "serve": _serve,
+        "game": _game,
+        "token": _token,
+        "settings": _show_settings,
+        "soak": _soak,
+    }
     commands[args.command](args)

@@ -15,9 +15,9 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import FrameType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import msgspec
 import msgspec.inspect
@@ -29,6 +29,7 @@ from .protocol import (
     ChannelName,
     CloseCode,
     CommandError,
+    Envelope,
     ErrorCode,
     PlayerId,
     RequestId,
@@ -43,6 +44,7 @@ __all__ = [
     "BAD_FRAME_CODES",
     "CommandContext",
     "CommandRegistry",
+    "Forwarder",
     "NoArgs",
     "answer_error",
     "builtin_commands",
@@ -118,13 +120,44 @@ class _Command(Generic[ArgsT]):
     args_type: type[ArgsT]
     # Where args_type holds PlayerText, found at registration (None: nowhere).
     collapse_text: Collapse | None
+    # One of builtin_commands(), not replaced by the game's own.
+    builtin: bool = False
+
+
+class Forwarder(Protocol):
+    """Where the ops a game in another process answers go (``mudgate.game.GameLink``)."""
+
+    def claims(self, op: str) -> bool:
+        """Whether ``op`` is the game's to answer (its own, or one it removed)."""
+        ...
+
+    def schema(self) -> list[dict[str, Any]]:
+        """The game's own ops, as ``CommandRegistry.schema`` describes them."""
+        ...
+
+    def submit(
+        self, conn: Connection, player: Player, frame: Envelope, fields: dict[str, Any]
+    ) -> None:
+        """Hand the command to the game (or queue it); its answer comes later. Raises
+        CommandError when it cannot be taken."""
+        ...
+
+    def behind(self, player_id: str) -> Awaitable[None] | None:
+        """What to wait for before running a command of ``player_id`` here: their commands
+        still with the game (None: nothing), so a player's commands take effect in order."""
+        ...
 
 
 class CommandRegistry:
-    """Maps ops to handlers and runs a client's frame through them."""
+    """Maps ops to handlers and runs a client's frame through them.
+
+    With a ``forwarder`` (a game in a process of its own), the ops the game claims, and any
+    op this registry does not know, are handed to it instead of run here.
+    """
 
     def __init__(self) -> None:
         self._commands: dict[str, _Command[Any]] = {}
+        self.forwarder: Forwarder | None = None
 
     def __contains__(self, op: str) -> bool:
         return op in self._commands
@@ -132,6 +165,19 @@ class CommandRegistry:
     @property
     def ops(self) -> list[str]:
         return sorted(self._commands)
+
+    def own_ops(self) -> list[str]:
+        """The ops a game registered itself (built-ins it replaced included)."""
+        return sorted(op for op, command in self._commands.items() if not command.builtin)
+
+    def removed_builtins(self) -> list[str]:
+        """The built-in ops a game unregistered."""
+        return sorted(set(BUILTIN_OPS) - set(self._commands))
+
+    def mark_builtin(self) -> None:
+        """Mark every op registered so far as a built-in (``builtin_commands`` does)."""
+        for op, command in self._commands.items():
+            self._commands[op] = replace(command, builtin=True)
 
     def register(
         self,
@@ -164,12 +210,15 @@ class CommandRegistry:
         if self._commands.pop(op, None) is None:
             raise ValueError(f"op {op!r} is not registered")
 
-    def schema(self) -> list[dict[str, Any]]:
-        """Every op and its fields, in order, with whether each is required: what the
-        ``help`` command tells clients, so a page can turn typed lines into frames for a
-        game's own verbs."""
-        described = []
-        for op in self.ops:
+    def schema(self, ops: list[str] | None = None) -> list[dict[str, Any]]:
+        """Every op (or those of ``ops``) and its fields, in order, with whether each is
+        required: what the ``help`` command tells clients, so a page can turn typed lines into
+        frames for a game's own verbs. A linked game's ops are included."""
+        described: list[dict[str, Any]] = []
+        forwarder = self.forwarder
+        for op in self.ops if ops is None else ops:
+            if forwarder is not None and forwarder.claims(op):
+                continue
             fields = msgspec.structs.fields(self._commands[op].args_type)
             described.append(
                 {
@@ -179,6 +228,10 @@ class CommandRegistry:
                         for f in fields
                     ],
                 }
+            )
+        if forwarder is not None and ops is None:
+            described = sorted(
+                [*described, *forwarder.schema()], key=lambda entry: str(entry["op"])
             )
         return described
 
@@ -205,6 +258,24 @@ class CommandRegistry:
                 frame.id,
                 retry_after=round(wait, 3),
             )
+        forwarder = self.forwarder
+        if forwarder is not None and forwarder.claims(frame.op):
+            player = hub.player(conn.player_id)
+            if player is None:  # the connection is being closed
+                raise CommandError(ErrorCode.NOT_CONNECTED, "not connected", frame.id)
+            forwarder.submit(conn, player, frame, fields)
+            return
+        if forwarder is not None:
+            earlier = forwarder.behind(conn.player_id)
+            if earlier is not None:  # `walk north` then `say hi`: said in the courtyard
+                await earlier
+        await self.execute(hub, conn, frame, fields)
+
+    async def execute(
+        self, hub: Hub, conn: Connection, frame: Envelope, fields: dict[str, Any]
+    ) -> None:
+        """Run one command here: check its fields, call its handler, answer it. Raises
+        CommandError. (A linked game's process runs the commands it is handed through this.)"""
         command = self._commands.get(frame.op)
         if command is None:
             raise CommandError(ErrorCode.UNKNOWN_OP, f"unknown op {frame.op!r}", frame.id)
@@ -230,7 +301,7 @@ class CommandRegistry:
             ctx.reply("ok", op=frame.op)
 
 
-_RUN = CommandRegistry._run.__code__
+_RUN = CommandRegistry.execute.__code__
 
 
 def running_command(frame: FrameType) -> str | None:
@@ -372,4 +443,8 @@ def builtin_commands() -> CommandRegistry:
         players = await ctx.hub.who()
         ctx.reply("who", players=players[:MAX_LISTED_NAMES], count=len(players))
 
+    commands.mark_builtin()
     return commands
+
+
+BUILTIN_OPS = tuple(builtin_commands().ops)

@@ -11,8 +11,11 @@ gateway)`` serves it, filling the gateway's socket table and calling its ``drain
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import secrets
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -24,6 +27,7 @@ from .auth import AuthenticateHook, Authenticator
 from .backplane import Backplane, create_backplane
 from .cleanup import Janitor
 from .commands import CommandRegistry, builtin_commands, running_command
+from .game import Game, GameLink
 from .health.alerts import AlertTracker
 from .health.lag import LoopLag
 from .health.levels import MemoryLevels
@@ -47,7 +51,10 @@ logger = logging.getLogger("mudgate")
 class Gateway:
     """Every part of one gateway, built from ``settings`` and wired here.
 
-    ``commands`` is the game's command registry (default: the built-in commands only);
+    ``game`` is a game to run in this process (its commands, hooks and timers; ``mudgate.Game``),
+    or ``commands`` a command registry alone (default: the built-in commands only). With the
+    ``game`` or ``game_link`` setting instead, the game runs in a process of its own, linked to
+    this gateway (``GameLink``; docs/game-link.md).
     ``authenticate`` the game's own sign-in (``mudgate.auth``), asked first on ``/ws``,
     ``/events`` and ``POST /commands``. ``clock`` is what everything that expires measures
     time with (``time.monotonic``); ``backplane`` (default: what ``MUDGATE_BACKPLANE`` names)
@@ -63,6 +70,7 @@ class Gateway:
         settings: Settings | None = None,
         *,
         commands: CommandRegistry | None = None,
+        game: Game | None = None,
         authenticate: AuthenticateHook | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -96,9 +104,25 @@ class Gateway:
             tracker=self.tracker,
             notifier=self.notifier,
             lag=self.lag,
+            game_problems=self._game_problems,
         )
         self.diagnostics = Diagnostics(settings, clock=clock)
+        if game is not None and commands is not None:
+            raise ValueError("give the game (its commands come with it) or commands, not both")
+        if game is not None and (settings.game is not None or settings.game_link is not None):
+            raise ValueError(
+                "the game runs in this process (game=) or in its own (MUDGATE_GAME, "
+                "MUDGATE_GAME_LINK), not both"
+            )
+        self.game = game
+        if game is not None:
+            commands = game.commands
+            self.hub.hooks = game.hooks
         self.commands = builtin_commands() if commands is None else commands
+        self.game_link: GameLink | None = None
+        if settings.game is not None or settings.game_link is not None:
+            self.game_link = GameLink(self.hub, self.commands, settings, clock=clock)
+            self.commands.forwarder = self.game_link
         self._secret_key_generated = settings.secret_key is None
         self._admin_token_generated = settings.admin_token is None
         self.admin_token = (
@@ -133,6 +157,30 @@ class Gateway:
         _check_budget(self.settings, sample)
         self.watch.record(sample)  # the history's first point
         self.watch.start()
+        if self.game is not None:
+            await self.game.start(self.hub)
+            self.game.start_timers()
+        if self.game_link is not None:
+            await self.game_link.start()
+            if self.settings.game is not None:
+                self._reload_on_sighup(True)
+
+    def _game_problems(self) -> tuple[str | None, str | None]:
+        link = self.game_link
+        return (None, None) if link is None else link.alerts()
+
+    def reload_game(self) -> None:
+        """Start a fresh game process and retire the old one once it is ready (SIGHUP)."""
+        if self.game_link is not None:
+            self.game_link.reload("SIGHUP")
+
+    def _reload_on_sighup(self, on: bool) -> None:
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop = asyncio.get_running_loop()
+            if on:
+                loop.add_signal_handler(signal.SIGHUP, self.reload_game)
+            else:
+                loop.remove_signal_handler(signal.SIGHUP)
 
     async def drain(
         self, code: CloseCode = CloseCode.SERVICE_RESTART, timeout_seconds: float | None = None
@@ -146,6 +194,11 @@ class Gateway:
         """Stop watching, cleaning and tracing, then close every connection and the backplane."""
         await self.watch.stop()
         self.diagnostics.stop()
+        if self.game_link is not None:
+            self._reload_on_sighup(False)
+            await self.game_link.stop()
+        if self.game is not None:
+            await self.game.stop()
         await self.hub.close()
 
     @asynccontextmanager
@@ -204,6 +257,8 @@ def create_app(gateway: Gateway | None = None) -> MudgateApp:
         authenticator=gateway.authenticator,
         admin_token=gateway.admin_token,
         lifespan=lifespan,
+        game_link=gateway.game_link,
+        game_in_process=gateway.game is not None,
     )
 
 

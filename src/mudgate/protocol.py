@@ -97,6 +97,8 @@ class ErrorCode(enum.StrEnum):
     FORBIDDEN = "forbidden"
     UNAVAILABLE = "unavailable"
     MAILBOX_FULL = "mailbox_full"
+    # The game (in a process of its own) is restarting or down; the error says when to retry.
+    GAME_UNAVAILABLE = "game_unavailable"
     INTERNAL = "internal"
     # The protocol layer's refusals of a request that is not one.
     BAD_REQUEST = "bad_request"

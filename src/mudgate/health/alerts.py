@@ -67,6 +67,7 @@ class AlertRules:
         trend: Trend | None = None,
         backplane_problem: str | None = None,
         loop_blocked: Block | None = None,
+        game_problems: tuple[str | None, str | None] = (None, None),
     ) -> list[Alert]:
         alerts = []
         if levels.level is not None:
@@ -160,6 +161,28 @@ class AlertRules:
                     0,
                 )
             )
+        unavailable, reload_failed = game_problems
+        if unavailable is not None:
+            alerts.append(
+                Alert(
+                    Level.CRITICAL,
+                    "GAME_UNAVAILABLE",
+                    f"Game unavailable, players' commands are refused: {unavailable}",
+                    1,
+                    0,
+                )
+            )
+        if reload_failed is not None:
+            alerts.append(
+                Alert(
+                    Level.WARNING,
+                    "GAME_RELOAD_FAILED",
+                    f"A new game process failed to start, the running one carries on: "
+                    f"{reload_failed}",
+                    1,
+                    0,
+                )
+            )
         return alerts
 
 
@@ -173,6 +196,8 @@ ALERT_CODES = (
     "LEAK_SUSPECTED",
     "EVENT_LOOP_BLOCKED",
     "BACKPLANE_UNAVAILABLE",
+    "GAME_UNAVAILABLE",
+    "GAME_RELOAD_FAILED",
 )
 
 

@@ -57,6 +57,7 @@ class HealthWatch:
         tracker: AlertTracker,
         notifier: Notifier,
         lag: LoopLag,
+        game_problems: Callable[[], tuple[str | None, str | None]] = lambda: (None, None),
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
@@ -70,6 +71,7 @@ class HealthWatch:
         self.clock = clock
         self.wall_clock = wall_clock
         self.lag = lag
+        self.game_problems = game_problems
         self.levels = levels
         self.rules = AlertRules(settings)
         self.history = history
@@ -171,6 +173,7 @@ class HealthWatch:
             trend=self.history.trend(),
             backplane_problem=hub.backplane_problem,
             loop_blocked=self.lag.blocked(),
+            game_problems=self.game_problems(),
         )
 
     def health(self) -> dict[str, object]:

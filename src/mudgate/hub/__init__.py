@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from ..backplane import Backplane, Delivery, HealthProvider, Presence, create_backplane
@@ -29,7 +29,7 @@ from ..settings import Settings
 from .absentees import Absentees
 from .admission import Admission, Refusal, RefusalReason
 from .presence import ClusterPresence
-from .registry import LOBBY, Player, Registry
+from .registry import LOBBY, Player, Registry, checked_state
 from .stats import STRUCTURE_NAMES, HubStats
 from .topics import Topics
 
@@ -406,8 +406,14 @@ class Hub:
         self.deliver(topic, message)
         self.backplane.publish(topic, message)
 
-    def players_in(self, room: str) -> list[str]:
-        """The players in ``room`` on this node, sorted."""
+    async def players_in(self, room: str) -> list[str]:
+        """The players in ``room``, on this node and (when reachable) every other, sorted:
+        what a game's ``look`` lists."""
+        return await self.occupants(room)
+
+    def local_players_in(self, room: str) -> list[str]:
+        """The players in ``room`` on this node only, sorted, without waiting: for what is
+        about this node's connections (the other nodes' players are not here)."""
         return sorted(self.topics.in_room(room))
 
     def room_of(self, player_id: str) -> str | None:
@@ -422,6 +428,27 @@ class Hub:
             return False
         self.move(player, room)
         return True
+
+    def save_state(self, player_id: str, state: Mapping[str, Any]) -> None:
+        """Keep ``state`` (a small JSON object) for an online player, in place of what was
+        kept: a game's per-player memory that survives the game's restarts (not the player
+        going offline). ValueError if the player is not online here, or if it is not JSON or
+        over ``max_player_state_bytes``."""
+        player = self.registry.players.get(player_id)
+        if player is None:
+            raise ValueError(f"player {player_id!r} is not online on this node")
+        player.state = checked_state(state, self.settings.max_player_state_bytes)
+
+    def state_of(self, player_id: str) -> dict[str, Any]:
+        """A copy of what ``save_state`` kept for ``player_id`` (empty if nothing, or if they
+        are not online here)."""
+        player = self.registry.players.get(player_id)
+        return {} if player is None else dict(player.state)
+
+    async def hold_lease(self, name: str, ttl_seconds: float) -> bool:
+        """Whether this node holds (took or renewed) the cluster-wide lease ``name`` for
+        ``ttl_seconds``: what a timer that runs once per cluster asks before each run."""
+        return await self.backplane.hold_lease(name, ttl_seconds)
 
     async def who(self) -> list[str]:
         """Every player online, on this node and (when reachable) every other, sorted."""

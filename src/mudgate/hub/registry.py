@@ -11,25 +11,49 @@ import asyncio
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
+from typing import Any
+
+import msgspec
 
 from ..connection import Connection
 from ..protocol import CloseCode, Outgoing
 
-__all__ = ["LOBBY", "Player", "Registry"]
+__all__ = ["LOBBY", "Player", "Registry", "checked_state"]
 
 LOBBY = "lobby"
+
+_encode = msgspec.json.Encoder().encode
 
 
 class Player:
     """A player online on this node: where they are and what they listen to."""
 
-    __slots__ = ("channels", "connected_at", "id", "room")
+    __slots__ = ("channels", "connected_at", "id", "room", "state")
 
     def __init__(self, player_id: str, room: str, connected_at: float) -> None:
         self.id = player_id
         self.room = room
         self.channels: set[str] = set()
         self.connected_at = connected_at
+        # What the game keeps for the player across its restarts (Hub.save_state), bounded.
+        self.state: dict[str, Any] = {}
+
+
+def checked_state(state: Mapping[str, Any], max_bytes: int) -> dict[str, Any]:
+    """``state`` as a plain dict, if it is a JSON object of at most ``max_bytes``; else
+    ValueError saying what is wrong."""
+    try:
+        size = len(_encode(state))
+    except (TypeError, msgspec.EncodeError) as error:
+        raise ValueError(f"a player's state must be a JSON object: {error}") from None
+    if not isinstance(state, Mapping):
+        raise ValueError("a player's state must be a JSON object (a dict)")
+    if size > max_bytes:
+        raise ValueError(
+            f"a player's state is at most {max_bytes} bytes as JSON (MUDGATE_MAX_PLAYER_STATE_"
+            f"BYTES); this one is {size}"
+        )
+    return dict(state)
 
 
 class Registry:

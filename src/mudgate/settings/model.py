@@ -18,6 +18,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from .game import GameProcess
 from .gateway import Connections, PlayerRates, Serving, Sockets, Structures
 from .operations import Cluster, History, Memory, Notifications
 
@@ -32,6 +33,7 @@ named_config_file: ContextVar[Path | None] = ContextVar("mudgate_config_file", d
 # The groups are listed last to first: pydantic collects fields from the last base on, so
 # MUDGATE_HOST comes first in `mudgate settings` and the README's table, as in gateway.py.
 class Settings(
+    GameProcess,
     Notifications,
     Cluster,
     History,

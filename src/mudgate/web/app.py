@@ -22,6 +22,7 @@ from ..backplane import Backplane
 from ..bounded import SlidingWindowLimiter
 from ..cleanup import Janitor
 from ..commands import CommandRegistry
+from ..game import GameLink
 from ..health.alerts import AlertTracker
 from ..health.lag import LoopLag
 from ..health.levels import MemoryLevels
@@ -40,6 +41,7 @@ from .cluster import cluster_router
 from .commands import commands_router
 from .diagnostics import diagnostics_router
 from .errors import APIError, api_error_handler, validation_error_handler
+from .game import game_router
 from .metrics import GatewayCollector, metrics_registry
 from .monitoring import monitoring_router
 from .pages import pages_router
@@ -98,6 +100,8 @@ def web_app(
     authenticator: Authenticator,
     admin_token: str,
     lifespan: Lifespan,
+    game_link: GameLink | None = None,
+    game_in_process: bool = False,
 ) -> MudgateApp:
     """The gateway's web face, from the parts the composition root built
     (``mudgate.gateway.create_app``): the real-time endpoints, monitoring, admin, the guest
@@ -151,6 +155,7 @@ def web_app(
         )
     )
     app.include_router(diagnostics_router(diagnostics, admin))
+    app.include_router(game_router(game_link, game_in_process, admin))
     app.include_router(cluster_router(settings, hub, backplane, watch.health))
     app.include_router(commands_router(settings, hub, commands, authenticator))
     app.include_router(pages_router())
