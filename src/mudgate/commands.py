@@ -23,12 +23,14 @@ import msgspec
 import msgspec.inspect
 import msgspec.structs
 
+from .command_stats import UNKNOWN, CommandStats
 from .connection import Connection
 from .hub import LOBBY, Delivery, Hub, Player
 from .protocol import (
     ChannelName,
     CloseCode,
     CommandError,
+    Envelope,
     ErrorCode,
     PlayerId,
     RequestId,
@@ -123,8 +125,10 @@ class _Command(Generic[ArgsT]):
 class CommandRegistry:
     """Maps ops to handlers and runs a client's frame through them."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, stats: CommandStats | None = None) -> None:
         self._commands: dict[str, _Command[Any]] = {}
+        # Where dispatch counts and times each command (the gateway hands it one).
+        self.stats = stats
 
     def __contains__(self, op: str) -> bool:
         return op in self._commands
@@ -186,15 +190,26 @@ class CommandRegistry:
         """Parse and run one frame from ``conn``; returns the error it caused, if any.
 
         The caller answers the error the way its transport does (an event, an HTTP status).
+        With ``stats``, every frame is counted and timed under its op, with its error code; a
+        frame that cannot be read (bad JSON, no op) under ``command_stats.UNKNOWN``.
         """
+        stats = self.stats
+        started = 0.0 if stats is None else stats.clock()
+        op = UNKNOWN
+        error: CommandError | None = None
         try:
-            await self._run(hub, conn, raw)
-        except CommandError as error:
-            return error
-        return None
+            frame, fields = parse_frame(raw)
+            op = frame.op
+            await self._run(hub, conn, frame, fields)
+        except CommandError as caught:
+            error = caught
+        if stats is not None:
+            stats.observe(op, stats.clock() - started, None if error is None else error.code)
+        return error
 
-    async def _run(self, hub: Hub, conn: Connection, raw: str | bytes) -> None:
-        frame, fields = parse_frame(raw)
+    async def _run(
+        self, hub: Hub, conn: Connection, frame: Envelope, fields: dict[str, Any]
+    ) -> None:
         wait, over_limit = hub.charge_message(conn.player_id)
         if over_limit:
             conn.close(CloseCode.RATE_LIMITED, "too many messages")

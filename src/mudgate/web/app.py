@@ -21,6 +21,7 @@ from ..auth import Authenticator
 from ..backplane import Backplane
 from ..bounded import SlidingWindowLimiter
 from ..cleanup import Janitor
+from ..command_stats import CommandStats
 from ..commands import CommandRegistry
 from ..health.alerts import AlertTracker
 from ..health.lag import LoopLag
@@ -95,6 +96,7 @@ def web_app(
     janitor: Janitor,
     diagnostics: Diagnostics,
     commands: CommandRegistry,
+    command_stats: CommandStats,
     authenticator: Authenticator,
     admin_token: str,
     lifespan: Lifespan,
@@ -135,6 +137,7 @@ def web_app(
             lag=lag,
             janitor=janitor,
             sockets=sockets,
+            command_stats=command_stats,
             admin=admin,
             registry=metrics_registry(
                 GatewayCollector(
@@ -146,6 +149,7 @@ def web_app(
                     lag=lag,
                     janitor=janitor,
                     sockets=sockets,
+                    command_stats=command_stats,
                 )
             ),
         )
