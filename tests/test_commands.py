@@ -8,11 +8,12 @@ import logging
 import msgspec
 import pytest
 
+from mudgate.command_stats import UNKNOWN, CommandStats
 from mudgate.commands import CommandContext, NoArgs, builtin_commands
 from mudgate.hub import Hub
 from mudgate.protocol import CommandError, ErrorCode
 
-from .conftest import connect, settle
+from .conftest import FakeClock, connect, settle
 
 
 class Roll(msgspec.Struct):
@@ -106,3 +107,30 @@ def test_a_game_unregisters_a_builtin_and_help_describes_what_is_left() -> None:
         {"name": "text", "required": True, "type": "text"},
     ]
     assert schema["look"] == []
+
+
+async def test_dispatch_counts_and_times_each_command_under_its_op(
+    hub: Hub, clock: FakeClock
+) -> None:
+    commands = builtin_commands()
+    stats = commands.stats = CommandStats(commands, clock=clock)
+
+    @commands.register("ponder")
+    def ponder(ctx: CommandContext, args: NoArgs) -> None:
+        clock.advance(0.3)  # as long as the handler ran
+
+    conn = connect(hub, "alice")
+    for frame in ('{"op": "ponder"}', '{"op": "ping"}', '{"op": "say"}', '{"op": "bogus"}'):
+        await commands.dispatch(hub, conn, frame)
+    assert await commands.dispatch(hub, conn, "not json") is not None
+    ops = {op.op: op for op in stats.snapshot()}
+    assert {name: (op.count, dict(op.errors)) for name, op in ops.items()} == {
+        "ponder": (1, {}),
+        "ping": (1, {}),
+        "say": (1, {"invalid_args": 1}),
+        # An op nobody registered, and a frame without one, under a single label.
+        UNKNOWN: (2, {"unknown_op": 1, "bad_json": 1}),
+    }
+    assert ops["ponder"].sum_seconds == pytest.approx(0.3)
+    assert ops["ponder"].quantile(0.5) > 0.25
+    assert ops["ping"].sum_seconds == 0.0

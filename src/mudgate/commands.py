@@ -23,6 +23,7 @@ import msgspec
 import msgspec.inspect
 import msgspec.structs
 
+from .command_stats import UNKNOWN, CommandStats
 from .connection import Connection
 from .hub import LOBBY, Delivery, Hub, Player
 from .protocol import (
@@ -128,7 +129,12 @@ class Forwarder(Protocol):
     """Where the ops a game in another process answers go (``mudgate.game.GameLink``)."""
 
     def claims(self, op: str) -> bool:
-        """Whether ``op`` is the game's to answer (its own, or one it removed)."""
+        """Whether ``op`` is the game's to answer (its own, one it removed, or one nobody
+        here knows: the game may, and it says unknown_op if not)."""
+        ...
+
+    def owns(self, op: str) -> bool:
+        """Whether ``op`` is one of the game's own ops."""
         ...
 
     def schema(self) -> list[dict[str, Any]]:
@@ -155,11 +161,18 @@ class CommandRegistry:
     op this registry does not know, are handed to it instead of run here.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, stats: CommandStats | None = None) -> None:
         self._commands: dict[str, _Command[Any]] = {}
+        # Where dispatch counts and times each command (the gateway hands it one).
+        self.stats = stats
         self.forwarder: Forwarder | None = None
 
     def __contains__(self, op: str) -> bool:
+        """Whether ``op`` is a command: registered here, or a linked game's own."""
+        return op in self._commands or (self.forwarder is not None and self.forwarder.owns(op))
+
+    def runs_here(self, op: str) -> bool:
+        """Whether ``op`` is registered in this registry (a linked game's are not)."""
         return op in self._commands
 
     @property
@@ -239,15 +252,28 @@ class CommandRegistry:
         """Parse and run one frame from ``conn``; returns the error it caused, if any.
 
         The caller answers the error the way its transport does (an event, an HTTP status).
+        With ``stats``, every frame is counted and timed under its op, with its error code; a
+        frame that cannot be read (bad JSON, no op) under ``command_stats.UNKNOWN``.
         """
+        stats = self.stats
+        started = 0.0 if stats is None else stats.clock()
+        op = UNKNOWN
+        error: CommandError | None = None
+        forwarded = False
         try:
-            await self._run(hub, conn, raw)
-        except CommandError as error:
-            return error
-        return None
+            frame, fields = parse_frame(raw)
+            op = frame.op
+            forwarded = await self._run(hub, conn, frame, fields)
+        except CommandError as caught:
+            error = caught
+        if stats is not None and not forwarded:  # a linked game's: counted when it answers
+            stats.observe(op, stats.clock() - started, None if error is None else error.code)
+        return error
 
-    async def _run(self, hub: Hub, conn: Connection, raw: str | bytes) -> None:
-        frame, fields = parse_frame(raw)
+    async def _run(
+        self, hub: Hub, conn: Connection, frame: Envelope, fields: dict[str, Any]
+    ) -> bool:
+        """Run the command, or hand it to the linked game (True)."""
         wait, over_limit = hub.charge_message(conn.player_id)
         if over_limit:
             conn.close(CloseCode.RATE_LIMITED, "too many messages")
@@ -264,12 +290,13 @@ class CommandRegistry:
             if player is None:  # the connection is being closed
                 raise CommandError(ErrorCode.NOT_CONNECTED, "not connected", frame.id)
             forwarder.submit(conn, player, frame, fields)
-            return
+            return True
         if forwarder is not None:
             earlier = forwarder.behind(conn.player_id)
             if earlier is not None:  # `walk north` then `say hi`: said in the courtyard
                 await earlier
         await self.execute(hub, conn, frame, fields)
+        return False
 
     async def execute(
         self, hub: Hub, conn: Connection, frame: Envelope, fields: dict[str, Any]

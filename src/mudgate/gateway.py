@@ -1,9 +1,10 @@
 """The composition root: ``Gateway`` builds every part of a gateway and hands each what it needs.
 
 Nothing else wires parts together. The hub, the socket table, the memory monitor, the janitor,
-the health watch, the command registry and the authenticator are built here, once, from the
-settings; ``create_app(gateway)`` builds the web app from them and ``mudgate.server.serve(app,
-gateway)`` serves it, filling the gateway's socket table and calling its ``drain`` at shutdown.
+the health watch, the command registry (and its stats) and the authenticator are built here,
+once, from the settings; ``create_app(gateway)`` builds the web app from them and
+``mudgate.server.serve(app, gateway)`` serves it, filling the gateway's socket table and calling
+its ``drain`` at shutdown.
 
     gateway = Gateway(settings, commands=my_commands)
     serve(create_app(gateway), gateway)
@@ -26,6 +27,7 @@ from fastapi import FastAPI
 from .auth import AuthenticateHook, Authenticator
 from .backplane import Backplane, create_backplane
 from .cleanup import Janitor
+from .command_stats import CommandStats
 from .commands import CommandRegistry, builtin_commands, running_command
 from .game import Game, GameLink
 from .health.alerts import AlertTracker
@@ -59,6 +61,9 @@ class Gateway:
     ``/events`` and ``POST /commands``. ``clock`` is what everything that expires measures
     time with (``time.monotonic``); ``backplane`` (default: what ``MUDGATE_BACKPLANE`` names)
     and ``notifier`` are seams for tests.
+
+    ``command_stats`` counts and times every command ``commands`` dispatches, for ``/metrics``
+    and ``/monitoring/commands``; what answers commands elsewhere records into it (``observe``).
 
     ``start`` starts the backplane and the health watch's tick; ``drain(code, timeout)``
     closes every player's connection with ``code`` and waits for them to leave; ``stop``
@@ -119,6 +124,9 @@ class Gateway:
             commands = game.commands
             self.hub.hooks = game.hooks
         self.commands = builtin_commands() if commands is None else commands
+        # Counted per op the registry knows; read by /metrics and /monitoring/commands.
+        self.command_stats = CommandStats(self.commands)
+        self.commands.stats = self.command_stats
         self.game_link: GameLink | None = None
         if settings.game is not None or settings.game_link is not None:
             self.game_link = GameLink(self.hub, self.commands, settings, clock=clock)
@@ -254,6 +262,7 @@ def create_app(gateway: Gateway | None = None) -> MudgateApp:
         janitor=gateway.janitor,
         diagnostics=gateway.diagnostics,
         commands=gateway.commands,
+        command_stats=gateway.command_stats,
         authenticator=gateway.authenticator,
         admin_token=gateway.admin_token,
         lifespan=lifespan,

@@ -45,6 +45,27 @@ async def test_the_dashboard_follows_connections_and_forces_a_cleanup(
     await expect(page.locator("#total-connections")).to_have_text("0")
 
 
+async def test_the_dashboard_shows_the_slowest_commands(
+    browser: Browser, server: RunningServer
+) -> None:
+    page = await open_dashboard(browser, server)
+    table = page.locator("#commands")
+    await expect(table).to_contain_text("none yet")
+    async with await Player.connect(server.ws("alice")) as alice:
+        await alice.next("welcome")
+        await alice.send(op="ping", id=1)
+        await alice.next("pong")
+        await alice.send(op="tell", to="nobody", text="hello?", id=2)
+        await alice.next("error")
+    await expect(page.locator("#commands-total")).to_have_text("(2 since start, 1 error)")
+    await expect(table.locator("tbody tr")).to_have_count(2)
+    tell = table.locator("tbody tr", has_text="tell")
+    await expect(tell.locator("td").nth(1)).to_have_text("1")  # count
+    await expect(tell.locator("td").nth(2)).to_have_text("1")  # errors
+    await expect(tell.locator("td").nth(2)).to_have_attribute("title", "player_not_found: 1")
+    await expect(table).to_contain_text("ping")
+
+
 async def test_a_wrong_admin_token_is_refused_on_the_page(
     browser: Browser, server: RunningServer
 ) -> None:

@@ -156,6 +156,33 @@ async def test_a_forced_cleanup_updates_the_stats(server_with: Any) -> None:
     )
 
 
+async def test_commands_report_the_slowest_ops_with_their_counts_and_errors(
+    server: RunningServer,
+) -> None:
+    assert (await get(server, "/monitoring/commands")).json() == {
+        "total": 0,
+        "errors": 0,
+        "slowest": [],
+    }
+    async with await Player.connect(server.ws("alice")) as alice:
+        await alice.next("welcome")
+        for i in range(3):
+            await alice.send(op="ping", id=i)
+            await alice.next("pong")
+        await alice.send(op="chat", channel="nowhere", text="hi", id=9)
+        assert (await alice.next("error"))["code"] == "not_subscribed"
+    report = (await get(server, "/monitoring/commands")).json()
+    assert (report["total"], report["errors"]) == (4, 1)
+    rows = {row["op"]: row for row in report["slowest"]}
+    assert (rows["ping"]["count"], rows["ping"]["errors"]) == (3, 0)
+    assert rows["chat"]["errors_by_code"] == {"not_subscribed": 1}
+    assert all(0 < row["p50_seconds"] <= row["p99_seconds"] for row in rows.values())
+    p99s = [row["p99_seconds"] for row in report["slowest"]]
+    assert p99s == sorted(p99s, reverse=True)
+    assert len((await get(server, "/monitoring/commands?limit=1")).json()["slowest"]) == 1
+    assert (await get(server, "/monitoring/commands?limit=0")).status_code == 422
+
+
 async def test_health_probes(server: RunningServer) -> None:
     assert (await get(server, "/health/live")).json() == {"status": "ok", "detail": None}
     ready = await get(server, "/health/ready")

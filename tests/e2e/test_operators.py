@@ -75,6 +75,39 @@ async def test_metrics_answer_at_exactly_their_path(server: RunningServer) -> No
     assert await scrape(server)  # and /metrics itself answers 200, no redirect
 
 
+async def test_each_command_is_counted_and_timed_by_op_and_error_code(
+    server: RunningServer,
+) -> None:
+    async with await Player.connect(server.ws("alice")) as alice:
+        await alice.next("welcome")
+        await alice.send(op="ping", id=1)
+        await alice.next("pong")
+        await alice.send(op="tell", to="nobody", text="hello?", id=2)
+        assert (await alice.next("error"))["code"] == "player_not_found"
+        await alice.send(op="xyzzy", id=3)
+        assert (await alice.next("error"))["code"] == "unknown_op"
+    families = await scrape(server)
+    assert families["mudgate_commands"].type == "counter"
+    assert value(families, "mudgate_commands", op="ping") == 1
+    assert value(families, "mudgate_commands", op="tell") == 1
+    assert value(families, "mudgate_command_errors", op="tell", code="player_not_found") == 1
+    # An op nobody registered is counted, but never gets a label of its own.
+    assert value(families, "mudgate_command_errors", op="(unknown)", code="unknown_op") == 1
+    ops = {sample.labels.get("op") for f in families.values() for sample in f.samples}
+    assert "xyzzy" not in ops
+    durations = families["mudgate_command_duration_seconds"]
+    assert durations.type == "histogram"
+    ping = {
+        (sample.name, sample.labels.get("le")): sample.value
+        for sample in durations.samples
+        if sample.labels["op"] == "ping"
+    }
+    assert ping[("mudgate_command_duration_seconds_bucket", "+Inf")] == 1
+    assert ping[("mudgate_command_duration_seconds_count", None)] == 1
+    assert 0 < ping[("mudgate_command_duration_seconds_sum", None)] < 5
+    assert ("mudgate_command_duration_seconds_bucket", "0.0005") in ping
+
+
 async def test_webhooks_hear_alerts_start_and_resolve() -> None:
     with (
         receiving() as (receiver, url),

@@ -285,7 +285,10 @@ class GameLink:
     # The registry's Forwarder
 
     def claims(self, op: str) -> bool:
-        return op in self._ops or op in self._removed or op not in self.commands
+        return op in self._ops or op in self._removed or not self.commands.runs_here(op)
+
+    def owns(self, op: str) -> bool:
+        return op in self._ops
 
     def schema(self) -> list[dict[str, Any]]:
         return list(self._ops.values())
@@ -535,6 +538,13 @@ class GameLink:
         if pending is None or pending.conn is None:
             return  # answered already (it waited too long)
         self._release(pending)
+        stats = self.commands.stats
+        if stats is not None:  # from when the gateway took it: what the player waited
+            stats.observe(
+                pending.op,
+                self.clock() - pending.at,
+                None if frame.error is None else frame.error.code,
+            )
         if frame.error is not None:
             error = frame.error
             try:

@@ -21,6 +21,7 @@ from ..auth import Authenticator
 from ..backplane import Backplane
 from ..bounded import SlidingWindowLimiter
 from ..cleanup import Janitor
+from ..command_stats import CommandStats
 from ..commands import CommandRegistry
 from ..game import GameLink
 from ..health.alerts import AlertTracker
@@ -97,6 +98,7 @@ def web_app(
     janitor: Janitor,
     diagnostics: Diagnostics,
     commands: CommandRegistry,
+    command_stats: CommandStats,
     authenticator: Authenticator,
     admin_token: str,
     lifespan: Lifespan,
@@ -139,6 +141,7 @@ def web_app(
             lag=lag,
             janitor=janitor,
             sockets=sockets,
+            command_stats=command_stats,
             admin=admin,
             registry=metrics_registry(
                 GatewayCollector(
@@ -150,6 +153,7 @@ def web_app(
                     lag=lag,
                     janitor=janitor,
                     sockets=sockets,
+                    command_stats=command_stats,
                 )
             ),
         )

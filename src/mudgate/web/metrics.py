@@ -19,6 +19,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from ..cleanup import Janitor
+from ..command_stats import BUCKETS_SECONDS, CommandStats
 from ..health.alerts import AlertTracker
 from ..health.lag import LoopLag
 from ..health.levels import MemoryLevels
@@ -44,6 +45,7 @@ class GatewayCollector(Collector):
         lag: LoopLag,
         janitor: Janitor,
         sockets: SocketTable,
+        command_stats: CommandStats,
     ) -> None:
         self.hub = hub
         self.monitor = monitor
@@ -53,6 +55,7 @@ class GatewayCollector(Collector):
         self.lag = lag
         self.janitor = janitor
         self.sockets = sockets
+        self.command_stats = command_stats
 
     def collect(self) -> Iterator[Metric]:
         stats = self.hub.stats()
@@ -62,6 +65,7 @@ class GatewayCollector(Collector):
         yield from self._lag()
         yield from self._cleanups()
         yield from self._counters(stats)
+        yield from self._commands()
         yield from self._backplane(stats)
 
     def _structures(self, stats: HubStats) -> Iterator[Metric]:
@@ -254,6 +258,35 @@ class GatewayCollector(Collector):
         notifications.add_metric(["failed"], notifier.failed)
         notifications.add_metric(["dropped"], notifier.dropped)
         yield notifications
+
+    def _commands(self) -> Iterator[Metric]:
+        """Per op the registry knows; anything else is counted as ``(unknown)``."""
+        commands = CounterMetricFamily(
+            "mudgate_commands",
+            "Commands handled, by op (with their errors; (unknown): an op nobody registered, "
+            "or a frame that could not be read).",
+            labels=["op"],
+        )
+        errors = CounterMetricFamily(
+            "mudgate_command_errors",
+            "Commands answered with an error, by op and error code.",
+            labels=["op", "code"],
+        )
+        durations = HistogramMetricFamily(
+            "mudgate_command_duration_seconds",
+            "How long commands took, from the frame read to the handler's return, by op.",
+            labels=["op"],
+        )
+        bounds = ["+Inf" if bound == float("inf") else repr(bound) for bound in BUCKETS_SECONDS]
+        for op in self.command_stats.snapshot():
+            commands.add_metric([op.op], op.count)
+            for code, count in sorted(op.errors.items()):
+                errors.add_metric([op.op, code], count)
+            buckets = list(zip(bounds, op.buckets, strict=True))
+            durations.add_metric([op.op], buckets=buckets, sum_value=op.sum_seconds)
+        yield commands
+        yield errors
+        yield durations
 
     def _backplane(self, hub_stats: HubStats) -> Iterator[Metric]:
         """Only with a Redis backplane: the in-process one has nothing to count."""

@@ -6,6 +6,7 @@ against."""
 from pydantic import BaseModel, Field
 
 from ..cleanup import CleanupReport
+from ..command_stats import OpStats
 from ..health.lag import LoopLag
 from ..memory.monitor import MIB, MemorySample
 from ..server.sockets import SocketStats
@@ -284,6 +285,38 @@ class PlayerConnection(BaseModel):
 class PlayersReport(BaseModel):
     total: int = Field(description="Connections on this node (the list may stop short).")
     connections: list[PlayerConnection]
+
+
+class CommandLatency(BaseModel):
+    op: str = Field(description="The op; (unknown) gathers ops nobody registered and bad frames.")
+    count: int = Field(description="Commands handled since start, errors included.")
+    errors: int = Field(description="Of those, answered with an error.")
+    errors_by_code: dict[str, int] = Field(description="The errors by their code.")
+    mean_seconds: float = Field(description="Mean time from the frame read to the answer.")
+    p50_seconds: float = Field(description="Median, estimated from the histogram's buckets.")
+    p99_seconds: float = Field(
+        description="99th percentile, estimated from the histogram's buckets (5 s at most)."
+    )
+
+    @classmethod
+    def of(cls, stats: OpStats) -> "CommandLatency":
+        return cls(
+            op=stats.op,
+            count=stats.count,
+            errors=stats.error_count,
+            errors_by_code=dict(stats.errors),
+            mean_seconds=round(stats.mean_seconds, 6),
+            p50_seconds=round(stats.quantile(0.5), 6),
+            p99_seconds=round(stats.quantile(0.99), 6),
+        )
+
+
+class CommandsReport(BaseModel):
+    total: int = Field(description="Commands handled on this node since start, every op.")
+    errors: int = Field(description="Of those, answered with an error.")
+    slowest: list[CommandLatency] = Field(
+        description="The ops with the highest p99 (then mean) since start, slowest first."
+    )
 
 
 class Disconnected(BaseModel):

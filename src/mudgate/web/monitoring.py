@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from ..cleanup import Janitor, Trigger
+from ..command_stats import CommandStats
 from ..health.lag import LoopLag
 from ..health.levels import MemoryLevels
 from ..health.watch import HealthWatch
@@ -33,6 +34,8 @@ from .models import (
     BudgetLineModel,
     CleanupResult,
     CleanupStatsModel,
+    CommandLatency,
+    CommandsReport,
     ConnectionCounts,
     DataStructures,
     Disconnected,
@@ -71,11 +74,13 @@ def monitoring_router(
     lag: LoopLag,
     janitor: Janitor,
     sockets: SocketTable,
+    command_stats: CommandStats,
     admin: Callable[..., str],
     registry: CollectorRegistry,
 ) -> APIRouter:
     """The monitoring and health endpoints: reads of the hub, the memory monitor, the health
-    watch, the janitor and the socket table; the admin's forced cleanup and disconnect."""
+    watch, the janitor, the socket table and the command stats; the admin's forced cleanup and
+    disconnect."""
     router = APIRouter()
 
     @router.get("/monitoring/memory", response_model=MemoryReport, tags=["monitoring"])
@@ -231,6 +236,19 @@ def monitoring_router(
             extra={"remote": remote, "player": player_id, "connections": len(connections)},
         )
         return Disconnected(player=player_id, connections=len(connections))
+
+    @router.get("/monitoring/commands", response_model=CommandsReport, tags=["monitoring"])
+    async def commands(
+        limit: Annotated[int, Query(ge=1, le=100, description="At most this many ops.")] = 5,
+    ) -> CommandsReport:
+        """The slowest commands since start: the ops with the highest p99 (estimated from the
+        latency histogram of /metrics), with their counts and errors."""
+        every = command_stats.snapshot()
+        return CommandsReport(
+            total=sum(op.count for op in every),
+            errors=sum(op.error_count for op in every),
+            slowest=[CommandLatency.of(op) for op in command_stats.slowest(limit)],
+        )
 
     @router.get("/monitoring/memory/history", response_model=HistoryReport, tags=["monitoring"])
     async def memory_history(
