@@ -31,7 +31,18 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("memory", {"memory"}),
     (
         "foundations",
-        {"auth", "bounded", "client", "hooks", "logs", "protocol", "settings", "tasks", "text"},
+        {
+            "auth",
+            "bounded",
+            "client",
+            "fields",
+            "hooks",
+            "logs",
+            "protocol",
+            "settings",
+            "tasks",
+            "text",
+        },
     ),
 ]
 RANK = {part: rank for rank, (_, parts) in enumerate(LAYERS) for part in parts}
