@@ -28,6 +28,7 @@ from mudgate import (
     ErrorCode,
     Gateway,
     Hub,
+    Name,
     NoArgs,
     Settings,
     builtin_commands,
@@ -69,11 +70,11 @@ DICE = re.compile(r"^(\d{1,2})d(\d{1,3})$")
 
 
 class Walk(msgspec.Struct):
-    direction: str
+    direction: Name  # one word, lower-cased: "North" is "north"
 
 
 class Roll(msgspec.Struct):
-    dice: str = "1d6"
+    dice: Name = "1d6"  # one word; roll() checks that it reads like 2d6
 
 
 class Shout(msgspec.Struct):
