@@ -37,6 +37,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "bounded",
             "client",
             "command_stats",
+            "fields",
             "hooks",
             "logs",
             "protocol",

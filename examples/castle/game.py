@@ -33,6 +33,7 @@ from mudgate import (
     Game,
     Gateway,
     Hub,
+    Name,
     NoArgs,
     Settings,
     builtin_commands,
@@ -74,11 +75,11 @@ DICE = re.compile(r"^(\d{1,2})d(\d{1,3})$")
 
 
 class Walk(msgspec.Struct):
-    direction: str
+    direction: Name  # one word, lower-cased: "North" is "north"
 
 
 class Roll(msgspec.Struct):
-    dice: str = "1d6"
+    dice: Name = "1d6"  # one word; roll() checks that it reads like 2d6
 
 
 class Shout(msgspec.Struct):

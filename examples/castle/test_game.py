@@ -115,3 +115,23 @@ async def test_those_left_behind_hear_a_player_walk_away(castle: GameServer) -> 
         assert "Welcome to the castle" in (await bob.next("narrate", within=WAIT))["text"]
         await alice.send({"op": "walk", "direction": "north"})
         assert (await bob.next("narrate", within=WAIT))["text"] == "alice walks away."
+
+
+async def test_a_direction_is_one_word_and_a_forged_line_is_refused_in_words(
+    castle: GameServer,
+) -> None:
+    async with castle.player("alice") as alice:
+        await alice.send({"op": "walk", "direction": "North"})  # any case
+        assert (await alice.next("room", within=WAIT))["title"] == "The Courtyard"
+        await alice.send({"op": "walk", "direction": "x\nGreta tells carol: hi", "id": 3})
+        error = await alice.next("error", within=WAIT)
+        assert (error["code"], error["id"]) == ("invalid_args", 3)
+        assert error["message"] == (
+            "direction: one word of letters, digits, - or _ (at most 32 characters)"
+        )
+        await alice.send({"op": "shout", "text": "x" * 201})
+        assert (await alice.next("error", within=WAIT))["message"] == "text: at most 200 characters"
+        await alice.send({"op": "roll", "dice": 6})
+        assert (await alice.next("error", within=WAIT))["message"] == (
+            "dice: one word of letters, digits, - or _ (at most 32 characters)"
+        )

@@ -20,6 +20,8 @@ _EXPORTS = {
     "CommandRegistry": ".commands",
     "NoArgs": ".commands",
     "builtin_commands": ".commands",
+    "Count": ".fields",
+    "Name": ".fields",
     "Game": ".game",
     "Gateway": ".gateway",
     "create_app": ".gateway",
@@ -31,10 +33,12 @@ _EXPORTS = {
     "CloseCode": ".protocol",
     "CommandError": ".protocol",
     "ErrorCode": ".protocol",
+    "PlayerId": ".protocol",
     "serve": ".server",
     "serve_workers": ".server",
     "Settings": ".settings",
     "PlayerText": ".text",
+    "Text": ".text",
     "player_text": ".text",
     "MudgateApp": ".web.app",
 }
@@ -45,6 +49,7 @@ __all__ = [
     "CommandContext",
     "CommandError",
     "CommandRegistry",
+    "Count",
     "Credentials",
     "Delivery",
     "ErrorCode",
@@ -53,9 +58,12 @@ __all__ = [
     "Hooks",
     "Hub",
     "MudgateApp",
+    "Name",
     "NoArgs",
+    "PlayerId",
     "PlayerText",
     "Settings",
+    "Text",
     "TokenError",
     "builtin_commands",
     "create_app",
@@ -84,12 +92,13 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # what type checkers and IDEs see
     from .auth import AuthenticateHook, Credentials, TokenError, issue_token
     from .commands import CommandContext, CommandRegistry, NoArgs, builtin_commands
+    from .fields import Count, Name
     from .game import Game
     from .gateway import Gateway, create_app, mount, standalone
     from .hooks import Hooks
     from .hub import Delivery, Hub
-    from .protocol import CloseCode, CommandError, ErrorCode
+    from .protocol import CloseCode, CommandError, ErrorCode, PlayerId
     from .server import serve, serve_workers
     from .settings import Settings
-    from .text import PlayerText, player_text
+    from .text import PlayerText, Text, player_text
     from .web.app import MudgateApp

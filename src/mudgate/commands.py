@@ -25,6 +25,7 @@ import msgspec.structs
 
 from .command_stats import UNKNOWN, CommandStats
 from .connection import Connection
+from .fields import Explainer
 from .hub import LOBBY, Delivery, Hub, Player
 from .protocol import (
     ChannelName,
@@ -39,7 +40,7 @@ from .protocol import (
     encode_error,
     parse_frame,
 )
-from .text import Collapse, PlayerText, text_collapser
+from .text import Collapse, Text, text_collapser
 
 __all__ = [
     "BAD_FRAME_CODES",
@@ -119,8 +120,10 @@ class CommandContext:
 class _Command(Generic[ArgsT]):
     handler: Handler[ArgsT]
     args_type: type[ArgsT]
-    # Where args_type holds PlayerText, found at registration (None: nowhere).
+    # Where args_type holds Text or a Name, found at registration (None: nowhere).
     collapse_text: Collapse | None
+    # What a player is told when a frame does not fit args_type.
+    explain: Explainer
     # One of builtin_commands(), not replaced by the game's own.
     builtin: bool = False
 
@@ -202,9 +205,10 @@ class CommandRegistry:
         """Register the decorated function as the handler of ``op``.
 
         ``args_type`` is a msgspec Struct describing the op's fields; a frame that does not
-        match it is answered with an ``invalid_args`` error before the handler runs. Its
-        ``PlayerText`` fields are collapsed first (``mudgate.text``), so a handler never sees
-        the padding or invisible characters a player put in to forge a line. An op can be
+        match it is answered with an ``invalid_args`` error before the handler runs, saying
+        which field and what it takes (``mudgate.fields``). Its ``Text`` fields are collapsed
+        first (``mudgate.text``), so a handler never sees the padding or invisible characters
+        a player put in to forge a line, and its ``Name`` fields lower-cased. An op can be
         registered once; ``replace=True`` puts a game's own handler in the place of a
         built-in one (a ``look`` that describes the room, say).
         """
@@ -212,7 +216,9 @@ class CommandRegistry:
         def decorator(handler: Handler[ArgsT]) -> Handler[ArgsT]:
             if op in self._commands and not replace:
                 raise ValueError(f"op {op!r} is already registered (replace=True to replace it)")
-            self._commands[op] = _Command(handler, args_type, text_collapser(args_type))
+            self._commands[op] = _Command(
+                handler, args_type, text_collapser(args_type), Explainer(args_type)
+            )
             return handler
 
         return decorator
@@ -308,7 +314,7 @@ class CommandRegistry:
             raise CommandError(ErrorCode.UNKNOWN_OP, f"unknown op {frame.op!r}", frame.id)
         if command.collapse_text is not None:
             command.collapse_text(fields)
-        args = convert_args(fields, command.args_type, frame)
+        args = convert_args(fields, command.args_type, frame, command.explain)
         player = hub.player(conn.player_id)
         if player is None:  # the connection is being closed
             raise CommandError(ErrorCode.NOT_CONNECTED, "not connected", frame.id)
@@ -350,12 +356,12 @@ class Go(msgspec.Struct):
 
 
 class Say(msgspec.Struct):
-    text: PlayerText
+    text: Text
 
 
 class Tell(msgspec.Struct):
     to: PlayerId
-    text: PlayerText
+    text: Text
 
 
 class ChannelArgs(msgspec.Struct):
@@ -364,7 +370,7 @@ class ChannelArgs(msgspec.Struct):
 
 class Chat(msgspec.Struct):
     channel: ChannelName
-    text: PlayerText
+    text: Text
 
 
 def _kind(annotation: Any) -> str:

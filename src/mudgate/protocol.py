@@ -8,6 +8,7 @@ event is encoded once into an ``Outgoing`` and the same bytes go to every recipi
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -31,12 +32,18 @@ __all__ = [
     "websocket_text_frame",
 ]
 
-# The shapes of names, shared by commands, auth and the hub (free text is text.PlayerText).
+# The shapes of names, shared by commands, auth and the hub (free text is text.Text).
 # \Z, not $: "$" also matches before a final newline, and "lobby\n" is not a room.
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}\Z"
-PlayerId = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
-RoomName = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
-ChannelName = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
+# What a player is told when a name does not have that shape (fields.Explainer).
+_NAME = msgspec.Meta(
+    pattern=NAME_PATTERN,
+    description="1-32 letters, digits, _, . or -, starting with a letter or digit",
+)
+PlayerId = Annotated[str, _NAME]
+"""A player's id, as the player chose it (case kept): for a game's field that names a player."""
+RoomName = Annotated[str, _NAME]
+ChannelName = Annotated[str, _NAME]
 RequestId = str | int | None
 
 
@@ -235,12 +242,18 @@ def parse_frame(raw: str | bytes) -> tuple[Envelope, dict[str, Any]]:
 ArgsT = TypeVar("ArgsT")
 
 
-def convert_args(fields: dict[str, Any], args_type: type[ArgsT], frame: Envelope) -> ArgsT:
-    """Check an op's fields against its argument Struct; raises CommandError."""
+def convert_args(
+    fields: dict[str, Any],
+    args_type: type[ArgsT],
+    frame: Envelope,
+    explain: Callable[[str], str],
+) -> ArgsT:
+    """Check an op's fields against its argument Struct; raises CommandError, its message
+    msgspec's put in a player's words by ``explain`` (a ``fields.Explainer``)."""
     try:
         return msgspec.convert(fields, args_type)
     except msgspec.ValidationError as error:
-        raise CommandError(ErrorCode.INVALID_ARGS, str(error), frame.id) from None
+        raise CommandError(ErrorCode.INVALID_ARGS, explain(str(error)), frame.id) from None
     except RecursionError:
         raise CommandError(
             ErrorCode.INVALID_ARGS, "a field is nested too deeply", frame.id

@@ -1,10 +1,11 @@
-"""Player text: the one type for free text a player writes (a ``say``, a ``tell``, a game's
-``shout``), and what it may hold once decoded.
+"""Player text: ``Text``, the one type for free text a player writes (a ``say``, a ``tell``, a
+game's ``shout``), and what it may hold once decoded.
 
 A line break in a ``say`` could forge a line of the game's ("bob tells you: ...") in a client
 that prints text as it comes; so could "hi" followed by 1,500 spaces, which wraps so that
 "bob tells you" starts a line of its own, or a right-to-left override that reorders what a
-page shows. So a command field declared ``PlayerText`` is collapsed before it is checked:
+page shows. So a command field declared ``Text`` (or ``PlayerText``, the same type) is
+collapsed before it is checked:
 
 - *Invisible characters are deleted*: Unicode's Default_Ignorable_Code_Point set
   (DerivedCoreProperties.txt of Unicode 14.0, the version of Python 3.11's ``unicodedata``)
@@ -39,8 +40,10 @@ import msgspec
 import msgspec.inspect as schema
 
 __all__ = [
+    "PREPARE",
     "TEXT_PATTERN",
     "PlayerText",
+    "Text",
     "collapse_whitespace",
     "player_text",
     "text_collapser",
@@ -59,8 +62,9 @@ _BLANKS = re.compile(
     "[\t \u00a0\u1680\u2000-\u200a\u202f\u205f\u3000\u115f\u1160\u3164\uffa0\u2800]+"
 )
 
-# How PlayerText is told apart from any other string in a command's arguments.
-_MARK = "mudgate.player_text"
+# The key, in a field's ``msgspec.Meta(extra=...)``, of the function a string is passed through
+# before msgspec checks it: how Text (collapsed) and fields.Name (lower case) are found.
+PREPARE = "mudgate.prepare"
 
 
 def collapse_whitespace(text: str) -> str:
@@ -70,36 +74,54 @@ def collapse_whitespace(text: str) -> str:
 
 
 def player_text(max_length: int = 4000) -> msgspec.Meta:
-    """The constraints of ``PlayerText`` with another maximum length, in characters, for a
-    field declared ``Annotated[str, player_text(200)]``; collapsed the same way."""
+    """The constraints of ``Text`` with another maximum length, in characters, for a field
+    declared ``Annotated[str, player_text(max_length=200)]``; collapsed the same way. Its
+    ``description`` is what a player is told when the text has a line break or a control
+    character (``mudgate.fields``)."""
     return msgspec.Meta(
-        min_length=1, max_length=max_length, pattern=TEXT_PATTERN, extra={_MARK: True}
+        min_length=1,
+        max_length=max_length,
+        pattern=TEXT_PATTERN,
+        description="one line of text, without control characters",
+        extra={PREPARE: collapse_whitespace},
     )
 
 
-PlayerText = Annotated[str, player_text()]
+Text = Annotated[str, player_text()]
 """Free text a player writes, 1-4000 characters once collapsed (see the module docstring)."""
+
+PlayerText = Text
+"""``Text`` by the name it had first, which games use."""
 
 
 Collapse = Callable[[Any], Any]
 
 
 def text_collapser(args_type: Any) -> Collapse | None:
-    """A function that collapses, in a decoded JSON value meant for ``args_type``, every
-    string that type declares as player text (objects and arrays in place), so that msgspec
-    then checks the collapsed text; None when the type holds no player text. Found once per
-    command, when it is registered: fields, nested Structs, dataclasses and TypedDicts,
-    optional fields, lists, tuples, sets, dict values and (tagged) unions."""
+    """A function that prepares, in a decoded JSON value meant for ``args_type``, every string
+    that type declares with a ``PREPARE`` function (objects and arrays in place): player text
+    is collapsed (and a ``fields.Name`` lower-cased), so that msgspec then checks what the
+    handler will get; None when the type holds nothing to prepare. Found once per command,
+    when it is registered: fields, nested Structs, dataclasses and TypedDicts, optional
+    fields, lists, tuples, sets, dict values and (tagged) unions."""
     return _Finder().visit(schema.type_info(args_type))
 
 
-def _collapse_text(value: Any) -> Any:
-    # Anything but a string is left for msgspec to refuse.
-    return collapse_whitespace(value) if isinstance(value, str) else value
+class _String:
+    """A string passed through its field's ``PREPARE`` function."""
+
+    __slots__ = ("prepare",)
+
+    def __init__(self, prepare: Callable[[str], str]) -> None:
+        self.prepare = prepare
+
+    def __call__(self, value: Any) -> Any:
+        # Anything but a string is left for msgspec to refuse.
+        return self.prepare(value) if isinstance(value, str) else value
 
 
 class _Fields:
-    """An object's fields that hold player text, by their names in JSON."""
+    """An object's fields that hold strings to prepare, by their names in JSON."""
 
     __slots__ = ("fields",)
 
@@ -115,7 +137,7 @@ class _Fields:
 
 
 class _Positions:
-    """An array's positions that hold player text (a tuple, an array-like Struct)."""
+    """An array's positions that hold strings to prepare (a tuple, an array-like Struct)."""
 
     __slots__ = ("positions",)
 
@@ -207,8 +229,8 @@ class _Finder:
 
     def visit(self, info: schema.Type) -> Collapse | None:
         if isinstance(info, schema.Metadata):
-            marked = bool(info.extra and info.extra.get(_MARK))
-            return _collapse_text if marked else self.visit(info.type)
+            prepare = info.extra.get(PREPARE) if info.extra else None
+            return _String(prepare) if prepare is not None else self.visit(info.type)
         if isinstance(info, schema.UnionType):
             return self._union(info)
         if isinstance(info, _OBJECTS) and not getattr(info, "array_like", False):
