@@ -78,7 +78,8 @@ async def test_game_code_sends_to_players_rooms_and_channels(hub: Hub) -> None:
     hub.subscribe(hub.registry.players["bob"], "ooc")
     assert hub.move_player("bob", "tavern")
     assert not hub.move_player("nobody", "tavern")
-    assert hub.players_in("tavern") == ["bob"]
+    assert await hub.players_in("tavern") == ["bob"]
+    assert hub.local_players_in("tavern") == ["bob"]
     assert hub.room_of("bob") == "tavern"
     assert hub.room_of("nobody") is None
     assert hub.send("alice", "narrate", text="A bell rings.") is Delivery.SENT

@@ -7,6 +7,7 @@ import asyncio
 import os
 import signal
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -40,6 +41,10 @@ class LinkedGateway(Gateway):
     async def ready(self, timeout: float = 20.0) -> dict[str, Any]:
         return await self.until(lambda state: state["state"] == "ready", timeout)
 
+    def text(self, path: str) -> str:
+        with urllib.request.urlopen(self.url + path, timeout=5) as response:
+            return str(response.read().decode())
+
     def sighup(self) -> None:
         os.kill(self.pid, signal.SIGHUP)
 
@@ -48,6 +53,14 @@ class LinkedGateway(Gateway):
         async with await Player.connect(self.ws(name)) as player:
             await player.next("welcome")
             yield player
+
+
+def edit(
+    path: Path, old: str = "", new: str = "", *, append: str = "", text: str | None = None
+) -> None:
+    """Change a game's source as a developer saving a file does."""
+    source = path.read_text() if text is None else text
+    path.write_text(source.replace(old, new) + append if old else source + append)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ..e2e.clients import Player
-from .conftest import LinkedGateway
+from .conftest import LinkedGateway, edit
 
 WAIT = 10.0
 
@@ -54,11 +54,16 @@ async def test_the_game_answers_from_its_own_process(linked: Any) -> None:
         assert (await alice.next("pong"))["id"] == 4
         await alice.send(op="help", id=5)
         ops = [entry["op"] for entry in (await alice.next("help"))["commands"]]
-        assert {"hello", "echo", "ping", "say"} <= set(ops) and "go" not in ops
+        assert {"hello", "echo", "ping", "say"} <= set(ops)
+        assert "go" not in ops
         await alice.send(op="remember", id=6)  # no reply: the registry's ok, from the game
         await alice.send(op="echo", text=5, id=7)  # the game checks its own fields
         assert (await alice.next("ok"))["id"] == 6
         assert (await alice.next("error"))["code"] == "invalid_args"
+    metrics = gateway.text("/metrics")
+    assert "mudgate_game_up 1.0" in metrics
+    assert 'mudgate_commands_total{op="hello"} 1.0' in metrics  # counted by the game's op
+    assert 'mudgate_command_errors_total{code="invalid_args",op="refuse"} 1.0' in metrics
 
 
 async def test_a_players_commands_take_effect_in_order(linked: Any) -> None:
@@ -96,7 +101,8 @@ async def test_sighup_starts_a_fresh_game_and_no_player_notices_more_than_a_noti
             await asyncio.sleep(0.02)
         got = await answers(alice, sent, "game_restarting", "game_ready")
         state = await gateway.ready()
-        assert state["pid"] != first and state["restarts"] == 1
+        assert state["pid"] != first
+        assert state["restarts"] == 1
         assert got.pop("game_restarting")[0]["reason"] == "SIGHUP"
         assert got.pop("game_ready")
         assert sorted(got) == list(range(1, sent + 1))
@@ -116,7 +122,7 @@ async def test_a_changed_file_reloads_the_game(linked: Any, game_copy: Path) -> 
     async with gateway.player("alice") as alice:
         await alice.send(op="hello", id=1)
         assert (await alice.next("greeting"))["text"] == "hello from the first game"
-        game_copy.write_text(game_copy.read_text().replace("the first game", "the second game"))
+        edit(game_copy, "the first game", "the second game")
         await alice.next("game_restarting", timeout=WAIT)
         await alice.next("game_ready", timeout=WAIT)
         await alice.send(op="hello", id=2)
@@ -128,9 +134,7 @@ async def test_a_game_that_fails_to_import_leaves_the_running_one_in_place(
 ) -> None:
     gateway: LinkedGateway = linked("linked_sample:game")
     pid = (await gateway.ready())["pid"]
-    game_copy.write_text(
-        game_copy.read_text() + "\nraise RuntimeError('the dragon ate the code')\n"
-    )
+    edit(game_copy, append="\nraise RuntimeError('the dragon ate the code')\n")
     async with gateway.player("alice") as alice:
         gateway.sighup()
         await alice.next("game_restarting")
@@ -145,15 +149,17 @@ async def test_a_game_that_fails_to_import_leaves_the_running_one_in_place(
 async def test_with_no_game_a_command_is_answered_game_unavailable(
     linked: Any, game_copy: Path
 ) -> None:
-    game_copy.write_text("raise ImportError('no such castle')\n")
+    edit(game_copy, text="raise ImportError('no such castle')\n")
     gateway: LinkedGateway = linked("linked_sample:game", game_queue_seconds="0.3")
     state = await gateway.until(lambda state: state["failed_starts"] >= 1)
-    assert state["state"] == "down" and "no such castle" in state["problem"]
+    assert state["state"] == "down"
+    assert "no such castle" in state["problem"]
     async with gateway.player("alice") as alice:
         await alice.send(op="hello", id=1)
         error = await alice.next("error")
         assert (error["code"], error["id"]) == ("game_unavailable", 1)
-        assert "no such castle" in error["message"] and error["retry_after"] > 0
+        assert "no such castle" in error["message"]
+        assert error["retry_after"] > 0
         await alice.send(op="say", text="anyone?")  # the gateway's own commands still work
         assert (await alice.next("say"))["text"] == "anyone?"
     alerts = gateway.get("/monitoring/memory-alerts")

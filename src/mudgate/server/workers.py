@@ -122,6 +122,8 @@ class Supervisor:
             signum: signal.signal(signum, self._on_signal)
             for signum in (signal.SIGTERM, signal.SIGINT)
         }
+        # SIGHUP: each worker starts a fresh game process (`--game`); nobody is disconnected.
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._forward_sighup)
         try:
             logger.info(
                 "supervising %d workers on http://%s:%d",
@@ -145,6 +147,13 @@ class Supervisor:
             os.close(self._wakeup_write)
             for worker in self.workers:
                 self._stop_listening(worker)
+
+    def _forward_sighup(self, signum: int, frame: FrameType | None) -> None:
+        for worker in self.workers:
+            process = worker.process
+            if process is not None and process.pid is not None and process.is_alive():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(process.pid, signal.SIGHUP)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._stopping = True
@@ -359,6 +368,8 @@ def _run_worker(
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # The supervisor forwards SIGHUP; a worker with a game (`--game`) starts a fresh one.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     configure_logging(log_level, settings.log_format)
     # A worker started again takes its predecessor's node id, and so its place in the
     # cluster at once: the players the dead worker held leave `who` as soon as it connects.

@@ -154,6 +154,7 @@ def web_app(
                     janitor=janitor,
                     sockets=sockets,
                     command_stats=command_stats,
+                    game_link=game_link,
                 )
             ),
         )

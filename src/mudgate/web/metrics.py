@@ -20,6 +20,7 @@ from prometheus_client.registry import Collector
 
 from ..cleanup import Janitor
 from ..command_stats import BUCKETS_SECONDS, CommandStats
+from ..game import GameLink
 from ..health.alerts import AlertTracker
 from ..health.lag import LoopLag
 from ..health.levels import MemoryLevels
@@ -46,6 +47,7 @@ class GatewayCollector(Collector):
         janitor: Janitor,
         sockets: SocketTable,
         command_stats: CommandStats,
+        game_link: GameLink | None = None,
     ) -> None:
         self.hub = hub
         self.monitor = monitor
@@ -56,6 +58,7 @@ class GatewayCollector(Collector):
         self.janitor = janitor
         self.sockets = sockets
         self.command_stats = command_stats
+        self.game_link = game_link
 
     def collect(self) -> Iterator[Metric]:
         stats = self.hub.stats()
@@ -67,6 +70,8 @@ class GatewayCollector(Collector):
         yield from self._counters(stats)
         yield from self._commands()
         yield from self._backplane(stats)
+        if self.game_link is not None:
+            yield from self._game(self.game_link)
 
     def _structures(self, stats: HubStats) -> Iterator[Metric]:
         connections = GaugeMetricFamily(
@@ -326,6 +331,46 @@ class GatewayCollector(Collector):
             yield CounterMetricFamily(
                 f"mudgate_backplane_{name}", meaning, value=getattr(stats, name)
             )
+
+    def _game(self, link: GameLink) -> Iterator[Metric]:
+        """The game in a process of its own (``mudgate serve --game``, or a linked game)."""
+        state = link.status()
+        yield GaugeMetricFamily(
+            "mudgate_game_up",
+            "1 while a game answers commands (0: restarting, down, or not attached).",
+            value=1 if state["state"] == "ready" else 0,
+        )
+        yield GaugeMetricFamily(
+            "mudgate_game_queued_commands",
+            "Commands and events waiting for the game (while it restarts).",
+            value=state["queued"],
+        )
+        yield GaugeMetricFamily(
+            "mudgate_game_queued_bytes", "Bytes waiting for the game.", value=state["queued_bytes"]
+        )
+        yield GaugeMetricFamily(
+            "mudgate_game_in_flight_commands",
+            "Commands the game is running.",
+            value=state["in_flight"],
+        )
+        for name, key, text in (
+            ("restarts", "restarts", "Game processes that took over from another."),
+            ("failed_starts", "failed_starts", "Game processes that failed to start."),
+            ("commands", "commands", "Commands handed to the game."),
+            ("commands_refused", "refused", "Commands refused while the game was away or behind."),
+            (
+                "commands_unanswered",
+                "unanswered",
+                "Commands the game stopped while running (answered game_unavailable).",
+            ),
+            ("events_dropped", "events_dropped", "Events for the game dropped past the queue."),
+            (
+                "slow_consumer_closes",
+                "slow_consumer_closes",
+                "Links closed because the game stopped reading.",
+            ),
+        ):
+            yield CounterMetricFamily(f"mudgate_game_{name}", text, value=state[key])
 
 
 def metrics_registry(collector: GatewayCollector) -> CollectorRegistry:

@@ -14,6 +14,10 @@
 // Server-Sent Events with POST /commands where a WebSocket cannot be opened. Over SSE it POSTs
 // one command at a time, in order (the server allows a player two requests under way), and
 // holds at most `maxQueued` waiting for their turn.
+//
+// When the game behind the gateway restarts (`mudgate serve --game`), the connection stays
+// open: `game_restarting` and `game_ready` events arrive, `client.game` says which holds
+// ("ready" or "restarting"), and commands sent meanwhile are answered once the game is back.
 
 /**
  * A message from the server: an event (`type: "event"`, named by `event`) or an error.
@@ -53,7 +57,8 @@ const BACKOFF_FLOOR = { [CLOSE.GOING_AWAY]: 1000, [CLOSE.SLOW_CONSUMER]: 1000,
 /** SSE delivers events by name: the ones mudgate itself sends (a game's own come by name too
  * once listened for with `client.listen(name)`). */
 const SSE_EVENTS = ["welcome", "say", "chat", "tell", "told", "narrate", "room", "arrive",
-  "depart", "who", "help", "error", "ok", "pong", "subscribed", "unsubscribed", "rolled"];
+  "depart", "who", "help", "error", "ok", "pong", "subscribed", "unsubscribed", "rolled",
+  "game_restarting", "game_ready"];
 
 /**
  * One player's connection to a mudgate gateway. Every message from the server is dispatched
@@ -77,6 +82,8 @@ export class MudgateClient extends EventTarget {
     this.everOpened = false;
     this.closed = false;
     this.sseEvents = new Set(SSE_EVENTS);
+    /** Whether the game behind the gateway answers: "ready", or "restarting" (commands wait). */
+    this.game = "ready";
     /** @type {ReturnType<typeof setTimeout> | null} */ this.timer = null;
     // Over SSE, the commands waiting for the one under way: POSTed one at a time, in order.
     /** @type {{frame: object, resolve: (sent: boolean) => void, reject: (error: unknown) => void}[]} */
@@ -249,6 +256,8 @@ export class MudgateClient extends EventTarget {
 
   /** @param {MudgateMessage} message */
   #dispatch(message) {
+    if (message.event === "game_restarting") this.game = "restarting";
+    else if (message.event === "game_ready") this.game = "ready";
     this.dispatchEvent(new CustomEvent("message", { detail: message }));
     const name = message.type === "event" ? message.event : message.type;
     if (name && name !== "message" && name !== "status") this.dispatchEvent(new CustomEvent(name, { detail: message }));
