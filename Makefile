@@ -31,9 +31,10 @@ install: $(STAMP)
 run: $(RUN_STAMP)
 	$(BIN)/mudgate serve
 
-# The example game (examples/castle): play at http://127.0.0.1:54731/mud/play
+# The example game (examples/castle) in a process of its own, restarted whenever a file of it
+# is saved (players stay connected): play at http://127.0.0.1:54731/play
 example: $(RUN_STAMP)
-	$(BIN)/python -m examples.castle.game
+	$(BIN)/mudgate serve --game examples.castle.game:game --reload
 
 # Debian packages the tests drive: Chromium (dashboard and play-page tests), promtool
 # (the Prometheus rules), redis-server (the Redis backplane; each test starts its own) and
