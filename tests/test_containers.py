@@ -85,13 +85,18 @@ def test_the_image_listens_where_its_healthcheck_and_expose_say() -> None:
 def test_compose_sets_only_real_settings_and_reaches_each_node_on_its_port() -> None:
     services = COMPOSE["services"]
     nodes = {name: service for name, service in services.items() if name.startswith("mudgate")}
-    assert len(nodes) == 2
+    assert len(nodes) == 3
     (container_port,) = instructions("EXPOSE")
-    for service in nodes.values():
-        assert service["build"] == "."
+    for name, service in nodes.items():
         assert set(service["environment"]) <= SETTINGS
-        assert service["environment"]["MUDGATE_BACKPLANE"] == "redis://redis:6379/0"
         assert all(mapping.endswith(f":{container_port}") for mapping in service["ports"])
+        if name == "mudgate-castle":  # the example game, a cluster of its own
+            assert service["build"] == {"context": ".", "dockerfile": "examples/castle/Dockerfile"}
+            assert service["environment"]["MUDGATE_BACKPLANE"] == "redis://redis:6379/1"
+            assert service["environment"]["MUDGATE_GAME"] == "examples.castle.game:game"
+        else:
+            assert service["build"] == "."
+            assert service["environment"]["MUDGATE_BACKPLANE"] == "redis://redis:6379/0"
     assert "redis" in services
     # Prometheus scrapes both nodes, by service name, at the container's port.
     prometheus = yaml.safe_load((ROOT / "deploy/compose/prometheus.yml").read_text())
@@ -101,6 +106,21 @@ def test_compose_sets_only_real_settings_and_reaches_each_node_on_its_port() -> 
     assert sorted(job["static_configs"][0]["targets"]) == [
         f"{name}:{container_port}" for name in sorted(nodes)
     ]
+
+
+def test_the_games_image_runs_the_castle_behind_the_gateway() -> None:
+    dockerfile = (ROOT / "examples/castle/Dockerfile").read_text()
+    lines = [line for line in dockerfile.splitlines() if line and not line.startswith("#")]
+    assert "USER mudgate" in lines
+    assert "COPY --chown=mudgate examples ./examples" in lines
+    assert 'CMD ["mudgate", "serve"]' in lines
+    assert "MUDGATE_GAME=examples.castle.game:game" in dockerfile
+    from examples.castle.game import game  # noqa: PLC0415
+
+    from mudgate import Game  # noqa: PLC0415
+
+    assert isinstance(game, Game)
+    assert (ROOT / "examples/castle/game.py").is_file()
 
 
 def test_every_file_compose_mounts_exists_where_the_services_look_for_it() -> None:

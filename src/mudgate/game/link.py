@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from websockets.asyncio.server import Server, ServerConnection, serve, unix_serve
 from websockets.exceptions import ConnectionClosed
 
@@ -56,7 +57,7 @@ from .frames import (
     decode_from_game,
     encode,
 )
-from .process import GameProcesses
+from .process import RETIRE_GRACE, GameProcesses
 
 __all__ = ["GameLink", "LinkStats"]
 
@@ -119,7 +120,18 @@ class Attached:
         self._out: deque[bytes] = deque()
         self.out_bytes = 0
         self._wake = asyncio.Event()
+        self._drained = asyncio.Event()
         self.writer = asyncio.create_task(self._write(), name="mudgate game link writer")
+
+    async def write_when_room(self, frame: bytes) -> bool:
+        """Queue ``frame`` once the game has read enough for it to fit; False if the link
+        closed first."""
+        while self.out_bytes and self.out_bytes + len(frame) > self._buffer_bytes:
+            if self.writer.done():
+                return False
+            self._drained.clear()
+            await self._drained.wait()
+        return self.write(frame)
 
     def write(self, frame: bytes) -> bool:
         """Queue ``frame`` for the game; False if the game is not reading (over the buffer)."""
@@ -142,8 +154,11 @@ class Attached:
                     message = batch[0] if len(batch) == 1 else b"[" + b",".join(batch) + b"]"
                     await self.ws.send(message, text=True)
                     self.out_bytes -= sum(map(len, batch))
+                self._drained.set()
         except ConnectionClosed:
             pass
+        finally:
+            self._drained.set()  # nobody waits for a link that is gone
 
 
 class LinkStats:
@@ -461,18 +476,31 @@ class GameLink:
         if self.processes is not None:
             self.processes.attached(attached.pid)
         logger.info("game %r (pid %s) attached; syncing", attached.name, attached.pid)
-        players = [
-            {
-                "id": player.id,
-                "room": player.room,
-                "connections": len(self.hub.connections_of(player.id)),
-                "state": player.state,
-            }
-            for player in self.hub.registry.players.values()
-        ]
+        self._spawn(self._sync(attached))
+        self._spawn(self._start_deadline(attached))
+
+    async def _sync(self, attached: Attached) -> None:
+        """Tell a new game every player on this node, a chunk at a time, each written once the
+        link has room for it (a sync of many players never holds more than the link's buffer)."""
+        players = list(self.hub.registry.players.values())
         for start in range(0, len(players), SYNC_CHUNK):
-            attached.write(encode({"type": "sync", "players": players[start : start + SYNC_CHUNK]}))
-        attached.write(
+            chunk = encode(
+                {
+                    "type": "sync",
+                    "players": [
+                        {
+                            "id": player.id,
+                            "room": player.room,
+                            "connections": len(self.hub.connections_of(player.id)),
+                            "state": msgspec.Raw(player.state),
+                        }
+                        for player in players[start : start + SYNC_CHUNK]
+                    ],
+                }
+            )
+            if not await attached.write_when_room(chunk):
+                return
+        await attached.write_when_room(
             encode(
                 {
                     "type": "synced",
@@ -481,10 +509,8 @@ class GameLink:
                 }
             )
         )
-        started = self.clock()
-        self._spawn(self._start_deadline(attached, started))
 
-    async def _start_deadline(self, attached: Attached, started: float) -> None:
+    async def _start_deadline(self, attached: Attached) -> None:
         await asyncio.sleep(self.settings.game_start_timeout)
         if self.incoming is attached and not attached.ready:
             self._start_failed(
@@ -614,6 +640,13 @@ class GameLink:
         attached.write(encode({"type": "retire"}))
         if self.processes is not None:
             self.processes.retire(attached.pid)
+        self._spawn(self._close_later(attached))
+
+    async def _close_later(self, attached: Attached) -> None:
+        """A retired game closes its link itself once its commands are done; one that does not
+        (it stopped reading, it ignores retire) is closed after a grace period."""
+        await asyncio.sleep(RETIRE_GRACE)
+        await attached.ws.close(1001, "retired")
 
     def _detach(self, attached: Attached) -> None:
         """The link to ``attached`` closed: it retired, stopped or crashed."""

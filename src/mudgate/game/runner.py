@@ -167,7 +167,8 @@ class LinkedHub:
     def save_state(self, player_id: str, state: Mapping[str, Any]) -> None:
         if player_id not in self.players:
             raise ValueError(f"player {player_id!r} is not online on this node")
-        kept = checked_state(state, self.max_state_bytes)
+        checked_state(state, self.max_state_bytes)  # ValueError here, where the game can see it
+        kept = dict(state)
         self.states[player_id] = kept
         self.write({"type": "state", "player": player_id, "state": kept})
 

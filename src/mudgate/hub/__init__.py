@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import msgspec
+
 from ..backplane import Backplane, Delivery, HealthProvider, Presence, create_backplane
 from ..backplane.topic import Topic, channel_topic, player_of, player_topic, room_topic
 from ..bounded import ContainerStats, Expiring
@@ -443,7 +445,7 @@ class Hub:
         """A copy of what ``save_state`` kept for ``player_id`` (empty if nothing, or if they
         are not online here)."""
         player = self.registry.players.get(player_id)
-        return {} if player is None else dict(player.state)
+        return {} if player is None else dict(msgspec.json.decode(player.state))
 
     async def hold_lease(self, name: str, ttl_seconds: float) -> bool:
         """Whether this node holds (took or renewed) the cluster-wide lease ``name`` for

@@ -132,6 +132,10 @@ def deflate_bytes(window_bits: int, mem_level: int) -> int:
     return _measure(connection, samples=50)
 
 
+# A bytes object's own size, on top of its contents (sys.getsizeof(b"")).
+BYTES_OBJECT = 33
+
+
 def memory_budget(settings: Settings, limit_bytes: int, process_bytes: int = 0) -> MemoryBudget:
     """The worst case the caps in ``settings`` allow, per structure, on top of
     ``process_bytes`` (the process before any player: its first memory reading)."""
@@ -201,5 +205,21 @@ def memory_budget(settings: Settings, limit_bytes: int, process_bytes: int = 0) 
         BudgetLine("connection_attempts", settings.max_rate_limit_keys, sizes["rate_limit_key"]),
         BudgetLine("message_rate_limits", settings.max_players, sizes["message_rate"]),
         BudgetLine("pending_messages", pending_count, pending_per_message),
+        # What a game keeps for each player (Hub.save_state), as JSON bytes and their object.
+        BudgetLine(
+            "player_state", settings.max_players, settings.max_player_state_bytes + BYTES_OBJECT
+        ),
+        # A game in a process of its own: what waits for it, what is written to it and not yet
+        # read, and one frame of its being read.
+        BudgetLine(
+            "game_link",
+            1 if settings.game or settings.game_link else 0,
+            settings.game_queue_bytes
+            + settings.game_link_buffer_bytes
+            + settings.game_link_max_frame_bytes,
+        ),
+        # The game's process, in the same container: at least what the gateway's own process
+        # is before any player (it loads the same code); what the game itself holds is its own.
+        BudgetLine("game_process", 1 if settings.game else 0, process_bytes),
     )
     return MemoryBudget(lines, limit_bytes)
