@@ -95,3 +95,35 @@ def test_the_command_does_not_load_the_soak_client() -> None:
         check=True,
     )
     assert loaded.stdout.strip() == "[]"
+
+
+def test_serve_explains_the_game_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    out = capsys.readouterr().out
+    for option in ("--game MODULE:ATTR", "--reload", "--game-link ADDRESS"):
+        assert option in out
+
+
+def test_the_game_options_are_checked_before_anything_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with pytest.raises(SystemExit, match="--reload restarts the game started by --game"):
+        main(["serve", "--reload"])
+    with pytest.raises(SystemExit, match="is not MODULE:ATTR"):
+        main(["serve", "--game", "castle"])
+    with pytest.raises(SystemExit, match="loopback only"):
+        main(["serve", "--game-link", "0.0.0.0:7000"])
+    with pytest.raises(SystemExit, match="needs MUDGATE_GAME_TOKEN"):
+        main(["serve", "--game-link", "127.0.0.1:7000"])
+
+
+def test_a_game_needs_the_links_secret_and_a_reachable_gateway(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: object
+) -> None:
+    monkeypatch.delenv("MUDGATE_GAME_TOKEN", raising=False)
+    with pytest.raises(SystemExit, match="MUDGATE_GAME_TOKEN is not set"):
+        main(["game", "examples.castle.game:game", "--link", "/nowhere/game.sock"])
+    monkeypatch.setenv("MUDGATE_GAME_TOKEN", "secret")
+    with pytest.raises(SystemExit, match="cannot reach the gateway's game link"):
+        main(["game", "examples.castle.game:game", "--link", "/nowhere/game.sock"])

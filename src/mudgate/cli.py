@@ -195,11 +195,14 @@ def _game(args: argparse.Namespace) -> None:
     # The game's side of the link loads only for this command.
     from .game.runner import run_game  # noqa: PLC0415
     from .logs import configure_logging  # noqa: PLC0415
+    from .settings.game import link_address  # noqa: PLC0415
 
     settings = _settings(args.config)
     token = os.environ.get("MUDGATE_GAME_TOKEN")
     if not token:
         sys.exit("mudgate game: MUDGATE_GAME_TOKEN is not set: the gateway's game link secret")
+    if isinstance(link_address(args.link), str) and not Path(args.link).exists():
+        sys.exit(f"mudgate game: cannot reach the gateway's game link at {args.link}: no socket")
     configure_logging(args.log_level, settings.log_format)
     try:
         code = asyncio.run(run_game(args.spec, args.link, token, settings))

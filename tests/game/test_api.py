@@ -3,6 +3,7 @@ each node), ``on_start``, and a game's per-player state; a timer's failure is lo
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -142,3 +143,20 @@ async def test_a_players_state_is_kept_bounded(clock: FakeClock) -> None:
         hub.save_state("bob", {})
     assert hub.state_of("bob") == {}
     await hub.close(timeout_seconds=0.01)
+
+
+async def test_a_games_task_that_fails_is_logged_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    game = Game()
+
+    async def weather() -> None:
+        raise TypeError("room_event() got multiple values for keyword argument 'room'")
+
+    with caplog.at_level(logging.ERROR, "mudgate.game"):
+        task = game.spawn(weather(), name="weather")
+        await asyncio.wait([task])
+        await asyncio.sleep(0)
+    assert caplog.records[-1].getMessage() == "the game's task weather failed"
+    assert "multiple values" in str(caplog.records[-1].exc_info[1])  # type: ignore[index]
+    assert game._running == []

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -105,6 +105,23 @@ class Game:
         self._on_start.append(function)
         return function
 
+    def spawn(
+        self, coroutine: Coroutine[Any, Any, Any], *, name: str | None = None
+    ) -> asyncio.Task[Any]:
+        """Run ``coroutine`` as a task of the game's: if it raises, the exception is logged
+        with its traceback at once (a bare ``asyncio.create_task`` logs it only when the task
+        is garbage-collected, which a task kept in a variable never is); ``stop`` cancels it."""
+        task = asyncio.create_task(coroutine, name=name)
+        self._running.append(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        if task in self._running:
+            self._running.remove(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("the game's task %s failed", task.get_name(), exc_info=task.exception())
+
     async def start(self, hub: Hub) -> None:
         """Bind ``hub`` and run the ``on_start`` functions."""
         self._hub = hub
@@ -116,15 +133,15 @@ class Game:
     def start_timers(self) -> None:
         """Start every timer, each its own task."""
         for timer in self.timers:
-            task = asyncio.create_task(self._run_timer(timer), name=f"mudgate timer {timer.name}")
-            self._running.append(task)
+            self.spawn(self._run_timer(timer), name=f"mudgate timer {timer.name}")
 
     async def stop(self) -> None:
         """Stop the timers and the hooks still running, and wait for them."""
-        for task in self._running:
+        running = list(self._running)
+        for task in running:
             task.cancel()
-        if self._running:
-            await asyncio.wait(self._running)
+        if running:
+            await asyncio.wait(running)
         self._running.clear()
         await self.hooks.close()
 
