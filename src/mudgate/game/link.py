@@ -68,6 +68,8 @@ _link_logger.setLevel(logging.WARNING)
 
 # How long a process has, once connected, to say hello.
 HELLO_TIMEOUT = 10.0
+# Links connected and not yet past their hello: a local process cannot hold more open.
+MAX_GREETING = 8
 # Players per sync frame: a sync of many players is several frames of bounded size.
 SYNC_CHUNK = 500
 # Questions (``call``) a game may have under way at once.
@@ -215,6 +217,7 @@ class GameLink:
         self._waiters: dict[str, asyncio.Future[None]] = {}
         self._seq = 0
         self._calls = 0
+        self._greeting = 0
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: Server | None = None
         self._expiry: asyncio.Task[None] | None = None
@@ -393,6 +396,9 @@ class GameLink:
             if conn and self.problem is not None:
                 for each in conn:
                     each.send(self.hub.event("game_restarting", reason=self.problem))
+            elif conn and self.incoming is not None:
+                for each in conn:
+                    each.send(self.hub.event("game_restarting", reason="reload"))
 
     def _disconnected(self, player_id: str) -> None:
         self._event({"type": "disconnected", "player": player_id})
@@ -431,6 +437,10 @@ class GameLink:
         return self._queued_bytes + in_flight
 
     async def _serve_link(self, ws: ServerConnection) -> None:
+        if self._greeting >= MAX_GREETING:
+            await ws.close(1013, "too many links waiting to say hello")
+            return
+        self._greeting += 1
         try:
             first = await asyncio.wait_for(ws.recv(), HELLO_TIMEOUT)
             frames = decode_from_game(first)
@@ -439,6 +449,8 @@ class GameLink:
         except ValueError as error:
             await ws.close(1008, f"the first frame must be hello: {error}"[:120])
             return
+        finally:
+            self._greeting -= 1
         opening = frames[0] if len(frames) == 1 else None
         if not isinstance(opening, Hello | Failed) or not hmac.compare_digest(
             opening.token.encode(), self.token.encode()
