@@ -264,17 +264,20 @@ class CommandRegistry:
         stats = self.stats
         started = 0.0 if stats is None else stats.clock()
         op = UNKNOWN
-        error: CommandError | None = None
-        forwarded = False
+        # The error is returned from its except clause, never kept in a variable: a local
+        # holding it would hold its traceback, which holds this frame and the frame's text,
+        # a cycle only the garbage collector undoes (each bad frame's text kept until then).
         try:
             frame, fields = parse_frame(raw)
             op = frame.op
             forwarded = await self._run(hub, conn, frame, fields)
-        except CommandError as caught:
-            error = caught
+        except CommandError as error:
+            if stats is not None:
+                stats.observe(op, stats.clock() - started, error.code)
+            return error
         if stats is not None and not forwarded:  # a linked game's: counted when it answers
-            stats.observe(op, stats.clock() - started, None if error is None else error.code)
-        return error
+            stats.observe(op, stats.clock() - started, None)
+        return None
 
     async def _run(
         self, hub: Hub, conn: Connection, frame: Envelope, fields: dict[str, Any]
