@@ -31,7 +31,7 @@ from redis.retry import Retry
 
 from ..protocol import Outgoing
 from ..settings import Settings
-from ..tasks import BackgroundTask
+from ..tasks import BackgroundTask, cancel_and_wait
 from .base import BackplaneStats, Delivery, HealthProvider, Node, Presence
 from .mailbox import MAILBOX_SCRIPTS, RETIRE_SCAN_COUNT, SEND_RESULTS, RedisMailbox
 from .redis_view import (
@@ -387,9 +387,7 @@ class RedisBackplane:
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.wait(tasks)
+            await cancel_and_wait(tasks, "mudgate: the backplane's connection ends")
         error = next(iter(done)).exception()
         assert error is not None  # the loops only end by failing
         return error
