@@ -216,42 +216,41 @@ class Hub:
         return Session(self, conn)
 
     async def _open(self, conn: Connection) -> Player:
-        """Session's entry: register, settle with the cluster, welcome."""
-        player, welcomed = self._enter(conn)
+        """Session's entry: register, settle with the cluster, welcome. Whatever reaches the
+        connection meanwhile (its room, the game's hooks, tells) is held by the connection,
+        under its outbox caps, and written after the welcome and the backlog."""
+        player, greeting = self._enter(conn)
         try:
             elsewhere, excess = await self.cluster_presence.settle(conn)
         except BaseException:
             self.disconnect(conn)
             raise
         self.evict(conn.player_id, excess)
-        if welcomed:
-            conn.send_backlog(elsewhere)
-        else:
-            self._welcome(conn, elsewhere)
+        self._welcome(conn, greeting, elsewhere)
         return player
 
     def connect(self, conn: Connection) -> Player:
-        """Register ``conn`` outside a session (tests, tools): the player comes online and,
-        with no cluster to settle with, is welcomed at once. Leave with ``disconnect``."""
-        return self._enter(conn)[0]
+        """Register ``conn`` outside a session (tests, tools) and welcome it at once, without
+        settling with the cluster. Leave with ``disconnect``."""
+        player, greeting = self._enter(conn)
+        self._welcome(conn, greeting, [])
+        return player
 
-    def _enter(self, conn: Connection) -> tuple[Player, bool]:
-        """Register ``conn``; its player comes online (in the lobby) if they were not. With no
-        cluster to settle with first, welcome it now, before any hook can send to it; whether
-        it was welcomed."""
+    def _enter(self, conn: Connection) -> tuple[Player, Outgoing]:
+        """Register ``conn``; its player comes online (in the lobby) if they were not. The
+        connection holds what it is sent until ``_welcome``; its welcome is made here, before
+        any hook can send to it, so the welcome's seq comes before theirs."""
         player, arrived = self.registry.add(conn)
         if arrived:
             self.absentees.returned(player.id)
             self.topics.arrive(player)
+        greeting = self.event("welcome", player=player.id, room=player.room, connection=conn.id)
         own = self.registry.player_connections[player.id]
         if len(own) > self.settings.max_connections_per_player:
             oldest = own[0]
             oldest.close(CloseCode.REPLACED)
             self.disconnect(oldest)
         self.cluster_presence.announce(player.id)
-        welcomed = not self.backplane.clustered
-        if welcomed:
-            self._welcome(conn, [])
         if arrived:  # now that the player can be reached
             self.hooks.connected(player.id)
         logger.info(
@@ -263,16 +262,15 @@ class Hub:
                 "transport": conn.transport.name,
             },
         )
-        return player, welcomed
+        return player, greeting
 
-    def _welcome(self, conn: Connection, elsewhere: list[Outgoing]) -> None:
-        """Tell ``conn`` it is in, then hand it what was queued while the player was away
-        (here, then on other nodes), in order."""
-        player = self.registry.players.get(conn.player_id)
-        if player is None or conn.state is not ConnectionState.OPEN:
+    def _welcome(self, conn: Connection, greeting: Outgoing, elsewhere: list[Outgoing]) -> None:
+        """Write ``greeting`` to ``conn``, then what was queued while the player was away
+        (here, then on other nodes), then what the connection was sent since it entered, in
+        order."""
+        if conn.state is not ConnectionState.OPENING:
             return  # closed while settling
-        conn.send(self.event("welcome", player=player.id, room=player.room, connection=conn.id))
-        conn.send_backlog([*self.absentees.take(player.id), *elsewhere])
+        conn.welcome([greeting, *self.absentees.take(conn.player_id), *elsewhere])
 
     def disconnect(self, conn: Connection) -> None:
         """Remove every reference to ``conn`` from every structure. Idempotent."""
