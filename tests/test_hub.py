@@ -178,6 +178,11 @@ async def test_in_a_cluster_what_reaches_a_connection_while_it_settles_follows_i
         await hub.close()
 
 
+async def test_one_process_holds_every_lease_a_game_asks_for(hub: Hub) -> None:
+    assert await hub.hold_lease("bard", 30)
+    assert await hub.hold_lease("bard", 30)
+
+
 async def test_pending_messages_are_capped_and_expire(clock: FakeClock) -> None:
     hub = Hub(make_settings(max_pending_messages=2, pending_message_ttl=60), clock=clock)
     await hub.start()

@@ -131,10 +131,13 @@ def commands() -> CommandRegistry:
 
 
 async def bard(hub: Hub, every_seconds: float) -> None:
-    """The NPC: sings in the courtyard on a timer, whether or not anyone is there to hear."""
+    """The NPC: sings in the courtyard on a timer when someone, on any node, is there to hear;
+    on one node of the cluster at a time, the one that holds the bard's lease."""
     while True:
         await asyncio.sleep(every_seconds)
-        if hub.players_in("courtyard"):
+        if not await hub.hold_lease("castle:bard", 2 * every_seconds):
+            continue  # another node sings
+        if await hub.occupants("courtyard"):
             hub.room_event("courtyard", "narrate", speaker="bard", text=random.choice(SONGS))
 
 

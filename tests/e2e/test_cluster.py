@@ -448,6 +448,27 @@ async def test_game_code_reaches_a_player_on_another_node(nodes: Any) -> None:
         assert (await bob.next("narrate"))["text"] == "A bell rings."
 
 
+async def test_a_timer_under_a_lease_acts_once_per_cluster(nodes: Any) -> None:
+    a, b = nodes(2)
+
+    async def tick(node: RunningServer, song: int) -> None:  # the bard's timer, on every node
+        if await node.hub.hold_lease("bard", 60):
+            node.hub.room_event("lobby", "narrate", speaker="bard", song=song)
+
+    async with await Player.connect(b.ws("bob")) as bob:
+        await bob.next("welcome")  # b listens to the lobby in Redis from here on
+        for song in range(3):
+            for node in (a, b):
+                node.run(tick(node, song))
+        # After every song from either node: b's are delivered at once, a's come through
+        # Redis in the order a published them.
+        a.call(lambda: a.hub.room_event("lobby", "narrate", song="end"))
+        heard = []
+        while (song := (await bob.next("narrate"))["song"]) != "end":
+            heard.append(song)
+        assert heard == [0, 1, 2]
+
+
 async def test_the_write_queue_is_capped(nodes: Any) -> None:
     (a,) = nodes(1, backplane_queue_size=10)
 

@@ -36,6 +36,7 @@ from .base import BackplaneStats, Delivery, HealthProvider, Node, Presence
 from .mailbox import MAILBOX_SCRIPTS, RETIRE_SCAN_COUNT, SEND_RESULTS, RedisMailbox
 from .redis_view import (
     RedisKeys,
+    hold_lease,
     live_nodes,
     milliseconds,
     node_id_for,
@@ -263,6 +264,20 @@ class RedisBackplane:
             return await read_summaries(redis, self._keys, nodes, self._invalid)
 
         return await self._call(read)
+
+    # A game's leases
+
+    async def hold_lease(self, name: str, ttl_seconds: float) -> bool:
+        """``Backplane.hold_lease``: ``P:lease:<name>`` holds the id of the node that holds
+        it, taken with ``SET NX PX`` and renewed (``PEXPIRE``) only by that node, in one
+        script. While this node cannot reach Redis (or Redis fails) it holds no lease: a node
+        that can may hold it, and if none can, a timer that runs only under its lease pauses
+        rather than running on every node at once."""
+
+        async def hold(redis: Redis) -> bool:
+            return await hold_lease(redis, self._keys, name, milliseconds(ttl_seconds))
+
+        return bool(await self._call(hold))
 
     def stats(self) -> BackplaneStats:
         return BackplaneStats(

@@ -6,9 +6,10 @@ and topic listeners, the only caller of the backplane's subscribe and unsubscrib
 ``Admission`` (attempt windows, message rates, shedding), ``Absentees`` (last seen, pending
 messages) and ``ClusterPresence`` (presence, the cluster-wide cap, who).
 
-Transports enter and leave through ``session``; game code sends with ``send`` and reads with
-``players_in`` and ``room_of``; the janitor sweeps what ``expiring`` names; monitoring reads
-``stats``, ``container_stats`` and ``refusals``. Nobody outside the hub reaches its parts.
+Transports enter and leave through ``session``; game code sends with ``send``, reads with
+``players_in`` and ``room_of``, and runs a timer once per cluster under ``hold_lease``; the
+janitor sweeps what ``expiring`` names; monitoring reads ``stats``, ``container_stats`` and
+``refusals``. Nobody outside the hub reaches its parts.
 """
 
 from __future__ import annotations
@@ -428,6 +429,14 @@ class Hub:
     async def occupants(self, room: str) -> list[str]:
         """The players in ``room``, on this node and (when reachable) every other, sorted."""
         return await self.cluster_presence.occupants(room, self.topics.in_room(room))
+
+    async def hold_lease(self, name: str, ttl_seconds: float) -> bool:
+        """Whether this node holds the lease ``name`` for the next ``ttl_seconds``, taken or
+        renewed now: a game's timer that acts only while its node holds the lease acts once
+        per cluster, however many nodes or workers run it. Ask at every tick, with a TTL
+        longer than the time between ticks (twice it, say). Always True on one process; False
+        while Redis cannot be reached (``Backplane.hold_lease``)."""
+        return await self.backplane.hold_lease(name, ttl_seconds)
 
     # The backplane's Node protocol
 
