@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
+
+import pytest
 
 from mudgate.connection import Connection, ConnectionLimits, ConnectionState
 from mudgate.protocol import CloseCode, Outgoing
@@ -27,8 +30,15 @@ def message(size: int = 10) -> Outgoing:
     return Outgoing("say", b"x" * size)
 
 
+def opened(connection_limits: ConnectionLimits, **options: Any) -> RecordingConnection:
+    """A connection as the hub leaves it once welcomed (here with nothing to write first)."""
+    conn = RecordingConnection("alice", "127.0.0.1", connection_limits, **options)
+    conn.welcome([])
+    return conn
+
+
 async def test_messages_are_written_in_order() -> None:
-    conn = RecordingConnection("alice", "127.0.0.1", limits(), handler=asyncio.current_task())
+    conn = opened(limits())
     sent = [message(), message(), message()]
     assert all(conn.send(m) for m in sent)
     await settle()
@@ -37,9 +47,7 @@ async def test_messages_are_written_in_order() -> None:
 
 
 async def test_a_busy_connection_keeps_one_writer_task_and_an_idle_one_none() -> None:
-    conn = RecordingConnection(
-        "alice", "127.0.0.1", limits(writer_linger_seconds=0.05), handler=asyncio.current_task()
-    )
+    conn = opened(limits(writer_linger_seconds=0.05))
     conn.send(message())
     assert conn._writer is not None
     writer = conn._writer.task
@@ -54,9 +62,7 @@ async def test_a_busy_connection_keeps_one_writer_task_and_an_idle_one_none() ->
 
 
 async def test_a_message_sent_as_the_linger_ends_is_still_written() -> None:
-    conn = RecordingConnection(
-        "alice", "127.0.0.1", limits(writer_linger_seconds=60), handler=asyncio.current_task()
-    )
+    conn = opened(limits(writer_linger_seconds=60))
     conn.send(message())
     await settle()
     assert conn._writer is not None
@@ -68,9 +74,7 @@ async def test_a_message_sent_as_the_linger_ends_is_still_written() -> None:
 
 
 async def test_closing_ends_a_lingering_writer_at_once() -> None:
-    conn = RecordingConnection(
-        "alice", "127.0.0.1", limits(writer_linger_seconds=60), handler=asyncio.current_task()
-    )
+    conn = opened(limits(writer_linger_seconds=60))
     conn.send(message())
     await settle()
     conn.close(CloseCode.RECYCLED)
@@ -80,7 +84,7 @@ async def test_closing_ends_a_lingering_writer_at_once() -> None:
 
 
 async def test_an_idle_connection_holds_no_writer_task() -> None:
-    conn = RecordingConnection("alice", "127.0.0.1", limits(), handler=asyncio.current_task())
+    conn = opened(limits())
     assert conn._writer is None
     conn.send(message())
     assert conn._writer is not None
@@ -89,9 +93,7 @@ async def test_an_idle_connection_holds_no_writer_task() -> None:
 
 
 async def test_a_full_outbox_closes_a_slow_consumer_with_4008() -> None:
-    conn = RecordingConnection(
-        "alice", "127.0.0.1", limits(write_timeout=5), handler=asyncio.current_task()
-    )
+    conn = opened(limits(write_timeout=5))
     conn.block = asyncio.Event()  # the client stops reading
     assert all(conn.send(message()) for _ in range(3))
     assert not conn.send(message())
@@ -104,9 +106,7 @@ async def test_a_full_outbox_closes_a_slow_consumer_with_4008() -> None:
 
 
 async def test_the_byte_cap_counts_too() -> None:
-    conn = RecordingConnection(
-        "alice", "127.0.0.1", limits(write_timeout=5), handler=asyncio.current_task()
-    )
+    conn = opened(limits(write_timeout=5))
     conn.block = asyncio.Event()
     assert conn.send(message(60))
     assert not conn.send(message(60))
@@ -114,9 +114,7 @@ async def test_the_byte_cap_counts_too() -> None:
 
 
 async def test_a_write_blocked_past_write_timeout_is_a_slow_consumer() -> None:
-    conn = RecordingConnection(
-        "alice", "127.0.0.1", limits(write_timeout=0.01), handler=asyncio.current_task()
-    )
+    conn = opened(limits(write_timeout=0.01))
     conn.block = asyncio.Event()
     conn.send(message())
     async with asyncio.timeout(2):
@@ -126,7 +124,7 @@ async def test_a_write_blocked_past_write_timeout_is_a_slow_consumer() -> None:
 
 
 async def test_close_flushes_what_is_queued_first() -> None:
-    conn = RecordingConnection("alice", "127.0.0.1", limits(), handler=asyncio.current_task())
+    conn = opened(limits())
     conn.send(message())
     conn.close(CloseCode.RECYCLED)
     conn.close(CloseCode.IDLE)  # idempotent: the first reason stands
@@ -163,9 +161,7 @@ async def test_a_close_that_cannot_be_written_aborts_the_handler() -> None:
 
 
 async def test_bad_frames_drain_like_a_leaky_bucket(clock: FakeClock) -> None:
-    conn = RecordingConnection(
-        "alice", "127.0.0.1", limits(), clock=clock, handler=asyncio.current_task()
-    )
+    conn = opened(limits(), clock=clock)
     assert conn.bad_frame()
     assert conn.bad_frame()
     assert not conn.bad_frame()
@@ -174,9 +170,7 @@ async def test_bad_frames_drain_like_a_leaky_bucket(clock: FakeClock) -> None:
 
 
 async def test_closed_drops_the_outbox_and_stops_the_writer() -> None:
-    conn = RecordingConnection(
-        "alice", "127.0.0.1", limits(write_timeout=5), handler=asyncio.current_task()
-    )
+    conn = opened(limits(write_timeout=5))
     conn.block = asyncio.Event()
     conn.send(message())
     conn.send(message())
@@ -194,7 +188,7 @@ async def test_a_failing_transport_empties_the_outbox() -> None:
         async def write(self, message: Outgoing) -> None:
             raise OSError("connection reset")
 
-    conn = RecordingConnection("alice", "127.0.0.1", limits(), transport=Broken())
+    conn = opened(limits(), transport=Broken())
     conn.send(message())
     conn.send(message())
     assert conn.outbox_messages == 2
@@ -220,9 +214,7 @@ class FastTransport(RecordingTransport):
 
 def fast_connection() -> tuple[RecordingConnection, FastTransport]:
     transport = FastTransport()
-    conn = RecordingConnection(
-        "alice", "127.0.0.1", limits(), transport=transport, handler=asyncio.current_task()
-    )
+    conn = opened(limits(), transport=transport)
     return conn, transport
 
 
@@ -250,12 +242,61 @@ async def test_once_anything_is_queued_what_follows_waits_behind_it() -> None:
     assert transport.written_now == [third]
 
 
-async def test_a_backlog_being_written_keeps_new_messages_behind_it() -> None:
-    conn, transport = fast_connection()
-    backlog = [message(), message()]
-    conn.send_backlog(backlog)
+async def test_the_welcome_and_backlog_are_written_first_and_new_messages_wait_behind_them() -> (
+    None
+):
+    transport = FastTransport()
+    conn = RecordingConnection("alice", "127.0.0.1", limits(), transport=transport)
+    first = [message(), message(), message(), message()]  # the welcome, then a long backlog
+    conn.welcome(first)
     later = message()
     assert conn.send(later)
     await settle()
     assert transport.written_now == []
-    assert conn.written == [later, *backlog]  # the outbox first, then the backlog (as before)
+    assert conn.written == [*first, later]
+    assert conn.outbox_messages == 0  # the backlog never counted against the outbox's caps
+
+
+async def test_an_opening_connection_holds_what_it_is_sent_until_welcomed() -> None:
+    transport = FastTransport()
+    conn = RecordingConnection("alice", "127.0.0.1", limits(), transport=transport)
+    assert conn.state is ConnectionState.OPENING
+    held = [message(), message()]
+    assert all(conn.send(m) for m in held)
+    await settle()
+    assert conn.written == transport.written_now == []  # not even the fast path
+    assert conn._writer is None
+    assert (conn.outbox_messages, conn.outbox_bytes) == (2, 20)
+    welcome, backlog, later = message(), message(), message()
+    conn.welcome([welcome, backlog])
+    assert conn.send(later)
+    await settle()
+    assert conn.state is ConnectionState.OPEN
+    assert conn.written == [welcome, backlog, *held, later]
+
+
+async def test_what_an_opening_connection_holds_is_capped_like_its_outbox() -> None:
+    conn = RecordingConnection("alice", "127.0.0.1", limits(outbox_max_messages=3))
+    assert all(conn.send(message()) for _ in range(3))
+    assert not conn.send(message())
+    await settle()
+    assert conn.closed_with == (CloseCode.SLOW_CONSUMER, "outbox full")
+    assert conn.written == []
+    assert conn.outbox_messages == 0
+
+
+async def test_a_connection_closed_before_its_welcome_is_sent_nothing_but_the_close() -> None:
+    conn = RecordingConnection("alice", "127.0.0.1", limits())
+    conn.send(message())
+    conn.close(CloseCode.REPLACED)
+    await settle()
+    assert conn.written == []
+    assert conn.closed_with == (CloseCode.REPLACED, "replaced")
+    with pytest.raises(RuntimeError, match="closing: only an opening one is welcomed"):
+        conn.welcome([message()])
+
+
+async def test_a_connection_is_welcomed_once() -> None:
+    conn = opened(limits())
+    with pytest.raises(RuntimeError, match="open: only an opening one is welcomed"):
+        conn.welcome([message()])

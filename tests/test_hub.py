@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import json
 import weakref
@@ -9,10 +10,12 @@ from typing import Any
 
 import pytest
 
-from mudgate.hub import LOBBY, Delivery, Hub
+from mudgate.connection import ConnectionState
+from mudgate.hub import LOBBY, Delivery, Hub, Player
 from mudgate.protocol import CloseCode
 
-from .conftest import FakeClock, connect, make_settings, settle
+from .conftest import FakeClock, RecordingConnection, connect, make_settings, settle
+from .redis_server import RedisServer
 
 STRUCTURES = (
     "active_websockets",
@@ -126,6 +129,58 @@ async def test_pending_messages_are_delivered_in_order_on_reconnect(hub: Hub) ->
     await settle()
     assert [payload(m).get("text") for m in conn.written] == [None, "0", "1", "2"]
     assert len(hub.absentees.pending_messages) == 0
+
+
+async def test_a_connection_hears_its_welcome_then_its_backlog_then_what_hooks_sent(
+    hub: Hub,
+) -> None:
+    hub.hooks.on_connect(lambda player_id: hub.send(player_id, "narrate", text="The gate opens."))
+    hub.disconnect(connect(hub, "alice"))
+    hub.send("alice", "tell", text="while you were out")
+    alice = RecordingConnection("alice", "127.0.0.1", hub.limits)
+    async with hub.session(alice):
+        await settle()
+    assert alice.events() == ["welcome", "tell", "narrate"]
+
+
+async def enter(hub: Hub, player_id: str) -> tuple[RecordingConnection, asyncio.Task[Player]]:
+    """A connection of ``player_id`` entering ``hub``, stopped where it waits for the cluster
+    (its registration is synchronous, the settling waits for Redis)."""
+    conn = RecordingConnection(player_id, "127.0.0.1", hub.limits, clock=hub.clock)
+    entering = asyncio.create_task(hub.session(conn).__aenter__())
+    await asyncio.sleep(0)
+    assert conn.state is ConnectionState.OPENING
+    return conn, entering
+
+
+async def test_in_a_cluster_what_reaches_a_connection_while_it_settles_follows_its_welcome(
+    redis_server: RedisServer,
+) -> None:
+    hub = Hub(make_settings(backplane=redis_server.url))
+    await hub.start()
+    assert hub.backplane.clustered
+    try:
+        first, entering = await enter(hub, "alice")
+        hub.send("alice", "narrate", text="The gate opens.")
+        await entering
+        second, entering = await enter(hub, "alice")  # alice is online: a second connection
+        hub.room_event(LOBBY, "weather", text="rain")
+        hub.send("alice", "narrate", text="The bard sings.")
+        await settle()
+        assert second.written == []  # held while it settles
+        await entering
+        await settle()
+        assert second.events() == ["welcome", "weather", "narrate"]
+        assert first.events() == ["welcome", "narrate", "weather", "narrate"]
+    finally:
+        for conn in hub.connections_of("alice"):
+            hub.disconnect(conn)
+        await hub.close()
+
+
+async def test_one_process_holds_every_lease_a_game_asks_for(hub: Hub) -> None:
+    assert await hub.hold_lease("bard", 30)
+    assert await hub.hold_lease("bard", 30)
 
 
 async def test_pending_messages_are_capped_and_expire(clock: FakeClock) -> None:

@@ -1,6 +1,8 @@
 """One client connection: its bounded outbox, the writer that drains it, and how it closes.
 
-``send`` never awaits the client, so a broadcast costs the same whether a recipient reads
+A connection opens held: what it is sent waits in its outbox (under the outbox caps) until the
+hub welcomes it (``welcome``), so the first event a client reads is always the welcome. ``send``
+never awaits the client, so a broadcast costs the same whether a recipient reads
 fast, slowly or not at all. A message for a connection with nothing queued goes to its
 transport at once when the transport can take it without growing (``write_now``); otherwise
 it waits in the outbox for the writer task, which exists only while something waits. A
@@ -17,7 +19,7 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +36,7 @@ _ids = itertools.count(1)
 
 
 class ConnectionState(enum.Enum):
+    OPENING = "opening"  # not welcomed yet: what it is sent is held, nothing is written
     OPEN = "open"
     CLOSING = "closing"
     CLOSED = "closed"
@@ -90,9 +93,9 @@ class _Writer:
 class Connection:
     """A player's connection as the hub sees it, whatever the transport.
 
-    The endpoint's ``handler`` task creates it, runs its receive loop inside
-    ``Hub.session``, which always ends in ``Hub.disconnect``; ``abort`` cancels that task
-    when the client cannot even be told it is being closed.
+    The endpoint's ``handler`` task creates it (opening), runs its receive loop inside
+    ``Hub.session``, which welcomes it (open) and always ends in ``Hub.disconnect``; ``abort``
+    cancels that task when the client cannot even be told it is being closed.
     """
 
     __slots__ = (
@@ -133,7 +136,7 @@ class Connection:
         self.id = f"{transport.name}-{next(_ids)}"
         self.player_id = player_id
         self.remote = remote
-        self.state = ConnectionState.OPEN
+        self.state = ConnectionState.OPENING
         self.close_code: CloseCode | None = None
         self.close_reason = ""
         # How the client ended it (a WebSocket's close code and reason), set by the transport.
@@ -144,6 +147,7 @@ class Connection:
         # Allocated on the first send and dropped once drained: an idle connection holds none.
         self._outbox: deque[Outgoing] | None = None
         self._outbox_bytes = 0
+        # The welcome and what waited for the player while away: written before the outbox.
         self._backlog: deque[Outgoing] | None = None
         self._writer: _Writer | None = None
         self._closer: asyncio.Task[None] | None = None
@@ -172,15 +176,18 @@ class Connection:
     def send(self, message: Outgoing) -> bool:
         """Queue ``message`` without waiting; False if the connection is closing or now closed.
 
+        Until the connection is welcomed the message is held, in order, under the same caps.
         A full outbox means the client is not keeping up: it is closed with 4008 rather than
         allowed to make the server's memory grow.
         """
-        if self.state is not ConnectionState.OPEN:
+        state = self.state
+        if state is ConnectionState.OPEN:
+            if not self._outbox and not self._backlog and self.transport.write_now(message):
+                return True  # the fast path: nothing queued ahead, and the transport had room
+        elif state is not ConnectionState.OPENING:
             return False
-        outbox = self._outbox
-        if not outbox and not self._backlog and self.transport.write_now(message):
-            return True  # the fast path: nothing queued ahead of it, and the transport had room
         limits = self._limits
+        outbox = self._outbox
         if outbox is None:
             outbox = self._outbox = deque()
         if (
@@ -191,7 +198,8 @@ class Connection:
             return False
         outbox.append(message)
         self._outbox_bytes += len(message)
-        self._wake_writer()
+        if state is ConnectionState.OPEN:
+            self._wake_writer()
         return True
 
     def _wake_writer(self) -> None:
@@ -206,23 +214,25 @@ class Connection:
         else:
             self._writer.wake(True)
 
-    def send_backlog(self, messages: list[Outgoing]) -> None:
-        """Queue what was waiting for this player while away, to be written after the outbox.
+    def welcome(self, first: Iterable[Outgoing]) -> None:
+        """Start writing: ``first`` (the hub's welcome, then what waited for the player while
+        away), then what the connection was sent while opening, then the rest, in order.
 
-        The backlog was already held (and capped) by the hub's pending messages; it does not
+        ``first`` was already held (and capped) by the hub's pending messages; it does not
         count against the outbox caps, so a long backlog never makes a slow consumer by itself
-        (a client that does not read it still hits write_timeout).
+        (a client that does not read it still hits write_timeout). Raises RuntimeError unless
+        the connection is opening: it is welcomed once, and a closed one is not.
         """
-        if self.state is not ConnectionState.OPEN or not messages:
-            return
-        if self._backlog is None:
-            self._backlog = deque(messages)
-        else:  # what other nodes queued arrives after what this one did
-            self._backlog.extend(messages)
-        self._wake_writer()
+        if self.state is not ConnectionState.OPENING:
+            raise RuntimeError(f"{self.id} is {self.state.value}: only an opening one is welcomed")
+        self.state = ConnectionState.OPEN
+        self._backlog = deque(first) or None
+        if self._backlog or self._outbox:
+            self._wake_writer()
 
     def _next(self) -> tuple[deque[Outgoing], Outgoing] | None:
-        for queue in (self._outbox, self._backlog):
+        # The backlog first: it is only ever made by ``welcome``, ahead of all that was sent.
+        for queue in (self._backlog, self._outbox):
             if queue:
                 return queue, queue[0]
         return None
@@ -328,15 +338,18 @@ class Connection:
 
     def close(self, code: CloseCode, reason: str | None = None) -> None:
         """Start closing with ``code``; idempotent. What is queued is still written first,
-        except for a slow consumer, whose outbox is dropped."""
-        if self.state is not ConnectionState.OPEN:
+        except for a slow consumer, whose outbox is dropped, and for a connection not yet
+        welcomed, which is sent nothing but the close."""
+        opening = self.state is ConnectionState.OPENING
+        if not opening and self.state is not ConnectionState.OPEN:
             return
         self.state = ConnectionState.CLOSING
         self.close_code = code
         self.close_reason = reason or code.reason
         if self._writer is not None:
             self._writer.wake(False)  # a lingering writer ends now
-        if code is CloseCode.SLOW_CONSUMER:
+        if opening or code is CloseCode.SLOW_CONSUMER:
+            # Never welcomed: nothing but the close is written.
             self._clear_outbox()
             self._stop_writer()
         self._closer = asyncio.get_running_loop().create_task(self._close_transport())

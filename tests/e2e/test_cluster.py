@@ -131,6 +131,43 @@ async def test_a_tell_waits_for_a_player_who_comes_back_to_another_node(nodes: A
         assert (await alice.next("tell"))["text"] == "while you were out"
 
 
+async def first_events(player: Player, count: int) -> list[dict[str, Any]]:
+    """The first ``count`` messages ``player`` received, none skipped."""
+    async with asyncio.timeout(5):
+        return [await player.inbox.get() for _ in range(count)]
+
+
+async def test_welcome_comes_first_then_the_backlog_then_what_the_game_sent(nodes: Any) -> None:
+    a, b = nodes(2)
+
+    def greet(player_id: str) -> None:  # the game's on_connect: it announces and narrates
+        a.hub.room_event("lobby", "arrive", player=player_id)
+        a.hub.send(player_id, "narrate", text="The gate creaks open.")
+
+    a.call(lambda: a.hub.hooks.on_connect(greet))
+    async with await Player.connect(a.ws("alice")) as alice:
+        await alice.next("welcome")
+    await wait_for(lambda: a.stats()["online_players"] == 0)
+    async with await Player.connect(b.ws("bob")) as bob:
+        await bob.next("welcome")
+        await bob.send(op="tell", to="alice", text="while you were out")
+        await bob.next("told")
+    async with await Player.connect(a.ws("alice")) as alice:
+        welcome, told, *rest = await first_events(alice, 4)
+        assert pick(welcome, "event", "player", "room") == {
+            "event": "welcome",
+            "player": "alice",
+            "room": "lobby",
+        }
+        assert pick(told, "event", "text") == {"event": "tell", "text": "while you were out"}
+        assert [(event["event"], event.get("player")) for event in rest] == [
+            ("arrive", "alice"),
+            ("narrate", None),
+        ]
+        # The welcome was made before what the hooks sent, and says so in its seq.
+        assert welcome["seq"] < rest[0]["seq"] < rest[1]["seq"]
+
+
 async def test_max_connections_per_player_holds_across_nodes(nodes: Any) -> None:
     a, b = nodes(2, max_connections_per_player=1)
     first = await Player.connect(a.ws("alice"))
@@ -409,6 +446,27 @@ async def test_game_code_reaches_a_player_on_another_node(nodes: Any) -> None:
         assert (await bob.next("narrate"))["text"] == "The bard waves."
         a.call(lambda: a.hub.room_event("lobby", "narrate", text="A bell rings."))
         assert (await bob.next("narrate"))["text"] == "A bell rings."
+
+
+async def test_a_timer_under_a_lease_acts_once_per_cluster(nodes: Any) -> None:
+    a, b = nodes(2)
+
+    async def tick(node: RunningServer, song: int) -> None:  # the bard's timer, on every node
+        if await node.hub.hold_lease("bard", 60):
+            node.hub.room_event("lobby", "narrate", speaker="bard", song=song)
+
+    async with await Player.connect(b.ws("bob")) as bob:
+        await bob.next("welcome")  # b listens to the lobby in Redis from here on
+        for song in range(3):
+            for node in (a, b):
+                node.run(tick(node, song))
+        # After every song from either node: b's are delivered at once, a's come through
+        # Redis in the order a published them.
+        a.call(lambda: a.hub.room_event("lobby", "narrate", song="end"))
+        heard = []
+        while (song := (await bob.next("narrate"))["song"]) != "end":
+            heard.append(song)
+        assert heard == [0, 1, 2]
 
 
 async def test_the_write_queue_is_capped(nodes: Any) -> None:

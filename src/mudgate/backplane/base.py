@@ -154,6 +154,21 @@ class Backplane(Protocol):
     async def nodes(self) -> list[dict[str, Any]] | None:
         """Every live node's latest summary, this one included."""
 
+    async def hold_lease(self, name: str, ttl_seconds: float) -> bool:
+        """Whether this node holds the lease ``name`` for the next ``ttl_seconds`` (a float,
+        seconds): taken now if no node held it, or renewed if this node did. At most one node
+        of the cluster holds a lease at a time, so a game's timer that acts only while its node
+        holds the lease acts once per cluster however many nodes (or workers) run it; when the
+        holder dies, the first node to ask after its lease ran out takes it over (within
+        ``ttl_seconds`` of the holder's last renewal).
+
+        Ask at every tick, with ``ttl_seconds`` longer than the time between ticks (twice it,
+        say), so the holder renews before its lease runs out. Never raises for the cluster's
+        trouble: False while the cluster cannot be asked (Redis away or failing), as no node
+        can then know it is the only one. The in-process backplane, the whole cluster by
+        itself, always answers True.
+        """
+
     def stats(self) -> BackplaneStats | None:
         """The sizes of the backplane's own structures, and its counters (None: nothing of
         its own to count)."""

@@ -64,5 +64,8 @@ class LocalBackplane:
     async def nodes(self) -> list[dict[str, Any]] | None:
         return None
 
+    async def hold_lease(self, name: str, ttl_seconds: float) -> bool:
+        return True  # one node is the whole cluster
+
     def stats(self) -> BackplaneStats | None:
         return None

@@ -31,11 +31,12 @@ from redis.retry import Retry
 
 from ..protocol import Outgoing
 from ..settings import Settings
-from ..tasks import BackgroundTask
+from ..tasks import BackgroundTask, cancel_and_wait
 from .base import BackplaneStats, Delivery, HealthProvider, Node, Presence
 from .mailbox import MAILBOX_SCRIPTS, RETIRE_SCAN_COUNT, SEND_RESULTS, RedisMailbox
 from .redis_view import (
     RedisKeys,
+    hold_lease,
     live_nodes,
     milliseconds,
     node_id_for,
@@ -264,6 +265,20 @@ class RedisBackplane:
 
         return await self._call(read)
 
+    # A game's leases
+
+    async def hold_lease(self, name: str, ttl_seconds: float) -> bool:
+        """``Backplane.hold_lease``: ``P:lease:<name>`` holds the id of the node that holds
+        it, taken with ``SET NX PX`` and renewed (``PEXPIRE``) only by that node, in one
+        script. While this node cannot reach Redis (or Redis fails) it holds no lease: a node
+        that can may hold it, and if none can, a timer that runs only under its lease pauses
+        rather than running on every node at once."""
+
+        async def hold(redis: Redis) -> bool:
+            return await hold_lease(redis, self._keys, name, milliseconds(ttl_seconds))
+
+        return bool(await self._call(hold))
+
     def stats(self) -> BackplaneStats:
         return BackplaneStats(
             up=self._writes.open,
@@ -387,9 +402,7 @@ class RedisBackplane:
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.wait(tasks)
+            await cancel_and_wait(tasks, "mudgate: the backplane's connection ends")
         error = next(iter(done)).exception()
         assert error is not None  # the loops only end by failing
         return error

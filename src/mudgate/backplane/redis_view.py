@@ -13,6 +13,10 @@ What lives in Redis, under ``MUDGATE_REDIS_PREFIX`` (``P``), and what bounds it:
 ``P:pending:queue:<player>``, ``P:pending:meta:*``
     What was told to them meanwhile, capped per player, per sender and in bytes, and its
     accounting, in key spaces of their own (``mailbox.py``).
+``P:lease:<name>``
+    A game's lease (``Backplane.hold_lease``): the id of the node that holds it, expiring
+    after the TTL its holder last asked for; only the holder renews it. One key per name the
+    game uses, gone on its own once no node asks for it.
 
 Every key is ``P:<kind>:<name>``, the kind one the node chose (pub/sub channels too:
 ``room:``, ``channel:``, ``player:``, ``node:``) and the prefix holding no ``:``, so no name a
@@ -45,7 +49,9 @@ from .wire import (
 )
 
 __all__ = [
+    "HOLD_LEASE",
     "RedisKeys",
+    "hold_lease",
     "live_nodes",
     "milliseconds",
     "node_id_for",
@@ -59,6 +65,18 @@ OnInvalid = Callable[[Invalid], None]
 
 # How many of a node's players one HSET carries when it announces them all.
 ANNOUNCE_BATCH = 1000
+
+# Take a game's lease if no node holds it, or renew it if this node does: one round trip, and
+# no moment where a node renews a lease that another took after its own ran out.
+# KEYS: the lease. ARGV: this node's id, the TTL in milliseconds. Returns 1 if this node holds it.
+HOLD_LEASE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
 
 
 def node_id_for(settings: Settings) -> str:
@@ -107,6 +125,17 @@ class RedisKeys:
     def seen(self, player_id: str) -> str:
         """Set when a player leaves a node, for last_seen_ttl: a tell to them is queued."""
         return f"{self._prefix}:seen:{player_id}"
+
+    def lease(self, name: str) -> str:
+        """A game's lease: the id of the node that holds it, expiring unless renewed."""
+        return f"{self._prefix}:lease:{name}"
+
+
+async def hold_lease(redis: Redis, keys: RedisKeys, name: str, ttl_ms: int) -> bool:
+    """Take the lease ``name`` for this node, or renew it if this node holds it, for
+    ``ttl_ms``; whether this node holds it now."""
+    held = await redis.eval(HOLD_LEASE, 1, keys.lease(name), keys.node_id, ttl_ms)
+    return int(held) == 1
 
 
 async def live_nodes(redis: Redis, keys: RedisKeys, invalid: OnInvalid) -> list[str]:

@@ -6,9 +6,10 @@ and topic listeners, the only caller of the backplane's subscribe and unsubscrib
 ``Admission`` (attempt windows, message rates, shedding), ``Absentees`` (last seen, pending
 messages) and ``ClusterPresence`` (presence, the cluster-wide cap, who).
 
-Transports enter and leave through ``session``; game code sends with ``send`` and reads with
-``players_in`` and ``room_of``; the janitor sweeps what ``expiring`` names; monitoring reads
-``stats``, ``container_stats`` and ``refusals``. Nobody outside the hub reaches its parts.
+Transports enter and leave through ``session``; game code sends with ``send``, reads with
+``players_in`` and ``room_of``, and runs a timer once per cluster under ``hold_lease``; the
+janitor sweeps what ``expiring`` names; monitoring reads ``stats``, ``container_stats`` and
+``refusals``. Nobody outside the hub reaches its parts.
 """
 
 from __future__ import annotations
@@ -218,42 +219,41 @@ class Hub:
         return Session(self, conn)
 
     async def _open(self, conn: Connection) -> Player:
-        """Session's entry: register, settle with the cluster, welcome."""
-        player, welcomed = self._enter(conn)
+        """Session's entry: register, settle with the cluster, welcome. Whatever reaches the
+        connection meanwhile (its room, the game's hooks, tells) is held by the connection,
+        under its outbox caps, and written after the welcome and the backlog."""
+        player, greeting = self._enter(conn)
         try:
             elsewhere, excess = await self.cluster_presence.settle(conn)
         except BaseException:
             self.disconnect(conn)
             raise
         self.evict(conn.player_id, excess)
-        if welcomed:
-            conn.send_backlog(elsewhere)
-        else:
-            self._welcome(conn, elsewhere)
+        self._welcome(conn, greeting, elsewhere)
         return player
 
     def connect(self, conn: Connection) -> Player:
-        """Register ``conn`` outside a session (tests, tools): the player comes online and,
-        with no cluster to settle with, is welcomed at once. Leave with ``disconnect``."""
-        return self._enter(conn)[0]
+        """Register ``conn`` outside a session (tests, tools) and welcome it at once, without
+        settling with the cluster. Leave with ``disconnect``."""
+        player, greeting = self._enter(conn)
+        self._welcome(conn, greeting, [])
+        return player
 
-    def _enter(self, conn: Connection) -> tuple[Player, bool]:
-        """Register ``conn``; its player comes online (in the lobby) if they were not. With no
-        cluster to settle with first, welcome it now, before any hook can send to it; whether
-        it was welcomed."""
+    def _enter(self, conn: Connection) -> tuple[Player, Outgoing]:
+        """Register ``conn``; its player comes online (in the lobby) if they were not. The
+        connection holds what it is sent until ``_welcome``; its welcome is made here, before
+        any hook can send to it, so the welcome's seq comes before theirs."""
         player, arrived = self.registry.add(conn)
         if arrived:
             self.absentees.returned(player.id)
             self.topics.arrive(player)
+        greeting = self.event("welcome", player=player.id, room=player.room, connection=conn.id)
         own = self.registry.player_connections[player.id]
         if len(own) > self.settings.max_connections_per_player:
             oldest = own[0]
             oldest.close(CloseCode.REPLACED)
             self.disconnect(oldest)
         self.cluster_presence.announce(player.id)
-        welcomed = not self.backplane.clustered
-        if welcomed:
-            self._welcome(conn, [])
         if arrived:  # now that the player can be reached
             self.hooks.connected(player.id)
         logger.info(
@@ -265,16 +265,15 @@ class Hub:
                 "transport": conn.transport.name,
             },
         )
-        return player, welcomed
+        return player, greeting
 
-    def _welcome(self, conn: Connection, elsewhere: list[Outgoing]) -> None:
-        """Tell ``conn`` it is in, then hand it what was queued while the player was away
-        (here, then on other nodes), in order."""
-        player = self.registry.players.get(conn.player_id)
-        if player is None or conn.state is not ConnectionState.OPEN:
+    def _welcome(self, conn: Connection, greeting: Outgoing, elsewhere: list[Outgoing]) -> None:
+        """Write ``greeting`` to ``conn``, then what was queued while the player was away
+        (here, then on other nodes), then what the connection was sent since it entered, in
+        order."""
+        if conn.state is not ConnectionState.OPENING:
             return  # closed while settling
-        conn.send(self.event("welcome", player=player.id, room=player.room, connection=conn.id))
-        conn.send_backlog([*self.absentees.take(player.id), *elsewhere])
+        conn.welcome([greeting, *self.absentees.take(conn.player_id), *elsewhere])
 
     def disconnect(self, conn: Connection) -> None:
         """Remove every reference to ``conn`` from every structure. Idempotent."""
@@ -447,11 +446,6 @@ class Hub:
         player = self.registry.players.get(player_id)
         return {} if player is None else dict(msgspec.json.decode(player.state))
 
-    async def hold_lease(self, name: str, ttl_seconds: float) -> bool:
-        """Whether this node holds (took or renewed) the cluster-wide lease ``name`` for
-        ``ttl_seconds``: what a timer that runs once per cluster asks before each run."""
-        return await self.backplane.hold_lease(name, ttl_seconds)
-
     async def who(self) -> list[str]:
         """Every player online, on this node and (when reachable) every other, sorted."""
         return await self.cluster_presence.who()
@@ -459,6 +453,14 @@ class Hub:
     async def occupants(self, room: str) -> list[str]:
         """The players in ``room``, on this node and (when reachable) every other, sorted."""
         return await self.cluster_presence.occupants(room, self.topics.in_room(room))
+
+    async def hold_lease(self, name: str, ttl_seconds: float) -> bool:
+        """Whether this node holds the lease ``name`` for the next ``ttl_seconds``, taken or
+        renewed now: a game's timer that acts only while its node holds the lease acts once
+        per cluster, however many nodes or workers run it. Ask at every tick, with a TTL
+        longer than the time between ticks (twice it, say). Always True on one process; False
+        while Redis cannot be reached (``Backplane.hold_lease``)."""
+        return await self.backplane.hold_lease(name, ttl_seconds)
 
     # The backplane's Node protocol
 
