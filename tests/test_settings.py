@@ -136,3 +136,18 @@ def test_serve_runs_one_process_and_points_to_serve_workers_for_more() -> None:
     settings = load_settings(None, workers=2, backplane="redis://127.0.0.1:6379/0")
     with pytest.raises(ValueError, match="serve_workers"):
         serve(object(), Gateway(settings))
+
+
+def test_the_game_link_is_loopback_or_a_socket_authenticated_and_one_per_gateway() -> None:
+    with pytest.raises(SettingsError, match="is not MODULE:ATTR"):
+        load_settings(None, game="castle")
+    with pytest.raises(SettingsError, match="loopback only"):
+        load_settings(None, game="castle:game", game_link="10.0.0.5:7000")
+    with pytest.raises(SettingsError, match="needs MUDGATE_GAME_TOKEN"):
+        load_settings(None, game_link="/run/mudgate/game.sock")
+    with pytest.raises(SettingsError, match="every worker would listen at the same address"):
+        load_settings(
+            None, game="castle:game", game_link="[::1]:7000", workers=2, backplane="redis://r:1/0"
+        )
+    settings = load_settings(None, game_link="localhost:7000", game_token="secret")
+    assert settings.game is None

@@ -170,8 +170,9 @@ class Gateway:
             self.game.start_timers()
         if self.game_link is not None:
             await self.game_link.start()
-            if self.settings.game is not None:
-                self._reload_on_sighup(True)
+            # SIGHUP restarts the game (with --game); for a game that attaches by itself, it
+            # is logged rather than ending the gateway and every player with it.
+            self._reload_on_sighup(True)
 
     def _game_problems(self) -> tuple[str | None, str | None]:
         link = self.game_link

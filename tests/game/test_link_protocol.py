@@ -317,3 +317,39 @@ def test_every_game_setting_is_named_in_the_doc_with_its_default() -> None:
         if isinstance(field.default, int | float) and not isinstance(field.default, bool):
             default = f"{field.default:g}" if field.default < 1e6 else str(int(field.default))
             assert re.search(rf"`{variable}`\s+\({re.escape(default)}\b", text), variable
+
+
+async def test_every_frame_with_an_id_gets_one_answer_whatever_the_game_forgets(
+    external: Any,
+) -> None:
+    gateway = external()
+    async with gateway.player("alice") as alice, attached(gateway) as game:
+        await alice.send(op="greet", name="bob", id=7)
+        command = await game.next("command")
+        # A reply without the id, then done: the player's answer carries the frame's id.
+        await game.send(
+            {"type": "reply", "seq": command["seq"], "event": "greeting", "fields": {}},
+            {"type": "done", "seq": command["seq"]},
+        )
+        assert (await alice.next("greeting"))["id"] == 7
+        # No reply at all: the gateway answers ok.
+        await alice.send(op="greet", name="carol", id=8)
+        command = await game.next("command")
+        await game.send({"type": "done", "seq": command["seq"]})
+        ok = await alice.next("ok")
+        assert (ok["id"], ok["op"]) == (8, "greet")
+
+
+async def test_a_game_given_up_on_cannot_take_over_by_saying_ready_late(external: Any) -> None:
+    gateway = external(game_start_timeout="0.5")
+    async with gateway.player("alice") as alice, attached(gateway) as first:
+        async with link(gateway) as late:
+            await late.send(example(">", "hello"))
+            await late.next("synced")
+            await gateway.until(lambda state: state["failed_starts"] == 1)
+            await late.send(example(">", "ready"))  # too late: it was given up on
+            await alice.send(op="greet", name="bob", id=1)
+            command = await first.next("command")  # the first game still answers
+            await first.send({"type": "done", "seq": command["seq"]})
+            assert (await alice.next("ok"))["id"] == 1
+        assert gateway.game()["state"] == "ready"

@@ -24,6 +24,7 @@ import hmac
 import logging
 import os
 import secrets
+import stat
 import tempfile
 import time
 from collections import deque
@@ -66,8 +67,6 @@ logger = logging.getLogger("mudgate.game")
 _link_logger = logging.getLogger("mudgate.game.link")
 _link_logger.setLevel(logging.WARNING)
 
-# How long a process has, once connected, to say hello.
-HELLO_TIMEOUT = 10.0
 # Links connected and not yet past their hello: a local process cannot hold more open.
 MAX_GREETING = 8
 # Players per sync frame: a sync of many players is several frames of bounded size.
@@ -84,7 +83,7 @@ EXPIRY_INTERVAL = 0.25
 class Pending:
     """A command or an event on its way to the game (queued, or in flight)."""
 
-    __slots__ = ("at", "conn", "frame", "op", "player_id", "request_id", "seq")
+    __slots__ = ("at", "conn", "frame", "op", "player_id", "replied", "request_id", "seq")
 
     def __init__(
         self,
@@ -104,6 +103,7 @@ class Pending:
         self.player_id = player_id
         self.op = op
         self.request_id = request_id
+        self.replied = False
 
 
 class Attached:
@@ -117,6 +117,7 @@ class Attached:
         self.removed = set(hello.removed) & set(BUILTIN_OPS)
         self.ready = False
         self.retired = False
+        self.closing = False  # closed as a slow consumer
         self.in_flight: dict[int, Pending] = {}
         self._buffer_bytes = buffer_bytes
         self._out: deque[bytes] = deque()
@@ -133,7 +134,13 @@ class Attached:
                 return False
             self._drained.clear()
             await self._drained.wait()
-        return self.write(frame)
+        if self.writer.done():
+            return False
+        # Into an empty buffer even if larger than it: a frame of the sync is bounded by itself.
+        self._out.append(frame)
+        self.out_bytes += len(frame)
+        self._wake.set()
+        return True
 
     def write(self, frame: bytes) -> bool:
         """Queue ``frame`` for the game; False if the game is not reading (over the buffer)."""
@@ -207,7 +214,8 @@ class GameLink:
         self.stats = LinkStats()
         self.active: Attached | None = None
         self.incoming: Attached | None = None
-        self.problem: str | None = None if settings.game is None else "starting"
+        self.problem: str | None = "starting" if settings.game else "no game attached yet"
+        self._told_restarting = False  # players have heard game_restarting since the last ready
         self._ops: dict[str, dict[str, Any]] = {}
         self._removed: set[str] = set()
         self._queue: deque[Pending] = deque()
@@ -254,6 +262,8 @@ class GameLink:
             self._server = await serve(self._serve_link, address[0], address[1], **options)
         else:
             with contextlib.suppress(FileNotFoundError):
+                if not stat.S_ISSOCK(os.stat(address).st_mode):
+                    raise OSError(f"the game link {address} exists and is not a socket")
                 os.unlink(address)  # a socket left by a gateway that was killed
             self._server = await unix_serve(self._serve_link, address, **options)
             os.chmod(address, 0o600)
@@ -294,7 +304,12 @@ class GameLink:
         """Start a fresh game process (SIGHUP, ``--reload``); the running one answers until
         the new one is ready, and keeps running if the new one fails to start."""
         if self.processes is None:
-            logger.warning("reload asked, but this gateway does not start its game (no --game)")
+            logger.warning(
+                "%s: this gateway does not start its game (no --game); restart the game that "
+                "attaches to %s yourself: the new one takes over as it attaches",
+                reason,
+                self.address,
+            )
             return
         logger.info("starting a fresh game process (%s)", reason)
         self._notice("game_restarting", reason=reason)
@@ -366,11 +381,13 @@ class GameLink:
         return waiter
 
     def _unavailable(self, request_id: str | int | None, why: str | None = None) -> CommandError:
-        why = why or (
-            "the game is restarting"
-            if self.problem in (None, "starting", "restarting")
-            else f"the game is not running ({self.problem})"
-        )
+        if why is None:
+            if self.problem in (None, "starting", "restarting"):
+                why = "the game is restarting"
+            elif self.processes is None and self.problem == "no game attached yet":
+                why = "no game is attached to the gateway yet"
+            else:
+                why = f"the game is not running ({self.problem})"
         return CommandError(
             ErrorCode.GAME_UNAVAILABLE,
             f"{why}; try again in a moment",
@@ -442,12 +459,14 @@ class GameLink:
             return
         self._greeting += 1
         try:
-            first = await asyncio.wait_for(ws.recv(), HELLO_TIMEOUT)
+            # The game is imported between connecting and hello: it has the start's time.
+            first = await asyncio.wait_for(ws.recv(), self.settings.game_start_timeout)
             frames = decode_from_game(first)
         except (TimeoutError, ConnectionClosed):
             return
         except ValueError as error:
-            await ws.close(1008, f"the first frame must be hello: {error}"[:120])
+            reason = f"the first frame must be hello: {error}"
+            await ws.close(1008, reason.encode()[:120].decode(errors="ignore"))
             return
         finally:
             self._greeting -= 1
@@ -485,6 +504,8 @@ class GameLink:
         if self.incoming is not None:  # a newer game supersedes one still starting
             self._retire(self.incoming)
         self.incoming = attached
+        if self.active is not None and not self._told_restarting:  # a game that came by itself
+            self._notice("game_restarting", reason="reload")
         if self.processes is not None:
             self.processes.attached(attached.pid)
         logger.info("game %r (pid %s) attached; syncing", attached.name, attached.pid)
@@ -529,6 +550,8 @@ class GameLink:
                 attached.pid, f"not ready {self.settings.game_start_timeout:g} s after hello"
             )
             self._retire(attached)
+            self.incoming = None  # given up on: what waits goes back to the running game
+            self._resume()
 
     def _receive(self, attached: Attached, frame: FromGame) -> None:
         try:
@@ -540,7 +563,11 @@ class GameLink:
         if isinstance(frame, Reply):
             pending = attached.in_flight.get(frame.seq)
             if pending is not None and pending.conn is not None:
-                pending.conn.send(self.hub.event(frame.event, **frame.fields))
+                fields = frame.fields
+                if pending.request_id is not None:  # the answer echoes the frame's id
+                    fields.setdefault("id", pending.request_id)
+                pending.replied = True
+                pending.conn.send(self.hub.event(frame.event, **fields))
         elif isinstance(frame, Done):
             self._done(attached, frame)
         elif isinstance(frame, Call):
@@ -550,8 +577,9 @@ class GameLink:
                 self._calls += 1
                 self._spawn(self._answer(attached, frame))
         elif isinstance(frame, Ready):
-            attached.ready = True
-            self._take_over()
+            if attached is self.incoming and not attached.retired:  # not one given up on
+                attached.ready = True
+                self._take_over()
         elif isinstance(frame, Hello | Failed):
             raise ValueError("hello and failed come first, once")
         else:
@@ -595,6 +623,9 @@ class GameLink:
                     code, error.message, pending.request_id, retry_after=error.retry_after
                 ),
             )
+        elif not pending.replied and pending.request_id is not None:
+            # A frame with an id gets exactly one answer, whatever the game forgot.
+            pending.conn.send(self.hub.event("ok", op=pending.op, id=pending.request_id))
         if attached is not self.active or self.incoming is not None:
             self._take_over()
 
@@ -699,7 +730,8 @@ class GameLink:
         self.stats.failed_starts += 1
         keeping = "; the running game carries on" if self.active is not None else ""
         logger.error("the game (pid %s) failed to start: %s%s", pid, why, keeping)
-        reason = f"failed to start: {why.strip().splitlines()[-1][:200]}"
+        last = (why.strip().splitlines() or ["no reason given"])[-1]
+        reason = f"failed to start: {last[:200]}"
         if self.active is None:
             self.problem = reason
         else:
@@ -714,8 +746,9 @@ class GameLink:
             self._resume()
 
     def _slow_consumer(self, attached: Attached) -> None:
-        if attached.retired and attached.ws.state.name == "CLOSED":
+        if attached.closing:
             return
+        attached.closing = True
         self.stats.slow_consumer += 1
         logger.error(
             "the game (pid %s) is not reading its link (%d bytes waiting): closing it",
@@ -794,6 +827,7 @@ class GameLink:
 
     def _notice(self, event: str, **fields: Any) -> None:
         """Tell every player on this node (``game_restarting``, ``game_ready``)."""
+        self._told_restarting = event == "game_restarting"
         message = self.hub.event(event, **fields)
         for conn in self.hub.connections():
             conn.send(message)

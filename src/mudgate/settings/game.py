@@ -64,7 +64,7 @@ class GameProcess(BaseModel):
     game_link_buffer_bytes: PositiveInt = Field(
         4 * 1024 * 1024,
         description="Bytes written to the game and not yet read by it; past it the game is a "
-        "slow consumer: its link is closed and a fresh process started.",
+        "slow consumer: its link is closed (and, with `game`, a fresh process started).",
     )
     game_link_max_frame_bytes: PositiveInt = Field(
         1024 * 1024, description="Largest frame the game may send over its link, bytes."
@@ -106,7 +106,17 @@ class GameProcess(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _check_token(self) -> Self:
+    def _check_link_workers(self) -> Self:
+        if self.game_link is not None and getattr(self, "workers", 1) > 1:
+            raise ValueError(
+                "MUDGATE_GAME_LINK with MUDGATE_WORKERS > 1: every worker would listen at the "
+                "same address; with --game leave MUDGATE_GAME_LINK unset (each worker's game "
+                "gets a private socket of its own)"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _check_link_token(self) -> Self:
         if self.game_link is not None and self.game is None and self.game_token is None:
             raise ValueError(
                 "MUDGATE_GAME_LINK without MUDGATE_GAME needs MUDGATE_GAME_TOKEN: the secret "
