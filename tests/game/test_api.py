@@ -160,3 +160,21 @@ async def test_a_games_task_that_fails_is_logged_at_once(
     assert caplog.records[-1].getMessage() == "the game's task weather failed"
     assert "multiple values" in str(caplog.records[-1].exc_info[1])  # type: ignore[index]
     assert game._running == []
+
+
+def test_the_budget_counts_what_the_game_link_reads_ahead() -> None:
+    from mudgate.game.link import LINK_READ_QUEUE  # noqa: PLC0415
+    from mudgate.memory.budget import GAME_LINK_READ_QUEUE, memory_budget  # noqa: PLC0415
+
+    assert LINK_READ_QUEUE == GAME_LINK_READ_QUEUE
+    settings = make_settings(game="castle:game")
+    lines = {line.structure: line for line in memory_budget(settings, 2**30, 50 * 2**20).lines}
+    link = lines["game_link"]
+    assert link.worst_case_bytes == (
+        settings.game_queue_bytes
+        + settings.game_link_buffer_bytes
+        + (LINK_READ_QUEUE + 1) * settings.game_link_max_frame_bytes
+    )
+    assert lines["game_process"].worst_case_bytes == 50 * 2**20
+    assert lines["player_state"].max_entries == settings.max_players
+    assert memory_budget(make_settings(), 2**30).lines[-1].worst_case_bytes == 0  # no game

@@ -67,6 +67,9 @@ logger = logging.getLogger("mudgate.game")
 _link_logger = logging.getLogger("mudgate.game.link")
 _link_logger.setLevel(logging.WARNING)
 
+# Messages from the game read ahead of the one being handled (websockets' max_queue); the
+# memory budget counts them, each as large as MUDGATE_GAME_LINK_MAX_FRAME_BYTES.
+LINK_READ_QUEUE = 4
 # Links connected and not yet past their hello: a local process cannot hold more open.
 MAX_GREETING = 8
 # Players per sync frame: a sync of many players is several frames of bounded size.
@@ -252,7 +255,8 @@ class GameLink:
         address = link_address(self.address)
         options: dict[str, Any] = {
             "max_size": self.settings.game_link_max_frame_bytes,
-            "max_queue": 16,
+            # Messages read from the game and not yet handled: each up to the largest frame.
+            "max_queue": LINK_READ_QUEUE,
             "ping_interval": PING_INTERVAL,
             "ping_timeout": PING_TIMEOUT,
             "compression": None,

@@ -132,6 +132,9 @@ def deflate_bytes(window_bits: int, mem_level: int) -> int:
     return _measure(connection, samples=50)
 
 
+# Messages the game link reads ahead (game/link.py's LINK_READ_QUEUE; memory/ imports nothing
+# above it, so the figure is repeated here and tests/game checks the two agree).
+GAME_LINK_READ_QUEUE = 4
 # A bytes object's own size, on top of its contents (sys.getsizeof(b"")).
 BYTES_OBJECT = 33
 
@@ -210,13 +213,13 @@ def memory_budget(settings: Settings, limit_bytes: int, process_bytes: int = 0) 
             "player_state", settings.max_players, settings.max_player_state_bytes + BYTES_OBJECT
         ),
         # A game in a process of its own: what waits for it, what is written to it and not yet
-        # read, and one frame of its being read.
+        # read, and its messages read ahead (the link's read queue) and being read.
         BudgetLine(
             "game_link",
             1 if settings.game or settings.game_link else 0,
             settings.game_queue_bytes
             + settings.game_link_buffer_bytes
-            + settings.game_link_max_frame_bytes,
+            + (GAME_LINK_READ_QUEUE + 1) * settings.game_link_max_frame_bytes,
         ),
         # The game's process, in the same container: at least what the gateway's own process
         # is before any player (it loads the same code); what the game itself holds is its own.
