@@ -96,8 +96,9 @@ node-peers:
 			|| { echo "npm ci did not install ws and socket.io in $(NODE_DIR)"; exit 1; }; \
 	fi
 
-# Benchmarks write JSON to bench/results/ and the table to BENCHMARKS.md (about 15 minutes on
-# a shared 2-core machine; the cross-node one needs redis-server, which system-deps installs).
+# Benchmarks write JSON to bench/results/ and the table to BENCHMARKS.md (about 17 minutes on
+# a shared 2-core machine, the two game ones about 80 s and 40 s of it; the cross-node one
+# needs redis-server, which system-deps installs).
 bench: install system-deps node-peers
 	$(BIN)/python bench/idle_memory.py
 	$(BIN)/python bench/broadcast.py --messages 300
@@ -109,6 +110,8 @@ bench: install system-deps node-peers
 	$(BIN)/python bench/cleanup_cost.py
 	$(BIN)/python bench/tracemalloc_overhead.py
 	$(BIN)/python bench/fanout.py
+	$(BIN)/python bench/game_split.py
+	$(BIN)/python bench/game_restart.py
 	$(BIN)/python bench/report.py
 
 clean:

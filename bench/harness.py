@@ -76,6 +76,14 @@ def start(
         command = [sys.executable, "-m", "uvicorn", PEERS[contender], "--app-dir"]
         command += [str(ROOT / "bench" / "peers"), "--port", str(port), *UVICORN]
         command += ["--log-level", "warning"]
+    return launch(command, port, baseline | (extra_env or {}), contender)
+
+
+def launch(
+    command: list[str], port: int, extra_env: dict[str, str] | None = None, name: str = "server"
+) -> subprocess.Popen[bytes]:
+    """Run ``command`` with the benchmarks' settings (and ``extra_env`` over them) and wait
+    until it listens on ``port``."""
     env = (
         os.environ
         | {
@@ -88,7 +96,6 @@ def start(
             "MUDGATE_PING_INTERVAL": "60",
             "MUDGATE_PING_TIMEOUT": "60",
         }
-        | baseline
         | (extra_env or {})
     )
     process = subprocess.Popen(command, env=env)
@@ -100,7 +107,7 @@ def start(
         except OSError:
             time.sleep(0.05)
     process.kill()
-    raise RuntimeError(f"{contender} did not start")
+    raise RuntimeError(f"{name} did not start")
 
 
 def cpu_seconds(pids: Iterable[int]) -> float:

@@ -61,6 +61,16 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
             ["--players", "10", "--messages", "50", "--repeat", "1"],
             "cluster_broadcast",
         ),
+        (
+            "game_split.py",
+            ["--players", "5", "--rate", "200", "--commands", "200", "--repeat", "1"],
+            "game_split",
+        ),
+        (
+            "game_restart.py",
+            ["--players", "20", "--warmup", "1", "--restarts", "1", "--after", "1"],
+            "game_restart",
+        ),
     ],
 )
 def test_the_benchmark_runs(tmp_path: Path, script: str, arguments: list[str], result: str) -> None:
