@@ -23,13 +23,16 @@ GAME = "tests.game.sample_game:game"
 
 
 def game_pids(gateway: Gateway) -> set[int]:
-    """The game processes of every worker."""
-    return {
-        child.pid
-        for worker in worker_pids(gateway)
-        for child in psutil.Process(worker).children()
-        if "game" in child.cmdline()
-    }
+    """The game processes of every worker (not one that has exited and awaits its reaping)."""
+    pids = set()
+    for worker in worker_pids(gateway):
+        for child in psutil.Process(worker).children():
+            try:
+                if child.status() != psutil.STATUS_ZOMBIE and "game" in child.cmdline():
+                    pids.add(child.pid)
+            except psutil.Error:  # gone meanwhile
+                continue
+    return pids
 
 
 @pytest.fixture
