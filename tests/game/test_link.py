@@ -207,3 +207,47 @@ def test_the_link_path_must_not_be_something_else(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="exists and is not a socket"):
         asyncio.run(start())
     assert (tmp_path / "link.sock").read_text() == "a file of the operator's"
+
+
+async def test_what_a_game_gets_wrong_is_refused_and_the_player_still_answered(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    async with linked(tmp_path, clock) as gateway:
+        link = gateway.game_link
+        assert link is not None
+        alice = connect(gateway.hub, "alice")
+        async with attach(gateway) as game:
+            await command(gateway, alice, {"op": "act", "id": 1})
+            sent = await game.next("command")
+            done = {"type": "done", "seq": sent["seq"]}
+            await game.send(
+                {"type": "hello", "token": TOKEN},  # once is enough: refused, logged
+                dict(done, error={"code": "no_such_code", "message": "oops"}),
+                done,  # twice: dropped
+                {"type": "reply", "seq": sent["seq"], "event": "late"},  # after done: dropped
+            )
+            await game.send({"type": "call", "call": 1, "method": "who"})
+            await game.next("result")  # everything before it was handled
+            await settle()
+            errors = [m for m in answers(alice) if m["type"] == "error"]
+            assert [(m["code"], m["message"], m["id"]) for m in errors] == [
+                ("internal", "oops", 1)
+            ]
+            assert "late" not in [m.get("event") for m in answers(alice)]
+
+
+async def test_at_most_a_few_links_may_wait_to_say_hello(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    async with linked(tmp_path, clock) as gateway:
+        link = gateway.game_link
+        assert link is not None
+        silent = [
+            await unix_connect(link.address, uri="ws://localhost/", close_timeout=0.1)
+            for _ in range(8)
+        ]
+        async with unix_connect(link.address, uri="ws://localhost/") as ws:
+            await ws.wait_closed()
+            assert ws.close_code == 1013
+        for ws in silent:
+            await ws.close()

@@ -88,3 +88,13 @@ async def test_questions_are_calls_answered_by_number() -> None:
     hub.answered(99, None, None)  # nobody asked
     assert await asyncio.gather(*tasks) == [["alice"], ["bob"], Delivery.QUEUED]
     assert await lease is False
+
+
+def test_reload_watches_the_games_top_package() -> None:
+    from mudgate.game.process import source_root  # noqa: PLC0415
+
+    root = Path(__file__).resolve().parents[2]
+    assert source_root("examples.castle.game:game") == root / "examples"
+    assert source_root("tests.game.sample_game:game") == root / "tests"
+    assert source_root("no_such_module_anywhere:game") is None
+    assert source_root("json:loads") == Path(json.__file__).parent
