@@ -230,15 +230,11 @@ async def test_what_a_game_gets_wrong_is_refused_and_the_player_still_answered(
             await game.next("result")  # everything before it was handled
             await settle()
             errors = [m for m in answers(alice) if m["type"] == "error"]
-            assert [(m["code"], m["message"], m["id"]) for m in errors] == [
-                ("internal", "oops", 1)
-            ]
+            assert [(m["code"], m["message"], m["id"]) for m in errors] == [("internal", "oops", 1)]
             assert "late" not in [m.get("event") for m in answers(alice)]
 
 
-async def test_at_most_a_few_links_may_wait_to_say_hello(
-    tmp_path: Path, clock: FakeClock
-) -> None:
+async def test_at_most_a_few_links_may_wait_to_say_hello(tmp_path: Path, clock: FakeClock) -> None:
     async with linked(tmp_path, clock) as gateway:
         link = gateway.game_link
         assert link is not None
