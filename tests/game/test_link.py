@@ -247,3 +247,26 @@ async def test_at_most_a_few_links_may_wait_to_say_hello(tmp_path: Path, clock: 
             assert ws.close_code == 1013
         for ws in silent:
             await ws.close()
+
+
+async def test_what_waited_drains_into_a_new_game_as_it_reads(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    async with linked(
+        tmp_path,
+        clock,
+        game_link_buffer_bytes=4096,
+        game_queue_per_player=1000,
+        player_messages_per_second=10**6,
+        player_message_burst=10**6,
+    ) as gateway:
+        link = gateway.game_link
+        assert link is not None
+        alice = connect(gateway.hub, "alice")
+        for n in range(50):  # 50 KB waiting, for a link that holds 4 KB
+            assert await command(gateway, alice, {"op": "act", "pad": "x" * 1000, "id": n}) is None
+        async with attach(gateway) as game:
+            await command(gateway, alice, {"op": "act", "id": "after"})  # behind them
+            ids = [(await game.next("command"))["id"] for _ in range(51)]
+            assert ids == [*range(50), "after"]
+            assert link.stats.slow_consumer == 0

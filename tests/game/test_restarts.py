@@ -193,8 +193,8 @@ async def test_a_game_that_stops_reading_is_a_slow_consumer(linked: Any) -> None
     async with gateway.player("alice") as alice:
         await alice.send(op="freeze", seconds=60, id="f")
         padding = "x" * 1000
-        for n in range(1500):  # ~1.5 MB for a game that reads none of it
-            await alice.send(op="echo", text=padding, id=n)
+        for n in range(1500):  # ~1.5 MB for a game that reads none of it; small answers
+            await alice.send(op="recall", pad=padding, id=n)
         state = await gateway.until(lambda state: state["slow_consumer_closes"] >= 1)
         state = await gateway.until(
             lambda state: state["state"] == "ready" and state["pid"] != first
@@ -203,4 +203,6 @@ async def test_a_game_that_stops_reading_is_a_slow_consumer(linked: Any) -> None
         assert all(len(each) == 1 for each in got.values()), "every command answered once"
         await alice.send(op="hello", id="h")
         assert (await alice.next("greeting"))["pid"] == state["pid"]
+        # What waited (more than the link holds) drained into the new game as it read.
+        assert gateway.game()["slow_consumer_closes"] == 1
     assert alice.ws.close_code == 1000

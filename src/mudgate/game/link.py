@@ -223,6 +223,7 @@ class GameLink:
         self._removed: set[str] = set()
         self._queue: deque[Pending] = deque()
         self._queued_bytes = 0
+        self._draining = False  # a task hands the queue to the game, in order
         # Commands queued or with the game, per player; and who waits for theirs to be over.
         self._held_by_player: dict[str, int] = {}
         self._waiters: dict[str, asyncio.Future[None]] = {}
@@ -443,8 +444,33 @@ class GameLink:
     # Handing over
 
     def _accepting(self) -> Attached | None:
-        """The game that takes new input now: none while a new one is taking over."""
-        return self.active if self.incoming is None else None
+        """The game that takes new input now: none while a new one is taking over, nor while
+        what waited is still draining into it (new input goes behind it, in order)."""
+        return self.active if self.incoming is None and not self._queue else None
+
+    def _start_draining(self, target: Attached) -> None:
+        if self._queue and not self._draining:
+            self._draining = True
+            self._spawn(self._drain(target))
+
+    async def _drain(self, target: Attached) -> None:
+        """Hand what waited to ``target``, in order, each once the link has room for it (what
+        waited may be more than the link holds: a game that reads is never taken for one that
+        does not)."""
+        try:
+            while self._queue and target is self.active and self.incoming is None:
+                pending = self._queue.popleft()
+                self._queued_bytes -= len(pending.frame)
+                if pending.conn is not None and pending.conn.state is not ConnectionState.OPEN:
+                    self._release(pending)
+                    continue
+                if pending.conn is not None:
+                    target.in_flight[pending.seq] = pending
+                    self.stats.commands += 1
+                if not await target.write_when_room(pending.frame):
+                    return  # the link closed: _detach answers what it had
+        finally:
+            self._draining = False
 
     def _hand(self, target: Attached, pending: Pending) -> None:
         if pending.conn is not None:
@@ -670,12 +696,7 @@ class GameLink:
             self.stats.restarts += 1
             self._retire(old)
         incoming.write(encode({"type": "active"}))
-        queue, self._queue, self._queued_bytes = self._queue, deque(), 0
-        for pending in queue:
-            if pending.conn is None or pending.conn.state is ConnectionState.OPEN:
-                self._hand(incoming, pending)
-            else:
-                self._release(pending)
+        self._start_draining(incoming)
         self.problem = self.reload_failure = None
         if self.processes is not None:
             self.processes.started(incoming.pid)
@@ -722,12 +743,8 @@ class GameLink:
 
     def _resume(self) -> None:
         """No new game is coming: the one running (if any) takes the queue again."""
-        if self.active is not None and self.incoming is None and self._queue:
-            queue, self._queue, self._queued_bytes = self._queue, deque(), 0
-            for pending in queue:
-                self._hand(self.active, pending)
-            self._notice("game_ready")
-        elif self.active is not None:
+        if self.active is not None and self.incoming is None:
+            self._start_draining(self.active)
             self._notice("game_ready")
 
     def _start_failed(self, pid: int, why: str) -> None:
