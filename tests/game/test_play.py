@@ -29,3 +29,13 @@ async def test_the_play_page_shows_a_restart_and_stays_connected(
     assert (await gateway.ready())["pid"] != first
     await expect(page.locator("#status")).to_have_text("connected")
     await page.close()
+
+
+async def test_the_dashboard_shows_the_game(browser: Browser, linked: Any) -> None:
+    gateway: LinkedGateway = linked()
+    pid = (await gateway.ready())["pid"]
+    page = await browser.new_page()
+    await page.goto(f"{gateway.url}/dashboard")
+    await expect(page.locator("#game-state")).to_have_text(f"(ready, pid {pid})")
+    await expect(page.locator("#game-figures")).to_contain_text("restarts")
+    await page.close()
