@@ -12,6 +12,7 @@ An op nobody registered is simply unknown.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
@@ -303,7 +304,7 @@ class CommandRegistry:
         if forwarder is not None:
             earlier = forwarder.behind(conn.player_id)
             if earlier is not None:  # `walk north` then `say hi`: said in the courtyard
-                await earlier
+                await asyncio.shield(earlier)  # shared by the player's waiters: never cancelled
         await self.execute(hub, conn, frame, fields)
         return False
 

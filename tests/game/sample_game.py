@@ -84,6 +84,10 @@ def make_game() -> Game:
     def moved(player_id: str, old_room: str, new_room: str) -> None:
         game.hub.room_event(old_room, "narrate", text=f"{player_id} left for {new_room}")
 
+    @game.on_start
+    async def warm_up(hub: Hub) -> None:  # asks the gateway before the game is ready
+        await hub.who()
+
     @game.every(0.05)
     def tick(hub: Hub) -> None:
         hub.channel_event("clock", "tick", pid=os.getpid())

@@ -221,6 +221,7 @@ async def test_what_a_game_gets_wrong_is_refused_and_the_player_still_answered(
             sent = await game.next("command")
             done = {"type": "done", "seq": sent["seq"]}
             await game.send(
+                {"type": "room", "room": "", "event": "x"},  # refused alone: a room is named
                 {"type": "hello", "token": TOKEN},  # once is enough: refused, logged
                 dict(done, error={"code": "no_such_code", "message": "oops"}),
                 done,  # twice: dropped

@@ -98,3 +98,10 @@ def test_reload_watches_the_games_top_package() -> None:
     assert source_root("tests.game.sample_game:game") == root / "tests"
     assert source_root("no_such_module_anywhere:game") is None
     assert source_root("json:loads") == Path(json.__file__).parent
+
+
+def test_a_frame_larger_than_the_gateway_takes_is_refused_where_it_is_made() -> None:
+    hub = LinkedHub(Game(), make_settings(game_link_max_frame_bytes=100))
+    with pytest.raises(ValueError, match="over the link's 100"):
+        hub.room_event("lobby", "narrate", text="x" * 200)
+    assert hub._out == []

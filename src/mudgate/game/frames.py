@@ -128,14 +128,19 @@ _decoder = msgspec.json.Decoder()
 encode = msgspec.json.Encoder().encode
 
 
-def decode_from_game(message: str | bytes) -> list[FromGame]:
-    """The frames of one message from the game; ValueError saying what is wrong."""
+def decode_from_game(message: str | bytes) -> tuple[list[FromGame], list[str]]:
+    """The frames of one message from the game, and what is wrong with each frame refused (a
+    frame that does not fit is refused alone, the others of its message kept); ValueError if
+    the message is not JSON at all."""
     try:
         raw = _decoder.decode(message)
     except (msgspec.DecodeError, RecursionError) as error:
         raise ValueError(f"not JSON: {error}") from None
-    items = raw if isinstance(raw, list) else [raw]
-    try:
-        return [msgspec.convert(item, FromGame) for item in items]
-    except msgspec.ValidationError as error:
-        raise ValueError(str(error)) from None
+    frames: list[FromGame] = []
+    refused: list[str] = []
+    for item in raw if isinstance(raw, list) else [raw]:
+        try:
+            frames.append(msgspec.convert(item, FromGame))
+        except msgspec.ValidationError as error:
+            refused.append(str(error))
+    return frames, refused

@@ -129,14 +129,17 @@ class Attached:
         self._drained = asyncio.Event()
         self.writer = asyncio.create_task(self._write(), name="mudgate game link writer")
 
-    async def write_when_room(self, frame: bytes) -> bool:
+    async def write_when_room(self, frame: bytes, within: float | None = None) -> bool | None:
         """Queue ``frame`` once the game has read enough for it to fit; False if the link
-        closed first."""
+        closed first, None if there was no room ``within`` seconds (it does not read)."""
         while self.out_bytes and self.out_bytes + len(frame) > self._buffer_bytes:
             if self.writer.done():
                 return False
             self._drained.clear()
-            await self._drained.wait()
+            try:
+                await asyncio.wait_for(self._drained.wait(), within)
+            except TimeoutError:
+                return None
         if self.writer.done():
             return False
         # Into an empty buffer even if larger than it: a frame of the sync is bounded by itself.
@@ -281,6 +284,7 @@ class GameLink:
                 on_exit=self._process_exited,
                 reload=self.settings.game_reload,
                 on_change=self.reload,
+                start_timeout=self.settings.game_start_timeout,
             )
             await self.processes.start()
         logger.info("game link listening on %s", self.address)
@@ -446,7 +450,9 @@ class GameLink:
     def _accepting(self) -> Attached | None:
         """The game that takes new input now: none while a new one is taking over, nor while
         what waited is still draining into it (new input goes behind it, in order)."""
-        return self.active if self.incoming is None and not self._queue else None
+        if self.incoming is not None or self._queue or self._draining:
+            return None
+        return self.active
 
     def _start_draining(self, target: Attached) -> None:
         if self._queue and not self._draining:
@@ -467,10 +473,19 @@ class GameLink:
                 if pending.conn is not None:
                     target.in_flight[pending.seq] = pending
                     self.stats.commands += 1
-                if not await target.write_when_room(pending.frame):
+                written = await target.write_when_room(
+                    pending.frame, self.settings.game_queue_seconds
+                )
+                if written is None:  # no room for that long: the game does not read
+                    self._slow_consumer(target)
+                    return
+                if not written:
                     return  # the link closed: _detach answers what it had
         finally:
             self._draining = False
+            active = self.active
+            if self._queue and active is not None and active is not target:
+                self._start_draining(active)  # a hand-over happened meanwhile
 
     def _hand(self, target: Attached, pending: Pending) -> None:
         if pending.conn is not None:
@@ -484,20 +499,47 @@ class GameLink:
         return self._queued_bytes + in_flight
 
     async def _serve_link(self, ws: ServerConnection) -> None:
+        opening = await self._greet(ws)
+        if opening is None:
+            return
+        attached = Attached(ws, opening, self.settings.game_link_buffer_bytes)
+        self._attach(attached)
+        try:
+            async for message in ws:
+                try:
+                    received, refused = decode_from_game(message)
+                except ValueError as error:
+                    logger.error("game link: a message from the game was refused: %s", error)
+                    continue
+                for why in refused:  # the game's mistake; the rest of its message stands
+                    logger.error("game link: a frame from the game was refused: %s", why)
+                for frame in received:
+                    self._receive(attached, frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            attached.writer.cancel()
+            self._detach(attached)
+
+    async def _greet(self, ws: ServerConnection) -> Hello | None:
+        """The link's first frame: a hello with the secret (or a failed start, reported);
+        None, and the link closed, otherwise."""
         if self._greeting >= MAX_GREETING:
             await ws.close(1013, "too many links waiting to say hello")
-            return
+            return None
         self._greeting += 1
         try:
             # The game is imported between connecting and hello: it has the start's time.
             first = await asyncio.wait_for(ws.recv(), self.settings.game_start_timeout)
-            frames = decode_from_game(first)
+            frames, refused = decode_from_game(first)
+            if refused:
+                raise ValueError(refused[0])
         except (TimeoutError, ConnectionClosed):
-            return
+            return None
         except ValueError as error:
             reason = f"the first frame must be hello: {error}"
             await ws.close(1008, reason.encode()[:120].decode(errors="ignore"))
-            return
+            return None
         finally:
             self._greeting -= 1
         opening = frames[0] if len(frames) == 1 else None
@@ -506,28 +548,13 @@ class GameLink:
         ):
             logger.warning("game link: refused a connection without the link's secret")
             await ws.close(1008, "hello with the link's token first")
-            return
+            return None
         if isinstance(opening, Failed):
             self._start_failed(opening.pid, opening.error)
             self._resume()
             await ws.close()
-            return
-        attached = Attached(ws, opening, self.settings.game_link_buffer_bytes)
-        self._attach(attached)
-        try:
-            async for message in ws:
-                try:
-                    received = decode_from_game(message)
-                except ValueError as error:
-                    logger.error("game link: a frame from the game was refused: %s", error)
-                    continue
-                for frame in received:
-                    self._receive(attached, frame)
-        except ConnectionClosed:
-            pass
-        finally:
-            attached.writer.cancel()
-            self._detach(attached)
+            return None
+        return opening
 
     def _attach(self, attached: Attached) -> None:
         self.stats.attached += 1
@@ -569,6 +596,7 @@ class GameLink:
                     "type": "synced",
                     "node": self.settings.node_name,
                     "max_state_bytes": self.settings.max_player_state_bytes,
+                    "max_message_bytes": self.settings.game_link_max_frame_bytes,
                 }
             )
         )
@@ -596,8 +624,9 @@ class GameLink:
                 fields = frame.fields
                 if pending.request_id is not None:  # the answer echoes the frame's id
                     fields.setdefault("id", pending.request_id)
+                message = self.hub.event(frame.event, **fields)  # may refuse a reserved field
                 pending.replied = True
-                pending.conn.send(self.hub.event(frame.event, **fields))
+                pending.conn.send(message)
         elif isinstance(frame, Done):
             self._done(attached, frame)
         elif isinstance(frame, Call):
@@ -732,14 +761,16 @@ class GameLink:
         elif attached is self.active:
             self.active = None
             self._down_since = self.clock()
+            if self.processes is not None:
+                self.processes.retire(attached.pid)  # its link is gone: it goes too
             if not self._stopping:
                 self.problem = "restarting"
                 logger.error(
                     "the game (pid %s) stopped; commands wait for the next one", attached.pid
                 )
                 self._notice("game_restarting", reason="stopped")
-                if self.processes is not None:
-                    self._spawn(self.processes.respawn())
+                if self.processes is not None and self.incoming is None:
+                    self._spawn(self.processes.respawn())  # (one starting takes over anyway)
 
     def _resume(self) -> None:
         """No new game is coming: the one running (if any) takes the queue again."""
@@ -786,7 +817,10 @@ class GameLink:
     async def _expire_forever(self) -> None:
         while True:
             await asyncio.sleep(EXPIRY_INTERVAL)
-            self.expire()
+            try:
+                self.expire()
+            except Exception:  # never stop answering what waits too long
+                logger.exception("game link: expiring what waits failed")
 
     def expire(self) -> None:
         """Answer ``game_unavailable`` to every command that has waited game_queue_seconds."""

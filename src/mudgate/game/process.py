@@ -53,7 +53,9 @@ class GameProcesses:
         on_exit: Callable[[int, int | None, bool], None],
         reload: bool = False,
         on_change: Callable[[str], None] | None = None,
+        start_timeout: float = 30.0,
     ) -> None:
+        self.start_timeout = start_timeout
         self.spec = spec
         self.address = address
         self._token = token
@@ -74,16 +76,36 @@ class GameProcesses:
             self._reloader = asyncio.create_task(self._watch_sources(), name="mudgate --reload")
             self._watch(self._reloader)
 
-    async def spawn(self) -> int:
-        """Start a fresh game process; its pid."""
+    async def spawn(self) -> int | None:
+        """Start a fresh game process; its pid (None if it could not be started: then it is
+        tried again after the backoff)."""
         env = dict(os.environ, MUDGATE_GAME_TOKEN=self._token)
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "mudgate", "game", self.spec, "--link", self.address, env=env
-        )
+        try:
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "mudgate", "game", self.spec, "--link", self.address, env=env
+            )
+        except OSError:
+            logger.exception("the game process could not be started; trying again")
+            if not self._stopping and self._next_start is None:
+                self._watch(asyncio.create_task(self.respawn()))
+            return None
         self._processes[process.pid] = process
         logger.info("game process %s started (%s)", process.pid, self.spec)
         self._watch(asyncio.create_task(self._wait(process)))
+        self._watch(asyncio.create_task(self._attach_deadline(process.pid)))
+        if self._stopping:  # stopped while it started
+            self.kill(process.pid)
         return process.pid
+
+    async def _attach_deadline(self, pid: int) -> None:
+        """A process that has not attached within the start's time (its import hangs) is
+        killed: its exit counts as a failed start, and with no game running a new one is tried."""
+        await asyncio.sleep(self.start_timeout + 1.0)
+        if pid in self._processes and pid not in self._attached:
+            logger.error(
+                "game process %s did not attach in %g s: killing it", pid, self.start_timeout
+            )
+            self.kill(pid)
 
     async def respawn(self) -> None:
         """Start a new process after the backoff (the running one crashed, or none started)."""
@@ -107,16 +129,16 @@ class GameProcesses:
         self._attached.add(pid)
 
     def failed(self, pid: int, none_running: bool) -> None:
-        """Process ``pid`` did not start. With no game running, try again after a backoff."""
-        self._failures += 1
+        """Process ``pid`` did not start. With no game running, try again after a backoff
+        (which ``respawn`` lengthens)."""
         self.retire(pid)  # its exit is not news; it should be on its way out
         if none_running and not self._stopping and self._next_start is None:
             self._watch(asyncio.create_task(self.respawn()))
 
     def retire(self, pid: int) -> None:
         """``pid`` was told to retire: kill it if it has not exited after a grace period."""
-        self._attached.add(pid)
         if pid in self._processes:
+            self._attached.add(pid)  # its exit is not news
             self._watch(asyncio.create_task(self._kill_later(pid, RETIRE_GRACE)))
 
     def kill(self, pid: int) -> None:
@@ -167,7 +189,12 @@ class GameProcesses:
 
     def _watch(self, task: asyncio.Task[Any]) -> None:
         self._watchers.add(task)
-        task.add_done_callback(self._watchers.discard)
+        task.add_done_callback(self._watched)
+
+    def _watched(self, task: asyncio.Task[Any]) -> None:
+        self._watchers.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("game processes: a task failed", exc_info=task.exception())
 
     async def _watch_sources(self) -> None:
         import watchfiles  # noqa: PLC0415 (only --reload needs it)

@@ -40,6 +40,9 @@ __all__ = ["LinkedEvent", "LinkedHub", "load_game", "run_game"]
 
 logger = logging.getLogger("mudgate.game")
 
+# How long a question to the gateway may take (it answers at once, or after its backplane's
+# own timeouts): past it the game's code gets RuntimeError rather than waiting forever.
+CALL_TIMEOUT = 30.0
 _ROOM_FIELD = frozenset({"room"})
 _CHANNEL_FIELD = frozenset({"channel"})
 
@@ -105,6 +108,7 @@ class LinkedHub:
         self.players: dict[str, Player] = {}
         self.states: dict[str, dict[str, Any]] = {}
         self.max_state_bytes = settings.max_player_state_bytes
+        self.max_message_bytes = settings.game_link_max_frame_bytes
         self.node = ""
         self._out: list[bytes] = []
         self._wake = asyncio.Event()
@@ -115,7 +119,13 @@ class LinkedHub:
     # What the game sends
 
     def write(self, frame: dict[str, Any]) -> None:
-        self._out.append(encode(frame))
+        encoded = encode(frame)
+        if len(encoded) > self.max_message_bytes:
+            raise ValueError(
+                f"a {frame.get('type')} frame of {len(encoded)} bytes is over the link's "
+                f"{self.max_message_bytes} (MUDGATE_GAME_LINK_MAX_FRAME_BYTES)"
+            )
+        self._out.append(encoded)
         self._wake.set()
 
     def event(self, name: str, /, **fields: Any) -> LinkedEvent:
@@ -196,7 +206,12 @@ class LinkedHub:
         self._calls[call] = future
         self.write({"type": "call", "call": call, "method": method, "args": args})
         try:
-            return await future
+            async with asyncio.timeout(CALL_TIMEOUT):
+                return await future
+        except TimeoutError:
+            raise RuntimeError(
+                f"the gateway did not answer {method} in {CALL_TIMEOUT:g} s"
+            ) from None
         finally:
             self._calls.pop(call, None)
 
@@ -274,7 +289,14 @@ class LinkedHub:
             await self._wake.wait()
             self._wake.clear()
             while self._out:
-                batch, self._out = self._out, []
+                # As many frames as fit in one message the gateway takes, in order.
+                size, count = 2, 0
+                for frame in self._out:
+                    if count and size + len(frame) + 1 > self.max_message_bytes:
+                        break
+                    size += len(frame) + 1
+                    count += 1
+                batch, self._out = self._out[:count], self._out[count:]
                 message = batch[0] if len(batch) == 1 else b"[" + b",".join(batch) + b"]"
                 await ws.send(message, text=True)
             self._sent.set()
@@ -293,8 +315,20 @@ class _Runner:
         self._tails: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._decoder = msgspec.json.Decoder()
+        self._starting: asyncio.Task[None] | None = None
 
     async def serve(self) -> None:
+        reading = asyncio.create_task(self._read())
+        retired = asyncio.create_task(self.retired.wait())
+        try:
+            await asyncio.wait((reading, retired), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (reading, retired):
+                task.cancel()
+        if reading.done() and not reading.cancelled() and reading.exception() is not None:
+            raise reading.exception()  # type: ignore[misc]
+
+    async def _read(self) -> None:
         async for message in self.ws:
             raw = self._decoder.decode(message)
             for frame in raw if isinstance(raw, list) else [raw]:
@@ -323,12 +357,22 @@ class _Runner:
         elif kind == "synced":
             hub.node = str(frame.get("node", ""))
             hub.max_state_bytes = int(frame.get("max_state_bytes", hub.max_state_bytes))
-            await self.game.start(cast("Hub", hub))
-            hub.write({"type": "ready"})
+            hub.max_message_bytes = int(frame.get("max_message_bytes", hub.max_message_bytes))
+            # A task: its on_start functions may ask the gateway, whose answers this loop reads.
+            self._starting = asyncio.create_task(self._start())
         elif kind == "active":
             self.game.start_timers()
         elif kind == "retire":
             self.retired.set()
+
+    async def _start(self) -> None:
+        try:
+            await self.game.start(cast("Hub", self.hub))
+        except Exception:
+            logger.exception("the game's on_start failed: it does not start")
+            self.retired.set()  # the link closes; the gateway counts a failed start
+            return
+        self.hub.write({"type": "ready"})
 
     def _command(self, frame: dict[str, Any]) -> None:
         player_id = str(frame["player"])
