@@ -54,6 +54,10 @@ def make_game() -> Game:
     def refuse(ctx: CommandContext, args: NoArgs) -> None:
         raise CommandError(ErrorCode.INVALID_ARGS, "not today")
 
+    @commands.register("busy")
+    def busy(ctx: CommandContext, args: NoArgs) -> None:
+        raise CommandError(ErrorCode.RATE_LIMITED, "the smith is busy", retry_after=2.5)
+
     @commands.register("remember", Text)
     def remember(ctx: CommandContext, args: Text) -> None:
         ctx.hub.save_state(ctx.player.id, {"note": args.text})

@@ -271,3 +271,29 @@ async def test_what_waited_drains_into_a_new_game_as_it_reads(
             ids = [(await game.next("command"))["id"] for _ in range(51)]
             assert ids == [*range(50), "after"]
             assert link.stats.slow_consumer == 0
+
+
+async def test_a_game_with_no_room_for_what_waited_is_a_slow_consumer(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    async with linked(
+        tmp_path,
+        clock,
+        game_link_buffer_bytes=4096,
+        game_queue_per_player=10_000,
+        game_queue_bytes=10**8,
+        game_queue_seconds=0.3,  # the clock is the test's: only the drain's wait is real time
+        player_messages_per_second=10**6,
+        player_message_burst=10**6,
+    ) as gateway:
+        link = gateway.game_link
+        assert link is not None
+        alice = connect(gateway.hub, "alice")
+        for n in range(3000):  # 3 MB: more than the link and the kernel hold
+            await command(gateway, alice, {"op": "act", "pad": "x" * 1000, "id": n})
+        async with attach(gateway, ready=False) as game:
+            await game.send({"type": "ready"})
+            game.ws.transport.pause_reading()
+            async with asyncio.timeout(10):
+                while not link.stats.slow_consumer:
+                    await asyncio.sleep(0.05)

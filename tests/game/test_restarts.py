@@ -48,6 +48,9 @@ async def test_the_game_answers_from_its_own_process(linked: Any) -> None:
         await alice.send(op="refuse", id=2)
         error = await alice.next("error")
         assert (error["code"], error["message"], error["id"]) == ("invalid_args", "not today", 2)
+        await alice.send(op="busy", id="b")  # the game's own refusal, with when to retry
+        busy = await alice.next("error")
+        assert (busy["code"], busy["retry_after"], busy["id"]) == ("rate_limited", 2.5, "b")
         await alice.send(op="go", room="x", id=3)  # a built-in the game removed
         assert (await alice.next("error"))["code"] == "unknown_op"
         await alice.send(op="ping", id=4)  # a built-in the gateway answers itself
@@ -206,3 +209,26 @@ async def test_a_game_that_stops_reading_is_a_slow_consumer(linked: Any) -> None
         # What waited (more than the link holds) drained into the new game as it read.
         assert gateway.game()["slow_consumer_closes"] == 1
     assert alice.ws.close_code == 1000
+
+
+async def test_a_game_whose_import_hangs_is_killed_and_tried_again(
+    linked: Any, game_copy: Path
+) -> None:
+    edit(game_copy, text="import time\ntime.sleep(60)\n")
+    gateway: LinkedGateway = linked("linked_sample:game", game_start_timeout="1")
+    state = await gateway.until(lambda state: state["failed_starts"] >= 1, timeout=30)
+    assert state["state"] == "down"
+    assert "before it attached" in state["problem"]
+    assert "did not attach in 1 s: killing it" in gateway.logs()
+
+
+async def test_a_game_whose_on_start_fails_does_not_start(linked: Any, game_copy: Path) -> None:
+    edit(
+        game_copy,
+        append="\n@game.on_start\ndef load(hub):\n    raise RuntimeError('no world file')\n",
+    )
+    gateway: LinkedGateway = linked("linked_sample:game")
+    state = await gateway.until(lambda state: state["failed_starts"] >= 1, timeout=30)
+    assert state["state"] == "down"
+    assert "before it was ready" in state["problem"]
+    assert "no world file" in gateway.logs()
