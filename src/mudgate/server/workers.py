@@ -53,6 +53,8 @@ FIRST_RESTART_DELAY = 0.5
 LAST_RESTART_DELAY = 30.0
 # How long, past shutdown_timeout, stopped workers have to exit before they are killed.
 STOP_GRACE_SECONDS = 10.0
+# How often a starting worker looks whether its server listens yet, to send its first beat.
+FIRST_BEAT_POLL_SECONDS = 0.01
 # A worker's loop beats at least this many times per heartbeat timeout, and at least once a
 # second: a worker is killed only once its loop has missed every beat of a whole timeout, so a
 # loop merely late by less than the timeout less one interval is never taken for hung.
@@ -411,12 +413,15 @@ async def _beat(server: MudgateServer, beat_into: int, interval_seconds: float) 
     as a process that is stopped. The first beat waits until the server listens: a start-up
     (the lifespan, connecting to Redis) takes no connection, so it is never judged."""
     os.set_blocking(beat_into, False)
+    # The first beat as soon as the server listens: it takes connections from then on, and a
+    # worker stopped before its first beat would never be judged.
+    while not server.started:  # noqa: ASYNC110 (uvicorn sets a flag, not an Event)
+        await asyncio.sleep(FIRST_BEAT_POLL_SECONDS)
     while True:
-        if server.started:
-            # Full: the supervisor is alive but behind. Broken: it is gone, and the
-            # parent-death signal ends this worker.
-            with contextlib.suppress(BlockingIOError, BrokenPipeError):
-                os.write(beat_into, b".")
+        # Full: the supervisor is alive but behind. Broken: it is gone, and the parent-death
+        # signal ends this worker.
+        with contextlib.suppress(BlockingIOError, BrokenPipeError):
+            os.write(beat_into, b".")
         await asyncio.sleep(interval_seconds)
 
 
