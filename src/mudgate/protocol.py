@@ -8,7 +8,7 @@ event is encoded once into an ``Outgoing`` and the same bytes go to every recipi
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -262,6 +262,21 @@ def convert_args(
 
 # The fields every event carries, which the hub sets: a game's own fields take other names.
 EVENT_FIELDS = frozenset({"type", "event", "ts", "seq"})
+# What a room event and a channel event add to them.
+ROOM_FIELD = frozenset({"room"})
+CHANNEL_FIELD = frozenset({"channel"})
+
+
+def refuse_fields(event: str, fields: Mapping[str, Any], taken: frozenset[str]) -> None:
+    """Raise ValueError if a game's ``fields`` use a name the hub sets itself (``taken``).
+    Every event passes here: the usual answer is one set test, with nothing allocated."""
+    if taken.isdisjoint(fields):
+        return
+    clash = sorted(taken.intersection(fields))
+    raise ValueError(
+        f"event {event!r}: the hub sets {', '.join(map(repr, clash))} itself; "
+        "give the game's own field another name"
+    )
 
 
 def encode_event(event: str, fields: dict[str, Any]) -> Outgoing:

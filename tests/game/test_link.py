@@ -20,6 +20,14 @@ from mudgate.game.link import GameLink
 from ..conftest import FakeClock, RecordingConnection, connect, make_settings, settle
 
 TOKEN = "a-secret-of-the-tests-own"
+# A link that holds 4 KB, and a player free to send as much as a test needs to fill it.
+FLOOD: dict[str, Any] = {
+    "game_link_buffer_bytes": 4096,
+    "game_queue_per_player": 10_000,
+    "game_queue_bytes": 10**8,
+    "player_messages_per_second": 10**6,
+    "player_message_burst": 10**6,
+}
 
 
 def answers(conn: RecordingConnection) -> list[dict[str, Any]]:
@@ -154,11 +162,7 @@ async def test_a_game_that_stops_reading_is_closed(tmp_path: Path, clock: FakeCl
     async with linked(
         tmp_path,
         clock,
-        game_link_buffer_bytes=4096,
-        game_queue_per_player=10_000,
-        game_queue_bytes=10**8,
-        player_messages_per_second=10**6,
-        player_message_burst=10**6,
+        **FLOOD,
     ) as gateway:
         link = gateway.game_link
         assert link is not None
@@ -256,10 +260,7 @@ async def test_what_waited_drains_into_a_new_game_as_it_reads(
     async with linked(
         tmp_path,
         clock,
-        game_link_buffer_bytes=4096,
-        game_queue_per_player=1000,
-        player_messages_per_second=10**6,
-        player_message_burst=10**6,
+        **FLOOD,
     ) as gateway:
         link = gateway.game_link
         assert link is not None
@@ -279,12 +280,8 @@ async def test_a_game_with_no_room_for_what_waited_is_a_slow_consumer(
     async with linked(
         tmp_path,
         clock,
-        game_link_buffer_bytes=4096,
-        game_queue_per_player=10_000,
-        game_queue_bytes=10**8,
+        **FLOOD,
         game_queue_seconds=0.3,  # the clock is the test's: only the drain's wait is real time
-        player_messages_per_second=10**6,
-        player_message_burst=10**6,
     ) as gateway:
         link = gateway.game_link
         assert link is not None

@@ -28,6 +28,7 @@ __all__ = [
     "State",
     "decode_from_game",
     "encode",
+    "message_of",
 ]
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
@@ -126,6 +127,11 @@ FromGame = (
 
 _decoder = msgspec.json.Decoder()
 encode = msgspec.json.Encoder().encode
+
+
+def message_of(frames: list[bytes]) -> bytes:
+    """One link message of encoded ``frames``: the frame itself, or a JSON array of them."""
+    return frames[0] if len(frames) == 1 else b"[" + b",".join(frames) + b"]"
 
 
 def decode_from_game(message: str | bytes) -> tuple[list[FromGame], list[str]]:

@@ -57,6 +57,7 @@ from .frames import (
     State,
     decode_from_game,
     encode,
+    message_of,
 )
 from .process import RETIRE_GRACE, GameProcesses
 
@@ -143,19 +144,20 @@ class Attached:
         if self.writer.done():
             return False
         # Into an empty buffer even if larger than it: a frame of the sync is bounded by itself.
-        self._out.append(frame)
-        self.out_bytes += len(frame)
-        self._wake.set()
+        self._append(frame)
         return True
 
     def write(self, frame: bytes) -> bool:
         """Queue ``frame`` for the game; False if the game is not reading (over the buffer)."""
         if self.out_bytes + len(frame) > self._buffer_bytes:
             return False
+        self._append(frame)
+        return True
+
+    def _append(self, frame: bytes) -> None:
         self._out.append(frame)
         self.out_bytes += len(frame)
         self._wake.set()
-        return True
 
     async def _write(self) -> None:
         """Send what is queued, several frames to a message (a JSON array) when many wait."""
@@ -166,7 +168,7 @@ class Attached:
                 while self._out:
                     batch = list(self._out)
                     self._out.clear()
-                    message = batch[0] if len(batch) == 1 else b"[" + b",".join(batch) + b"]"
+                    message = message_of(batch)
                     await self.ws.send(message, text=True)
                     self.out_bytes -= sum(map(len, batch))
                 self._drained.set()
@@ -470,9 +472,7 @@ class GameLink:
                 if pending.conn is not None and pending.conn.state is not ConnectionState.OPEN:
                     self._release(pending)
                     continue
-                if pending.conn is not None:
-                    target.in_flight[pending.seq] = pending
-                    self.stats.commands += 1
+                self._track(target, pending)
                 written = await target.write_when_room(
                     pending.frame, self.settings.game_queue_seconds
                 )
@@ -488,11 +488,15 @@ class GameLink:
                 self._start_draining(active)  # a hand-over happened meanwhile
 
     def _hand(self, target: Attached, pending: Pending) -> None:
+        self._track(target, pending)
+        if not target.write(pending.frame):
+            self._slow_consumer(target)
+
+    def _track(self, target: Attached, pending: Pending) -> None:
+        """A command (not an event) handed to ``target`` waits there for its ``done``."""
         if pending.conn is not None:
             target.in_flight[pending.seq] = pending
             self.stats.commands += 1
-        if not target.write(pending.frame):
-            self._slow_consumer(target)
 
     def _held_bytes(self) -> int:
         in_flight = 0 if self.active is None else self.active.out_bytes

@@ -27,11 +27,18 @@ from websockets.exceptions import ConnectionClosed
 
 from ..backplane import Delivery
 from ..hub.registry import Player, checked_state
-from ..protocol import EVENT_FIELDS, CommandError, Envelope
+from ..protocol import (
+    CHANNEL_FIELD,
+    EVENT_FIELDS,
+    ROOM_FIELD,
+    CommandError,
+    Envelope,
+    refuse_fields,
+)
 from ..settings import Settings
 from ..settings.game import link_address
 from .api import Game
-from .frames import encode
+from .frames import encode, message_of
 
 if TYPE_CHECKING:
     from ..hub import Hub
@@ -43,16 +50,9 @@ logger = logging.getLogger("mudgate.game")
 # How long a question to the gateway may take (it answers at once, or after its backplane's
 # own timeouts): past it the game's code gets RuntimeError rather than waiting forever.
 CALL_TIMEOUT = 30.0
-_ROOM_FIELD = frozenset({"room"})
-_CHANNEL_FIELD = frozenset({"channel"})
-
-
-def _refuse(event: str, fields: Mapping[str, Any], taken: frozenset[str]) -> None:
-    if not taken.isdisjoint(fields):
-        clash = ", ".join(map(repr, sorted(taken.intersection(fields))))
-        raise ValueError(
-            f"event {event!r}: the hub sets {clash} itself; give the game's own field another name"
-        )
+# What room_event and channel_event refuse: the envelope's fields and the one each adds.
+_ROOM_EVENT_FIELDS = EVENT_FIELDS | ROOM_FIELD
+_CHANNEL_EVENT_FIELDS = EVENT_FIELDS | CHANNEL_FIELD
 
 
 def load_game(spec: str) -> Game:
@@ -129,15 +129,15 @@ class LinkedHub:
         self._wake.set()
 
     def event(self, name: str, /, **fields: Any) -> LinkedEvent:
-        _refuse(name, fields, EVENT_FIELDS)
+        refuse_fields(name, fields, EVENT_FIELDS)
         return LinkedEvent(name, fields)
 
     def room_event(self, room: str, event: str, /, **fields: Any) -> None:
-        _refuse(event, fields, EVENT_FIELDS | _ROOM_FIELD)
+        refuse_fields(event, fields, _ROOM_EVENT_FIELDS)
         self.write({"type": "room", "room": room, "event": event, "fields": fields})
 
     def channel_event(self, channel: str, event: str, /, **fields: Any) -> None:
-        _refuse(event, fields, EVENT_FIELDS | _CHANNEL_FIELD)
+        refuse_fields(event, fields, _CHANNEL_EVENT_FIELDS)
         self.write({"type": "channel", "channel": channel, "event": event, "fields": fields})
 
     def send(
@@ -297,7 +297,7 @@ class LinkedHub:
                     size += len(frame) + 1
                     count += 1
                 batch, self._out = self._out[:count], self._out[count:]
-                message = batch[0] if len(batch) == 1 else b"[" + b",".join(batch) + b"]"
+                message = message_of(batch)
                 await ws.send(message, text=True)
             self._sent.set()
 

@@ -27,7 +27,15 @@ from ..backplane.topic import Topic, channel_topic, player_of, player_topic, roo
 from ..bounded import ContainerStats, Expiring
 from ..connection import Connection, ConnectionLimits, ConnectionState
 from ..hooks import Hooks
-from ..protocol import EVENT_FIELDS, CloseCode, Outgoing, encode_event
+from ..protocol import (
+    CHANNEL_FIELD,
+    EVENT_FIELDS,
+    ROOM_FIELD,
+    CloseCode,
+    Outgoing,
+    encode_event,
+    refuse_fields,
+)
 from ..settings import Settings
 from .absentees import Absentees
 from .admission import Admission, Refusal, RefusalReason
@@ -49,24 +57,8 @@ __all__ = [
 
 logger = logging.getLogger("mudgate.hub")
 
-# What room_event and channel_event add to an event's fields.
-_ROOM_FIELD = frozenset({"room"})
-_CHANNEL_FIELD = frozenset({"channel"})
-
 # Close codes a client sends when it leaves on its own (1005: a close frame without a code).
 _CLIENT_CLOSES = frozenset({1000, 1001, 1005})
-
-
-def _refuse_fields(event: str, fields: dict[str, Any], taken: frozenset[str]) -> None:
-    """Raise ValueError if a game's ``fields`` use a name the hub sets itself. Every event
-    passes here: the usual answer is one set test, with nothing allocated."""
-    if taken.isdisjoint(fields):
-        return
-    clash = sorted(taken.intersection(fields))
-    raise ValueError(
-        f"event {event!r}: the hub sets {', '.join(map(repr, clash))} itself; "
-        "give the game's own field another name"
-    )
 
 
 def _how_it_ended(conn: Connection) -> tuple[int | None, str]:
@@ -354,7 +346,7 @@ class Hub:
         field of the game's by one of those names raises ValueError, rather than being lost
         or corrupting the envelope every client reads.
         """
-        _refuse_fields(name, fields, EVENT_FIELDS)
+        refuse_fields(name, fields, EVENT_FIELDS)
         self._seq += 1
         fields["ts"] = round(self.wall_clock(), 3)
         fields["seq"] = self._seq
@@ -363,13 +355,13 @@ class Hub:
     def room_event(self, room: str, event: str, /, **fields: Any) -> None:
         """Send ``event`` to everyone in ``room``, on every node; the hub adds ``room`` (and
         ``ts``, ``seq``): a field of that name raises ValueError."""
-        _refuse_fields(event, fields, _ROOM_FIELD)
+        refuse_fields(event, fields, ROOM_FIELD)
         self._publish(room_topic(room), self.event(event, room=room, **fields))
 
     def channel_event(self, channel: str, event: str, /, **fields: Any) -> None:
         """Send ``event`` to everyone subscribed to ``channel``, on every node; the hub adds
         ``channel`` (and ``ts``, ``seq``): a field of that name raises ValueError."""
-        _refuse_fields(event, fields, _CHANNEL_FIELD)
+        refuse_fields(event, fields, CHANNEL_FIELD)
         self._publish(channel_topic(channel), self.event(event, channel=channel, **fields))
 
     def send(
