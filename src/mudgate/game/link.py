@@ -473,9 +473,8 @@ class GameLink:
                     self._release(pending)
                     continue
                 self._track(target, pending)
-                written = await target.write_when_room(
-                    pending.frame, self.settings.game_queue_seconds
-                )
+                frame, pending.frame = pending.frame, b""
+                written = await target.write_when_room(frame, self.settings.game_queue_seconds)
                 if written is None:  # no room for that long: the game does not read
                     self._slow_consumer(target)
                     return
@@ -489,11 +488,14 @@ class GameLink:
 
     def _hand(self, target: Attached, pending: Pending) -> None:
         self._track(target, pending)
-        if not target.write(pending.frame):
+        written = target.write(pending.frame)
+        pending.frame = b""
+        if not written:
             self._slow_consumer(target)
 
     def _track(self, target: Attached, pending: Pending) -> None:
-        """A command (not an event) handed to ``target`` waits there for its ``done``."""
+        """A command (not an event) handed to ``target`` waits there for its ``done``, without
+        its frame: once written it is the link's buffer's, and no longer this one's."""
         if pending.conn is not None:
             target.in_flight[pending.seq] = pending
             self.stats.commands += 1

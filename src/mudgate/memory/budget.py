@@ -135,6 +135,8 @@ def deflate_bytes(window_bits: int, mem_level: int) -> int:
 # Messages the game link reads ahead (game/link.py's LINK_READ_QUEUE; memory/ imports nothing
 # above it, so the figure is repeated here and tests/game checks the two agree).
 GAME_LINK_READ_QUEUE = 4
+# A command with the game, without its frame: game/link.py's Pending and its dict entry.
+GAME_COMMAND_BYTES = 256
 # A bytes object's own size, on top of its contents (sys.getsizeof(b"")).
 BYTES_OBJECT = 33
 
@@ -220,6 +222,14 @@ def memory_budget(settings: Settings, limit_bytes: int, process_bytes: int = 0) 
             settings.game_queue_bytes
             + settings.game_link_buffer_bytes
             + (GAME_LINK_READ_QUEUE + 1) * settings.game_link_max_frame_bytes,
+        ),
+        # Each player's commands with the game: their bookkeeping (the frames are in game_link).
+        BudgetLine(
+            "game_commands",
+            settings.max_players * settings.game_queue_per_player
+            if settings.game or settings.game_link
+            else 0,
+            GAME_COMMAND_BYTES,
         ),
         # The game's process, in the same container: at least what the gateway's own process
         # is before any player (it loads the same code); what the game itself holds is its own.
