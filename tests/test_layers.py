@@ -41,6 +41,7 @@ LAYERS: list[tuple[str, set[str]]] = [
             "hooks",
             "logs",
             "protocol",
+            "render",
             "settings",
             "tasks",
             "text",

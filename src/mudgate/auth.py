@@ -60,11 +60,14 @@ class Identity:
 @dataclass(frozen=True, slots=True)
 class Credentials:
     """What a connecting client presented: the token (``?token=`` or a bearer header), its
-    cookies, and its headers (names in lower case)."""
+    cookies, and its headers (names in lower case); over telnet, the name and password typed
+    at the login prompts (the password only when the game's hook takes credentials)."""
 
     token: str | None
     cookies: Mapping[str, str] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)
+    name: str | None = None
+    password: str | None = field(default=None, repr=False)
 
 
 # A game's own sign-in: the player id, None to let mudgate's token decide, or TokenError.

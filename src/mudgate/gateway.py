@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import secrets
 import signal
@@ -41,7 +42,9 @@ from .memory.diagnostics import Diagnostics
 from .memory.history import MemoryHistory
 from .memory.monitor import MIB, MemoryMonitor, MemorySample
 from .protocol import CloseCode
+from .render import Renderers
 from .server.sockets import SocketTable
+from .server.telnet import TelnetListener, TelnetService
 from .settings import Settings
 from .web.app import MudgateApp, web_app
 
@@ -57,6 +60,8 @@ class Gateway:
     or ``commands`` a command registry alone (default: the built-in commands only). With the
     ``game`` or ``game_link`` setting instead, the game runs in a process of its own, linked to
     this gateway (``GameLink``; docs/game-link.md).
+    ``renderers`` how events look to telnet players (``mudgate.render``; a game brings its
+    own, and ``MUDGATE_TELNET_RENDERERS`` names them for a game in a process of its own).
     ``authenticate`` the game's own sign-in (``mudgate.auth``), asked first on ``/ws``,
     ``/events`` and ``POST /commands``. ``clock`` is what everything that expires measures
     time with (``time.monotonic``); ``backplane`` (default: what ``MUDGATE_BACKPLANE`` names)
@@ -76,6 +81,7 @@ class Gateway:
         *,
         commands: CommandRegistry | None = None,
         game: Game | None = None,
+        renderers: Renderers | None = None,
         authenticate: AuthenticateHook | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -147,6 +153,21 @@ class Gateway:
             clock_skew_seconds=settings.token_clock_skew,
             authenticate=authenticate,
         )
+        self.telnet: TelnetListener | None = None
+        if settings.telnet_port is not None:
+            self.telnet = TelnetListener(
+                TelnetService(
+                    settings=settings,
+                    hub=self.hub,
+                    commands=self.commands,
+                    authenticator=self.authenticator,
+                    sockets=self.sockets,
+                    renderers=_renderers(settings, game, renderers),
+                    clock=clock,
+                    wall_clock=wall_clock,
+                ),
+                settings,
+            )
 
     async def start(self) -> None:
         """Start the backplane and the health watch's tick."""
@@ -168,6 +189,8 @@ class Gateway:
         if self.game is not None:
             await self.game.start(self.hub)
             self.game.start_timers()
+        if self.telnet is not None:
+            await self.telnet.start(reuse_port=self.settings.workers > 1)
         if self.game_link is not None:
             await self.game_link.start()
             # SIGHUP restarts the game (with --game); for a game that attaches by itself, it
@@ -197,6 +220,8 @@ class Gateway:
         """Refuse new players, close every connection with ``code`` and wait (at most
         ``timeout_seconds``, by default ``MUDGATE_SHUTDOWN_TIMEOUT``) until each has left."""
         timeout = self.settings.shutdown_timeout if timeout_seconds is None else timeout_seconds
+        if self.telnet is not None:
+            self.telnet.stop_accepting()
         await self.hub.close_connections(code, timeout)
 
     async def stop(self) -> None:
@@ -208,6 +233,8 @@ class Gateway:
             await self.game_link.stop()
         if self.game is not None:
             await self.game.stop()
+        if self.telnet is not None:
+            await self.telnet.close()
         await self.hub.close()
 
     @asynccontextmanager
@@ -218,6 +245,24 @@ class Gateway:
             yield self
         finally:
             await self.stop()
+
+
+def _renderers(settings: Settings, game: Game | None, given: Renderers | None) -> Renderers:
+    """The telnet renderers: the defaults, under those given, a game's or the ones
+    ``MUDGATE_TELNET_RENDERERS`` names."""
+    renderers = Renderers()
+    if settings.telnet_renderers is not None:
+        module, _, attr = settings.telnet_renderers.partition(":")
+        named = getattr(importlib.import_module(module), attr)
+        if not isinstance(named, Renderers):
+            kind = type(named).__name__
+            raise TypeError(f"MUDGATE_TELNET_RENDERERS names a {kind}, not a mudgate.Renderers")
+        renderers.update(named)
+    if game is not None:
+        renderers.update(game.renderers)
+    if given is not None:
+        renderers.update(given)
+    return renderers
 
 
 def _check_budget(settings: Settings, sample: MemorySample) -> None:

@@ -142,7 +142,7 @@ class Outgoing:
     then shared too, so a broadcast to N players frames its message once, not N times.
     """
 
-    __slots__ = ("_frame", "_sse", "_text", "data", "event")
+    __slots__ = ("_frame", "_sse", "_text", "_views", "data", "event")
 
     def __init__(self, event: str, data: bytes) -> None:
         self.event = event
@@ -150,6 +150,7 @@ class Outgoing:
         self._frame: bytes | None = None
         self._sse: bytes | None = None
         self._text: str | None = None
+        self._views: dict[str, bytes] | None = None
 
     def __len__(self) -> int:
         return len(self.data)
@@ -175,6 +176,17 @@ class Outgoing:
         if self._text is None:
             self._text = self.data.decode()
         return self._text
+
+    def view(self, name: str, build: Callable[[Outgoing], bytes]) -> bytes:
+        """What a transport writes for this event, built by ``build`` on first use under
+        ``name`` and then shared: telnet's text with or without colour, its GMCP."""
+        views = self._views
+        if views is None:
+            views = self._views = {}
+        found = views.get(name)
+        if found is None:
+            found = views[name] = build(self)
+        return found
 
     @property
     def frame(self) -> bytes:

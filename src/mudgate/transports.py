@@ -9,8 +9,8 @@ through its transport and never knows which one it is. Each transport has one wa
 - ``ASGIWebSocketTransport``: a WebSocket under any other ASGI server, or one whose frames
   cannot be shared (permessage-deflate compresses each connection's frames on its own).
 - ``SSETransport``: a Server-Sent-Events stream, with its keep-alive comment.
-
-Next come telnet and the game link, each one more class here.
+- ``TelnetTransport``: a classic MUD client over telnet, which writes each event as text
+  (and GMCP) through mudgate's telnet protocol (``mudgate.server.telnet``).
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ __all__ = [
     "KeptAlive",
     "SSETransport",
     "Send",
+    "TelnetSink",
+    "TelnetTransport",
     "Transport",
 ]
 
@@ -43,7 +45,7 @@ FRAMES_EXTENSION = "mudgate.frames"
 class Transport(Protocol):
     """What a connection asks of the way to its client."""
 
-    name: ClassVar[str]  # "websocket", "sse": the operators' name, in logs and monitoring
+    name: ClassVar[str]  # "websocket", "sse", "telnet": the operators' name, in monitoring
 
     def write_now(self, message: Outgoing) -> bool:
         """Write ``message`` at once if that needs neither waiting nor a buffer growing past
@@ -212,3 +214,40 @@ class SSETransport:
         if self._keepalive is not None:
             self._keepalive.cancel()
             self._keepalive = None
+
+
+class TelnetSink(Protocol):
+    """What mudgate's telnet protocol offers its transport: it renders each event for its
+    client (text, colour, GMCP, compression) and writes it."""
+
+    def write_event(self, message: Outgoing) -> bool: ...
+    async def writable(self) -> None: ...
+    def write_farewell(self, code: CloseCode, reason: str) -> None: ...
+    def release(self) -> None: ...
+
+
+class TelnetTransport:
+    """A telnet client: each message rendered as text by the telnet protocol, at once while
+    its write buffer is below the high-water mark."""
+
+    name: ClassVar[str] = "telnet"
+
+    __slots__ = ("_sink",)
+
+    def __init__(self, sink: TelnetSink) -> None:
+        self._sink = sink
+
+    def write_now(self, message: Outgoing) -> bool:
+        return self._sink.write_event(message)
+
+    async def write(self, message: Outgoing) -> None:
+        sink = self._sink
+        await sink.writable()
+        if not sink.write_event(message):
+            raise ConnectionResetError("the telnet connection is closing")
+
+    async def write_close(self, code: CloseCode, reason: str) -> None:
+        self._sink.write_farewell(code, reason)
+
+    def release(self) -> None:
+        self._sink.release()

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..commands import CommandRegistry, builtin_commands
 from ..hooks import Hooks
+from ..render import Renderer, Renderers
 
 if TYPE_CHECKING:
     from ..hub import Hub
@@ -68,6 +69,9 @@ class Game:
         self.name = name
         self.commands = builtin_commands() if commands is None else commands
         self.hooks = Hooks()
+        # How its events look to telnet players (mudgate.render); in a process of its own,
+        # the gateway takes them from MUDGATE_TELNET_RENDERERS instead.
+        self.renderers = Renderers()
         self.timers: list[Timer] = []
         self._on_start: list[Callable[[Hub], Awaitable[None] | None]] = []
         self._hub: Hub | None = None
@@ -81,6 +85,10 @@ class Game:
                 "on_start functions, not at import time"
             )
         return self._hub
+
+    def render(self, event: str) -> Callable[[Renderer], Renderer]:
+        """Decorator: how events named ``event`` look to telnet players (``mudgate.render``)."""
+        return self.renderers.event(event)
 
     def every(self, seconds: float, *, each_node: bool = False) -> Callable[[F], F]:
         """Run the decorated ``function(hub)`` every ``seconds``, once per cluster: on one

@@ -523,6 +523,7 @@ class Hub:
         return HubStats(
             active_websockets=len(registry.websockets),
             active_sse=len(registry.sse),
+            active_telnet=len(registry.telnet),
             player_websockets=len(registry.player_connections),
             connection_timestamps=len(registry.opened_at),
             online_players=len(registry.players),

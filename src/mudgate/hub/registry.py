@@ -73,12 +73,14 @@ class Registry:
         # The structures of DESIGN.md section 3 (their operators' names in HubStats).
         self._websockets: dict[str, Connection] = {}  # active_websockets
         self._sse: dict[str, Connection] = {}  # active_sse
+        self._telnet: dict[str, Connection] = {}  # active_telnet
         self._opened_at: dict[str, float] = {}  # connection_timestamps
         self._by_player: dict[str, list[Connection]] = {}  # player_websockets (any transport)
         self._players: dict[str, Player] = {}  # online_players
         # Read-only views, for whoever needs to look.
         self.websockets: Mapping[str, Connection] = MappingProxyType(self._websockets)
         self.sse: Mapping[str, Connection] = MappingProxyType(self._sse)
+        self.telnet: Mapping[str, Connection] = MappingProxyType(self._telnet)
         self.opened_at: Mapping[str, float] = MappingProxyType(self._opened_at)
         self.player_connections: Mapping[str, list[Connection]] = MappingProxyType(self._by_player)
         self.players: Mapping[str, Player] = MappingProxyType(self._players)
@@ -96,6 +98,7 @@ class Registry:
     def connections(self) -> Iterator[Connection]:
         yield from self._websockets.values()
         yield from self._sse.values()
+        yield from self._telnet.values()
 
     def connections_of(self, player_id: str) -> list[Connection]:
         """``player_id``'s connections on this node, oldest first (a copy)."""
@@ -153,7 +156,10 @@ class Registry:
         return True, self._players.pop(conn.player_id, None)
 
     def _table(self, conn: Connection) -> dict[str, Connection]:
-        return self._sse if conn.transport.name == "sse" else self._websockets
+        name = conn.transport.name
+        if name == "sse":
+            return self._sse
+        return self._telnet if name == "telnet" else self._websockets
 
     # Repair: should a bug ever part the tables, the janitor puts them back in step.
 

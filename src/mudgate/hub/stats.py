@@ -14,6 +14,7 @@ __all__ = ["STRUCTURE_NAMES", "HubStats"]
 STRUCTURE_NAMES = (
     "active_websockets",
     "active_sse",
+    "active_telnet",
     "player_websockets",
     "connection_timestamps",
     "online_players",
@@ -31,7 +32,8 @@ class HubStats:
     # The structures (STRUCTURE_NAMES).
     active_websockets: int
     active_sse: int
-    player_websockets: int  # players with a connection here (WebSocket or SSE)
+    active_telnet: int
+    player_websockets: int  # players with a connection here (any transport)
     connection_timestamps: int
     online_players: int
     room_occupants: int  # rooms with someone in them

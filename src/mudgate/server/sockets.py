@@ -47,6 +47,8 @@ class SocketKind(enum.Enum):
     """A request being answered (an SSE stream is one long answer)."""
     WEBSOCKET = "websocket"
     """Upgraded to a WebSocket."""
+    TELNET = "telnet"
+    """A telnet player (one still logging in is WAITING, evicted like a silent request)."""
 
 
 class SocketEvent(enum.StrEnum):

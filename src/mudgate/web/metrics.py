@@ -79,6 +79,7 @@ class GatewayCollector(Collector):
         )
         connections.add_metric(["websocket"], stats.active_websockets)
         connections.add_metric(["sse"], stats.active_sse)
+        connections.add_metric(["telnet"], stats.active_telnet)
         yield connections
 
         entries = GaugeMetricFamily(

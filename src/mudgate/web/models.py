@@ -49,6 +49,7 @@ class MemoryInfo(BaseModel):
 class ConnectionCounts(BaseModel):
     active_websockets: int
     active_sse: int
+    active_telnet: int
     total_connections: int
     player_websockets: int
     connection_timestamps: int
