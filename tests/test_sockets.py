@@ -23,10 +23,16 @@ def test_connections_are_counted_by_kind() -> None:
     table.mark(first, SocketKind.WEBSOCKET)
     stats = table.stats()
     assert (stats.open, stats.capacity) == (2, 10)
-    assert stats.by_kind == {"waiting": 1, "receiving": 0, "http": 0, "websocket": 1}
+    assert stats.by_kind == {"waiting": 1, "receiving": 0, "http": 0, "websocket": 1, "telnet": 0}
     table.close(first)
     table.close(first)  # idempotent
-    assert table.stats().by_kind == {"waiting": 1, "receiving": 0, "http": 0, "websocket": 0}
+    assert table.stats().by_kind == {
+        "waiting": 1,
+        "receiving": 0,
+        "http": 0,
+        "websocket": 0,
+        "telnet": 0,
+    }
 
 
 def test_at_the_cap_the_longest_waiter_is_evicted() -> None:
@@ -118,7 +124,13 @@ def test_marking_an_evicted_connection_does_nothing() -> None:
     table.open(gone)
     table.open(newcomer)
     table.mark(gone, SocketKind.HTTP)
-    assert table.stats().by_kind == {"waiting": 1, "receiving": 0, "http": 0, "websocket": 0}
+    assert table.stats().by_kind == {
+        "waiting": 1,
+        "receiving": 0,
+        "http": 0,
+        "websocket": 0,
+        "telnet": 0,
+    }
 
 
 def test_the_capacity_fits_the_descriptor_limit() -> None:

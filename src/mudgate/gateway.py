@@ -314,6 +314,7 @@ def create_app(gateway: Gateway | None = None) -> MudgateApp:
         lifespan=lifespan,
         game_link=gateway.game_link,
         game_in_process=gateway.game is not None,
+        telnet=gateway.telnet,
     )
 
 

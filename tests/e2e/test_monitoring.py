@@ -45,6 +45,7 @@ async def test_memory_reports_every_connection_and_structure(server: RunningServ
         assert report["connections"] == {
             "active_websockets": 100,
             "active_sse": 20,
+            "active_telnet": 0,
             "total_connections": 120,
             "player_websockets": 120,
             "connection_timestamps": 120,

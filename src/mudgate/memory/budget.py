@@ -27,7 +27,15 @@ from ..bounded import Mailboxes, SlidingWindowLimiter, TokenBuckets, TTLMap
 from ..protocol import Outgoing, encode_event
 from ..settings import Settings
 
-__all__ = ["BudgetLine", "MemoryBudget", "deflate_bytes", "entry_sizes", "memory_budget"]
+__all__ = [
+    "TELNET_LOGIN_BYTES",
+    "BudgetLine",
+    "MemoryBudget",
+    "deflate_bytes",
+    "entry_sizes",
+    "mccp_bytes",
+    "memory_budget",
+]
 
 # Server RSS per idle WebSocket on mudgate's own protocol classes, measured with
 # bench/idle_memory.py (10.7 KiB at 2,000 connections; uvicorn's were 21).
@@ -132,6 +140,26 @@ def deflate_bytes(window_bits: int, mem_level: int) -> int:
     return _measure(connection, samples=50)
 
 
+@functools.cache
+def mccp_bytes(window_bits: int, mem_level: int) -> int:
+    """The measured cost in bytes of one MCCP2 compressed telnet connection's zlib state
+    (having compressed once: zlib allocates its window on first use)."""
+    sample = b"\x1b[33malice\x1b[0m says: hello, how are you all today?\r\n" * 4
+
+    def connection(i: int) -> object:
+        compressor = zlib.compressobj(6, zlib.DEFLATED, window_bits, mem_level)
+        compressor.compress(sample)
+        compressor.flush(zlib.Z_SYNC_FLUSH)
+        return compressor
+
+    return _measure(connection, samples=50)
+
+
+# What a telnet connection holds before it is a player, besides its socket's buffers: its
+# protocol objects (parser, options, flow control) and a line typed at the login prompt
+# (server/telnet's LOGIN_LINE_BYTES); tests/telnet checks the measured size stays under it.
+TELNET_LOGIN_BYTES = 6 * 1024
+
 # Messages the game link reads ahead (game/link.py's LINK_READ_QUEUE; memory/ imports nothing
 # above it, so the figure is repeated here and tests/game checks the two agree).
 GAME_LINK_READ_QUEUE = 4
@@ -230,6 +258,21 @@ def memory_budget(settings: Settings, limit_bytes: int, process_bytes: int = 0) 
             if settings.game or settings.game_link
             else 0,
             GAME_COMMAND_BYTES,
+        ),
+        # Telnet: every socket may be one, each with a subnegotiation arriving and, before it
+        # signs in, its protocol objects and a login line (a player's line is one message in
+        # flight); the compressed ones hold a zlib state each (MCCP2).
+        BudgetLine(
+            "telnet",
+            settings.max_sockets if settings.telnet_port is not None else 0,
+            settings.telnet_max_subnegotiation_bytes + TELNET_LOGIN_BYTES,
+        ),
+        BudgetLine(
+            "telnet_compressed",
+            min(settings.telnet_max_compressed, settings.max_sockets)
+            if settings.telnet_port is not None
+            else 0,
+            mccp_bytes(settings.telnet_mccp_window_bits, settings.telnet_mccp_mem_level),
         ),
         # The game's process, in the same container: at least what the gateway's own process
         # is before any player (it loads the same code); what the game itself holds is its own.

@@ -35,6 +35,7 @@ from ..memory.history import MemoryHistory
 from ..memory.monitor import MemoryMonitor
 from ..protocol import ErrorCode
 from ..server.sockets import SocketTable
+from ..server.telnet import TelnetListener
 from ..settings import Settings
 from .admin import admin_guard
 from .clients import remote_address
@@ -104,6 +105,7 @@ def web_app(
     lifespan: Lifespan,
     game_link: GameLink | None = None,
     game_in_process: bool = False,
+    telnet: TelnetListener | None = None,
 ) -> MudgateApp:
     """The gateway's web face, from the parts the composition root built
     (``mudgate.gateway.create_app``): the real-time endpoints, monitoring, admin, the guest
@@ -143,6 +145,7 @@ def web_app(
             sockets=sockets,
             command_stats=command_stats,
             admin=admin,
+            telnet=telnet,
             registry=metrics_registry(
                 GatewayCollector(
                     hub=hub,
@@ -155,6 +158,7 @@ def web_app(
                     sockets=sockets,
                     command_stats=command_stats,
                     game_link=game_link,
+                    telnet=telnet,
                 )
             ),
         )

@@ -28,6 +28,7 @@ from ..health.notify import Notifier
 from ..hub import Hub, HubStats
 from ..memory.monitor import MemoryMonitor
 from ..server.sockets import SocketTable
+from ..server.telnet import TelnetListener, TelnetStats
 
 __all__ = ["GatewayCollector", "metrics_registry"]
 
@@ -48,6 +49,7 @@ class GatewayCollector(Collector):
         sockets: SocketTable,
         command_stats: CommandStats,
         game_link: GameLink | None = None,
+        telnet: TelnetListener | None = None,
     ) -> None:
         self.hub = hub
         self.monitor = monitor
@@ -59,6 +61,7 @@ class GatewayCollector(Collector):
         self.sockets = sockets
         self.command_stats = command_stats
         self.game_link = game_link
+        self.telnet = telnet
 
     def collect(self) -> Iterator[Metric]:
         stats = self.hub.stats()
@@ -72,6 +75,8 @@ class GatewayCollector(Collector):
         yield from self._backplane(stats)
         if self.game_link is not None:
             yield from self._game(self.game_link)
+        if self.telnet is not None:
+            yield from self._telnet(self.telnet.stats())
 
     def _structures(self, stats: HubStats) -> Iterator[Metric]:
         connections = GaugeMetricFamily(
@@ -332,6 +337,27 @@ class GatewayCollector(Collector):
             yield CounterMetricFamily(
                 f"mudgate_backplane_{name}", meaning, value=getattr(stats, name)
             )
+
+    def _telnet(self, stats: TelnetStats) -> Iterator[Metric]:
+        """The telnet listener (``MUDGATE_TELNET_PORT``)."""
+        yield GaugeMetricFamily(
+            "mudgate_telnet_logging_in",
+            "Telnet connections not signed in yet.",
+            value=stats.logging_in,
+        )
+        yield GaugeMetricFamily(
+            "mudgate_telnet_compressed",
+            "Telnet connections with MCCP2 compression on (at most MUDGATE_TELNET_MAX_COMPRESSED).",
+            value=stats.compressed,
+        )
+        events = CounterMetricFamily(
+            "mudgate_telnet_events",
+            "What the telnet layer refused or ended, by event.",
+            labels=["event"],
+        )
+        for name, count in stats.events.items():
+            events.add_metric([name], count)
+        yield events
 
     def _game(self, link: GameLink) -> Iterator[Metric]:
         """The game in a process of its own (``mudgate serve --game``, or a linked game)."""

@@ -10,6 +10,7 @@ from ..command_stats import OpStats
 from ..health.lag import LoopLag
 from ..memory.monitor import MIB, MemorySample
 from ..server.sockets import SocketStats
+from ..server.telnet import TelnetListener
 
 
 def _mb(value: int | None) -> float | None:
@@ -68,6 +69,7 @@ class SocketCounts(BaseModel):
     )
     http: int = Field(description="A request being answered (SSE streams too).")
     websocket: int
+    telnet: int = Field(description="Telnet players (those still signing in are waiting).")
     compressed: int = Field(description="WebSockets with compression negotiated.")
     compressed_capacity: int = Field(description="MUDGATE_MAX_COMPRESSED_CONNECTIONS.")
     refused: int = Field(description="Closed on arrival: every socket was busy.")
@@ -241,10 +243,36 @@ class EventLoop(BaseModel):
         )
 
 
+class TelnetReport(BaseModel):
+    port: int | None = Field(description="The telnet port (MUDGATE_TELNET_PORT), once listening.")
+    logging_in: int = Field(description="Connected and not signed in yet.")
+    compressed: int = Field(description="Connections with MCCP2 compression on.")
+    compressed_capacity: int = Field(description="MUDGATE_TELNET_MAX_COMPRESSED.")
+    events: dict[str, int] = Field(
+        description="What the telnet layer refused or ended: line_too_long, "
+        "subnegotiation_too_long, command_flood, login_timeout, login_failed, refused, "
+        "compression_declined, bad_gmcp."
+    )
+
+    @classmethod
+    def of(cls, listener: TelnetListener) -> "TelnetReport":
+        stats = listener.stats()
+        return cls(
+            port=listener.address[1] if listener.address else None,
+            logging_in=stats.logging_in,
+            compressed=stats.compressed,
+            compressed_capacity=stats.compressed_capacity,
+            events=stats.events,
+        )
+
+
 class MemoryReport(BaseModel):
     memory: MemoryInfo
     connections: ConnectionCounts
     sockets: SocketCounts = Field(description="Every TCP connection, below the players.")
+    telnet: TelnetReport | None = Field(
+        None, description="The telnet listener, when MUDGATE_TELNET_PORT is set."
+    )
     event_loop: EventLoop = Field(description="How late the one loop serving everyone runs.")
     data_structures: DataStructures
     cleanup_stats: CleanupStatsModel

@@ -25,6 +25,7 @@ from ..memory.history import MemoryHistory
 from ..memory.monitor import MIB, MemoryMonitor
 from ..protocol import CloseCode, ErrorCode
 from ..server.sockets import SocketTable
+from ..server.telnet import TelnetListener
 from ..settings import Settings
 from .admin import logger
 from .errors import APIError
@@ -50,6 +51,7 @@ from .models import (
     PlayerConnection,
     PlayersReport,
     SocketCounts,
+    TelnetReport,
     TrendReport,
 )
 
@@ -77,6 +79,7 @@ def monitoring_router(
     command_stats: CommandStats,
     admin: Callable[..., str],
     registry: CollectorRegistry,
+    telnet: TelnetListener | None = None,
 ) -> APIRouter:
     """The monitoring and health endpoints: reads of the hub, the memory monitor, the health
     watch, the janitor, the socket table and the command stats; the admin's forced cleanup and
@@ -96,6 +99,7 @@ def monitoring_router(
             memory=MemoryInfo.of(sample),
             connections=ConnectionCounts.model_validate(stats),
             sockets=SocketCounts.of(sockets.stats()),
+            telnet=None if telnet is None else TelnetReport.of(telnet),
             event_loop=EventLoop.of(lag),
             data_structures=DataStructures.model_validate(stats),
             cleanup_stats=CleanupStatsModel.model_validate(janitor.stats, from_attributes=True),

@@ -140,17 +140,17 @@ class TelnetParser:
     __slots__ = (
         "_buffer",
         "_line",
-        "_max_line",
         "_max_sub",
         "_option",
         "_position",
         "_state",
         "_sub",
         "_verb",
+        "max_line_bytes",
     )
 
     def __init__(self, *, max_line_bytes: int, max_subnegotiation_bytes: int) -> None:
-        self._max_line = max_line_bytes
+        self.max_line_bytes = max_line_bytes
         self._max_sub = max_subnegotiation_bytes
         self._buffer = b""  # received, not parsed yet
         self._position = 0
@@ -259,8 +259,10 @@ class TelnetParser:
         return i, None
 
     def _take_text(self, data: bytes, start: int, stop: int) -> None:
-        if len(self._line) + stop - start > self._max_line:
-            raise TelnetError("line_too_long", f"a line may be at most {self._max_line} bytes long")
+        if len(self._line) + stop - start > self.max_line_bytes:
+            raise TelnetError(
+                "line_too_long", f"a line may be at most {self.max_line_bytes} bytes long"
+            )
         self._line += data[start:stop]
 
     def _take_sub(self, data: bytes, start: int, stop: int) -> None:

@@ -79,6 +79,9 @@ __all__ = ["TelnetEvent", "TelnetProtocol", "TelnetService", "TelnetStats"]
 
 logger = logging.getLogger("mudgate.telnet")
 
+# The longest line at the login prompts (a name, a password or a pasted token); a player's
+# lines may be MUDGATE_MAX_MESSAGE_BYTES long.
+LOGIN_LINE_BYTES = 1024
 # Most sign-in attempts one connection may make before it is closed.
 MAX_LOGIN_ATTEMPTS = 3
 # Terminal types a client may report before the server stops asking (MTTS asks three times).
@@ -204,7 +207,7 @@ class TelnetProtocol(asyncio.Protocol):
         self.service = service
         settings = service.settings
         self.parser = TelnetParser(
-            max_line_bytes=settings.max_message_bytes,
+            max_line_bytes=LOGIN_LINE_BYTES,
             max_subnegotiation_bytes=settings.telnet_max_subnegotiation_bytes,
         )
         self.options = Options(LOCAL_OPTIONS, REMOTE_OPTIONS)
@@ -450,6 +453,7 @@ class TelnetProtocol(asyncio.Protocol):
         flow.cancel_timer()
         service.sockets.mark(self.transport, SocketKind.TELNET)
         self.login = _Login.PLAYING
+        self.parser.max_line_bytes = service.settings.max_message_bytes
         try:
             async with service.hub.session(conn):
                 self._start_keepalive()
