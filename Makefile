@@ -1,4 +1,5 @@
-# mudgate: `make run` serves on http://127.0.0.1:54731, `make test` runs the whole suite.
+# mudgate: `make run` serves on http://127.0.0.1:54731 (and telnet on 54732), `make test` runs
+# the whole suite.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -29,12 +30,13 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 run: $(RUN_STAMP)
-	$(BIN)/mudgate serve
+	$(BIN)/mudgate serve --telnet-port 54732
 
 # The example game (examples/castle) in a process of its own, restarted whenever a file of it
-# is saved (players stay connected): play at http://127.0.0.1:54731/play
+# is saved (players stay connected): play at http://127.0.0.1:54731/play or telnet 127.0.0.1 54732
 example: $(RUN_STAMP)
-	$(BIN)/mudgate serve --game examples.castle.game:game --reload
+	MUDGATE_TELNET_RENDERERS=examples.castle.render:renderers \
+		$(BIN)/mudgate serve --game examples.castle.game:game --reload --telnet-port 54732
 
 # Debian packages the tests drive: Chromium (dashboard and play-page tests), promtool
 # (the Prometheus rules), redis-server (the Redis backplane; each test starts its own) and

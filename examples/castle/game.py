@@ -25,6 +25,7 @@ import msgspec
 from fastapi import FastAPI
 from fastapi.responses import HTMLResponse
 
+from examples.castle.render import renderers
 from mudgate import (
     CommandContext,
     CommandError,
@@ -116,6 +117,8 @@ def commands() -> CommandRegistry:
             raise CommandError(ErrorCode.INVALID_ARGS, f"you cannot go {args.direction} here")
         ctx.hub.move_player(ctx.player.id, destination)
         await look(ctx, NoArgs())
+        # A game's own GMCP, for MUD clients' maps (other clients get it as any event).
+        ctx.reply("gmcp", package="Room.Area", data={"name": "castle", "room": destination})
         if destination == "tower":  # after the room it belongs to
             ctx.reply("narrate", text="You are out of breath.")
 
@@ -140,6 +143,7 @@ def commands() -> CommandRegistry:
 def make_game(bard_every_seconds: float = 30.0) -> Game:
     """The castle: its commands, the welcome and the footsteps, and the bard."""
     game = Game(commands(), name="castle")
+    game.renderers.update(renderers)  # its events as telnet players see them (render.py)
 
     @game.hooks.on_connect
     def welcome(player_id: str) -> None:

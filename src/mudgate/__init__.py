@@ -34,6 +34,7 @@ _EXPORTS = {
     "CommandError": ".protocol",
     "ErrorCode": ".protocol",
     "PlayerId": ".protocol",
+    "Renderers": ".render",
     "serve": ".server",
     "serve_workers": ".server",
     "Settings": ".settings",
@@ -62,6 +63,7 @@ __all__ = [
     "NoArgs",
     "PlayerId",
     "PlayerText",
+    "Renderers",
     "Settings",
     "Text",
     "TokenError",
@@ -98,6 +100,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see
     from .hooks import Hooks
     from .hub import Delivery, Hub
     from .protocol import CloseCode, CommandError, ErrorCode, PlayerId
+    from .render import Renderers
     from .server import serve, serve_workers
     from .settings import Settings
     from .text import PlayerText, Text, player_text

@@ -38,11 +38,18 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser(
         "serve",
-        help="run the gateway (WebSocket /ws, SSE /events, POST /commands)",
+        help="run the gateway (WebSocket /ws, SSE /events, POST /commands, and telnet)",
         description="Run the gateway until interrupted (Ctrl-C or SIGTERM close it gracefully).",
     )
     serve.add_argument("--host", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="TCP port to listen on (default 54731)")
+    serve.add_argument(
+        "--telnet-port",
+        type=int,
+        metavar="PORT",
+        help="also serve telnet for MUD clients (Mudlet, TinTin++, telnet) on this port "
+        "(default: no telnet; `make run` uses 54732)",
+    )
     serve.add_argument("--config", metavar="FILE", help="TOML file of settings")
     serve.add_argument(
         "--workers",
@@ -178,6 +185,7 @@ def _serve(args: argparse.Namespace) -> None:
         args.config,
         host=args.host,
         port=args.port,
+        telnet_port=args.telnet_port,
         workers=args.workers,
         game=args.game,
         game_reload=args.reload,
