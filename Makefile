@@ -39,9 +39,11 @@ example: $(RUN_STAMP)
 		$(BIN)/mudgate serve --game examples.castle.game:game --reload --telnet-port 54732
 
 # Debian packages the tests drive: Chromium (dashboard and play-page tests), promtool
-# (the Prometheus rules), redis-server (the Redis backplane; each test starts its own) and
-# iproute2's ss (the kernel buffers of the hostile-client tests). Installed when missing and
-# we are root; the tests fail, with a message saying so, when they are missing.
+# (the Prometheus rules), redis-server (the Redis backplane; each test starts its own),
+# iproute2's ss (the kernel buffers of the hostile-client tests) and TinTin++'s tt++ (a real
+# MUD client for the telnet tests; Debian puts it in /usr/games, which root's PATH lacks).
+# Installed when missing and we are root; the tests fail, with a message saying so, when
+# they are missing.
 system-deps:
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		missing=""; \
@@ -49,6 +51,7 @@ system-deps:
 		command -v promtool >/dev/null || missing="$$missing prometheus"; \
 		command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 		command -v ss >/dev/null || missing="$$missing iproute2"; \
+		command -v tt++ >/dev/null || [ -x /usr/games/tt++ ] || missing="$$missing tintin++"; \
 		if [ -n "$$missing" ]; then \
 			echo "installing Debian packages:$$missing"; \
 			apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
