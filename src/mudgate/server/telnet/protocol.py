@@ -223,6 +223,7 @@ class TelnetProtocol(asyncio.Protocol):
         self._busy = False  # a line (or a GMCP command) is being handled: reading waits
         self._next: asyncio.Future[str | bytes | None] | None = None
         self._waiting: str | bytes | None = None
+        self._ended = False  # closing or closed: the player's task ends
         self._compressor: Any = None  # zlib's compress object, once MCCP2 is on
         self._keepalive: asyncio.TimerHandle | None = None
         self._wrote = False
@@ -351,17 +352,21 @@ class TelnetProtocol(asyncio.Protocol):
             self._password_entered(data.decode("utf-8", "replace").strip("\r\n\x00"))
 
     def _deliver(self, item: str | bytes | None) -> None:
-        """Hand the player's task its next line (or frame); None: the connection is gone."""
+        """Hand the player's task its next line (or frame); None: the connection is over."""
+        if item is None:
+            self._ended = True
         waiter, self._next = self._next, None
         if waiter is not None and not waiter.done():
             waiter.set_result(item)
-        elif item is None or self.task is not None:
+        elif item is not None:
             self._waiting = item
 
     async def _take(self) -> str | bytes | None:
-        if self._waiting is not None or self.login == _Login.CLOSED:
+        if self._waiting is not None:
             item, self._waiting = self._waiting, None
             return item
+        if self._ended:
+            return None
         self._next = asyncio.get_running_loop().create_future()
         return await self._next
 
@@ -752,10 +757,12 @@ class TelnetProtocol(asyncio.Protocol):
         self._close()
 
     def _close(self) -> None:
+        """Close once what is written has gone; the player leaves the hub at once."""
         self._compress(False)
         self.login = _Login.CLOSED if self.conn is None else self.login
         if self.flow is not None:
             self.flow.close()
+        self._deliver(None)
 
     # Keep-alive: IAC NOP when nothing else was written for ping_interval, so that a client
     # that vanished is found (TCP_USER_TIMEOUT) as a WebSocket's ping finds it.
