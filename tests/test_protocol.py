@@ -15,6 +15,9 @@ from mudgate.protocol import (
     Outgoing,
     encode_error,
     parse_frame,
+    websocket_binary_frame,
+    websocket_messages,
+    websocket_text_frame,
 )
 
 
@@ -85,3 +88,26 @@ def test_an_outgoing_frame_is_what_websockets_reads_as_its_text(size: int) -> No
     assert (frame.opcode, frame.fin, frame.data) == (Opcode.TEXT, True, data)
     assert not reader.buffer  # the frame is exactly its header and payload
     assert message.frame is message.frame  # built once, shared by every recipient
+
+
+@pytest.mark.parametrize("size", [0, 125, 126, 65535, 65536])
+def test_a_binary_frame_is_what_websockets_reads_as_its_bytes(size: int) -> None:
+    payload = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    reader = StreamReader()
+    reader.feed_data(websocket_binary_frame(payload))
+    parser = Frame.parse(reader.read_exact, mask=False)
+    with pytest.raises(StopIteration) as parsed:
+        next(parser)
+    frame = parsed.value.value
+    assert (frame.opcode, frame.fin, frame.data) == (Opcode.BINARY, True, payload)
+    assert not reader.buffer
+
+
+def test_prebuilt_frames_split_back_into_their_messages() -> None:
+    messages = [(False, b"x" * 70000), (True, b"Room.Info {}"), (False, b""), (True, b"y" * 200)]
+    frames = b"".join(
+        websocket_text_frame(payload) if text else websocket_binary_frame(payload)
+        for text, payload in messages
+    )
+    assert list(websocket_messages(frames)) == messages
+    assert list(websocket_messages(b"")) == []

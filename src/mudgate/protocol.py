@@ -8,7 +8,7 @@ event is encoded once into an ``Outgoing`` and the same bytes go to every recipi
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Annotated, Any, TypeVar
 
 import msgspec
@@ -29,6 +29,8 @@ __all__ = [
     "encode_event",
     "error_body",
     "parse_frame",
+    "websocket_binary_frame",
+    "websocket_messages",
     "websocket_text_frame",
 ]
 
@@ -204,17 +206,47 @@ class Outgoing:
         return self._sse
 
 
-def websocket_text_frame(payload: bytes) -> bytes:
-    """One final text frame from the server: FIN and the opcode, then the payload's length in
-    7, 16 or 64 bits (no mask: only clients mask)."""
+# The first byte of a final frame: FIN and the opcode (RFC 6455 section 5.2).
+_TEXT = 0x81
+_BINARY = 0x82
+
+
+def _websocket_frame(first: int, payload: bytes) -> bytes:
     length = len(payload)
     if length < 126:
-        header = bytes((0x81, length))
+        header = bytes((first, length))
     elif length < 1 << 16:
-        header = bytes((0x81, 126)) + length.to_bytes(2, "big")
+        header = bytes((first, 126)) + length.to_bytes(2, "big")
     else:
-        header = bytes((0x81, 127)) + length.to_bytes(8, "big")
+        header = bytes((first, 127)) + length.to_bytes(8, "big")
     return header + payload
+
+
+def websocket_text_frame(payload: bytes) -> bytes:
+    """One final text frame from the server: FIN and the opcode, then the payload's length in
+    7, 16 or 64 bits (no mask: only clients mask). ``payload`` is UTF-8."""
+    return _websocket_frame(_TEXT, payload)
+
+
+def websocket_binary_frame(payload: bytes) -> bytes:
+    """One final binary frame from the server, built as ``websocket_text_frame`` builds one."""
+    return _websocket_frame(_BINARY, payload)
+
+
+def websocket_messages(frames: bytes) -> Iterator[tuple[bool, bytes]]:
+    """The messages in ``frames`` that ``websocket_text_frame`` and ``websocket_binary_frame``
+    built, in order: (whether it is text, its payload). For a server that takes messages, not
+    frames (an ASGI ``websocket.send`` each)."""
+    start = 0
+    while start < len(frames):
+        first, length = frames[start], frames[start + 1]
+        head = 2
+        if length >= 126:
+            head = 4 if length == 126 else 10
+            length = int.from_bytes(frames[start + 2 : start + head], "big")
+        end = start + head + length
+        yield first == _TEXT, frames[start + head : end]
+        start = end
 
 
 class Envelope(msgspec.Struct, frozen=True):
