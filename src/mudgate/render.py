@@ -32,6 +32,7 @@ __all__ = [
     "Renderers",
     "bold",
     "colour",
+    "event_of",
     "gmcp_of",
     "strip_ansi",
 ]
@@ -76,6 +77,16 @@ def clean(value: object) -> str:
     """A field as text a terminal shows as it is: what a player typed cannot move the cursor,
     clear the screen or ring the bell on others' terminals."""
     return _CONTROL.sub("", value if isinstance(value, str) else str(value))
+
+
+def event_of(data: bytes) -> dict[str, Any] | None:
+    """An encoded server-to-client message (``Outgoing.data``) as the JSON object renderers
+    are given; None if it is not one."""
+    try:
+        event = msgspec.json.decode(data)
+    except msgspec.DecodeError:
+        return None
+    return event if isinstance(event, dict) else None
 
 
 class Renderers:

@@ -13,13 +13,46 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-__all__ = ["LineError", "clean_line", "frame_of", "usage"]
+import msgspec
+
+__all__ = [
+    "LineError",
+    "UnknownCommand",
+    "clean_line",
+    "command_of",
+    "frame_of",
+    "quits",
+    "usage",
+    "verbs_of",
+]
 
 _CONTROLS = re.compile(r"[\x00-\x07\x0b-\x1f\x7f]")
 
 
 class LineError(Exception):
     """The line is not a command; the message says what would be."""
+
+
+class UnknownCommand(LineError):
+    """The line's first word is no command."""
+
+
+# What ends a session when the game has no ``quit`` of its own.
+QUIT_WORDS = frozenset({"quit", "logout"})
+
+_encoder = msgspec.json.Encoder()
+
+
+def verbs_of(schema: Iterable[Mapping[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Each op and its fields in order, from ``CommandRegistry.schema()``: what ``frame_of``
+    fills a line into."""
+    return {entry["op"]: entry["fields"] for entry in schema}
+
+
+def quits(line: str, verbs: Mapping[str, Any]) -> bool:
+    """Whether ``line`` ends the session: ``quit`` or ``logout``, unless the game answers a
+    ``quit`` of its own."""
+    return line.lower() in QUIT_WORDS and "quit" not in verbs
 
 
 def clean_line(data: bytes) -> str:
@@ -58,7 +91,9 @@ def frame_of(line: str, verbs: Mapping[str, list[dict[str, Any]]]) -> dict[str, 
     op = op.lower()
     fields = verbs.get(op)
     if fields is None:
-        raise LineError(f"unknown command {op!r}: type help for the commands, or 'TEXT to say it")
+        raise UnknownCommand(
+            f"unknown command {op!r}: type help for the commands, or 'TEXT to say it"
+        )
     frame: dict[str, Any] = {"op": op}
     words = rest.split()
     for i, field in enumerate(fields):
@@ -78,3 +113,10 @@ def frame_of(line: str, verbs: Mapping[str, list[dict[str, Any]]]) -> dict[str, 
     if missing:
         raise LineError(f"usage: {usage(op, fields)}")
     return frame
+
+
+def command_of(line: str, verbs: Mapping[str, list[dict[str, Any]]]) -> str | bytes:
+    """The frame to dispatch for ``line``: a JSON frame as typed, else what ``frame_of`` makes
+    of it, encoded. Raises LineError as ``frame_of`` does."""
+    frame = frame_of(line, verbs)
+    return line if frame is None else _encoder.encode(frame)

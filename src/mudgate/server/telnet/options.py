@@ -12,12 +12,15 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
 from .parser import Opt, Verb
 
 __all__ = [
+    "MAX_GMCP_PACKAGES",
+    "GmcpPackages",
     "Mtts",
     "Options",
     "charset_request",
@@ -211,6 +214,43 @@ def parse_gmcp(payload: bytes) -> tuple[str, object]:
         return name, _decoder.decode(data)
     except (msgspec.DecodeError, RecursionError):
         raise ValueError(f"the data of GMCP {name} is not JSON") from None
+
+
+# GMCP packages a client may say it supports (Core.Supports.Set), kept per connection.
+MAX_GMCP_PACKAGES = 32
+
+
+class GmcpPackages:
+    """The GMCP packages a client said it wants, lower-cased without their version ("Room 1"
+    is ``room``): what ``Core.Supports.Set`` (``.Add``, ``.Remove``) told, at most
+    MAX_GMCP_PACKAGES of them, each name cut at 32 characters. Telnet and the WebSocket's
+    ``gmcp.mudstandards.org`` keep one per connection."""
+
+    __slots__ = ("_packages",)
+
+    def __init__(self) -> None:
+        self._packages: set[str] = set()
+
+    def __contains__(self, package: str) -> bool:
+        return package in self._packages
+
+    def __len__(self) -> int:
+        return len(self._packages)
+
+    def update(self, verb: str, entries: list[Any]) -> None:
+        """Apply ``Core.Supports.<verb>`` (``set``, ``add`` or ``remove``, lower-case) with
+        its list; entries that are not strings are skipped."""
+        packages = self._packages
+        if verb == "set":
+            packages.clear()
+        for entry in entries[:MAX_GMCP_PACKAGES]:
+            if not isinstance(entry, str):
+                continue
+            package = entry.partition(" ")[0].lower()[:32]
+            if verb == "remove":
+                packages.discard(package)
+            elif len(packages) < MAX_GMCP_PACKAGES:
+                packages.add(package)
 
 
 LOCAL_OPTIONS = (Opt.GMCP, Opt.MCCP2, Opt.EOR, Opt.MSSP, Opt.ECHO, Opt.CHARSET, Opt.SGA)
