@@ -60,8 +60,9 @@ class Gateway:
     or ``commands`` a command registry alone (default: the built-in commands only). With the
     ``game`` or ``game_link`` setting instead, the game runs in a process of its own, linked to
     this gateway (``GameLink``; docs/game-link.md).
-    ``renderers`` how events look to telnet players (``mudgate.render``; a game brings its
-    own, and ``MUDGATE_TELNET_RENDERERS`` names them for a game in a process of its own).
+    ``renderers`` how events look to telnet players and to MUD clients on ``/ws``
+    (``mudgate.render``; a game brings its own, and ``MUDGATE_TELNET_RENDERERS`` names them
+    for a game in a process of its own).
     ``authenticate`` the game's own sign-in (``mudgate.auth``), asked first on ``/ws``,
     ``/events`` and ``POST /commands``. ``clock`` is what everything that expires measures
     time with (``time.monotonic``); ``backplane`` (default: what ``MUDGATE_BACKPLANE`` names)
@@ -153,6 +154,8 @@ class Gateway:
             clock_skew_seconds=settings.token_clock_skew,
             authenticate=authenticate,
         )
+        # How events look to telnet players and to MUD clients on /ws (their subprotocols).
+        self.renderers = _renderers(settings, game, renderers)
         self.telnet: TelnetListener | None = None
         if settings.telnet_port is not None:
             self.telnet = TelnetListener(
@@ -162,7 +165,7 @@ class Gateway:
                     commands=self.commands,
                     authenticator=self.authenticator,
                     sockets=self.sockets,
-                    renderers=_renderers(settings, game, renderers),
+                    renderers=self.renderers,
                     clock=clock,
                     wall_clock=wall_clock,
                 ),
@@ -248,8 +251,8 @@ class Gateway:
 
 
 def _renderers(settings: Settings, game: Game | None, given: Renderers | None) -> Renderers:
-    """The telnet renderers: the defaults, under those given, a game's or the ones
-    ``MUDGATE_TELNET_RENDERERS`` names."""
+    """The text renderers (telnet, and MUD clients on ``/ws``): the defaults, under those
+    given, a game's or the ones ``MUDGATE_TELNET_RENDERERS`` names."""
     renderers = Renderers()
     if settings.telnet_renderers is not None:
         module, _, attr = settings.telnet_renderers.partition(":")
@@ -310,6 +313,7 @@ def create_app(gateway: Gateway | None = None) -> MudgateApp:
         commands=gateway.commands,
         command_stats=gateway.command_stats,
         authenticator=gateway.authenticator,
+        renderers=gateway.renderers,
         admin_token=gateway.admin_token,
         lifespan=lifespan,
         game_link=gateway.game_link,

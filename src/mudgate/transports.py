@@ -8,6 +8,9 @@ through its transport and never knows which one it is. Each transport has one wa
   layer's ``FrameWriter``: no task, no ASGI message, no framing per recipient.
 - ``ASGIWebSocketTransport``: a WebSocket under any other ASGI server, or one whose frames
   cannot be shared (permessage-deflate compresses each connection's frames on its own).
+- ``MudClientTransport``: a WebSocket in a MUD client's subprotocol (``gmcp.mudstandards.org``
+  and the like, docs/protocol.md), which writes each event as the frames of the connection's
+  view of it (its text, its GMCP), built once per view for everyone who gets it.
 - ``SSETransport``: a Server-Sent-Events stream, with its keep-alive comment.
 - ``TelnetTransport``: a classic MUD client over telnet, which writes each event as text
   (and GMCP) through mudgate's telnet protocol (``mudgate.server.telnet``).
@@ -19,7 +22,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, ClassVar, Protocol
 
-from .protocol import CloseCode, Outgoing
+from .protocol import CloseCode, Outgoing, websocket_messages
 
 __all__ = [
     "FRAMES_EXTENSION",
@@ -28,6 +31,7 @@ __all__ = [
     "FrameTransport",
     "FrameWriter",
     "KeptAlive",
+    "MudClientTransport",
     "SSETransport",
     "Send",
     "TelnetSink",
@@ -147,6 +151,52 @@ class ASGIWebSocketTransport:
 
     async def write(self, message: Outgoing) -> None:
         await self._send({"type": "websocket.send", "text": message.text})
+
+    async def write_close(self, code: CloseCode, reason: str) -> None:
+        await self._send({"type": "websocket.close", "code": int(code), "reason": reason})
+
+    def release(self) -> None:
+        pass
+
+
+class MudClientTransport:
+    """A WebSocket in a MUD client's subprotocol: each message written as ``view`` frames it
+    for this connection (``Outgoing.view``: built once per view, shared by every recipient),
+    straight to the socket through ``frames`` when given (mudgate's server, frames
+    shareable), else one ASGI ``websocket.send`` a frame. A message whose view is empty
+    (nothing to show, no GMCP the client takes) is not written at all."""
+
+    name: ClassVar[str] = "websocket"
+
+    __slots__ = ("_frames", "_send", "_view")
+
+    def __init__(
+        self, view: Callable[[Outgoing], bytes], send: Send, frames: FrameWriter | None = None
+    ) -> None:
+        self._view = view
+        self._send = send
+        self._frames = frames
+
+    def write_now(self, message: Outgoing) -> bool:
+        frames = self._frames
+        if frames is None:
+            return False
+        data = self._view(message)
+        return not data or frames.write(data)
+
+    async def write(self, message: Outgoing) -> None:
+        data = self._view(message)
+        frames = self._frames
+        if frames is None:
+            for text, payload in websocket_messages(data):
+                if text:
+                    await self._send({"type": "websocket.send", "text": payload.decode()})
+                else:
+                    await self._send({"type": "websocket.send", "bytes": payload})
+        elif data:
+            await frames.writable()
+            if not frames.write(data):
+                raise ConnectionResetError("the WebSocket is closing")
 
     async def write_close(self, code: CloseCode, reason: str) -> None:
         await self._send({"type": "websocket.close", "code": int(code), "reason": reason})

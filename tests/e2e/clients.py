@@ -11,6 +11,7 @@ from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+from websockets.typing import Subprotocol
 
 
 class Player:
@@ -55,6 +56,72 @@ class Player:
         await self._reader
 
     async def __aenter__(self) -> Player:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+
+class MudClient:
+    """A web MUD client on a mudstandards.org subprotocol: what the server writes, as text
+    (BINARY frames) and GMCP messages (TEXT frames), read as a real client reads it."""
+
+    def __init__(self, ws: ClientConnection) -> None:
+        self.ws = ws
+        self.text: asyncio.Queue[str] = asyncio.Queue()
+        self.gmcp: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        self._reader = asyncio.create_task(self._read())
+
+    @classmethod
+    async def connect(
+        cls, url: str, subprotocol: str = "gmcp.mudstandards.org", **options: Any
+    ) -> MudClient:
+        return cls(await connect(url, subprotocols=[Subprotocol(subprotocol)], **options))
+
+    async def _read(self) -> None:
+        try:
+            async for message in self.ws:
+                if isinstance(message, bytes):
+                    self.text.put_nowait(message.decode())
+                else:
+                    package, _, data = message.partition(" ")
+                    self.gmcp.put_nowait((package, json.loads(data) if data else None))
+        except ConnectionClosed:
+            pass
+
+    async def type(self, line: str | bytes) -> None:
+        """Send a typed line (or several, or raw bytes) in a BINARY frame."""
+        await self.ws.send(line if isinstance(line, bytes) else line.encode() + b"\r\n")
+
+    async def send_gmcp(self, package: str, data: Any = None) -> None:
+        await self.ws.send(package if data is None else f"{package} {json.dumps(data)}")
+
+    async def next_text(self, containing: str, timeout: float = 5.0) -> str:
+        """The next text the server wrote that contains ``containing``, skipping others."""
+        async with asyncio.timeout(timeout):
+            while True:
+                text = await self.text.get()
+                if containing in text:
+                    return text
+
+    async def next_gmcp(self, *packages: str, timeout: float = 5.0) -> tuple[str, Any]:
+        """The next GMCP message of one of ``packages``, skipping others."""
+        async with asyncio.timeout(timeout):
+            while True:
+                package, data = await self.gmcp.get()
+                if package in packages:
+                    return package, data
+
+    async def closed(self, timeout: float = 10.0) -> int | None:
+        async with asyncio.timeout(timeout):
+            await self._reader
+        return self.ws.close_code
+
+    async def close(self) -> None:
+        await self.ws.close()
+        await self._reader
+
+    async def __aenter__(self) -> MudClient:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

@@ -34,6 +34,7 @@ from ..memory.diagnostics import Diagnostics
 from ..memory.history import MemoryHistory
 from ..memory.monitor import MemoryMonitor
 from ..protocol import ErrorCode
+from ..render import Renderers
 from ..server.sockets import SocketTable
 from ..server.telnet import TelnetListener
 from ..settings import Settings
@@ -101,6 +102,7 @@ def web_app(
     commands: CommandRegistry,
     command_stats: CommandStats,
     authenticator: Authenticator,
+    renderers: Renderers,
     admin_token: str,
     lifespan: Lifespan,
     game_link: GameLink | None = None,
@@ -117,6 +119,7 @@ def web_app(
             hub=hub,
             commands=commands,
             authenticator=authenticator,
+            renderers=renderers,
         ),
         title="mudgate",
         summary="Real-time gateway for MUD-style game servers.",

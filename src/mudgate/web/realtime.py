@@ -4,6 +4,8 @@ They run before FastAPI's router: an idle connection then holds only what it nee
 section 9). Each handler's own task runs the connection's receive loop, so a vanished peer is
 noticed even when it never sends, and every handler leaves through ``Hub.disconnect`` in a
 ``finally``. How a message reaches the client is the transport's (mudgate/transports.py).
+A client that offers a MUD client's subprotocol (``gmcp.mudstandards.org``) speaks it
+instead of mudgate's JSON (subprotocols.py).
 """
 
 from __future__ import annotations
@@ -23,16 +25,20 @@ from ..commands import CommandRegistry, answer_error
 from ..connection import Connection, ConnectionLimits, ConnectionState
 from ..hub import Hub, Refusal
 from ..protocol import CloseCode, CommandError, ErrorCode, error_body
+from ..render import Renderers
 from ..settings import Settings
 from ..transports import (
     FRAMES_EXTENSION,
     ASGIWebSocketTransport,
     FrameTransport,
     FrameWriter,
+    MudClientTransport,
     SSETransport,
     Transport,
 )
+from . import subprotocols
 from .clients import remote_address
+from .subprotocols import MudClients, MudClientSession
 
 __all__ = ["RealtimeEndpoints"]
 
@@ -66,13 +72,23 @@ def _query_token(scope: Scope) -> str | None:
     return None
 
 
-def _websocket_transport(scope: Scope, send: Send) -> Transport:
-    """Prebuilt frames straight to the socket where mudgate's server offers its FrameWriter
-    and nothing (such as compression) makes each connection's frames its own; ASGI messages
-    otherwise."""
+def _frame_writer(scope: Scope) -> FrameWriter | None:
+    """The FrameWriter mudgate's server offers, if nothing (such as compression) makes each
+    connection's frames its own."""
     extension = scope.get("extensions", {}).get(FRAMES_EXTENSION)
     writer = None if extension is None else extension.get("writer")
-    if isinstance(writer, FrameWriter) and writer.shareable:
+    return writer if isinstance(writer, FrameWriter) and writer.shareable else None
+
+
+def _websocket_transport(
+    scope: Scope, send: Send, session: MudClientSession | None = None
+) -> Transport:
+    """Prebuilt frames straight to the socket where mudgate's server offers its FrameWriter;
+    ASGI messages otherwise. A MUD client reads its session's view of each event."""
+    writer = _frame_writer(scope)
+    if session is not None:
+        return MudClientTransport(session.view, send, writer)
+    if writer is not None:
         return FrameTransport(writer, send)
     return ASGIWebSocketTransport(send)
 
@@ -92,6 +108,7 @@ class RealtimeEndpoints:
         hub: Hub,
         commands: CommandRegistry,
         authenticator: Authenticator,
+        renderers: Renderers,
     ) -> None:
         self.settings = settings
         self.clock = clock
@@ -99,6 +116,12 @@ class RealtimeEndpoints:
         self.hub = hub
         self.commands = commands
         self.authenticator = authenticator
+        self.mud_clients = MudClients(
+            hub=hub,
+            commands=commands,
+            renderers=renderers,
+            max_message_bytes=settings.max_message_bytes,
+        )
 
     def route(self, scope: Scope) -> ASGIApp | None:
         """The handler for ``scope`` if it is one of the real-time paths, else None."""
@@ -135,22 +158,32 @@ class RealtimeEndpoints:
             return
         remote = remote_address(scope)
         refusal = self.hub.admit(identity.player_id, remote)
-        await send({"type": "websocket.accept"})
+        subprotocol = subprotocols.choose(scope.get("subprotocols", ()))
+        if subprotocol is None:
+            await send({"type": "websocket.accept"})
+        else:
+            # Chosen even to be refused: a browser that offered subprotocols fails a
+            # handshake that selects none, and would never see the close code.
+            await send({"type": "websocket.accept", "subprotocol": subprotocol})
         if refusal is not None:
             # Accepted only to be closed: a browser sees a close code, never an HTTP status.
             await send(
                 {"type": "websocket.close", "code": int(refusal.code), "reason": refusal.reason}
             )
             return
+        session = None if subprotocol is None else self.mud_clients.session(subprotocol)
         conn = Connection(
             identity.player_id,
             remote,
             self.limits,
-            transport=_websocket_transport(scope, send),
+            transport=_websocket_transport(scope, send, session),
             handler=asyncio.current_task(),
             clock=self.clock,
         )
-        await self._serve(conn, self._receive_frames(conn, receive))
+        if session is None:
+            await self._serve(conn, self._receive_frames(conn, receive))
+        else:
+            await self._serve(conn, session.receive_frames(conn, receive))
 
     async def _deny_handshake(
         self, scope: Scope, send: Send, status: int, code: ErrorCode, message: str
