@@ -38,17 +38,18 @@ from ...commands import CommandRegistry, answer_error
 from ...connection import Connection, ConnectionLimits, ConnectionState
 from ...hub import Hub
 from ...protocol import CloseCode, CommandError, Outgoing
-from ...render import Renderers, gmcp_of, strip_ansi
+from ...render import Renderers, event_of, gmcp_of, strip_ansi
 from ...settings import Settings
 from ...transports import TelnetTransport
 from ..flow import APP, Flow
 from ..sockets import SocketKind, SocketTable
-from .lines import LineError, clean_line, frame_of
+from .lines import LineError, clean_line, command_of, quits, verbs_of
 from .options import (
     LOCAL_OPTIONS,
     REMOTE_OPTIONS,
     TTYPE_IS,
     TTYPE_SEND,
+    GmcpPackages,
     Mtts,
     Options,
     Side,
@@ -86,8 +87,6 @@ LOGIN_LINE_BYTES = 1024
 MAX_LOGIN_ATTEMPTS = 3
 # Terminal types a client may report before the server stops asking (MTTS asks three times).
 MAX_TTYPE_ROUNDS = 3
-# GMCP packages a client may say it supports (Core.Supports.Set), kept per connection.
-MAX_GMCP_PACKAGES = 32
 
 _GOODBYE = {
     CloseCode.NORMAL: "Goodbye.",
@@ -187,7 +186,7 @@ class TelnetService:
 
     def verbs(self) -> dict[str, list[dict[str, Any]]]:
         """Each op the registry (and a linked game) answers, and its fields in order."""
-        return {entry["op"]: entry["fields"] for entry in self.commands.schema()}
+        return verbs_of(self.commands.schema())
 
 
 class _Login:
@@ -234,7 +233,7 @@ class TelnetProtocol(asyncio.Protocol):
         self.window: tuple[int, int] | None = None
         self.utf8 = True
         self._ttype_rounds = 0
-        self._gmcp_packages: set[str] = set()
+        self._gmcp_packages = GmcpPackages()
 
     # The connection's life
 
@@ -492,15 +491,15 @@ class TelnetProtocol(asyncio.Protocol):
         service = self.service
         if isinstance(item, bytes):  # a frame sent over GMCP
             return await service.commands.dispatch(service.hub, conn, item)
-        if item.lower() in ("quit", "logout") and "quit" not in service.commands:
+        verbs = service.verbs()
+        if quits(item, verbs):
             conn.close(CloseCode.NORMAL, "Goodbye.")
             return None
         try:
-            frame = frame_of(item, service.verbs())
+            raw = command_of(item, verbs)
         except LineError as error:
             self.write_text(str(error))
             return None
-        raw = item if frame is None else msgspec.json.encode(frame)
         return await service.commands.dispatch(service.hub, conn, raw)
 
     # Negotiation
@@ -599,7 +598,7 @@ class TelnetProtocol(asyncio.Protocol):
             if isinstance(client, str):
                 self.client = client[:64]
         elif name.startswith("core.supports.") and isinstance(data, list):
-            self._supports(name.removeprefix("core.supports."), data)
+            self._gmcp_packages.update(name.removeprefix("core.supports."), data)
         elif name == "core.ping":
             self.write_gmcp("Core.Ping", None)
         elif name == "mudgate.command":
@@ -611,20 +610,6 @@ class TelnetProtocol(asyncio.Protocol):
             else:
                 self._hold()
                 self._deliver(msgspec.json.encode(data))
-
-    def _supports(self, verb: str, entries: list[Any]) -> None:
-        """Core.Supports.Set, .Add or .Remove: the packages the client wants ("Room 1")."""
-        packages = self._gmcp_packages
-        if verb == "set":
-            packages.clear()
-        for entry in entries[:MAX_GMCP_PACKAGES]:
-            if not isinstance(entry, str):
-                continue
-            package = entry.partition(" ")[0].lower()[:32]
-            if verb == "remove":
-                packages.discard(package)
-            elif len(packages) < MAX_GMCP_PACKAGES:
-                packages.add(package)
 
     # Writing
 
@@ -701,17 +686,10 @@ class TelnetProtocol(asyncio.Protocol):
         self._write(data)
         return True
 
-    def _event_of(self, message: Outgoing) -> dict[str, Any] | None:
-        try:
-            event = msgspec.json.decode(message.data)
-        except msgspec.DecodeError:
-            return None
-        return event if isinstance(event, dict) else None
-
     # The views of an event, each built once for everyone who gets it (Outgoing.view).
 
     def _render_ansi(self, message: Outgoing) -> bytes:
-        event = self._event_of(message)
+        event = event_of(message.data)
         text = None if event is None else self.service.renderers.render(event)
         return b"" if text is None else text_bytes(text + "\n")
 
@@ -719,7 +697,7 @@ class TelnetProtocol(asyncio.Protocol):
         return text_bytes(strip_ansi(self._render_ansi(message).decode()))
 
     def _render_gmcp(self, message: Outgoing, mudgate: bool = False) -> bytes:
-        event = self._event_of(message)
+        event = event_of(message.data)
         if event is None:
             return b""
         text = self.service.renderers.render(event)
