@@ -7,7 +7,15 @@ from typing import Any
 import pytest
 
 from mudgate.render import Renderers, bold, clean, colour, gmcp_of, strip_ansi
-from mudgate.server.telnet.lines import LineError, clean_line, frame_of
+from mudgate.server.telnet.lines import (
+    LineError,
+    UnknownCommand,
+    clean_line,
+    command_of,
+    frame_of,
+    quits,
+    verbs_of,
+)
 
 VERBS: dict[str, list[dict[str, Any]]] = {
     "say": [{"name": "text", "required": True, "type": "string"}],
@@ -141,3 +149,14 @@ def test_events_as_gmcp() -> None:
     assert packages({"event": "depart", "player": "d"})[0] == ("Room.RemovePlayer", "d")
     assert packages({"event": "welcome", "player": "e"})[0][0] == "Char.Name"
     assert packages({"event": "who"}) == [("Mudgate.Event", {"type": "event", "event": "who"})]
+
+
+def test_a_line_becomes_the_frame_to_dispatch_and_quit_ends_unless_the_game_has_one() -> None:
+    assert verbs_of([{"op": "look", "fields": []}]) == {"look": []}
+    assert command_of("tell bob hi", VERBS) == b'{"op":"tell","to":"bob","text":"hi"}'
+    assert command_of('{"op": "look"}', VERBS) == '{"op": "look"}'
+    with pytest.raises(UnknownCommand):
+        command_of("dance", VERBS)
+    assert quits("QUIT", VERBS)
+    assert quits("logout", VERBS)
+    assert not quits("quit", {**VERBS, "quit": []})

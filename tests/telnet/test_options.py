@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from mudgate.server.telnet.options import (
+    MAX_GMCP_PACKAGES,
+    GmcpPackages,
     Mtts,
     Options,
     Side,
@@ -113,3 +115,15 @@ def test_gmcp_messages() -> None:
 def test_what_is_not_gmcp(payload: bytes, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_gmcp(payload)
+
+
+def test_core_supports_keeps_the_packages_a_client_wants_within_a_cap() -> None:
+    packages = GmcpPackages()
+    packages.update("set", ["Room 1", "Mudgate 1", 7, "Comm.Channel 1"])
+    assert ("room" in packages, "mudgate" in packages, len(packages)) == (True, True, 3)
+    packages.update("remove", ["Mudgate"])
+    packages.update("add", ["Char 1"])
+    assert ("mudgate" in packages, "char" in packages) == (False, True)
+    packages.update("set", [f"P{i} 1" for i in range(100)])  # replaced, and capped
+    assert len(packages) == MAX_GMCP_PACKAGES
+    assert "room" not in packages
