@@ -56,6 +56,7 @@ class Telnet(BaseModel):
         None,
         pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$",
         description="`MODULE:ATTR` of a `mudgate.Renderers`: how a game's events look to "
-        "telnet players when the game runs in a process of its own (a game in the gateway's "
-        "process brings its own, `game.render`).",
+        "telnet players (and to web MUD clients on `/ws`'s `gmcp.mudstandards.org`) when the "
+        "game runs in a process of its own (a game in the gateway's process brings its own, "
+        "`game.render`).",
     )
