@@ -14,6 +14,7 @@ from mudgate.protocol import (
     ErrorCode,
     Outgoing,
     encode_error,
+    encode_event,
     parse_frame,
     websocket_binary_frame,
     websocket_messages,
@@ -111,3 +112,19 @@ def test_prebuilt_frames_split_back_into_their_messages() -> None:
     )
     assert list(websocket_messages(frames)) == messages
     assert list(websocket_messages(b"")) == []
+
+
+def test_views_are_built_once_and_dropped_after_a_broadcast() -> None:
+    message = encode_event("say", {"text": "hi"})
+    built: list[int] = []
+
+    def build(m: object) -> bytes:
+        built.append(1)
+        return b"view"
+
+    assert message.view("telnet", build) == b"view"
+    assert message.view("telnet", build) == b"view"
+    assert len(built) == 1
+    message.drop_views()
+    assert message.view("telnet", build) == b"view"
+    assert len(built) == 2

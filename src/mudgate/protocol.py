@@ -190,6 +190,11 @@ class Outgoing:
             found = views[name] = build(self)
         return found
 
+    def drop_views(self) -> None:
+        """Forget the views built so far (a broadcast, once sent): a recipient that still
+        queues the event builds its own, so queued events hold no more than their bytes."""
+        self._views = None
+
     @property
     def frame(self) -> bytes:
         """The event as an unmasked, uncompressed WebSocket text frame (RFC 6455 §5.2), what a

@@ -20,11 +20,14 @@ speaks GMCP (``Room.Info``, ``Comm.Channel.Text``...); an event named ``gmcp`` (
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import msgspec
+
+logger = logging.getLogger("mudgate.render")
 
 __all__ = [
     "GMCP_EVENT",
@@ -56,7 +59,7 @@ _ANSI = {
 _CSI = re.compile(r"\x1b\[[0-9;]*m")
 # Terminal controls a player could smuggle into what others read (cursor moves, title
 # changes, a bell): everything below space but tab and newline, and DEL.
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # C0, DEL and C1 (CSI is \x9b)
 
 
 def colour(text: str, name: str) -> str:
@@ -121,7 +124,13 @@ class Renderers:
         render = self._renderers.get(name) if isinstance(name, str) else None
         if render is None:
             return _fallback(event)
-        return render(event)
+        try:
+            return render(event)
+        except Exception:
+            # A game's renderer that fails must not stop the event reaching the others in
+            # its room (rendering happens as it is sent): its fields are shown instead.
+            logger.exception("the renderer of %r failed; its fields are shown", name)
+            return _fallback(event)
 
 
 def _fallback(event: dict[str, Any]) -> str | None:

@@ -160,3 +160,19 @@ def test_a_line_becomes_the_frame_to_dispatch_and_quit_ends_unless_the_game_has_
     assert quits("QUIT", VERBS)
     assert quits("logout", VERBS)
     assert not quits("quit", {**VERBS, "quit": []})
+
+
+def test_a_renderer_that_fails_shows_the_fields_instead(caplog: pytest.LogCaptureFixture) -> None:
+    renderers = Renderers()
+
+    @renderers.event("say")
+    def broken(event: dict[str, Any]) -> str:
+        raise KeyError("oops")
+
+    shown = renderers.render({"type": "event", "event": "say", "from": "a", "text": "hi"})
+    assert shown == "hi"
+    assert "the renderer of 'say' failed" in caplog.text
+
+
+def test_clean_removes_c1_controls_too() -> None:
+    assert clean("a\x9b2Jb\x85c") == "a2Jbc"

@@ -161,15 +161,17 @@ async def test_mccp2_compresses_everything_after_it(serve: Serve) -> None:
     port = telnet_port(server)
     first = await TelnetClient.connect(port, mccp=True, gmcp=True)
     await first.login()
-    assert first.compressed
-    assert first.compressed_bytes > 0
+    await first.until(lambda: first.compressed)  # offered to players, once signed in
     assert telnet_stats(server).compressed == 1
     first.line("say compressed words " * 20)
     await first.expect("says: compressed words")
+    assert first.compressed_bytes > 0
 
     # At the cap MCCP2 is not offered, and declined if asked.
     second = await TelnetClient.connect(port)
-    await second.expect("What is your name")
+    await second.login()
+    second.line("who")
+    await second.expect("Online (2)")
     assert (WILL, MCCP2) not in second.negotiations
     second.send(bytes((IAC, DO, MCCP2)))
     await second.until(lambda: (WONT, MCCP2) in second.negotiations)
@@ -316,3 +318,31 @@ async def test_telnetlib3_signs_in_and_talks(server: RunningServer) -> None:
     assert (await bob.next("say"))["text"] == "hello from telnetlib3"
     writer.close()
     await bob.close()
+
+
+async def test_a_sign_in_hook_that_fails_is_told_not_hung(serve: Serve) -> None:
+    def authenticate(credentials: Credentials) -> str | None:
+        raise RuntimeError("the accounts database is down")
+
+    server = serve(gateway_options={"authenticate": authenticate})
+    client = await TelnetClient.connect(telnet_port(server))
+    await client.expect("What is your name")
+    client.line("alice")
+    await client.expect("Password:")
+    client.line("pw")
+    await client.expect("Sign-in failed: the server could not check it.")
+    await client.expect("What is your name (or guest, or a token)? ")
+    await client.close()
+
+
+async def test_commands_over_gmcp_count_as_commands_not_as_telnet_chatter(serve: Serve) -> None:
+    server = serve(
+        telnet_command_limit=10, player_messages_per_second=1000, player_message_burst=1000
+    )
+    client = await TelnetClient.connect(telnet_port(server), gmcp=True)
+    me = await client.login()
+    for i in range(30):
+        client.send_gmcp("Mudgate.Command", {"op": "say", "text": f"line {i}"})
+    await client.expect(f"{me} says: line 29")
+    assert telnet_stats(server).events["command_flood"] == 0
+    await client.close()

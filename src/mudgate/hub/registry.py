@@ -110,6 +110,7 @@ class Registry:
         for player_id in player_ids:
             for conn in by_player.get(player_id, ()):
                 conn.send(message)
+        message.drop_views()
 
     async def emptied(self) -> None:
         """Return once no connection is registered."""

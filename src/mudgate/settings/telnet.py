@@ -60,3 +60,9 @@ class Telnet(BaseModel):
         "game runs in a process of its own (a game in the gateway's process brings its own, "
         "`game.render`).",
     )
+    telnet_command_limit: PositiveInt = Field(
+        100,
+        description="Telnet commands, negotiations and subnegotiations (NAWS, GMCP but commands) "
+        "a client may send a `MUDGATE_CONTROL_FRAME_WINDOW`; past it the connection is closed "
+        "with a message. A client's handshake takes about 15.",
+    )

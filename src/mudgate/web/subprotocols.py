@@ -25,13 +25,19 @@ from ..protocol import (
     CommandError,
     ErrorCode,
     Outgoing,
-    encode_error,
     encode_event,
     websocket_binary_frame,
     websocket_text_frame,
 )
 from ..render import GMCP_EVENT, Renderers, event_of, gmcp_of
-from ..server.telnet.lines import LineError, UnknownCommand, clean_line, command_of, quits, verbs_of
+from ..server.telnet.lines import (
+    LineError,
+    answer_line_error,
+    clean_line,
+    command_of,
+    quits,
+    verbs_of,
+)
 from ..server.telnet.options import GmcpPackages, gmcp_message, parse_gmcp
 from ..server.telnet.parser import text_bytes
 
@@ -181,10 +187,8 @@ class MudClientSession:
             try:
                 frame = command_of(line, verbs)
             except LineError as error:
-                # A typo is told, not counted as a bad frame (as on telnet).
-                unknown = isinstance(error, UnknownCommand)
-                code = ErrorCode.UNKNOWN_OP if unknown else ErrorCode.INVALID_ARGS
-                conn.send(encode_error(code, str(error)))
+                # A typo is charged and told, not counted as a bad frame (as on telnet).
+                answer_line_error(clients.hub, conn, error)
                 continue
             failed = await clients.commands.dispatch(clients.hub, conn, frame)
             if failed is not None:

@@ -15,6 +15,10 @@ from typing import Any
 
 import msgspec
 
+from ...connection import Connection
+from ...hub import Hub
+from ...protocol import CloseCode, ErrorCode, encode_error
+
 __all__ = [
     "LineError",
     "UnknownCommand",
@@ -91,8 +95,9 @@ def frame_of(line: str, verbs: Mapping[str, list[dict[str, Any]]]) -> dict[str, 
     op = op.lower()
     fields = verbs.get(op)
     if fields is None:
+        shown = op if len(op) <= 32 else op[:32] + "..."  # a typo is not sent back whole
         raise UnknownCommand(
-            f"unknown command {op!r}: type help for the commands, or 'TEXT to say it"
+            f"unknown command {shown!r}: type help for the commands, or 'TEXT to say it"
         )
     frame: dict[str, Any] = {"op": op}
     words = rest.split()
@@ -120,3 +125,18 @@ def command_of(line: str, verbs: Mapping[str, list[dict[str, Any]]]) -> str | by
     of it, encoded. Raises LineError as ``frame_of`` does."""
     frame = frame_of(line, verbs)
     return line if frame is None else _encoder.encode(frame)
+
+
+def answer_line_error(hub: Hub, conn: Connection, error: LineError) -> None:
+    """A line that is no command: charged to the player's message rate as a command is (a
+    flood of typos is rate-limited like any other), then told through the outbox, as an error
+    that does not count as a malformed frame (a typo is not an attack)."""
+    wait, over_limit = hub.charge_message(conn.player_id)
+    if over_limit:
+        conn.close(CloseCode.RATE_LIMITED, "too many messages")
+    if wait:
+        message = f"too many messages: wait {wait:.1f} s"
+        conn.send(encode_error(ErrorCode.RATE_LIMITED, message, None, round(wait, 3)))
+        return
+    code = ErrorCode.UNKNOWN_OP if isinstance(error, UnknownCommand) else ErrorCode.INVALID_ARGS
+    conn.send(encode_error(code, str(error)))

@@ -43,7 +43,7 @@ from ...settings import Settings
 from ...transports import TelnetTransport
 from ..flow import APP, Flow
 from ..sockets import SocketKind, SocketTable
-from .lines import LineError, clean_line, command_of, quits, verbs_of
+from .lines import LineError, answer_line_error, clean_line, command_of, quits, verbs_of
 from .options import (
     LOCAL_OPTIONS,
     REMOTE_OPTIONS,
@@ -67,6 +67,7 @@ from .parser import (
     Line,
     Negotiation,
     Opt,
+    Subnegotiation,
     TelnetError,
     TelnetParser,
     Verb,
@@ -83,6 +84,8 @@ logger = logging.getLogger("mudgate.telnet")
 # The longest line at the login prompts (a name, a password or a pasted token); a player's
 # lines may be MUDGATE_MAX_MESSAGE_BYTES long.
 LOGIN_LINE_BYTES = 1024
+# Failed sign-ins one address may make a minute, whatever the connections.
+SIGN_IN_FAILURES_PER_MINUTE = 10
 # Most sign-in attempts one connection may make before it is closed.
 MAX_LOGIN_ATTEMPTS = 3
 # Terminal types a client may report before the server stops asking (MTTS asks three times).
@@ -160,6 +163,10 @@ class TelnetService:
         self.events: Counter[str] = Counter()
         self.guests = SlidingWindowLimiter(
             settings.guest_tokens_per_minute, 60.0, settings.max_rate_limit_keys, clock=clock
+        )
+        # Failed sign-ins by address: a name and password can be guessed on many connections.
+        self.failures = SlidingWindowLimiter(
+            SIGN_IN_FAILURES_PER_MINUTE, 60.0, settings.max_rate_limit_keys, clock=clock
         )
         self.accepting = True
 
@@ -263,8 +270,6 @@ class TelnetProtocol(asyncio.Protocol):
             options.ask(Side.REMOTE, Opt.TTYPE),
             options.ask(Side.REMOTE, Opt.NAWS),
         ]
-        if service.may_compress():
-            offers.insert(1, options.ask(Side.LOCAL, Opt.MCCP2))
         self._write(b"".join(offers))
         self._write(text_bytes(f"{settings.telnet_name}\n"))
         self._prompt("What is your name (or guest, or a token)? ")
@@ -296,12 +301,16 @@ class TelnetProtocol(asyncio.Protocol):
     def resume_writing(self) -> None:
         if self.flow is not None:
             self.flow.resume_writing()
+            self._pump()  # what waited in the parser while the client was not reading
 
     # Reading: one event at a time, none while a line is being handled
 
     def _pump(self) -> None:
+        # Nothing is parsed while a line is handled, nor while the client does not read what
+        # it is sent: a line may be answered (a prompt, an error), and a read's worth of lines
+        # answered at once would be many times the write buffer.
         flow = self.flow
-        while not self._busy and flow is not None and not flow.closing:
+        while not self._busy and flow is not None and not flow.closing and not flow.write_paused:
             try:
                 event = self.parser.next_event()
             except TelnetError as error:
@@ -312,12 +321,9 @@ class TelnetProtocol(asyncio.Protocol):
             if isinstance(event, Line):
                 self._line(event.data)
                 continue
-            if not self._commands.hit(
-                self.service.clock(),
-                self.service.settings.control_frame_limit,
-                self.service.settings.control_frame_window,
-            ):
-                self.refuse("too many telnet commands", TelnetEvent.COMMAND_FLOOD)
+            # A command sent over GMCP is rate-limited as a command, not as telnet's own.
+            command = isinstance(event, Subnegotiation) and _is_command(event)
+            if not command and not self._charge():
                 return
             if isinstance(event, Negotiation):
                 self._negotiate(event)
@@ -325,6 +331,17 @@ class TelnetProtocol(asyncio.Protocol):
                 self._command(event.command)
             else:
                 self._subnegotiate(event.option, event.payload)
+
+    def _charge(self) -> bool:
+        """Count one telnet command (or an empty name at the prompt); False, having closed
+        the connection, past MUDGATE_TELNET_COMMAND_LIMIT a MUDGATE_CONTROL_FRAME_WINDOW."""
+        settings = self.service.settings
+        if self._commands.hit(
+            self.service.clock(), settings.telnet_command_limit, settings.control_frame_window
+        ):
+            return True
+        self.refuse("too many telnet commands", TelnetEvent.COMMAND_FLOOD)
+        return False
 
     def _hold(self) -> None:
         """Stop reading until the line in hand is handled."""
@@ -373,9 +390,18 @@ class TelnetProtocol(asyncio.Protocol):
 
     def _name_entered(self, name: str) -> None:
         if not name:
-            self._prompt("What is your name (or guest, or a token)? ")
+            if self._charge():
+                self._prompt("What is your name (or guest, or a token)? ")
             return
         service = self.service
+        service.failures.expire(limit=100)
+        service.guests.expire(limit=100)
+        if service.failures.retry_after(self.remote) > 0:
+            self.refuse("Too many failed sign-ins from your address; try again in a minute.")
+            return
+        if service.hub.shedding:
+            self.refuse("The server is too busy to sign you in; try again in a minute.")
+            return
         if name.lower() == "guest":
             if not service.settings.allow_guests:
                 self._failed("Guests are not allowed here.")
@@ -407,6 +433,7 @@ class TelnetProtocol(asyncio.Protocol):
     def _failed(self, message: str) -> None:
         self.attempts += 1
         self.service.events[TelnetEvent.LOGIN_FAILED] += 1
+        self.service.failures.hit(self.remote)
         if self.attempts >= MAX_LOGIN_ATTEMPTS:
             self.refuse(f"{message} Too many attempts.")
             return
@@ -416,7 +443,7 @@ class TelnetProtocol(asyncio.Protocol):
 
     def _login_timed_out(self) -> None:
         self.refuse(
-            f"You did not sign in within {self.service.settings.telnet_login_timeout:g} seconds.",
+            f"You did not sign in within {self.service.settings.telnet_login_timeout:g} s.",
             TelnetEvent.LOGIN_TIMEOUT,
         )
 
@@ -425,7 +452,10 @@ class TelnetProtocol(asyncio.Protocol):
         service = self.service
         try:
             identity = await service.authenticator.identify(credentials)
-        except TokenError as error:
+        except Exception as error:
+            if not isinstance(error, TokenError):
+                logger.exception("telnet %s: the sign-in hook failed", self.remote)
+                error = TokenError("the server could not check it")
             self.task = None
             if self.login == _Login.CHECKING:
                 self._failed(f"Sign-in failed: {error}.")
@@ -458,6 +488,9 @@ class TelnetProtocol(asyncio.Protocol):
         service.sockets.mark(self.transport, SocketKind.TELNET)
         self.login = _Login.PLAYING
         self.parser.max_line_bytes = service.settings.max_message_bytes
+        if service.may_compress():
+            # Offered to players only: those signing in cannot take the compressed slots.
+            self._write(self.options.ask(Side.LOCAL, Opt.MCCP2))
         try:
             async with service.hub.session(conn):
                 self._start_keepalive()
@@ -498,23 +531,23 @@ class TelnetProtocol(asyncio.Protocol):
         try:
             raw = command_of(item, verbs)
         except LineError as error:
-            self.write_text(str(error))
+            answer_line_error(service.hub, conn, error)
             return None
+        del item  # held once, as the frame, while the command runs
         return await service.commands.dispatch(service.hub, conn, raw)
 
     # Negotiation
 
     def _negotiate(self, event: Negotiation) -> None:
         option = event.option
-        if (
-            option == Opt.MCCP2
-            and event.verb == Verb.DO
-            and self._compressor is None
-            and not self.service.may_compress()
-        ):
-            self.service.events[TelnetEvent.COMPRESSION_DECLINED] += 1
-            self._write(negotiate(Verb.WONT, Opt.MCCP2))
-            return
+        if option == Opt.MCCP2 and event.verb == Verb.DO and self._compressor is None:
+            if self.login != _Login.PLAYING:
+                self._write(negotiate(Verb.WONT, Opt.MCCP2))  # offered once signed in
+                return
+            if not self.service.may_compress():
+                self.service.events[TelnetEvent.COMPRESSION_DECLINED] += 1
+                self._write(negotiate(Verb.WONT, Opt.MCCP2))
+                return
         change = self.options.receive(event.verb, option)
         if change.reply:
             self._write(change.reply)
@@ -751,6 +784,9 @@ class TelnetProtocol(asyncio.Protocol):
         )
 
     def _tick(self) -> None:
+        if self.flow is None or self.flow.closing:
+            self._keepalive = None
+            return
         if not self._wrote:
             self._write(command(Cmd.NOP))
         self._wrote = False
@@ -760,6 +796,10 @@ class TelnetProtocol(asyncio.Protocol):
         if self._keepalive is not None:
             self._keepalive.cancel()
             self._keepalive = None
+
+
+def _is_command(event: Subnegotiation) -> bool:
+    return event.option == Opt.GMCP and event.payload[:16].lower() == b"mudgate.command "
 
 
 def telnet_socket(settings: Settings, *, reuse_port: bool) -> socket.socket:
