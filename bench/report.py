@@ -617,6 +617,156 @@ def game_restart_section(restart: dict[str, Any]) -> list[str]:
     return lines
 
 
+TELNET_KINDS = {
+    "ws": "WebSocket (`/ws`)",
+    "telnet": "telnet",
+    "telnet-mccp2": "telnet + MCCP2 (window 10, memLevel 1: the default)",
+    "telnet-mccp2-zlib": "telnet + MCCP2 at zlib's defaults (15, 8)",
+}
+
+
+def telnet_section(
+    idle: dict[str, Any] | None,
+    delivery: dict[str, Any] | None,
+    evennia: dict[str, Any] | None,
+) -> list[str]:
+    lines = ["## Telnet", ""]
+    if idle:
+        results, ratios = idle["results"], idle["ratios_to_ws"]
+        lines += [
+            f"`python bench/telnet_idle.py` — {idle['connections']:,} idle connections each, "
+            f"{idle['repeat']} runs, kinds alternating, a fresh mudgate each, {machine(idle)}. "
+            "A telnet connection is a guest that signed in (`guest` at the name prompt) and "
+            "answers no option, as plain `telnet` does; a WebSocket got its welcome. RSS is "
+            "the server's before and after the connections, over their number; CPU is the "
+            "server's while they came in, per connection.",
+            "",
+            "| connection | server RSS per connection | / WebSocket | server CPU to let one in | / WebSocket |",
+            "|---|---|---|---|---|",
+        ]
+        for kind, r in results.items():
+            ratio = ratios.get(kind, {"kib_per_connection": 1.0, "cpu_us_per_connection": 1.0})
+            lines.append(
+                f"| {TELNET_KINDS.get(kind, kind)} | {r['median_kib_per_connection']} KiB "
+                f"({r['min_kib_per_connection']}–{r['max_kib_per_connection']}) "
+                f"| {ratio['kib_per_connection']:.2f} "
+                f"| {r['median_cpu_us_per_connection']:.0f} µs "
+                f"| {ratio['cpu_us_per_connection']:.2f} |"
+            )
+        if "telnet-mccp2" in results and "telnet" in results:
+            plain = results["telnet"]["median_kib_per_connection"]
+            small = results["telnet-mccp2"]["median_kib_per_connection"] - plain
+            zlib = results.get("telnet-mccp2-zlib", {}).get("median_kib_per_connection")
+            lines += [
+                "",
+                f"MCCP2 adds {small:.1f} KiB to a connection with mudgate's small zlib state"
+                + (
+                    f", {zlib - plain:.1f} KiB with zlib's defaults: the small state saves "
+                    f"{zlib - plain - small:.0f} KiB a compressed connection, "
+                    f"{(zlib - plain - small) * 1000 / 1024:.0f} MiB a thousand "
+                    "(`MUDGATE_TELNET_MAX_COMPRESSED`'s default). zlib's defaults reserve "
+                    "256 KiB a stream; RSS counts only the pages a connection touched (at "
+                    "memLevel 8 its 64 KiB hash table, which deflateInit clears, and the "
+                    "pages its first lines wrote)"
+                    if zlib
+                    else ""
+                )
+                + ".",
+            ]
+        lines.append("")
+    if delivery:
+        results, ratios = delivery["results"], delivery["ratios_to_ws"]
+        lines += [
+            f"`python bench/telnet_delivery.py` — {delivery['listeners']} listeners of one kind "
+            f"in the lobby and a WebSocket sender saying {delivery['messages']:,} lines at "
+            f"{delivery['rate']:g} a second ({delivery['listeners'] * delivery['rate']:,.0f} "
+            f"deliveries/s offered), {delivery['repeat']} runs, kinds alternating, a fresh "
+            f"mudgate each, {machine(delivery)}. Server CPU is the server process's own user + "
+            "system time over the run per listener delivery (the sender's command and its "
+            "own echo, the same in every kind, are in it).",
+            "",
+            "| listeners | server CPU per delivery | / WebSocket | deliveries/s | p50 | p99 "
+            "| bytes on the wire per delivery | load generator CPU |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for kind, r in results.items():
+            ratio = ratios.get(kind, {}).get("server_cpu_us_per_delivery")
+            wire = r["wire_bytes_per_delivery"]
+            lines.append(
+                f"| {TELNET_KINDS.get(kind, kind)} | {r['server_cpu_us_per_delivery']:.2f} µs "
+                f"({r['min_server_cpu_us_per_delivery']:.2f}–"
+                f"{r['max_server_cpu_us_per_delivery']:.2f}) "
+                f"| {1.0 if ratio is None else ratio:.2f} "
+                f"| {r['deliveries_per_second']:,.0f} | {r['p50_ms']:.1f} ms "
+                f"| {r['p99_ms']:.1f} ms | "
+                + (
+                    f"{wire:.1f} B (of {r['text_bytes_per_delivery']:.1f} B of text)"
+                    if wire
+                    else "—"
+                )
+                + f" | {r['client_cpu_percent']:.0f} % |"
+            )
+        missing = sum(r["missing"] for r in results.values())
+        lines += [
+            "",
+            "A telnet delivery renders the event once for every telnet player who gets it "
+            "(`Outgoing.view`, as a WebSocket frame is built once) and writes those bytes; "
+            "with MCCP2 each connection has its own zlib stream, so each delivery is also "
+            "compressed and flushed (`Z_SYNC_FLUSH`) once per connection."
+            + (f" Lines missing: {missing}." if missing else " No line went missing."),
+            "",
+        ]
+    if evennia:
+        lines += evennia_section(evennia)
+    return lines
+
+
+def evennia_section(evennia: dict[str, Any]) -> list[str]:
+    lines = [
+        "### Beside Evennia",
+        "",
+        f"`python bench/telnet_evennia.py` (not in `make bench`: Evennia installs in a "
+        f"virtualenv of its own, see the script) — {evennia['evennia']}, its portal (the "
+        "sockets) and server (the game) processes both counted, against one mudgate process; "
+        f"{evennia['repeat']} runs, contenders alternating, {machine(evennia)}. **login "
+        "screen**: connections that got the banner (with MCCP2, compressed from there on); "
+        "**signed in**: guests (`guest` at mudgate's prompt, `connect guest` at Evennia's, "
+        "which makes an account and a character in its database).",
+        "",
+        "| stage | connections | server | RSS per connection | portal + server | CPU per connection | connections/s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    stages = {"screen": "login screen", "guest": "signed in"}
+    for stage, by in evennia["results"].items():
+        for server, r in by.items():
+            split = r["median_kib_by_process"]
+            lines.append(
+                f"| {stages.get(stage, stage)} | {evennia['connections'][stage]:,} | {server} "
+                f"| {r['median_kib_per_connection']} KiB "
+                f"({r['min_kib_per_connection']}–{r['max_kib_per_connection']}) "
+                f"| {' + '.join(f'{k}' for k in split) if len(split) > 1 else '—'} "
+                f"| {r['median_cpu_us_per_connection']:,.0f} µs "
+                f"| {r['median_connections_per_second']:,.0f} |"
+            )
+        for pair, ratio in evennia["ratios"].get(stage, {}).items():
+            lines.append(
+                f"| {stages.get(stage, stage)} | | **{pair}** "
+                f"| **{ratio.get('kib_per_connection', math.nan):.1f}×** | "
+                f"| **{ratio.get('cpu_us_per_connection', math.nan):.0f}×** | |"
+            )
+    lines += [
+        "",
+        "Evennia compresses with `zlib.compressobj(9)`: zlib's default window and memLevel. "
+        "Its CPU per sign-in is making the guest's account and character in its database "
+        "(with a fast password hasher set for the bench: Django's PBKDF2 would add ~0.3 s a "
+        "guest); its connections/s are bounded by each connection's wait for the banner "
+        "(~0.35 s, 50 connecting at once), not by its CPU. Fewer guests are signed in "
+        "because Evennia takes ~10 a second.",
+        "",
+    ]
+    return lines
+
+
 def main() -> None:
     lines = [
         "# Benchmarks",
@@ -843,6 +993,9 @@ def main() -> None:
     restart = load("game_restart")
     if restart:
         lines += game_restart_section(restart)
+    telnet = load("telnet_idle"), load("telnet_delivery"), load("telnet_evennia")
+    if any(telnet):
+        lines += telnet_section(*telnet)
     (ROOT / "BENCHMARKS.md").write_text("\n".join(lines))
     print("wrote BENCHMARKS.md")
 

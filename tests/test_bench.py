@@ -67,6 +67,16 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
             "game_split",
         ),
         (
+            "telnet_idle.py",
+            ["--connections", "20", "--repeat", "1"],
+            "telnet_idle",
+        ),
+        (
+            "telnet_delivery.py",
+            ["--listeners", "10", "--rate", "200", "--messages", "200", "--repeat", "1"],
+            "telnet_delivery",
+        ),
+        (
             "game_restart.py",
             ["--players", "20", "--warmup", "1", "--restarts", "1", "--after", "1"],
             "game_restart",
@@ -100,6 +110,11 @@ def test_the_benchmark_runs(tmp_path: Path, script: str, arguments: list[str], r
         for by_server in written["results"].values():
             assert set(by_server) == {"mudgate", "fastapi-docs"}
             assert by_server["mudgate"]["budget"]["worst_case_mib"] > 0
+    if result in ("telnet_idle", "telnet_delivery"):
+        # Every kind ran, and its telnet clients got every line (MCCP2's through zlib).
+        assert set(written["results"]) >= {"ws", "telnet", "telnet-mccp2"}
+    if result == "telnet_delivery":
+        assert all(r["missing"] == 0 for r in written["results"].values())
     if result == "cluster_broadcast":
         assert "workers-2" in written["results"]
 
