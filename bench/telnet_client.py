@@ -1,9 +1,9 @@
 """Load-generator telnet clients for the telnet benchmarks: sign in as a guest, optionally with
 MCCP2, then sit idle or count the room lines they are sent.
 
-A client reads the banner up to the name prompt, answers ``IAC DO MCCP2`` if it wants
-compression (everything after the server's ``IAC SB MCCP2 IAC SE`` is one zlib stream),
-sends ``guest`` and waits for its welcome line. It answers no other option (GMCP, TTYPE,
+A client reads the banner up to the name prompt, sends ``guest``, then ``IAC DO MCCP2`` if
+it wants compression (offered to players once signed in; everything after the server's
+``IAC SB MCCP2 IAC SE`` is one zlib stream), and waits for its welcome line. It answers no other option (GMCP, TTYPE,
 NAWS... stay unanswered, as with a plain ``telnet``), so the server renders each event as
 ANSI text once for every such client (``Outgoing.view``) and nothing else.
 """
@@ -71,7 +71,7 @@ def login(port: int, *, mccp: bool, gmcp: bool = False) -> socket.socket:
     received = b""
     while PROMPT not in received:
         received += _recv(sock, received)
-    sock.sendall((DO_MCCP2 if mccp else b"") + (DO_GMCP if gmcp else b"") + b"guest\r\n")
+    sock.sendall((DO_GMCP if gmcp else b"") + b"guest\r\n" + (DO_MCCP2 if mccp else b""))
     inflater = Inflater(mccp)
     text = b""
     while WELCOME not in text:
@@ -120,7 +120,7 @@ class TelnetClient:
     async def open(cls, port: int, *, mccp: bool, gmcp: bool = False) -> TelnetClient:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         await reader.readuntil(PROMPT)
-        writer.write((DO_MCCP2 if mccp else b"") + (DO_GMCP if gmcp else b"") + b"guest\r\n")
+        writer.write((DO_GMCP if gmcp else b"") + b"guest\r\n" + (DO_MCCP2 if mccp else b""))
         inflater = Inflater(mccp)
         text = b""
         while WELCOME not in text:

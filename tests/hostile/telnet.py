@@ -374,3 +374,22 @@ async def unread_lines(
 
     every = names if names is not None else [None] * clients
     return sum(await asyncio.gather(*(attack(name) for name in every)))
+
+
+@asynccontextmanager
+async def compressed_unread(
+    server: Gateway, port: int, *, players: int, name: str = "squeezed"
+) -> AsyncIterator[None]:
+    """``players`` telnet players who sign in, ask for MCCP2 and never read a byte of the
+    compressed stream (each holds a zlib state, and fills its buffers from whatever its room
+    hears); held while the block runs."""
+    async with AsyncExitStack() as stack:
+        for number in range(players):
+            reader, writer = await open_connection(port, rcvbuf=4096)
+            stack.callback(writer.transport.abort)
+            token = server.token(f"{name}{number}").encode()
+            await reader.readuntil(NAME_PROMPT)
+            writer.write(token + b"\r\n" + negotiation(DO, MCCP2))
+            await reader.readuntil(b"Welcome")
+            writer.transport.pause_reading()
+        yield

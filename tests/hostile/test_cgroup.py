@@ -7,7 +7,8 @@ The server starts in the cgroup under a loose limit; its ``/monitoring/memory`` 
 its caps allow in the worst case, the process itself included (``memory_budget``), and that
 becomes the cgroup's limit. The floods fill every structure a client can fill (sockets,
 connections, messages arriving, compressed connections, command bodies, outboxes of clients
-that never read, the mailbox of players away) while one healthy player pings. Then the limit
+that never read, the mailbox of players away; over telnet, logins, lines, subnegotiations and
+MCCP2 players who never read) while one healthy player pings. Then the limit
 is lowered under the server's feet, past its critical level: it must shed (``/health/ready``
 503, a newcomer closed with 1013) while the healthy player plays on, and recover once the
 limit is back. Redis's floods (test_redis.py) need a backplane and run there.
@@ -27,7 +28,7 @@ from typing import Any
 import pytest
 
 from ..e2e.clients import Player
-from . import floods
+from . import floods, telnet
 from .cgroup import MemoryCgroup
 from .gateway import Gateway, Healthy, poll
 
@@ -49,6 +50,9 @@ CAPS: dict[str, object] = {
     "max_compressed_connections": 60,
     "request_timeout": 3,
     "write_timeout": 2,
+    # Telnet beside them: its logins, lines, subnegotiations and MCCP2 states.
+    "telnet_port": 0,
+    "telnet_max_compressed": 15,
     # Levels that move as soon as memory does.
     "check_interval": 0.2,
     "cgroup_refresh_interval": 0.2,
@@ -120,7 +124,19 @@ async def every_flood(server: Gateway) -> list[Any]:
         await holding.enter_async_context(floods.compressed_players(server, players=25))
         await holding.enter_async_context(floods.silent_sockets(server, count=100))
         await holding.enter_async_context(floods.stalled_streams(server, count=20))
+        port = telnet.telnet_port(server)
+        await holding.enter_async_context(
+            telnet.held_lines(
+                port, [server.token(f"liner{i}").encode() for i in range(10)], size=65535
+            )
+        )
+        await holding.enter_async_context(telnet.silent_logins(port, count=30))
+        await holding.enter_async_context(telnet.compressed_unread(server, port, players=15))
         return await asyncio.gather(
+            # Telnet: subnegotiations that never end, IAC floods, answers never read.
+            telnet.flood(port, b"\xff\xfa\xc9", b"y" * 4096, clients=20, most_bytes=1 << 20),
+            telnet.flood(port, b"", b"\xff\xf1" * 4096, clients=5),
+            telnet.unread_lines(port, b"\n", clients=10, seconds=2),
             # The attack that got mudgate OOM-killed: messages in 2-byte fragments.
             floods.fragment_flood(server, players=40),
             floods.fragment_flood(server, players=5, fragment=b"", frames=100000, name="empty"),

@@ -200,6 +200,8 @@ async def test_mtts_decides_colour_and_eor_marks_prompts(server: RunningServer) 
     await plain.close()
 
     dumb = await TelnetClient.connect(telnet_port(server), ttype=["dumb"])
+    # Asked again once its first answer is in (the server then knows it), and not after.
+    await dumb.until(lambda: len([o for o, _ in dumb.subnegotiations if o == TTYPE]) == 2)
     await dumb.login()
     assert "\x1b[" not in dumb.raw_text
 
