@@ -386,10 +386,12 @@ async def compressed_unread(
     async with AsyncExitStack() as stack:
         for number in range(players):
             reader, writer = await open_connection(port, rcvbuf=4096)
+            stack.callback(writer.close)  # (and so keeps the writer until then)
             stack.callback(writer.transport.abort)
             token = server.token(f"{name}{number}").encode()
             await reader.readuntil(NAME_PROMPT)
             writer.write(token + b"\r\n" + negotiation(DO, MCCP2))
-            await reader.readuntil(b"Welcome")
+            # Compressed from here on: the welcome too.
+            await reader.readuntil(subnegotiation(MCCP2, b""))
             writer.transport.pause_reading()
         yield
