@@ -68,7 +68,7 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
         ),
         (
             "telnet_idle.py",
-            ["--connections", "20", "--repeat", "1"],
+            ["--connections", "20", "--repeat", "1", "--kinds", "ws", "telnet", "telnet-mccp2"],
             "telnet_idle",
         ),
         (
