@@ -222,10 +222,13 @@ def _talk(event: dict[str, Any], channel: str, text: str | None) -> tuple[str, A
     }
 
 
-def gmcp_of(event: dict[str, Any], text: str | None) -> Iterator[tuple[str, Any]]:
+def gmcp_of(
+    event: dict[str, Any], text: str | None, *, whole: bool = True
+) -> Iterator[tuple[str, Any]]:
     """The GMCP messages (package, data) that carry ``event``, whose rendered ``text`` is
-    given: the packages MUD clients know (IRE's ``Char``, ``Room`` and ``Comm``), then the
-    whole event as ``Mudgate.Event`` for clients that asked for the ``Mudgate`` package."""
+    given: the packages MUD clients know (IRE's ``Char``, ``Room`` and ``Comm``), then, with
+    ``whole``, the whole event as ``Mudgate.Event`` (for clients that asked for the
+    ``Mudgate`` package)."""
     name = event.get("event")
     if name == GMCP_EVENT:
         package = event.get("package")
@@ -261,4 +264,5 @@ def gmcp_of(event: dict[str, Any], text: str | None) -> Iterator[tuple[str, Any]
         yield "Room.AddPlayer", {"name": event.get("player"), "fullname": event.get("player")}
     elif name == "depart":
         yield "Room.RemovePlayer", event.get("player")
-    yield "Mudgate.Event", event
+    if whole:
+        yield "Mudgate.Event", event

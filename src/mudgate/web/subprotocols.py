@@ -52,7 +52,6 @@ SUBPROTOCOLS = (GMCP, TERMINAL)
 _TERMINAL_VIEW = "ws-terminal"
 _GMCP_VIEW = "ws-gmcp"
 _GMCP_MUDGATE_VIEW = "ws-gmcp+mudgate"  # with Mudgate.Event, for a client that asked for it
-_MUDGATE_EVENT = "Mudgate.Event"
 
 _encoder = msgspec.json.Encoder()
 
@@ -120,8 +119,7 @@ class MudClients:
         if gmcp:
             frames += b"".join(
                 websocket_text_frame(gmcp_message(package, data))
-                for package, data in gmcp_of(event, text)
-                if mudgate or package != _MUDGATE_EVENT
+                for package, data in gmcp_of(event, text, whole=mudgate)
             )
         return frames
 

@@ -727,7 +727,8 @@ class TelnetProtocol(asyncio.Protocol):
         return b"" if text is None else text_bytes(text + "\n")
 
     def _render_plain(self, message: Outgoing) -> bytes:
-        return text_bytes(strip_ansi(self._render_ansi(message).decode()))
+        # The coloured view without its colour: rendered once for both.
+        return strip_ansi(message.view("telnet", self._render_ansi).decode()).encode()
 
     def _render_gmcp(self, message: Outgoing, mudgate: bool = False) -> bytes:
         event = event_of(message.data)
@@ -736,8 +737,7 @@ class TelnetProtocol(asyncio.Protocol):
         text = self.service.renderers.render(event)
         return b"".join(
             subnegotiation(Opt.GMCP, gmcp_message(package, data))
-            for package, data in gmcp_of(event, text)
-            if mudgate or package != "Mudgate.Event"
+            for package, data in gmcp_of(event, text, whole=mudgate)
         )
 
     def _render_gmcp_all(self, message: Outgoing) -> bytes:
