@@ -125,6 +125,9 @@ class _Command(Generic[ArgsT]):
     collapse_text: Collapse | None
     # What a player is told when a frame does not fit args_type.
     explain: Explainer
+    # Its fields as ``schema`` describes them (name, required, kind), found at registration:
+    # a telnet player's every line asks for them.
+    fields: tuple[tuple[str, bool, str], ...] = ()
     # One of builtin_commands(), not replaced by the game's own.
     builtin: bool = False
 
@@ -218,7 +221,14 @@ class CommandRegistry:
             if op in self._commands and not replace:
                 raise ValueError(f"op {op!r} is already registered (replace=True to replace it)")
             self._commands[op] = _Command(
-                handler, args_type, text_collapser(args_type), Explainer(args_type)
+                handler,
+                args_type,
+                text_collapser(args_type),
+                Explainer(args_type),
+                tuple(
+                    (f.encode_name, f.required, _kind(f.type))
+                    for f in msgspec.structs.fields(args_type)
+                ),
             )
             return handler
 
@@ -239,13 +249,12 @@ class CommandRegistry:
         for op in self.ops if ops is None else ops:
             if forwarder is not None and forwarder.claims(op):
                 continue
-            fields = msgspec.structs.fields(self._commands[op].args_type)
             described.append(
                 {
                     "op": op,
                     "fields": [
-                        {"name": f.encode_name, "required": f.required, "type": _kind(f.type)}
-                        for f in fields
+                        {"name": name, "required": required, "type": kind}
+                        for name, required, kind in self._commands[op].fields
                     ],
                 }
             )
