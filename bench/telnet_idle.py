@@ -121,8 +121,11 @@ def main() -> None:
     }
     ratios = {
         kind: {
-            figure: round(r[f"median_{figure}"] / results["ws"][f"median_{figure}"], 2)
+            # None where the WebSocket figure is 0: a smoke run of a few connections can
+            # move RSS by less than a page.
+            figure: round(r[f"median_{figure}"] / base, 2) if base else None
             for figure in ("kib_per_connection", "cpu_us_per_connection")
+            for base in (results["ws"][f"median_{figure}"],)
         }
         for kind, r in results.items()
         if "ws" in results and kind != "ws"
