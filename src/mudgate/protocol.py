@@ -144,11 +144,16 @@ class Outgoing:
     then shared too, so a broadcast to N players frames its message once, not N times.
     """
 
-    __slots__ = ("_frame", "_sse", "_text", "_views", "data", "event")
+    __slots__ = ("_frame", "_sse", "_text", "_views", "data", "epoch", "event", "offset", "topic")
 
     def __init__(self, event: str, data: bytes) -> None:
         self.event = event
         self.data = data
+        # A room's or channel's event: its topic, and its place there (the same as in
+        # ``data``), set by whoever numbered it; 0 and None for every other message.
+        self.topic: str | None = None
+        self.offset = 0
+        self.epoch = ""
         self._frame: bytes | None = None
         self._sse: bytes | None = None
         self._text: str | None = None
