@@ -687,6 +687,7 @@ class Hub:
             "message_rate_limits": self.admission.message_rates,
             "last_seen": self.absentees.last_seen,
             "pending_messages": self.absentees.pending_messages,
+            "room_history": self.history,
         }
 
     def container_stats(self) -> dict[str, ContainerStats]:
@@ -700,6 +701,7 @@ class Hub:
             outbox_bytes += conn.outbox_bytes
             outbox_messages += conn.outbox_messages
         registry, rooms, pending = self.registry, self.topics, self.absentees.pending_messages
+        history = self.history
         return HubStats(
             active_websockets=len(registry.websockets),
             active_sse=len(registry.sse),
@@ -725,5 +727,13 @@ class Hub:
             commands_in_flight=self.admission.commands_by_player.under_way,
             commands_refused=self.admission.commands_by_player.refused
             + self.admission.commands_by_address.refused,
+            room_history=len(history),
+            room_history_entries=history.entries,
+            room_history_bytes=history.bytes,
+            room_history_evicted=history.trimmed + history.evicted,
+            resumes=self.resumes,
+            resumes_recovered=self.recovered,
+            resumes_not_recovered=self.not_recovered,
+            events_replayed=self.replayed,
             backplane=self.backplane.stats(),
         )
