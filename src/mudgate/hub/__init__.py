@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import msgspec
@@ -44,6 +44,7 @@ from ..protocol import (
 from ..settings import Settings
 from .absentees import Absentees
 from .admission import Admission, Refusal, RefusalReason
+from .drain import DrainPlan
 from .presence import ClusterPresence
 from .registry import LOBBY, Player, Registry, checked_state
 from .stats import STRUCTURE_NAMES, HubStats
@@ -163,22 +164,67 @@ class Hub:
         await self.backplane.start(self, health)
 
     async def close_connections(
-        self, code: CloseCode = CloseCode.GOING_AWAY, timeout_seconds: float = 5.0
+        self,
+        code: CloseCode = CloseCode.GOING_AWAY,
+        timeout_seconds: float = 5.0,
+        *,
+        reason: str | None = None,
+        in_batches: bool = False,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        """Refuse new connections, close every open one with ``code``, and wait (at most
-        ``timeout_seconds``) until each has left through ``disconnect``."""
+        """Refuse new connections, close every open one with ``code`` (and ``reason``; by
+        default the code's), and wait (at most ``timeout_seconds``) until each has left
+        through ``disconnect``; whoever is left then is dropped.
+
+        ``in_batches``: closed in batches spread over most of the timeout (``DrainPlan``),
+        not all at once, so that they do not all come back in the same instant. Time is the
+        hub's clock; ``sleep`` waits for it (for the next batch, and for the last to leave).
+        """
+        # Refuse new connections.
         self.admission.close()
+        started = self.clock()
+        # Close the open ones, a batch at a time, each batch when it is due.
+        conns = list(self.registry.connections())
+        plan = DrainPlan.over(len(conns), timeout_seconds if in_batches else 0.0)
+        if plan.batches > 1:
+            logger.info(
+                "closing %d connections in %d batches over %.1f s",
+                len(conns),
+                plan.batches,
+                plan.spread_seconds,
+                extra={"connections": len(conns), "batch_size": plan.batch_size},
+            )
+        for due, batch in plan.split(conns):
+            wait = started + due - self.clock()
+            if wait > 0:
+                await sleep(wait)
+            for conn in batch:
+                conn.close(code, reason)  # idempotent: one that left or is closing is skipped
+        # Whoever got in meanwhile (a handshake under way when the door closed) goes too.
         for conn in list(self.registry.connections()):
-            conn.close(code)
-        try:
-            async with asyncio.timeout(timeout_seconds):
-                await self.registry.emptied()
-        except TimeoutError:
+            conn.close(code, reason)
+        # Wait until every connection has left, until the timeout at most.
+        if not await self._emptied_within(started + timeout_seconds - self.clock(), sleep):
             logger.warning("%d connections did not close in time", len(self.registry))
         # Whatever did not answer in time is dropped.
         for conn in list(self.registry.connections()):
             conn.abort()
             self.disconnect(conn)
+
+    async def _emptied_within(
+        self, seconds: float, sleep: Callable[[float], Awaitable[None]]
+    ) -> bool:
+        """Wait until no connection is registered, at most ``seconds``: whether none is."""
+        if not len(self.registry):
+            return True
+        emptied = asyncio.ensure_future(self.registry.emptied())
+        timer = asyncio.ensure_future(sleep(max(0.0, seconds)))
+        try:
+            await asyncio.wait((emptied, timer), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            emptied.cancel()
+            timer.cancel()
+        return not len(self.registry)
 
     async def close(self, timeout_seconds: float = 5.0) -> None:
         """Close every connection (1001, unless the server closed them already), the game's
