@@ -322,11 +322,11 @@ class Hub:
         if arrived:
             self.absentees.returned(player.id)
             self.topics.arrive(player, self._room_to_return_to(player.id, positions))
-            for position in positions:
-                if position.topic.startswith(_CHANNEL_PREFIX) and self.hooks.may_return(
-                    player.id, position.topic
-                ):
-                    self.topics.join(player, position.topic[_CHANNEL_PREFIX_LENGTH:])
+        for position in positions:  # online already or not, their channels are theirs again
+            if position.topic.startswith(_CHANNEL_PREFIX) and self.hooks.may_return(
+                player.id, position.topic
+            ):
+                self.topics.join(player, position.topic[_CHANNEL_PREFIX_LENGTH:])
         greeting = self.event(
             "welcome",
             player=player.id,
