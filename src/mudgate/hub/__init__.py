@@ -411,6 +411,18 @@ class Hub:
                 else:
                     told.append(_refused(position, "too many channels"))
                 continue
+            # Each topic read costs the player a message: reconnecting in a loop to have the
+            # history read again and again is limited like sending in a loop.
+            wait, _ = self.admission.charge_message(player.id)
+            if wait > 0:
+                told.append(
+                    encode_error(
+                        ErrorCode.RATE_LIMITED,
+                        f"resume of {position.topic!r} refused: too many, too fast",
+                        retry_after=round(wait, 3),
+                    )
+                )
+                continue
             topic = Topic(position.topic)
             recovery = await self._recovery(topic, position)
             missed = recovery.messages
