@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from playwright.async_api import Browser, Page
+from playwright.async_api import Browser, Page, expect
 
 from mudgate.protocol import CloseCode
 
@@ -429,3 +429,36 @@ async def test_any_other_end_is_followed_by_the_next_attempt(
     retrying = [s for s in await states(page) if s["state"] == "retrying"]
     assert [s["code"] for s in retrying] == [code]
     await page.evaluate("window.client.close()")
+
+
+async def test_the_play_page_says_when_messages_were_lost_while_away(
+    browser: Browser, server: RunningServer
+) -> None:
+    page = await (await browser.new_context()).new_page()
+    await page.add_init_script(FAKE_SOCKET)
+    await page.goto(f"{server.http_url}/play?token={server.token('ann')}")
+    await next_socket(page, 1, welcome={"room": "hall"})
+    await expect(page.locator("#status")).to_have_text("connected")
+    await receive(page, say(1, "e1", "before the blip"))
+    await page.evaluate("window.sockets.at(-1).closed(1006)")
+    await expect(page.locator("#status")).to_contain_text("reconnecting")
+    url = await next_socket(page, 2, welcome={"room": "lobby"})
+    assert parse_qs(urlsplit(url).query)["resume"] == ["room:hall:1:e1"]
+    await receive(
+        page,
+        {
+            "event": "resumed",
+            "room": "hall",
+            "recovered": False,
+            "offset": 250,
+            "epoch": "e1",
+            "missed": 0,
+            "reason": "too_old",
+        },
+        {"event": "arrive", "room": "hall", "player": "ann", "offset": 251, "epoch": "e1"},
+    )
+    await expect(page.locator(".away").last).to_have_text(
+        "— some messages in hall were lost while you were away —"
+    )
+    await expect(page.locator("#room")).to_have_text("in hall")
+    await expect(page.locator("#log")).not_to_contain_text("resumed")  # not shown as raw JSON
