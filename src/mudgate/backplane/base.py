@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..protocol import Outgoing
+from .history import Recovery
 from .topic import Topic
 
 __all__ = ["Backplane", "BackplaneStats", "Delivery", "HealthProvider", "Node", "Presence"]
@@ -107,6 +108,22 @@ class Backplane(Protocol):
     def publish(self, topic: Topic, message: Outgoing) -> None:
         """Send ``message`` to every other hub subscribed to ``topic`` (this one has
         delivered it already)."""
+
+    @property
+    def keeps_history(self) -> bool:
+        """Whether the cluster numbers and keeps room and channel events now (Redis, while it
+        can be reached): the hub then publishes them with ``publish_kept`` and answers resumes
+        with ``recover``. Otherwise the hub numbers and keeps them itself (history.py)."""
+
+    def publish_kept(self, topic: Topic, message: Outgoing) -> None:
+        """Number ``message`` (its topic's next offset, in the topic's epoch), keep it in the
+        topic's history and deliver it to every hub listening to ``topic``, this one included
+        (``Node.deliver``, with ``message.offset`` set). Never waits. Should the cluster be
+        lost before it is numbered, it is delivered here as it is, without an offset."""
+
+    async def recover(self, topic: Topic, offset: int, epoch: str) -> Recovery | None:
+        """What ``topic`` said after ``offset`` in ``epoch`` (history.py's ``decide``), or
+        None when the cluster cannot be asked now."""
 
     def subscribe(self, topic: Topic) -> None:
         """Receive messages published to ``topic``."""

@@ -6,6 +6,7 @@ from typing import Any
 
 from ..protocol import Outgoing
 from .base import BackplaneStats, Delivery, HealthProvider, Node, Presence
+from .history import Recovery
 from .topic import Topic
 
 __all__ = ["LocalBackplane"]
@@ -20,6 +21,7 @@ class LocalBackplane:
     node_id = "local"
     clustered = False
     problem = None
+    keeps_history = False  # the hub keeps its own
 
     async def start(self, node: Node, health: HealthProvider) -> None:
         pass
@@ -29,6 +31,12 @@ class LocalBackplane:
 
     def publish(self, topic: Topic, message: Outgoing) -> None:
         pass
+
+    def publish_kept(self, topic: Topic, message: Outgoing) -> None:
+        raise RuntimeError("the in-process backplane keeps no history: the hub does")
+
+    async def recover(self, topic: Topic, offset: int, epoch: str) -> Recovery | None:
+        return None
 
     def subscribe(self, topic: Topic) -> None:
         pass

@@ -33,6 +33,7 @@ from ..protocol import Outgoing
 from ..settings import Settings
 from ..tasks import BackgroundTask, cancel_and_wait
 from .base import BackplaneStats, Delivery, HealthProvider, Node, Presence
+from .history import Recovery
 from .mailbox import MAILBOX_SCRIPTS, RETIRE_SCAN_COUNT, SEND_RESULTS, RedisMailbox
 from .redis_view import (
     RedisKeys,
@@ -166,6 +167,16 @@ class RedisBackplane:
     def publish(self, topic: Topic, message: Outgoing) -> None:
         self._write(("PUBLISH", self._keys.channel(topic), encode_message(self.node_id, message)))
         self.published += 1
+
+    @property
+    def keeps_history(self) -> bool:
+        return False  # not yet: the hub keeps history in this process
+
+    def publish_kept(self, topic: Topic, message: Outgoing) -> None:
+        raise RuntimeError("history in Redis is not kept yet")
+
+    async def recover(self, topic: Topic, offset: int, epoch: str) -> Recovery | None:
+        return None
 
     def subscribe(self, topic: Topic) -> None:
         self.subscriptions.listen(topic, True)

@@ -21,6 +21,7 @@ from pydantic_settings import (
 from .game import GameProcess
 from .gateway import Connections, PlayerRates, Serving, Sockets, Structures
 from .operations import Cluster, History, Memory, Notifications
+from .recovery import Recovery
 from .telnet import Telnet
 
 __all__ = ["ENV_PREFIX", "Settings"]
@@ -34,6 +35,7 @@ named_config_file: ContextVar[Path | None] = ContextVar("mudgate_config_file", d
 # The groups are listed last to first: pydantic collects fields from the last base on, so
 # MUDGATE_HOST comes first in `mudgate settings` and the README's table, as in gateway.py.
 class Settings(
+    Recovery,
     Telnet,
     GameProcess,
     Notifications,
