@@ -59,7 +59,11 @@ async def states(page: Page) -> list[dict[str, Any]]:
 def talkative() -> Iterator[RunningServer]:
     """A server whose players may say 100 lines a second, and whose rooms keep 1000 events."""
     settings = make_settings(
-        ping_interval=5, ping_timeout=5, player_messages_per_second=100, player_message_burst=100
+        ping_interval=5,
+        ping_timeout=5,
+        player_messages_per_second=100,
+        player_message_burst=100,
+        room_history_size=1000,
     )
     with running_server(settings) as server:
         yield server
@@ -74,11 +78,12 @@ async def proxy(talkative: RunningServer) -> AsyncIterator[BlipProxy]:
 # Through a blip, with the real server
 
 
+@pytest.mark.parametrize("transport", ["websocket", "sse"])
 async def test_the_page_hears_every_line_once_in_order_across_a_blip(
-    browser: Browser, talkative: RunningServer, proxy: BlipProxy
+    browser: Browser, talkative: RunningServer, proxy: BlipProxy, transport: str
 ) -> None:
     origin = f"http://127.0.0.1:{proxy.port}"
-    page = await start_client(browser, origin, talkative.token("ann"))
+    page = await start_client(browser, origin, talkative.token("ann"), transport=transport)
     await page.evaluate("window.client.send({ op: 'go', room: 'hall' })")
     await wait_for(lambda: talkative.hub.room_of("ann") == "hall")
     lines: list[str] = []
@@ -107,7 +112,9 @@ async def test_the_page_hears_every_line_once_in_order_across_a_blip(
 
     said = await page.evaluate("window.said")
     assert said == [*lines, "the end"]
-    assert proxy.refused >= 1  # an attempt failed in the handshake, and the next one went on
+    if transport == "websocket":  # (EventSource waits the server's `retry: 2000` by itself)
+        assert proxy.refused >= 1  # an attempt failed in the handshake, and the next went on
+    assert talkative.call(lambda: talkative.hub.replayed) > 0  # some came by the replay
     assert await page.evaluate("window.lost") == []
     positions = await page.evaluate("window.client.positions")
     assert positions["room:hall"]["offset"] > len(lines)
@@ -120,6 +127,36 @@ async def expect_reconnected(page: Page) -> None:
         " && window.states.at(-1).state === 'open'",
         timeout=15_000,
     )
+
+
+async def test_the_play_page_tells_of_lines_the_gateway_no_longer_has(
+    browser: Browser, server_with: Any
+) -> None:
+    server: RunningServer = server_with(room_history_size=5)
+    async with BlipProxy(("127.0.0.1", server.port)) as proxy:
+        page = await (await browser.new_context()).new_page()
+        await page.goto(f"http://127.0.0.1:{proxy.port}/play?token={server.token('ann')}")
+        await expect(page.locator("#status")).to_have_text("connected")
+        await page.fill("#input", "go hall")
+        await page.press("#input", "Enter")
+        await expect(page.locator("#room")).to_have_text("in hall")
+        async with await Player.connect(server.ws("bob")) as bob:
+            await bob.send(op="go", room="hall")
+            await bob.send(op="say", text="before the blip")
+            await expect(page.locator("#log")).to_contain_text("bob: before the blip")
+            await proxy.blip(refuse_for=1.0)
+            await wait_for(lambda: server.hub.room_of("ann") is None)
+            for number in range(1, 21):  # more than the room keeps
+                await bob.send(op="say", text=f"while away {number}")
+            await bob.send(op="say", text="")  # an error, once the 20 are said
+            await bob.next("error")
+            await expect(page.locator(".away").last).to_have_text(
+                "— some messages in hall were lost while you were away —", timeout=15_000
+            )
+            await expect(page.locator("#room")).to_have_text("in hall")
+            await bob.send(op="say", text="after the blip")
+            await expect(page.locator("#log")).to_contain_text("bob: after the blip")
+    await expect(page.locator("#log")).not_to_contain_text("while away 1")
 
 
 @pytest.mark.parametrize("resets_handshakes", [True, False], ids=["reset", "refused"])
@@ -161,6 +198,22 @@ async def test_after_1012_the_page_waits_a_random_moment_of_the_window_in_the_re
             assert after["at"] - before["at"] >= before["delay"] - 5
 
 
+async def test_after_4010_the_page_waits_within_the_welcomes_reconnect_window(
+    browser: Browser, server_with: Any
+) -> None:
+    server: RunningServer = server_with(reconnect_window=0.3)
+    page = await start_client(browser, server.http_url, server.token("gil"))
+    assert await page.evaluate("window.client.reconnectWindow") == 300
+    for recycles in range(1, 4):
+        restart(server, "gil", None, CloseCode.RECYCLED)  # the reason names no window
+        await page.wait_for_function(
+            f"window.states.filter((s) => s.state === 'open').length === {recycles + 1}"
+        )
+    retries = [s for s in await states(page) if s["state"] == "retrying"]
+    assert [s["code"] for s in retries] == [4010] * 3
+    assert all(0 <= s["delay"] <= 300 for s in retries)
+
+
 async def test_without_jitter_the_page_comes_back_at_once_after_1012(
     browser: Browser, talkative: RunningServer
 ) -> None:
@@ -171,12 +224,18 @@ async def test_without_jitter_the_page_comes_back_at_once_after_1012(
     assert [(s["code"], s["delay"]) for s in retries] == [(1012, 0)]
 
 
-def restart(server: RunningServer, player: str, reason: str) -> None:
-    """Close ``player``'s connections with 1012 and ``reason``, as a restarting server does."""
+def restart(
+    server: RunningServer,
+    player: str,
+    reason: str | None,
+    code: CloseCode = CloseCode.SERVICE_RESTART,
+) -> None:
+    """Close ``player``'s connections with ``code`` and ``reason`` (by default the code's),
+    as a restarting server does."""
 
     def close() -> None:
         for conn in list(server.hub.registry.player_connections[player]):
-            conn.close(CloseCode.SERVICE_RESTART, reason)
+            conn.close(code, reason)
 
     server.call(close)
 
