@@ -43,7 +43,8 @@
  */
 /**
  * The `messageslost` event's `detail`: a topic whose events while the client was away could not
- * all be replayed (`reason`: "epoch_changed", "too_old", "offset_ahead" or "unavailable").
+ * all be replayed (`reason`: "epoch_changed", "too_old", "offset_ahead", "too_much" or
+ * "unavailable").
  * @typedef {{topic: string, room?: string, channel?: string, reason: string | null, resumed: MudgateEvent}} MudgateLoss
  */
 /**
