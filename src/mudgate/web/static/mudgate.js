@@ -8,12 +8,19 @@
 //   client.connect();
 //   client.send({ op: "say", text: "hello" });
 //
-// It reconnects by close code (at once after 4010 and 1012, with jittered exponential backoff
-// otherwise, never after 1000, 1008, 4003 and 4009), asks for a new token when the server refuses
-// the one it has (a handshake answered 401, or close code 4001), and falls back to
-// Server-Sent Events with POST /commands where a WebSocket cannot be opened. Over SSE it POSTs
-// one command at a time, in order (the server allows a player two requests under way), and
-// holds at most `maxQueued` waiting for their turn.
+// It reconnects by close code (after 4010 and 1012 within a random moment of the window the
+// server gives, with jittered exponential backoff otherwise, never after 1000, 1008, 4003 and
+// 4009); an attempt that fails before it opens (refused, reset, timed out) is followed by the
+// next one, with backoff. It asks for a new token when the server refuses the one it has (a
+// handshake answered 401, or close code 4001), and falls back to Server-Sent Events with
+// POST /commands where a WebSocket cannot be opened. Over SSE it POSTs one command at a time, in
+// order (the server allows a player two requests under way), and holds at most `maxQueued`
+// waiting for their turn.
+//
+// It resumes: it keeps the offset and epoch of the last event heard from each room and channel,
+// names them when it reconnects (the server replays what was missed), and drops an event it has
+// already had, so each reaches the page once. When the server says some are gone for good, a
+// `messageslost` event tells the page.
 //
 // When the game behind the gateway restarts (`mudgate serve --game`), the connection stays
 // open: `game_restarting` and `game_ready` events arrive, `client.game` says which holds
@@ -30,6 +37,17 @@
  * @typedef {{state: "connecting" | "open" | "retrying" | "closed", transport?: "websocket" | "sse", code?: number, delay?: number}} MudgateStatus
  */
 /**
+ * Where the client is in one topic ("room:hall", "channel:ooc"): the offset of the last event it
+ * got there, in that epoch.
+ * @typedef {{offset: number, epoch: string}} MudgatePosition
+ */
+/**
+ * The `messageslost` event's `detail`: a topic whose events while the client was away could not
+ * all be replayed (`reason`: "epoch_changed", "too_old", "offset_ahead", "too_much" or
+ * "unavailable").
+ * @typedef {{topic: string, room?: string, channel?: string, reason: string | null, resumed: MudgateEvent}} MudgateLoss
+ */
+/**
  * @typedef {object} MudgateOptions
  * @property {string | URL} [url] The gateway's root (default: where this module was served from).
  * @property {string | null} [token] A player token to start with.
@@ -38,6 +56,11 @@
  *   (`refresh: true`). Default: a guest token from POST auth/guest.
  * @property {"auto" | "websocket" | "sse"} [transport] Default "auto": WebSocket, else SSE.
  * @property {number} [maxBackoff] Longest wait between two attempts, ms (default 30000).
+ * @property {boolean} [jitter] Default true: wait a random moment of the server's window before
+ *   reconnecting after 1012 and 4010 (so players do not all return in one instant), and spread
+ *   backoff by ±20 %. False: reconnect at once after 1012 and 4010, back off by exact doublings.
+ * @property {number} [openTimeout] How long an attempt may take to open before it counts as
+ *   failed, ms (default 10000).
  * @property {number} [maxQueued] Over SSE, how many commands may wait for the one being POSTed
  *   to be answered (default 64); past it `send()` answers false and an `error` event
  *   `queue_full` is dispatched.
@@ -50,7 +73,13 @@ export const CLOSE = Object.freeze({
   DISCONNECTED: 4003, SLOW_CONSUMER: 4008, REPLACED: 4009, RECYCLED: 4010, IDLE: 4011, RATE_LIMITED: 4029,
 });
 const NO_RECONNECT = new Set([CLOSE.NORMAL, CLOSE.POLICY_VIOLATION, CLOSE.DISCONNECTED, CLOSE.REPLACED]);
-const AT_ONCE = new Set([CLOSE.RECYCLED, CLOSE.SERVICE_RESTART]);
+// The server asks these to come back within a window: at a random moment of it.
+const WITHIN_WINDOW = new Set([CLOSE.RECYCLED, CLOSE.SERVICE_RESTART]);
+/** The window when neither the close reason nor the last welcome gives one, ms. */
+const RECONNECT_WINDOW = 5000;
+const WINDOW_IN_REASON = /reconnect within ([0-9.]+) s/;
+/** The longest resume string the server takes, bytes (names are ASCII). */
+const MAX_RESUME_BYTES = 2048;
 /** The least a close code asks a client to wait, ms. */
 const BACKOFF_FLOOR = { [CLOSE.GOING_AWAY]: 1000, [CLOSE.SLOW_CONSUMER]: 1000,
                         [CLOSE.TRY_AGAIN_LATER]: 2000, [CLOSE.RATE_LIMITED]: 60000 };
@@ -58,7 +87,7 @@ const BACKOFF_FLOOR = { [CLOSE.GOING_AWAY]: 1000, [CLOSE.SLOW_CONSUMER]: 1000,
  * once listened for with `client.listen(name)`). */
 const SSE_EVENTS = ["welcome", "say", "chat", "tell", "told", "narrate", "room", "arrive",
   "depart", "who", "help", "error", "ok", "pong", "subscribed", "unsubscribed", "rolled",
-  "game_restarting", "game_ready"];
+  "game_restarting", "game_ready", "resumed"];
 
 /**
  * One player's connection to a mudgate gateway. Every message from the server is dispatched
@@ -66,6 +95,9 @@ const SSE_EVENTS = ["welcome", "say", "chat", "tell", "told", "narrate", "room",
  * with the message as `detail`; `status` events say how the connection stands.
  */
 export class MudgateClient extends EventTarget {
+  /** The last event got from each topic, by topic. @type {Map<string, MudgatePosition>} */
+  #positions = new Map();
+
   /** @param {MudgateOptions} [options] */
   constructor(options = {}) {
     super();
@@ -76,6 +108,8 @@ export class MudgateClient extends EventTarget {
     this.transport = options.transport ?? "auto";
     this.maxBackoff = options.maxBackoff ?? 30000;
     this.maxQueued = options.maxQueued ?? 64;
+    this.jitter = options.jitter ?? true;
+    this.openTimeout = options.openTimeout ?? 10000;
     /** @type {WebSocket | null} */ this.socket = null;
     /** @type {EventSource | null} */ this.stream = null;
     this.attempt = 0;
@@ -89,6 +123,32 @@ export class MudgateClient extends EventTarget {
     /** @type {{frame: object, resolve: (sent: boolean) => void, reject: (error: unknown) => void}[]} */
     this.queue = [];
     this.posting = false;
+    // Where the player is, from the welcome and what follows it; named on each reconnect.
+    /** @type {string | null} The player's id (the last welcome's). */ this.player = null;
+    /** @type {string | null} The room the player is in. */ this.room = null;
+    /** @type {Set<string>} The channels the player listens to. */ this.channels = new Set();
+    /** @type {number | null} The last welcome's reconnect window, ms. */ this.reconnectWindow = null;
+  }
+
+  /** The offset and epoch of the last event got from each topic, by topic ("room:hall").
+   * @returns {Record<string, MudgatePosition>} */
+  get positions() {
+    return Object.fromEntries([...this.#positions].map(([topic, { offset, epoch }]) => [topic, { offset, epoch }]));
+  }
+
+  /** What the next connection names to resume ("room:hall:41:9f86d081,channel:ooc:7:0c1d2e3f"):
+   * the room, then the channels, each at the last event got there (a topic heard nothing from
+   * yet at offset 0); "" before the first welcome. */
+  get resumeString() {
+    const topics = [...(this.room === null ? [] : [`room:${this.room}`]), ...[...this.channels].map((c) => `channel:${c}`)];
+    let resume = "";
+    for (const topic of topics) {
+      const { offset, epoch } = this.#positions.get(topic) ?? { offset: 0, epoch: "" };
+      const entry = `${resume ? "," : ""}${topic}:${offset}:${epoch}`;
+      if (resume.length + entry.length > MAX_RESUME_BYTES) break;
+      resume += entry;
+    }
+    return resume;
   }
 
   /** Open the connection, and keep it open until `close()` or a code that says not to. */
@@ -147,16 +207,20 @@ export class MudgateClient extends EventTarget {
     try { if (!this.token) this.token = await this.getToken({ refresh: false }); }
     catch (error) { this.#dispatch({ type: "error", code: "no_token", message: String(error.message ?? error) }); return this.#retry(CLOSE.TRY_AGAIN_LATER); }
     if (this.transport === "sse" || typeof WebSocket === "undefined") return this.#connectSSE();
-    const url = new URL(`ws?token=${encodeURIComponent(this.token)}`, this.base);
+    const url = new URL(`ws?${this.#query("resume")}`, this.base);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
     let opened = false, socket;
     try { socket = this.socket = new WebSocket(url); } catch (error) { return this.#connectSSE(); }
+    // A handshake that hangs (a proxy that accepts and never answers) fails like a refused one.
+    const hanging = setTimeout(() => socket.close(), this.openTimeout);
     socket.onopen = () => {
+      clearTimeout(hanging);
       opened = this.everOpened = true; this.attempt = 0;
       this.#status({ state: "open", transport: "websocket" });
     };
-    socket.onmessage = (message) => this.#dispatch(JSON.parse(message.data));
+    socket.onmessage = (message) => this.#receive(JSON.parse(message.data));
     socket.onclose = async (event) => {
+      clearTimeout(hanging);
       if (this.socket === socket) this.socket = null;
       if (this.closed) return;
       if (!opened && this.token && await this.#refused(this.token)) return this.#refresh();
@@ -165,24 +229,43 @@ export class MudgateClient extends EventTarget {
         this.attempt += 1; this.timer = setTimeout(() => this.#connect(), 300); return;
       }
       if (event.code === CLOSE.UNAUTHORIZED) return this.#refresh();
-      this.#retry(event.code);
+      this.#retry(event.code, event.reason);
     };
+  }
+
+  /** The query of a new connection: the token, and where to resume from (as `resume`, or SSE's
+   * `last_event_id`) once there is somewhere to resume. */
+  #query(resumeName) {
+    const query = new URLSearchParams({ token: this.token });
+    const resume = this.resumeString;
+    if (resume) query.set(resumeName, resume);
+    return query;
   }
 
   #connectSSE() {
     this.transport = "sse";
-    const stream = this.stream = new EventSource(new URL(`events?token=${encodeURIComponent(this.token)}`, this.base));
+    const stream = this.stream = new EventSource(new URL(`events?${this.#query("last_event_id")}`, this.base));
     let opened = false;
-    stream.onopen = () => { opened = this.everOpened = true; this.attempt = 0; this.#status({ state: "open", transport: "sse" }); };
+    // A stream that does not open in time is given up (closing it fires no error of its own).
+    const hanging = setTimeout(() => {
+      stream.close(); if (this.stream === stream) this.stream = null;
+      this.#retry(1006);
+    }, this.openTimeout);
+    stream.onopen = () => {
+      clearTimeout(hanging);
+      opened = this.everOpened = true; this.attempt = 0; this.#status({ state: "open", transport: "sse" });
+    };
     for (const name of this.sseEvents) this.#listenSSE(stream, name);
     stream.addEventListener("close", (e) => {
+      clearTimeout(hanging);
       stream.close(); if (this.stream === stream) this.stream = null;
-      const { code } = JSON.parse(e.data);
+      const { code, reason } = JSON.parse(e.data);
       if (code === CLOSE.UNAUTHORIZED) return this.#refresh();
-      this.#retry(code);
+      this.#retry(code, reason);
     });
     stream.onerror = async () => {
       if (stream.readyState !== EventSource.CLOSED) { this.#status({ state: "retrying", transport: "sse" }); return; }
+      clearTimeout(hanging);
       if (this.stream === stream) this.stream = null;
       if (!opened && this.token && await this.#refused(this.token)) return this.#refresh();
       this.#retry(1006);
@@ -211,7 +294,7 @@ export class MudgateClient extends EventTarget {
   }
 
   #listenSSE(stream, name) {
-    stream.addEventListener(name, (e) => this.#dispatch(JSON.parse(e.data)));
+    stream.addEventListener(name, (e) => this.#receive(JSON.parse(e.data)));
   }
 
   /** A new token, then at once again: the server refused the one we had. */
@@ -224,21 +307,39 @@ export class MudgateClient extends EventTarget {
     this.timer = setTimeout(() => this.#connect(), 0);
   }
 
-  #retry(code) {
+  /** The next attempt, after the wait `code` (and the close's `reason`) asks for; none after a
+   * code that says not to come back. Any other way an attempt ends (1006: refused, reset, timed
+   * out) comes here too, so the client keeps trying. */
+  #retry(code, reason = "") {
     if (this.closed) return;
     if (NO_RECONNECT.has(code)) { this.closed = true; this.#status({ state: "closed", code }); return; }
-    const backoff = Math.min(this.maxBackoff, 500 * 2 ** Math.min(this.attempt, 16));
-    const delay = AT_ONCE.has(code) ? 0 : Math.max(BACKOFF_FLOOR[code] ?? 0, backoff) * (0.8 + Math.random() * 0.4);
+    const delay = this.#delay(code, reason);
     this.attempt += 1;
     this.#status({ state: "retrying", code, delay });
     this.timer = setTimeout(() => this.#connect(), delay);
+  }
+
+  /** How long to wait before the next attempt, ms. After 1012 and 4010: a random moment of the
+   * window the close reason gives ("...; reconnect within 2.5 s"), else the last welcome's
+   * `reconnect_window`, else 5 s. Otherwise exponential backoff from 500 ms, capped at
+   * `maxBackoff`, spread by ±20 %, never under the least the code asks for (60 s after 4029). */
+  #delay(code, reason) {
+    if (WITHIN_WINDOW.has(code)) {
+      if (!this.jitter) return 0;
+      const said = Number(WINDOW_IN_REASON.exec(reason ?? "")?.[1]);
+      const window = Number.isFinite(said) ? said * 1000 : this.reconnectWindow ?? RECONNECT_WINDOW;
+      return Math.random() * window;
+    }
+    const backoff = 500 * 2 ** Math.min(this.attempt, 16) * (this.jitter ? 0.8 + Math.random() * 0.4 : 1);
+    return Math.max(BACKOFF_FLOOR[code] ?? 0, Math.min(this.maxBackoff, backoff));
   }
 
   /** Whether the server refuses this token (a browser hides a refused handshake's status;
    * POST /commands answers 401 to a bad token before anything else). */
   async #refused(token) {
     try {
-      const response = await fetch(new URL("commands", this.base), { method: "POST", body: "{}", headers: this.#bearer(token) });
+      const response = await fetch(new URL("commands", this.base), { method: "POST", body: "{}",
+        headers: this.#bearer(token), signal: AbortSignal.timeout(this.openTimeout) });
       return response.status === 401;
     } catch (error) { return false; }
   }
@@ -253,6 +354,50 @@ export class MudgateClient extends EventTarget {
 
   /** @param {MudgateStatus} detail */
   #status(detail) { this.dispatchEvent(new CustomEvent("status", { detail })); }
+
+  /** A message from the server: where the player is and what they heard is noted, and an event
+   * already had (its offset at or before the last one got from its topic, in the same epoch:
+   * the server may replay what it is not sure was delivered) is dropped.
+   * @param {MudgateMessage} message */
+  #receive(message) {
+    if (message.type !== "event") return this.#dispatch(message);
+    const topic = typeof message.room === "string" ? `room:${message.room}`
+      : typeof message.channel === "string" ? `channel:${message.channel}` : null;
+    if (topic && typeof message.offset === "number" && typeof message.epoch === "string") {
+      const last = this.#positions.get(topic);
+      if (message.event === "resumed") {
+        this.#positions.set(topic, { offset: message.offset, epoch: message.epoch });
+      } else if (last && last.epoch === message.epoch && message.offset <= last.offset) {
+        return;  // had it
+      } else {
+        this.#positions.set(topic, { offset: message.offset, epoch: message.epoch });
+        if (message.channel !== undefined && message.room === undefined) this.channels.add(message.channel);
+      }
+    }
+    switch (message.event) {
+      case "welcome":
+        this.player = message.player; this.room = message.room;
+        if (typeof message.reconnect_window === "number") this.reconnectWindow = message.reconnect_window * 1000;
+        break;
+      case "arrive":
+        if (message.player === this.player && message.room !== this.room) {
+          this.#positions.delete(`room:${this.room}`);  // a room left is not resumed
+          this.room = message.room;
+        }
+        break;
+      case "subscribed": this.channels.add(message.channel); break;
+      case "unsubscribed":
+        this.channels.delete(message.channel); this.#positions.delete(`channel:${message.channel}`);
+        break;
+    }
+    this.#dispatch(message);
+    if (message.event === "resumed" && message.recovered === false) {
+      const where = message.room !== undefined ? { room: message.room } : { channel: message.channel };
+      /** @type {MudgateLoss} */
+      const detail = { topic, ...where, reason: message.reason ?? null, resumed: message };
+      this.dispatchEvent(new CustomEvent("messageslost", { detail }));
+    }
+  }
 
   /** @param {MudgateMessage} message */
   #dispatch(message) {
