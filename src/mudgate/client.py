@@ -176,7 +176,7 @@ class Resume:
         if kept is not None and kept[1] == epoch and offset <= kept[0]:
             return False
         self._positions[topic] = (offset, epoch)
-        if "channel" in message:
+        if topic.startswith("channel:"):
             self._channels[message["channel"]] = None
         elif name == "arrive" and message.get("player") == self._player:
             self.room = message["room"]
