@@ -53,7 +53,7 @@ from urllib.parse import urlencode, urlsplit, urlunsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from .protocol import CloseCode
+from .protocol import MAX_RESUME_BYTES, CloseCode, Position
 
 __all__ = ["Client", "Closed", "Resume"]
 
@@ -78,9 +78,6 @@ BACKOFF_FLOOR = {
 # InvalidMessage, ConnectionClosed), an answer that is not a WebSocket's (InvalidStatus: a
 # 5xx from a proxy, say; InvalidHeader...).
 ATTEMPT_FAILURES = (OSError, TimeoutError, EOFError, InvalidHandshake, ConnectionClosed)
-# The longest resume string a server takes (docs/protocol.md).
-MAX_RESUME_BYTES = 2048
-
 TokenFactory = Callable[[], "str | Awaitable[str]"]
 
 
@@ -197,8 +194,7 @@ class Resume:
             topics.insert(0, f"room:{self.room}")
         text = ""
         for topic in topics:
-            offset, epoch = self._positions.get(topic, (0, ""))
-            entry = f"{topic}:{offset}:{epoch}"
+            entry = str(Position(topic, *self._positions.get(topic, (0, ""))))
             longer = f"{text},{entry}" if text else entry
             if len(longer) > MAX_RESUME_BYTES:  # names are ASCII: a character is a byte
                 logger.warning("resuming without %s: the resume string is full", topic)
