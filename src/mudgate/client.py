@@ -126,10 +126,6 @@ class Resume:
         """Topic ("room:hall", "channel:ooc") -> (offset, epoch) of the last event got there."""
         return MappingProxyType(self._positions)
 
-    @property
-    def channels(self) -> tuple[str, ...]:
-        return tuple(self._channels)
-
     def observe(self, message: Mapping[str, Any]) -> bool:
         """Take note of ``message``; False if it is a room's or channel's event the client
         already got (same epoch, an offset no later than the last one): drop it."""
