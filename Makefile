@@ -117,6 +117,7 @@ bench: install system-deps node-peers
 	$(BIN)/python bench/fanout.py
 	$(BIN)/python bench/game_split.py
 	$(BIN)/python bench/game_restart.py
+	$(BIN)/python bench/reconnect_spread.py
 	$(BIN)/python bench/telnet_idle.py
 	$(BIN)/python bench/telnet_delivery.py
 	$(BIN)/python bench/report.py

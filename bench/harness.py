@@ -79,13 +79,10 @@ def start(
     return launch(command, port, baseline | (extra_env or {}), contender)
 
 
-def launch(
-    command: list[str], port: int, extra_env: dict[str, str] | None = None, name: str = "server"
-) -> subprocess.Popen[bytes]:
-    """Run ``command`` with the benchmarks' settings (and ``extra_env`` over them) and wait
-    until it listens on ``port``."""
-    env = (
-        os.environ
+def environment(extra_env: dict[str, str] | None = None) -> dict[str, str]:
+    """The benchmarks' settings for a server (``extra_env`` over them)."""
+    return (
+        dict(os.environ)
         | {
             "MUDGATE_SECRET_KEY": SECRET_KEY,
             "MUDGATE_ADMIN_TOKEN": "bench-admin-token",
@@ -98,7 +95,14 @@ def launch(
         }
         | (extra_env or {})
     )
-    process = subprocess.Popen(command, env=env)
+
+
+def launch(
+    command: list[str], port: int, extra_env: dict[str, str] | None = None, name: str = "server"
+) -> subprocess.Popen[bytes]:
+    """Run ``command`` with the benchmarks' settings (and ``extra_env`` over them) and wait
+    until it listens on ``port``."""
+    process = subprocess.Popen(command, env=environment(extra_env))
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         try:

@@ -81,6 +81,15 @@ BENCH = Path(__file__).resolve().parent.parent / "bench"
             ["--players", "20", "--warmup", "1", "--restarts", "1", "--after", "1"],
             "game_restart",
         ),
+        (
+            # One scenario: each restart waits for a new server to start (about 2 s here).
+            "reconnect_spread.py",
+            [
+                *("--clients", "20", "--scenarios", "at-sigterm"),
+                *("--shutdown-timeout", "1", "--window", "0.5"),
+            ],
+            "reconnect_spread",
+        ),
     ],
 )
 def test_the_benchmark_runs(tmp_path: Path, script: str, arguments: list[str], result: str) -> None:
@@ -115,6 +124,10 @@ def test_the_benchmark_runs(tmp_path: Path, script: str, arguments: list[str], r
         assert set(written["results"]) >= {"ws", "telnet", "telnet-mccp2"}
     if result == "telnet_delivery":
         assert all(r["missing"] == 0 for r in written["results"].values())
+    if result == "reconnect_spread":
+        # Every client came back after each restart, with jitter and without.
+        for name in ("at-sigterm/jitter", "at-sigterm/no-jitter"):
+            assert [run["welcomed"] for run in written["runs"][name]] == [20]
     if result == "cluster_broadcast":
         assert "workers-2" in written["results"]
 

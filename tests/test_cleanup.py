@@ -267,6 +267,7 @@ async def test_forced_cleanups_update_the_stats(setup: Setup, clock: FakeClock) 
         "message_rate_limits",
         "last_seen",
         "pending_messages",
+        "room_history",
         "stale_connections",
         "orphans",
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 from websockets.frames import Frame, Opcode
@@ -16,6 +17,7 @@ from mudgate.protocol import (
     encode_error,
     encode_event,
     parse_frame,
+    restart_reason,
     websocket_binary_frame,
     websocket_messages,
     websocket_text_frame,
@@ -74,6 +76,19 @@ def test_errors_and_close_records() -> None:
 def test_close_codes_have_readable_reasons() -> None:
     assert CloseCode.SLOW_CONSUMER.reason == "slow consumer"
     assert CloseCode.TRY_AGAIN_LATER == 1013
+
+
+@pytest.mark.parametrize(
+    ("window", "said"), [(5.0, "5"), (2.5, "2.5"), (0.0, "0"), (0.001, "0.001"), (300.0, "300")]
+)
+def test_a_restart_reason_names_the_reconnect_window(window: float, said: str) -> None:
+    reason = restart_reason(window)
+    assert reason == f"server restarting; reconnect within {said} s"
+    # What clients look for (docs/protocol.md), within a close frame's 123 bytes.
+    found = re.search(r"reconnect within ([0-9.]+) s", reason)
+    assert found is not None
+    assert float(found.group(1)) == window
+    assert len(reason.encode()) <= 123
 
 
 @pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70000])

@@ -41,7 +41,7 @@ from .memory.budget import memory_budget
 from .memory.diagnostics import Diagnostics
 from .memory.history import MemoryHistory
 from .memory.monitor import MIB, MemoryMonitor, MemorySample
-from .protocol import CloseCode
+from .protocol import CloseCode, restart_reason
 from .render import Renderers
 from .server.sockets import SocketTable
 from .server.telnet import TelnetListener, TelnetService
@@ -220,12 +220,17 @@ class Gateway:
     async def drain(
         self, code: CloseCode = CloseCode.SERVICE_RESTART, timeout_seconds: float | None = None
     ) -> None:
-        """Refuse new players, close every connection with ``code`` and wait (at most
-        ``timeout_seconds``, by default ``MUDGATE_SHUTDOWN_TIMEOUT``) until each has left."""
+        """Refuse new players, close every connection with ``code``, in batches spread over
+        most of ``timeout_seconds`` (by default ``MUDGATE_SHUTDOWN_TIMEOUT``), and wait (at
+        most that) until each has left. A 1012 names ``MUDGATE_RECONNECT_WINDOW`` in its
+        reason."""
         timeout = self.settings.shutdown_timeout if timeout_seconds is None else timeout_seconds
         if self.telnet is not None:
             self.telnet.stop_accepting()
-        await self.hub.close_connections(code, timeout)
+        reason = None
+        if code is CloseCode.SERVICE_RESTART:
+            reason = restart_reason(self.settings.reconnect_window)
+        await self.hub.close_connections(code, timeout, reason=reason, in_batches=True)
 
     async def stop(self) -> None:
         """Stop watching, cleaning and tracing, then close every connection and the backplane."""

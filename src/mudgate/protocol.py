@@ -33,6 +33,7 @@ __all__ = [
     "error_body",
     "parse_frame",
     "parse_resume",
+    "restart_reason",
     "websocket_binary_frame",
     "websocket_messages",
     "websocket_text_frame",
@@ -91,6 +92,15 @@ class CloseCode(enum.IntEnum):
     @property
     def reason(self) -> str:
         return self.name.lower().replace("_", " ")
+
+
+def restart_reason(window_seconds: float) -> str:
+    """The reason of a 1012 (``SERVICE_RESTART``) at shutdown, naming the window (seconds)
+    over which clients spread their reconnects; they find it with
+    ``r"reconnect within ([0-9.]+) s"`` (docs/protocol.md). Never in exponent notation, and
+    well within a close frame's 123 bytes for any window the settings allow (at most 300)."""
+    window = f"{window_seconds:.3f}".rstrip("0").rstrip(".")
+    return f"server restarting; reconnect within {window} s"
 
 
 class ErrorCode(enum.StrEnum):

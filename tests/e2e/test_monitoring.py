@@ -128,6 +128,7 @@ async def test_forced_cleanup_reports_and_is_rate_limited(
         "message_rate_limits",
         "last_seen",
         "pending_messages",
+        "room_history",
         "stale_connections",
         "orphans",
     }

@@ -196,3 +196,21 @@ async def test_sse_resumes_from_last_event_id(server: RunningServer) -> None:
     texts = [record.get("text") for record in records if record.get("event") == "say"]
     assert texts == ["while away"]
     assert records[-1]["recovered"] is True
+
+
+async def test_a_resume_flood_is_limited_like_a_message_flood(server_with: Any) -> None:
+    server = server_with(player_message_burst=5, player_messages_per_second=0.5)
+    async with await Player.connect(server.ws("kim")) as kim:
+        await kim.next("welcome")
+        await kim.send(op="say", text="x")
+        event = await kim.next("say")
+    resume = quote(position(event))
+    answers: list[dict[str, Any]] = []
+    for _ in range(8):
+        async with await Player.connect(f"{server.ws('kim')}&resume={resume}") as again:
+            await again.next("welcome")
+            answers.append(await again.next("resumed", "error"))
+    assert [answer.get("event", answer["type"]) for answer in answers[:4]] == ["resumed"] * 4
+    refused = answers[-1]
+    assert refused["code"] == "rate_limited"
+    assert refused["retry_after"] > 0

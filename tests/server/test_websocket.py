@@ -277,3 +277,14 @@ async def test_a_fragmented_binary_message_arrives_as_bytes() -> None:
     websocket.data_received(frame(BINARY, b"\x00\x01", fin=False) + frame(CONTINUATION, b"\x02"))
     assert await websocket.receive() == {"type": "websocket.receive", "bytes": b"\x00\x01\x02"}
     websocket.connection_lost(None)
+
+
+async def test_a_websocket_still_open_at_shutdown_is_told_when_to_come_back() -> None:
+    transport = FakeTransport()
+    websocket, _ = await accepted_writer(transport)
+    handshake_end = transport.written.index(b"\r\n\r\n") + 4
+    websocket.shutdown()  # uvicorn's, after the hub's drain: one the hub did not hold
+    reason = b"server restarting; reconnect within 5 s"
+    close = bytes([0x88, 2 + len(reason)]) + struct.pack("!H", 1012) + reason
+    assert bytes(transport.written[handshake_end:]) == close
+    websocket.connection_lost(None)

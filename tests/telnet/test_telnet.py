@@ -292,7 +292,7 @@ async def test_players_are_told_when_the_server_restarts(serve: Serve) -> None:
     waiting = await TelnetClient.connect(telnet_port(server))
     await waiting.expect("What is your name")
     await asyncio.to_thread(server.stop)
-    await player.expect("The server is restarting")
+    await player.expect("The server is restarting: reconnect within 5 s.")
     await player.wait_closed()
     await waiting.expect("The server is restarting")
     await waiting.wait_closed()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
 import msgspec
@@ -44,6 +44,7 @@ from ..protocol import (
 from ..settings import Settings
 from .absentees import Absentees
 from .admission import Admission, Refusal, RefusalReason
+from .drain import DrainPlan
 from .presence import ClusterPresence
 from .registry import LOBBY, Player, Registry, checked_state
 from .stats import STRUCTURE_NAMES, HubStats
@@ -163,22 +164,67 @@ class Hub:
         await self.backplane.start(self, health)
 
     async def close_connections(
-        self, code: CloseCode = CloseCode.GOING_AWAY, timeout_seconds: float = 5.0
+        self,
+        code: CloseCode = CloseCode.GOING_AWAY,
+        timeout_seconds: float = 5.0,
+        *,
+        reason: str | None = None,
+        in_batches: bool = False,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        """Refuse new connections, close every open one with ``code``, and wait (at most
-        ``timeout_seconds``) until each has left through ``disconnect``."""
+        """Refuse new connections, close every open one with ``code`` (and ``reason``; by
+        default the code's), and wait (at most ``timeout_seconds``) until each has left
+        through ``disconnect``; whoever is left then is dropped.
+
+        ``in_batches``: closed in batches spread over most of the timeout (``DrainPlan``),
+        not all at once, so that they do not all come back in the same instant. Time is the
+        hub's clock; ``sleep`` waits for it (for the next batch, and for the last to leave).
+        """
+        # Refuse new connections.
         self.admission.close()
+        started = self.clock()
+        # Close the open ones, a batch at a time, each batch when it is due.
+        conns = list(self.registry.connections())
+        plan = DrainPlan.over(len(conns), timeout_seconds if in_batches else 0.0)
+        if plan.batches > 1:
+            logger.info(
+                "closing %d connections in %d batches over %.1f s",
+                len(conns),
+                plan.batches,
+                plan.spread_seconds,
+                extra={"connections": len(conns), "batch_size": plan.batch_size},
+            )
+        for due, batch in plan.split(conns):
+            wait = started + due - self.clock()
+            if wait > 0:
+                await sleep(wait)
+            for conn in batch:
+                conn.close(code, reason)  # idempotent: one that left or is closing is skipped
+        # Whoever got in meanwhile (a handshake under way when the door closed) goes too.
         for conn in list(self.registry.connections()):
-            conn.close(code)
-        try:
-            async with asyncio.timeout(timeout_seconds):
-                await self.registry.emptied()
-        except TimeoutError:
+            conn.close(code, reason)
+        # Wait until every connection has left, until the timeout at most.
+        if not await self._emptied_within(started + timeout_seconds - self.clock(), sleep):
             logger.warning("%d connections did not close in time", len(self.registry))
         # Whatever did not answer in time is dropped.
         for conn in list(self.registry.connections()):
             conn.abort()
             self.disconnect(conn)
+
+    async def _emptied_within(
+        self, seconds: float, sleep: Callable[[float], Awaitable[None]]
+    ) -> bool:
+        """Wait until no connection is registered, at most ``seconds``: whether none is."""
+        if not len(self.registry):
+            return True
+        emptied = asyncio.ensure_future(self.registry.emptied())
+        timer = asyncio.ensure_future(sleep(max(0.0, seconds)))
+        try:
+            await asyncio.wait((emptied, timer), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            emptied.cancel()
+            timer.cancel()
+        return not len(self.registry)
 
     async def close(self, timeout_seconds: float = 5.0) -> None:
         """Close every connection (1001, unless the server closed them already), the game's
@@ -276,11 +322,11 @@ class Hub:
         if arrived:
             self.absentees.returned(player.id)
             self.topics.arrive(player, self._room_to_return_to(player.id, positions))
-            for position in positions:
-                if position.topic.startswith(_CHANNEL_PREFIX) and self.hooks.may_return(
-                    player.id, position.topic
-                ):
-                    self.topics.join(player, position.topic[_CHANNEL_PREFIX_LENGTH:])
+        for position in positions:  # online already or not, their channels are theirs again
+            if position.topic.startswith(_CHANNEL_PREFIX) and self.hooks.may_return(
+                player.id, position.topic
+            ):
+                self.topics.join(player, position.topic[_CHANNEL_PREFIX_LENGTH:])
         greeting = self.event(
             "welcome",
             player=player.id,
@@ -364,6 +410,18 @@ class Hub:
                     told.append(_refused(position, "you are in another room"))
                 else:
                     told.append(_refused(position, "too many channels"))
+                continue
+            # Each topic read costs the player a message: reconnecting in a loop to have the
+            # history read again and again is limited like sending in a loop.
+            wait, _ = self.admission.charge_message(player.id)
+            if wait > 0:
+                told.append(
+                    encode_error(
+                        ErrorCode.RATE_LIMITED,
+                        f"resume of {position.topic!r} refused: too many, too fast",
+                        retry_after=round(wait, 3),
+                    )
+                )
                 continue
             topic = Topic(position.topic)
             recovery = await self._recovery(topic, position)
@@ -687,6 +745,7 @@ class Hub:
             "message_rate_limits": self.admission.message_rates,
             "last_seen": self.absentees.last_seen,
             "pending_messages": self.absentees.pending_messages,
+            "room_history": self.history,
         }
 
     def container_stats(self) -> dict[str, ContainerStats]:
@@ -700,6 +759,7 @@ class Hub:
             outbox_bytes += conn.outbox_bytes
             outbox_messages += conn.outbox_messages
         registry, rooms, pending = self.registry, self.topics, self.absentees.pending_messages
+        history = self.history
         return HubStats(
             active_websockets=len(registry.websockets),
             active_sse=len(registry.sse),
@@ -725,5 +785,13 @@ class Hub:
             commands_in_flight=self.admission.commands_by_player.under_way,
             commands_refused=self.admission.commands_by_player.refused
             + self.admission.commands_by_address.refused,
+            room_history=len(history),
+            room_history_entries=history.entries,
+            room_history_bytes=history.bytes,
+            room_history_evicted=history.trimmed + history.evicted,
+            resumes=self.resumes,
+            resumes_recovered=self.recovered,
+            resumes_not_recovered=self.not_recovered,
+            events_replayed=self.replayed,
             backplane=self.backplane.stats(),
         )

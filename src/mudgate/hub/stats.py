@@ -24,6 +24,7 @@ STRUCTURE_NAMES = (
     "connection_attempts",
     "message_rate_limits",
     "pending_messages",
+    "room_history",
 )
 
 
@@ -42,6 +43,7 @@ class HubStats:
     connection_attempts: int
     message_rate_limits: int
     pending_messages: int  # players with messages waiting
+    room_history: int  # rooms and channels whose position (and recent events) are kept
     # What they hold, and the counters.
     total_connections: int
     pending_message_entries: int
@@ -54,6 +56,13 @@ class HubStats:
     refused_connections: int
     commands_in_flight: int  # POST /commands under way
     commands_refused: int  # refused at a cap of commands under way (429)
+    room_history_entries: int  # events kept for players who reconnect
+    room_history_bytes: int  # ... their bytes and overhead
+    room_history_evicted: int  # events let go early, at a cap (count, bytes, topics)
+    resumes: int  # rooms and channels asked to resume
+    resumes_recovered: int  # ... which got back all they missed
+    resumes_not_recovered: int  # ... which were told recovered: false
+    events_replayed: int
     backplane: BackplaneStats | None  # None: the in-process backplane, nothing to count
 
     def structures(self) -> dict[str, int]:

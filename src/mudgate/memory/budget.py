@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.frames import Frame, Opcode
 
+from ..backplane.history import TOPIC_OVERHEAD_BYTES
 from ..bounded import Mailboxes, SlidingWindowLimiter, TokenBuckets, TTLMap
 from ..protocol import Outgoing, encode_event
 from ..settings import Settings
@@ -273,6 +274,18 @@ def memory_budget(settings: Settings, limit_bytes: int, process_bytes: int = 0) 
             if settings.telnet_port is not None
             else 0,
             mccp_bytes(settings.telnet_mccp_window_bits, settings.telnet_mccp_mem_level),
+        ),
+        # Room and channel history for players who reconnect: the events' bytes and overhead,
+        # capped as a whole, and each topic remembered (its epoch and latest offset).
+        BudgetLine(
+            "room_history",
+            1 if settings.room_history_size else 0,
+            settings.room_history_max_bytes,
+        ),
+        BudgetLine(
+            "room_history_topics",
+            settings.room_history_max_topics if settings.room_history_size else 0,
+            TOPIC_OVERHEAD_BYTES,
         ),
         # The game's process, in the same container: at least what the gateway's own process
         # is before any player (it loads the same code); what the game itself holds is its own.

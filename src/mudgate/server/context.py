@@ -11,6 +11,7 @@ from urllib.parse import unquote
 from uvicorn._types import ASGI3Application, WWWScope
 from uvicorn.server import ServerState
 
+from ..protocol import restart_reason
 from ..settings import Settings
 from .sockets import SocketTable
 
@@ -37,6 +38,9 @@ class ProtocolLimits:
     per_message_deflate: bool
     deflate_window_bits: int
     deflate_mem_level: int
+    # What a WebSocket still open at uvicorn's shutdown is told (the hub's drain tells the
+    # players the same): when to come back.
+    restart_reason: str
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ProtocolLimits:
@@ -56,6 +60,7 @@ class ProtocolLimits:
             per_message_deflate=settings.ws_per_message_deflate,
             deflate_window_bits=settings.ws_deflate_window_bits,
             deflate_mem_level=settings.ws_deflate_mem_level,
+            restart_reason=restart_reason(settings.reconnect_window),
         )
 
 

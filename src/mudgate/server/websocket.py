@@ -333,7 +333,7 @@ class WebSocketProtocol(asyncio.Protocol):
         if self._state is State.CONNECTING:
             self._refuse(503, [], b"the server is shutting down\n")
         elif self._state is State.OPEN:
-            self._send_close(CloseCode.SERVICE_RESTART, "")
+            self._send_close(CloseCode.SERVICE_RESTART, self._context.limits.restart_reason)
 
     # Frames from the client
 

@@ -116,6 +116,34 @@ class GatewayCollector(Collector):
         yield GaugeMetricFamily(
             "mudgate_outbox_bytes", "Bytes queued in all outboxes.", value=stats.outbox_bytes
         )
+        yield GaugeMetricFamily(
+            "mudgate_room_history_entries",
+            "Room and channel events kept in this process for players who reconnect.",
+            value=stats.room_history_entries,
+        )
+        yield GaugeMetricFamily(
+            "mudgate_room_history_bytes",
+            "Bytes of room and channel events kept in this process, with their overhead.",
+            value=stats.room_history_bytes,
+        )
+        yield CounterMetricFamily(
+            "mudgate_room_history_evicted",
+            "Room and channel events let go before their time, at a cap.",
+            value=stats.room_history_evicted,
+        )
+        resumes = CounterMetricFamily(
+            "mudgate_resumes",
+            "Rooms and channels players asked to resume, by whether all they missed came back.",
+            labels=["recovered"],
+        )
+        resumes.add_metric(["true"], stats.resumes_recovered)
+        resumes.add_metric(["false"], stats.resumes_not_recovered)
+        yield resumes
+        yield CounterMetricFamily(
+            "mudgate_events_replayed",
+            "Events sent again to players who resumed.",
+            value=stats.events_replayed,
+        )
 
     def _sockets(self) -> Iterator[Metric]:
         stats = self.sockets.stats()

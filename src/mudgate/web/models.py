@@ -109,6 +109,25 @@ class DataStructures(BaseModel):
     pending_messages: int = Field(description="Players with queued messages.")
     pending_message_entries: int = Field(description="Queued messages, all players together.")
     pending_message_bytes: int
+    room_history: int = Field(
+        description="Rooms and channels whose position (epoch, latest offset) is kept, with "
+        "their recent events, for players who reconnect (MUDGATE_ROOM_HISTORY_MAX_TOPICS)."
+    )
+    room_history_entries: int = Field(description="Events kept, all rooms and channels.")
+    room_history_bytes: int = Field(
+        description="Their bytes with their overhead (MUDGATE_ROOM_HISTORY_MAX_BYTES); kept "
+        "in this process (in Redis with MUDGATE_BACKPLANE, while it can be reached)."
+    )
+    room_history_evicted: int = Field(
+        description="Events let go before their time, at a room's count or bytes cap or the "
+        "cap on all of them."
+    )
+    resumes: int = Field(description="Rooms and channels players asked to resume.")
+    resumes_recovered: int = Field(description="Resumes that got back everything missed.")
+    resumes_not_recovered: int = Field(
+        description="Resumes told recovered: false (gone, a new epoch, too much, unavailable)."
+    )
+    events_replayed: int = Field(description="Events sent again to players who resumed.")
     commands_in_flight: int = Field(
         description="POST /commands under way (body arriving, or being handled)."
     )

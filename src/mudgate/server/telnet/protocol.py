@@ -93,7 +93,6 @@ MAX_TTYPE_ROUNDS = 3
 
 _GOODBYE = {
     CloseCode.NORMAL: "Goodbye.",
-    CloseCode.SERVICE_RESTART: "The server is restarting: reconnect in a moment.",
     CloseCode.SLOW_CONSUMER: "Closed: you were not reading what the server sent.",
 }
 
@@ -749,7 +748,11 @@ class TelnetProtocol(asyncio.Protocol):
 
     def write_farewell(self, code: CloseCode, reason: str) -> None:
         """The connection is closed by the server: tell the player why, in a line."""
-        text = _GOODBYE.get(code) or f"Closed: {reason}."
+        if code is CloseCode.SERVICE_RESTART:
+            window = self.service.settings.reconnect_window
+            text = f"The server is restarting: reconnect within {window:g} s."
+        else:
+            text = _GOODBYE.get(code) or f"Closed: {reason}."
         self._write(text_bytes(f"\n{text}\n"))
         self._close()
 
