@@ -62,8 +62,9 @@ def example(who: str, kind: str, **matching: Any) -> dict[str, Any]:
 
 
 def unstamped(message: dict[str, Any]) -> dict[str, Any]:
-    """A player's event without what the gateway stamps (``ts``, ``seq``: they differ)."""
-    return {key: value for key, value in message.items() if key not in ("ts", "seq")}
+    """A player's event without what the gateway stamps and differs run to run (``ts``,
+    ``seq``, a room's ``epoch``)."""
+    return {key: value for key, value in message.items() if key not in ("ts", "seq", "epoch")}
 
 
 TOKEN = example(">", "hello")["token"]

@@ -29,6 +29,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..bounded import ContainerStats
+from ..memory.budget import HISTORY_ENTRY_BYTES as ENTRY_OVERHEAD_BYTES
+from ..memory.budget import HISTORY_TOPIC_BYTES as TOPIC_OVERHEAD_BYTES
 from ..protocol import Outgoing
 from .topic import Topic
 
@@ -42,11 +44,6 @@ __all__ = [
     "new_epoch",
 ]
 
-# What a kept event costs beyond its bytes (its Outgoing, the entry tuple, the deque's slot),
-# and what a remembered topic costs beyond its events (its record, its key, the dict's slot);
-# measured with tracemalloc by tests/test_history.py, rounded up.
-ENTRY_OVERHEAD_BYTES = 160
-TOPIC_OVERHEAD_BYTES = 480
 
 # How long a topic's epoch and latest offset are remembered after its last event.
 EPOCH_TTL_SECONDS = 86_400.0

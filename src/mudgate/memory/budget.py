@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.frames import Frame, Opcode
 
-from ..backplane.history import TOPIC_OVERHEAD_BYTES
 from ..bounded import Mailboxes, SlidingWindowLimiter, TokenBuckets, TTLMap
 from ..protocol import Outgoing, encode_event
 from ..settings import Settings
@@ -42,6 +41,12 @@ __all__ = [
 # bench/idle_memory.py (10.7 KiB at 2,000 connections; uvicorn's were 21).
 TRANSPORT_BYTES_PER_CONNECTION = 11 * 1024
 _SAMPLES = 500
+# Room history (backplane/history.py): what a kept event costs beyond its bytes (its Outgoing,
+# the entry tuple, the deque's slot), and what a remembered room or channel costs beyond its
+# events (its record, its key, the dicts' slots); measured with tracemalloc by
+# tests/test_history.py, rounded up.
+HISTORY_ENTRY_BYTES = 160
+HISTORY_TOPIC_BYTES = 480
 # A command queued for Redis besides its arguments' bytes: its tuple and their object headers.
 COMMAND_OVERHEAD_BYTES = 256
 
@@ -285,7 +290,7 @@ def memory_budget(settings: Settings, limit_bytes: int, process_bytes: int = 0) 
         BudgetLine(
             "room_history_topics",
             settings.room_history_max_topics if settings.room_history_size else 0,
-            TOPIC_OVERHEAD_BYTES,
+            HISTORY_TOPIC_BYTES,
         ),
         # The game's process, in the same container: at least what the gateway's own process
         # is before any player (it loads the same code); what the game itself holds is its own.
