@@ -54,6 +54,18 @@ def test_nothing_is_queued_while_redis_is_away() -> None:
     assert (len(queue), queue.bytes, queue.dropped) == (0, 0, 2)
 
 
+def test_whoever_queued_a_command_is_shown_each_one_dropped_unwritten() -> None:
+    dropped: list[tuple[object, ...]] = []
+    queue = WriteQueue(2, 10**6, dropped=dropped.append)
+    queue.put(("PUBLISH", "c", b"away"))  # Redis is away
+    queue.open = True
+    for number in range(3):
+        queue.put(("PUBLISH", "c", bytes([number])))  # past the count
+    queue.close()  # Redis went away with two still queued
+    assert [command[2] for command in dropped] == [b"away", b"\x00", b"\x01", b"\x02"]
+    assert queue.dropped == 4
+
+
 class HeldPipeline:
     """A Redis pipeline whose round trip waits until the test lets it go."""
 
