@@ -50,6 +50,10 @@ class BackplaneStats:
     dropped: int
     reconnects: int
     invalid: int  # records no mudgate node wrote, skipped
+    history_kept: int  # room and channel events this node had numbered and kept in Redis
+    history_dropped: int  # ... that Redis never numbered: delivered here only, no offset
+    history_topics: int  # topics whose history Redis keeps (every node's), as last read
+    history_bytes: int  # bytes of their events (every node's), as last read
 
     def as_dict(self) -> dict[str, int]:
         """Every figure, prefixed ``backplane_`` (the monitoring JSON's flat names)."""
