@@ -50,10 +50,10 @@ class BackplaneStats:
     dropped: int
     reconnects: int
     invalid: int  # records no mudgate node wrote, skipped
-    history_kept: int  # room and channel events this node had numbered and kept in Redis
-    history_dropped: int  # ... that Redis never numbered: delivered here only, no offset
-    history_topics: int  # topics whose history Redis keeps (every node's), as last read
-    history_bytes: int  # bytes of their events (every node's), as last read
+    history_kept: int  # room and channel events this node published that Redis numbered
+    history_dropped: int  # those Redis never numbered: delivered here as they were, unkept
+    history_topics: int  # rooms and channels whose position Redis keeps (all nodes')
+    history_bytes: int  # bytes of the events Redis keeps for them (all nodes')
 
     def as_dict(self) -> dict[str, int]:
         """Every figure, prefixed ``backplane_`` (the monitoring JSON's flat names)."""
