@@ -424,6 +424,22 @@ async def test_a_kept_event_the_full_queue_drops_still_reaches_this_nodes_player
     assert a.backplane.stats().history_dropped == 3
 
 
+async def test_kept_events_on_their_way_when_redis_goes_away_reach_this_nodes_players_once(
+    start: Start, redis_server: RedisServer
+) -> None:
+    a = await start(HALL)
+    await keep(a, HALL, "before")
+    messages = [say(f"line {n}") for n in range(3)]
+    for message in messages:
+        a.backplane.publish_kept(HALL, message)
+    redis_server.stop()  # before the writer's turn: queued, or on their way, never seen back
+    async with asyncio.timeout(5):
+        while a.backplane.keeps_history or len(a.node.delivered) < 4:
+            await asyncio.sleep(0.005)
+    assert [message for _, message in a.node.delivered[1:]] == messages
+    assert a.backplane.stats().history_dropped == 3
+
+
 async def test_a_kept_event_redis_refuses_reaches_every_node_without_an_offset(
     start: Start, redis_server: RedisServer
 ) -> None:
