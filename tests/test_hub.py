@@ -95,13 +95,16 @@ async def test_moving_tells_both_rooms_and_drops_empty_ones(hub: Hub) -> None:
     hub.move(hub.registry.players["alice"], "tavern")
     await settle()
     assert payload(bob.written[-1])["event"] == "depart"
-    assert payload(alice.written[-1]) | {"ts": 0, "seq": 0} == {
+    arrived = payload(alice.written[-1])
+    assert arrived | {"ts": 0, "seq": 0, "epoch": ""} == {
         "type": "event",
         "event": "arrive",
         "room": "tavern",
         "player": "alice",
         "ts": 0,
         "seq": 0,
+        "offset": 1,  # the room's first event
+        "epoch": "",
     }
     hub.move(hub.registry.players["alice"], LOBBY)
     assert "tavern" not in hub.topics.occupants

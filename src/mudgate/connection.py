@@ -214,6 +214,43 @@ class Connection:
         else:
             self._writer.wake(True)
 
+    def forget_held(self, topic: str, up_to: int) -> int:
+        """Drop what the connection holds (still opening) of ``topic`` numbered ``up_to`` or
+        before: a resume's replay has them (they arrived live while the history was read).
+        The number dropped."""
+        outbox = self._outbox
+        if self.state is not ConnectionState.OPENING or not outbox:
+            return 0
+        kept: deque[Outgoing] = deque()
+        for message in outbox:
+            if message.topic == topic and 0 < message.offset <= up_to:
+                self._outbox_bytes -= len(message)
+            else:
+                kept.append(message)
+        dropped = len(outbox) - len(kept)
+        self._outbox = kept
+        return dropped
+
+    def room_left(self) -> tuple[int, int]:
+        """How many more messages, and bytes, the outbox takes before the connection is a
+        slow consumer."""
+        limits = self._limits
+        return (
+            limits.outbox_max_messages - self.outbox_messages,
+            limits.outbox_max_bytes - self._outbox_bytes,
+        )
+
+    def hold_first(self, messages: list[Outgoing]) -> None:
+        """Hold ``messages`` (a resume's replay) ahead of what the connection holds already,
+        in order, counted in its outbox; the caller checked they fit (``room_left``)."""
+        if self.state is not ConnectionState.OPENING or not messages:
+            return
+        outbox = self._outbox
+        if outbox is None:
+            outbox = self._outbox = deque()
+        outbox.extendleft(reversed(messages))
+        self._outbox_bytes += sum(len(message) for message in messages)
+
     def welcome(self, first: Iterable[Outgoing]) -> None:
         """Start writing: ``first`` (the hub's welcome, then what waited for the player while
         away), then what the connection was sent while opening, then the rest, in order.

@@ -28,13 +28,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 class Hooks:
-    """The game's callbacks: ``on_connect(player_id)``, ``on_disconnect(player_id)`` and
-    ``on_room_change(player_id, old_room, new_room)``."""
+    """The game's callbacks: ``on_connect(player_id)``, ``on_disconnect(player_id)``,
+    ``on_room_change(player_id, old_room, new_room)``, and ``on_return(player_id, topic)``,
+    which decides."""
 
     def __init__(self) -> None:
         self._connect: list[Callable[..., Any]] = []
         self._disconnect: list[Callable[..., Any]] = []
         self._room_change: list[Callable[..., Any]] = []
+        self._return: list[Callable[[str, str], bool]] = []
         # Coroutine hooks still running (each leaves the set when it finishes).
         self._running: set[asyncio.Task[Any]] = set()
         self.skipped = 0
@@ -53,6 +55,28 @@ class Hooks:
         """Call ``hook(player_id, old_room, new_room)`` when a player moves."""
         self._room_change.append(hook)
         return hook
+
+    def on_return(self, hook: Callable[[str, str], bool]) -> Callable[[str, str], bool]:
+        """Ask ``hook(player_id, topic)`` whether a player who reconnects may be put back in
+        the room (``topic`` ``"room:NAME"``) or channel (``"channel:NAME"``) they were in
+        before: False keeps them out (a room's player starts in the lobby instead). A plain
+        function, asked while the player connects (it must not wait); without one, players go
+        back where they were. A hook that raises counts as False."""
+        if inspect.iscoroutinefunction(hook):
+            raise TypeError("an on_return hook decides at once: a plain function, not async")
+        self._return.append(hook)
+        return hook
+
+    def may_return(self, player_id: str, topic: str) -> bool:
+        """Whether every ``on_return`` hook lets ``player_id`` back into ``topic``."""
+        for hook in self._return:
+            try:
+                if not hook(player_id, topic):
+                    return False
+            except Exception:
+                logger.exception("hook %s failed", getattr(hook, "__qualname__", hook))
+                return False
+        return True
 
     def connected(self, player_id: str) -> None:
         self._run(self._connect, player_id)

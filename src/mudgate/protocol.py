@@ -8,13 +8,15 @@ event is encoded once into an ``Outgoing`` and the same bytes go to every recipi
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable, Iterator, Mapping
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NamedTuple, TypeVar
 
 import msgspec
 
 __all__ = [
     "EVENT_FIELDS",
+    "MAX_RESUME_BYTES",
     "ChannelName",
     "CloseCode",
     "CommandError",
@@ -22,6 +24,7 @@ __all__ = [
     "ErrorCode",
     "Outgoing",
     "PlayerId",
+    "Position",
     "RequestId",
     "RoomName",
     "convert_args",
@@ -29,6 +32,7 @@ __all__ = [
     "encode_event",
     "error_body",
     "parse_frame",
+    "parse_resume",
     "websocket_binary_frame",
     "websocket_messages",
     "websocket_text_frame",
@@ -99,6 +103,10 @@ class ErrorCode(enum.StrEnum):
     INVALID_ARGS = "invalid_args"
     PLAYER_NOT_FOUND = "player_not_found"
     TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
+    # A resume (``?resume=``, ``Last-Event-ID``) that is not one, or names what the player
+    # may not read.
+    INVALID_RESUME = "invalid_resume"
+    FORBIDDEN_TOPIC = "forbidden_topic"
     NOT_SUBSCRIBED = "not_subscribed"
     NOT_CONNECTED = "not_connected"
     RATE_LIMITED = "rate_limited"
@@ -316,9 +324,9 @@ def convert_args(
 
 # The fields every event carries, which the hub sets: a game's own fields take other names.
 EVENT_FIELDS = frozenset({"type", "event", "ts", "seq"})
-# What a room event and a channel event add to them.
-ROOM_FIELD = frozenset({"room"})
-CHANNEL_FIELD = frozenset({"channel"})
+# What a room event and a channel event add to them (their topic's place: offset, epoch).
+ROOM_FIELD = frozenset({"room", "offset", "epoch"})
+CHANNEL_FIELD = frozenset({"channel", "offset", "epoch"})
 
 
 def refuse_fields(event: str, fields: Mapping[str, Any], taken: frozenset[str]) -> None:
@@ -355,3 +363,46 @@ def encode_error(
     if retry_after is not None:
         body["retry_after"] = retry_after
     return Outgoing("error", _encoder.encode(body))
+
+
+# Resume: where a client was in each room and channel when it lost its connection.
+
+# The longest resume string a client may send (``?resume=``, ``Last-Event-ID``).
+MAX_RESUME_BYTES = 2048
+_EPOCH = re.compile(r"[0-9a-f]{1,16}\Z")
+_NAME_RE = re.compile(NAME_PATTERN)
+
+
+class Position(NamedTuple):
+    """A client's place in one topic: the offset of the last event it got there, in ``epoch``."""
+
+    topic: str  # "room:NAME" or "channel:NAME" (or anything else, which the hub refuses)
+    offset: int
+    epoch: str
+
+    def __str__(self) -> str:
+        return f"{self.topic}:{self.offset}:{self.epoch}"
+
+
+def parse_resume(text: str, max_entries: int) -> list[Position]:
+    """The positions in a resume string (``room:hall:41:9f86d081,channel:ooc:7:0c1d2e3f``);
+    ValueError saying what is wrong with it. Kinds are not checked here (the hub refuses a
+    topic the player may not read); the shape of every entry is."""
+    if len(text) > MAX_RESUME_BYTES:
+        raise ValueError(f"longer than {MAX_RESUME_BYTES} bytes")
+    entries = [entry for entry in text.split(",") if entry]
+    if len(entries) > max_entries:
+        raise ValueError(f"more than {max_entries} entries")
+    positions: list[Position] = []
+    for entry in entries:
+        kind, _, rest = entry.partition(":")
+        name, _, rest = rest.partition(":")
+        offset, _, epoch = rest.partition(":")
+        if not kind or not _NAME_RE.match(name):
+            raise ValueError(f"{entry[:80]!r} is not TOPIC:OFFSET:EPOCH")
+        if not offset.isascii() or not offset.isdigit() or len(offset) > 18:
+            raise ValueError(f"{entry[:80]!r}: the offset is not a whole number")
+        if epoch and not _EPOCH.match(epoch):
+            raise ValueError(f"{entry[:80]!r}: the epoch is not hex")
+        positions.append(Position(f"{kind}:{name}", int(offset), epoch))
+    return positions

@@ -216,20 +216,35 @@ class KeptAlive(Protocol):
 class SSETransport:
     """A Server-Sent-Events stream: each message one ``data:`` record; a comment every
     ``keepalive_interval`` seconds keeps proxies from closing an idle stream, and makes a
-    write to a peer that vanished fail, which ends the stream."""
+    write to a peer that vanished fail, which ends the stream.
+
+    A room's or channel's event goes with an ``id:``: the stream's resume string (where it is
+    in its room and each channel it heard, at most ``max_channels`` of those), which the
+    browser sends back as ``Last-Event-ID`` when it reconnects."""
 
     name: ClassVar[str] = "sse"
 
     KEEPALIVE = Outgoing.sse_comment("keep-alive")
 
-    # One timer and no closure per stream: an idle connection holds only these four slots.
-    __slots__ = ("_connection", "_keepalive", "_keepalive_interval", "_send")
+    # One timer and no closure per stream: an idle connection holds only these slots (the
+    # positions only once it has heard a room or a channel).
+    __slots__ = (
+        "_connection",
+        "_keepalive",
+        "_keepalive_interval",
+        "_max_channels",
+        "_positions",
+        "_send",
+    )
 
-    def __init__(self, send: Send, keepalive_interval: float) -> None:
+    def __init__(self, send: Send, keepalive_interval: float, max_channels: int = 32) -> None:
         self._send = send
         self._keepalive_interval = keepalive_interval
         self._keepalive: asyncio.TimerHandle | None = None
         self._connection: KeptAlive | None = None
+        self._max_channels = max_channels
+        # Topic -> "TOPIC:OFFSET:EPOCH": the room first, then channels least recently heard first.
+        self._positions: dict[str, str] | None = None
 
     def start_keepalive(self, connection: KeptAlive) -> None:
         """Every interval, send ``connection`` the keep-alive comment unless something is
@@ -253,7 +268,32 @@ class SSETransport:
         return False
 
     async def write(self, message: Outgoing) -> None:
-        await self._send({"type": "http.response.body", "body": message.sse, "more_body": True})
+        body = message.sse
+        if message.topic is not None and message.offset:
+            body = b"id: " + self._moved_on(message).encode() + b"\n" + body
+        await self._send({"type": "http.response.body", "body": body, "more_body": True})
+
+    def _moved_on(self, message: Outgoing) -> str:
+        """The stream's resume string once it has ``message`` (a room's or channel's)."""
+        topic = message.topic
+        assert topic is not None
+        positions = self._positions
+        if positions is None:
+            positions = self._positions = {}
+        entry = f"{topic}:{message.offset}:{message.epoch}"
+        if topic.startswith("room:"):
+            # A player hears one room at a time: the room of the latest room event is theirs.
+            room = next((key for key in positions if key.startswith("room:")), None)
+            if room is not None and room != topic:
+                del positions[room]
+            positions[topic] = entry
+        else:
+            positions.pop(topic, None)
+            positions[topic] = entry
+            channels = [key for key in positions if not key.startswith("room:")]
+            for key in channels[: max(0, len(channels) - self._max_channels)]:
+                del positions[key]
+        return ",".join(positions.values())
 
     async def write_close(self, code: CloseCode, reason: str) -> None:
         record = Outgoing.close_record(code, reason)

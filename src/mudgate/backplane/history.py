@@ -56,6 +56,7 @@ EPOCH_CHANGED = "epoch_changed"
 TOO_OLD = "too_old"
 OFFSET_AHEAD = "offset_ahead"
 UNAVAILABLE = "unavailable"
+TOO_MUCH = "too_much"  # more than the connection's outbox takes
 
 
 def new_epoch() -> str:
@@ -93,6 +94,12 @@ def decide(
         return Recovery(False, epoch, latest, reason=TOO_OLD)
     missed = [message for offset, message in kept if offset > asked_offset]
     return Recovery(True, epoch, latest, missed)
+
+
+def _copy(message: Outgoing, topic: Topic) -> Outgoing:
+    copy = Outgoing(message.event, message.data)
+    copy.topic, copy.offset, copy.epoch = topic, message.offset, message.epoch
+    return copy
 
 
 class _Topic:
@@ -177,6 +184,7 @@ class TopicHistory:
         # A slim copy: the outboxes' framing caches (WebSocket frame, SSE record, views) are
         # not kept with it; a replay frames it again.
         kept = Outgoing(message.event, message.data)
+        kept.offset, kept.epoch = offset, epoch
         cost = len(message.data) + ENTRY_OVERHEAD_BYTES
         record.entries.append((offset, now, kept))
         record.bytes += cost
@@ -195,7 +203,13 @@ class TopicHistory:
         now = self.clock()
         self._trim(record, now)
         kept = [(entry_offset, message) for entry_offset, _, message in record.entries]
-        return decide(offset, epoch, record.epoch, record.latest, kept)
+        recovery = decide(offset, epoch, record.epoch, record.latest, kept)
+        if not recovery.messages:
+            return recovery
+        # A copy for the one who resumes: what framing it gets as it is written (held in its
+        # outbox, under its caps) is that connection's, and not kept here.
+        copies = [_copy(message, topic) for message in recovery.messages]
+        return Recovery(True, recovery.epoch, recovery.offset, copies)
 
     # Bounds
 

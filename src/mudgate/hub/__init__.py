@@ -23,7 +23,8 @@ from typing import Any
 import msgspec
 
 from ..backplane import Backplane, Delivery, HealthProvider, Presence, create_backplane
-from ..backplane.topic import Topic, channel_topic, player_of, player_topic, room_topic
+from ..backplane.history import TOO_MUCH, UNAVAILABLE, Recovery, TopicHistory
+from ..backplane.topic import Topic, TopicKind, channel_topic, player_of, player_topic, room_topic
 from ..bounded import ContainerStats, Expiring
 from ..connection import Connection, ConnectionLimits, ConnectionState
 from ..hooks import Hooks
@@ -32,8 +33,12 @@ from ..protocol import (
     EVENT_FIELDS,
     ROOM_FIELD,
     CloseCode,
+    ErrorCode,
     Outgoing,
+    Position,
+    encode_error,
     encode_event,
+    parse_resume,
     refuse_fields,
 )
 from ..settings import Settings
@@ -57,6 +62,16 @@ __all__ = [
 
 logger = logging.getLogger("mudgate.hub")
 
+_ROOM_PREFIX = f"{TopicKind.ROOM}:"
+_ROOM_PREFIX_LENGTH = len(_ROOM_PREFIX)
+_CHANNEL_PREFIX = f"{TopicKind.CHANNEL}:"
+_CHANNEL_PREFIX_LENGTH = len(_CHANNEL_PREFIX)
+
+
+def _refused(position: Position, why: str) -> Outgoing:
+    return encode_error(ErrorCode.FORBIDDEN_TOPIC, f"cannot resume {position.topic!r}: {why}")
+
+
 # Close codes a client sends when it leaves on its own (1005: a close frame without a code).
 _CLIENT_CLOSES = frozenset({1000, 1001, 1005})
 
@@ -77,14 +92,16 @@ class Session:
     """A connection's time on the hub (``Hub.session``). A slotted object, not a generator:
     it lives as long as the connection, so it is kept small."""
 
-    __slots__ = ("_conn", "_hub")
+    __slots__ = ("_conn", "_hub", "_resume")
 
-    def __init__(self, hub: Hub, conn: Connection) -> None:
+    def __init__(self, hub: Hub, conn: Connection, resume: str | None) -> None:
         self._hub = hub
         self._conn = conn
+        self._resume = resume
 
     async def __aenter__(self) -> Player:
-        return await self._hub._open(self._conn)
+        resume, self._resume = self._resume, None  # not held for the connection's life
+        return await self._hub._open(self._conn, resume)
 
     async def __aexit__(self, *exc_info: object) -> None:
         self._hub.disconnect(self._conn)
@@ -124,6 +141,18 @@ class Hub:
             clock=clock,
             wall_clock=wall_clock,
         )
+        self.history = TopicHistory(
+            size=settings.room_history_size,
+            topic_bytes=settings.room_history_topic_bytes,
+            ttl_seconds=settings.room_history_ttl,
+            max_bytes=settings.room_history_max_bytes,
+            max_topics=settings.room_history_max_topics,
+            clock=clock,
+        )
+        self.resumes = 0  # topics asked to resume
+        self.recovered = 0  # ... that got back all they missed
+        self.not_recovered = 0  # ... that were told recovered: false
+        self.replayed = 0  # events sent again to players who resumed
         self._seq = 0
 
     # Lifecycle
@@ -203,43 +232,62 @@ class Hub:
         """Refuse (or again accept) new connections; existing players keep playing."""
         self.admission.set_shedding(shedding, len(self.registry))
 
-    def session(self, conn: Connection) -> Session:
+    def session(self, conn: Connection, resume: str | None = None) -> Session:
         """``async with hub.session(conn)``: a connection's life on the hub, registered and
         welcomed on entry (in a cluster, once the cluster has settled it), and every
         reference to it removed on exit, however it ends. The one way transports enter and
-        leave."""
-        return Session(self, conn)
+        leave.
 
-    async def _open(self, conn: Connection) -> Player:
-        """Session's entry: register, settle with the cluster, welcome. Whatever reaches the
-        connection meanwhile (its room, the game's hooks, tells) is held by the connection,
-        under its outbox caps, and written after the welcome and the backlog."""
-        player, greeting = self._enter(conn)
+        ``resume`` is where the client was when it lost its last connection (a resume string,
+        docs/protocol.md): the player is put back in that room and those channels (as the
+        game's ``on_return`` hooks allow) and gets what was said there meanwhile, after the
+        welcome."""
+        return Session(self, conn, resume)
+
+    async def _open(self, conn: Connection, resume: str | None = None) -> Player:
+        """Session's entry: register, settle with the cluster, recover, welcome. Whatever
+        reaches the connection meanwhile (its room, the game's hooks, tells) is held by the
+        connection, under its outbox caps, and written after the welcome and the backlog."""
+        positions, told = self._resume_positions(resume)
+        player, greeting = self._enter(conn, positions)
         try:
             elsewhere, excess = await self.cluster_presence.settle(conn)
+            told += await self._recover(conn, player, positions)
         except BaseException:
             self.disconnect(conn)
             raise
         self.evict(conn.player_id, excess)
-        self._welcome(conn, greeting, elsewhere)
+        self._welcome(conn, greeting, [*elsewhere, *told])
         return player
 
     def connect(self, conn: Connection) -> Player:
         """Register ``conn`` outside a session (tests, tools) and welcome it at once, without
         settling with the cluster. Leave with ``disconnect``."""
-        player, greeting = self._enter(conn)
+        player, greeting = self._enter(conn, [])
         self._welcome(conn, greeting, [])
         return player
 
-    def _enter(self, conn: Connection) -> tuple[Player, Outgoing]:
-        """Register ``conn``; its player comes online (in the lobby) if they were not. The
-        connection holds what it is sent until ``_welcome``; its welcome is made here, before
-        any hook can send to it, so the welcome's seq comes before theirs."""
+    def _enter(self, conn: Connection, positions: list[Position]) -> tuple[Player, Outgoing]:
+        """Register ``conn``; its player comes online (in the lobby, or back in the room and
+        channels of ``positions``) if they were not. The connection holds what it is sent
+        until ``_welcome``; its welcome is made here, before any hook can send to it, so the
+        welcome's seq comes before theirs."""
         player, arrived = self.registry.add(conn)
         if arrived:
             self.absentees.returned(player.id)
-            self.topics.arrive(player)
-        greeting = self.event("welcome", player=player.id, room=player.room, connection=conn.id)
+            self.topics.arrive(player, self._room_to_return_to(player.id, positions))
+            for position in positions:
+                if position.topic.startswith(_CHANNEL_PREFIX) and self.hooks.may_return(
+                    player.id, position.topic
+                ):
+                    self.topics.join(player, position.topic[_CHANNEL_PREFIX_LENGTH:])
+        greeting = self.event(
+            "welcome",
+            player=player.id,
+            room=player.room,
+            connection=conn.id,
+            reconnect_window=self.settings.reconnect_window,
+        )
         own = self.registry.player_connections[player.id]
         if len(own) > self.settings.max_connections_per_player:
             oldest = own[0]
@@ -258,6 +306,109 @@ class Hub:
             },
         )
         return player, greeting
+
+    # Resume
+
+    def _resume_positions(self, resume: str | None) -> tuple[list[Position], list[Outgoing]]:
+        """The positions of a resume string, and the errors to tell the player about it: one
+        that is not a resume string, or names a topic nobody may resume (a player's own), is
+        told and otherwise ignored."""
+        if not resume:
+            return [], []
+        try:
+            positions = parse_resume(resume, self.settings.max_subscriptions_per_player + 1)
+        except ValueError as error:
+            return [], [encode_error(ErrorCode.INVALID_RESUME, f"resume ignored: {error}")]
+        kept: list[Position] = []
+        told: list[Outgoing] = []
+        rooms = 0
+        for position in positions:
+            kind = position.topic.partition(":")[0]
+            if kind == TopicKind.ROOM:
+                rooms += 1
+                if rooms > 1:
+                    told.append(_refused(position, "only one room can be resumed"))
+                    continue
+            elif kind != TopicKind.CHANNEL:
+                told.append(_refused(position, "only rooms and channels can be resumed"))
+                continue
+            kept.append(position)
+        return kept, told
+
+    def _room_to_return_to(self, player_id: str, positions: list[Position]) -> str:
+        for position in positions:
+            if position.topic.startswith(_ROOM_PREFIX) and self.hooks.may_return(
+                player_id, position.topic
+            ):
+                return position.topic[_ROOM_PREFIX_LENGTH:]
+        return LOBBY
+
+    async def _recover(
+        self, conn: Connection, player: Player, positions: list[Position]
+    ) -> list[Outgoing]:
+        """Read what each topic of ``positions`` said after the client's offset. The connection
+        holds it (counted in its outbox, ahead of what it holds already; past its caps a topic
+        is told ``too_much``), each topic's followed by a ``resumed`` event saying whether that
+        was all, and forgets what it holds of the same (it arrived live while this was read).
+        The refusals to tell the player, for the backlog."""
+        told: list[Outgoing] = []
+        replay: list[Outgoing] = []
+        messages_left, bytes_left = conn.room_left()
+        for position in positions:
+            kind, _, name = position.topic.partition(":")
+            listening = name == player.room if kind == TopicKind.ROOM else name in player.channels
+            if not listening:
+                if not self.hooks.may_return(player.id, position.topic):
+                    told.append(_refused(position, "the game does not let you back in"))
+                elif kind == TopicKind.ROOM:
+                    told.append(_refused(position, "you are in another room"))
+                else:
+                    told.append(_refused(position, "too many channels"))
+                continue
+            topic = Topic(position.topic)
+            recovery = await self._recovery(topic, position)
+            missed = recovery.messages
+            size = sum(len(message) for message in missed)
+            if missed and (len(missed) >= messages_left or size >= bytes_left):
+                recovery = Recovery(False, recovery.epoch, recovery.offset, reason=TOO_MUCH)
+                missed = ()
+            if missed:
+                conn.forget_held(topic, recovery.offset)
+                replay.extend(missed)
+                messages_left -= len(missed)
+                bytes_left -= size
+                self.replayed += len(missed)
+            self.resumes += 1
+            if recovery.recovered:
+                self.recovered += 1
+            else:
+                self.not_recovered += 1
+            resumed = self.event(
+                "resumed",
+                **{kind: name},
+                recovered=recovery.recovered,
+                offset=recovery.offset,
+                epoch=recovery.epoch,
+                missed=len(missed),
+                reason=recovery.reason,
+            )
+            # Where the client now is in ``topic`` (an SSE stream's id says so).
+            resumed.topic, resumed.offset, resumed.epoch = topic, recovery.offset, recovery.epoch
+            replay.append(resumed)
+            messages_left -= 1
+            bytes_left -= len(resumed)
+        conn.hold_first(replay)
+        return told
+
+    async def _recovery(self, topic: Topic, position: Position) -> Recovery:
+        if not self.history.enabled:
+            return Recovery(False, "", 0, reason=UNAVAILABLE)
+        if self.backplane.keeps_history:
+            recovery = await self.backplane.recover(topic, position.offset, position.epoch)
+            if recovery is not None:
+                return recovery
+            return Recovery(False, "", 0, reason=UNAVAILABLE)
+        return self.history.recover(topic, position.offset, position.epoch)
 
     def _welcome(self, conn: Connection, greeting: Outgoing, elsewhere: list[Outgoing]) -> None:
         """Write ``greeting`` to ``conn``, then what was queued while the player was away
@@ -352,17 +503,46 @@ class Hub:
         fields["seq"] = self._seq
         return encode_event(name, fields)
 
+    def _numbered(self, name: str, fields: dict[str, Any], offset: int, epoch: str) -> Outgoing:
+        """``event``, with its topic's ``offset`` and ``epoch`` last (where Redis puts them)."""
+        refuse_fields(name, fields, EVENT_FIELDS)
+        self._seq += 1
+        fields["ts"] = round(self.wall_clock(), 3)
+        fields["seq"] = self._seq
+        fields["offset"] = offset
+        fields["epoch"] = epoch
+        return encode_event(name, fields)
+
     def room_event(self, room: str, event: str, /, **fields: Any) -> None:
-        """Send ``event`` to everyone in ``room``, on every node; the hub adds ``room`` (and
-        ``ts``, ``seq``): a field of that name raises ValueError."""
+        """Send ``event`` to everyone in ``room``, on every node, and keep it in the room's
+        history; the hub adds ``room`` (and ``ts``, ``seq``, ``offset``, ``epoch``): a field
+        of one of those names raises ValueError."""
         refuse_fields(event, fields, ROOM_FIELD)
-        self._publish(room_topic(room), self.event(event, room=room, **fields))
+        fields["room"] = room
+        self._publish_kept(room_topic(room), event, fields)
 
     def channel_event(self, channel: str, event: str, /, **fields: Any) -> None:
-        """Send ``event`` to everyone subscribed to ``channel``, on every node; the hub adds
-        ``channel`` (and ``ts``, ``seq``): a field of that name raises ValueError."""
+        """Send ``event`` to everyone subscribed to ``channel``, on every node, and keep it in
+        the channel's history; the hub adds ``channel`` (and ``ts``, ``seq``, ``offset``,
+        ``epoch``): a field of one of those names raises ValueError."""
         refuse_fields(event, fields, CHANNEL_FIELD)
-        self._publish(channel_topic(channel), self.event(event, channel=channel, **fields))
+        fields["channel"] = channel
+        self._publish_kept(channel_topic(channel), event, fields)
+
+    def _publish_kept(self, topic: Topic, event: str, fields: dict[str, Any]) -> None:
+        """Publish a room's or channel's event numbered in its topic: by the cluster (Redis
+        numbers it and delivers it back here), or else here, kept in this process."""
+        if not self.history.enabled:
+            self._publish(topic, self.event(event, **fields))
+            return
+        if self.backplane.keeps_history:
+            self.backplane.publish_kept(topic, self.event(event, **fields))
+            return
+        offset, epoch = self.history.next(topic)
+        message = self._numbered(event, fields, offset, epoch)
+        message.topic, message.offset, message.epoch = topic, offset, epoch
+        self.history.keep(topic, offset, epoch, message)
+        self._publish(topic, message)
 
     def send(
         self, player_id: str, event: str | Outgoing, /, *, sender: str | None = None, **fields: Any

@@ -42,10 +42,11 @@ class Topics:
 
     # A player's arrival and departure
 
-    def arrive(self, player: Player) -> None:
-        """A player came online: they hear their own topic and stand in the lobby."""
+    def arrive(self, player: Player, room: str = LOBBY) -> None:
+        """A player came online: they hear their own topic and stand in ``room`` (the lobby,
+        or where they were before a reconnect)."""
         self._backplane.subscribe(player_topic(player.id))
-        self.enter(player, LOBBY)
+        self.enter(player, room)
 
     def depart(self, player: Player) -> None:
         """A player went offline: out of their room, their channels and their own topic."""

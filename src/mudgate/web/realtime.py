@@ -52,17 +52,34 @@ SSE_HEADERS = [
 ]
 
 
+def _query_parameter(scope: Scope, wanted: bytes) -> str | None:
+    """The value of the query parameter spelled exactly ``wanted`` (the first), if any."""
+    query_string: bytes = scope.get("query_string", b"")
+    for parameter in query_string.split(b"&"):
+        name, _, value = parameter.partition(b"=")
+        if name == wanted:
+            return unquote_plus(value.decode("latin-1"))
+    return None
+
+
+def _resume_of(scope: Scope) -> str | None:
+    """Where the client was (docs/protocol.md, "Resume"): ``?resume=`` on a WebSocket, the
+    ``Last-Event-ID`` header (or ``?last_event_id=``) on an SSE stream."""
+    for name, value in scope.get("headers", ()):
+        if name == b"last-event-id":
+            return str(value.decode("latin-1"))
+    return _query_parameter(scope, b"resume") or _query_parameter(scope, b"last_event_id")
+
+
 def _query_token(scope: Scope) -> str | None:
     """The token from ``?token=`` (what browsers can send) or an Authorization bearer header.
 
     Only a parameter spelled exactly ``token`` counts: ``%74oken`` is not one (and so not
     redacted from logs by a rule that looks for ``token=``).
     """
-    query_string: bytes = scope.get("query_string", b"")
-    for parameter in query_string.split(b"&"):
-        name, _, value = parameter.partition(b"=")
-        if name == b"token":
-            return unquote_plus(value.decode("latin-1")) or None
+    token = _query_parameter(scope, b"token")
+    if token is not None:
+        return token or None
     for name, value in scope.get("headers", ()):
         if name == b"authorization":
             header: str = value.decode("latin-1")
@@ -181,9 +198,9 @@ class RealtimeEndpoints:
             clock=self.clock,
         )
         if session is None:
-            await self._serve(conn, self._receive_frames(conn, receive))
+            await self._serve(conn, self._receive_frames(conn, receive), _resume_of(scope))
         else:
-            await self._serve(conn, session.receive_frames(conn, receive))
+            await self._serve(conn, session.receive_frames(conn, receive), _resume_of(scope))
 
     async def _deny_handshake(
         self, scope: Scope, send: Send, status: int, code: ErrorCode, message: str
@@ -227,12 +244,15 @@ class RealtimeEndpoints:
             await asyncio.sleep(0)
 
     async def _serve(
-        self, conn: Connection, receiving: Coroutine[Any, Any, tuple[int, str] | None]
+        self,
+        conn: Connection,
+        receiving: Coroutine[Any, Any, tuple[int, str] | None],
+        resume: str | None,
     ) -> None:
         """Run ``conn``'s receive loop in its hub session, which always ends by removing it
-        from every structure (``Hub.disconnect``)."""
+        from every structure (``Hub.disconnect``); ``resume`` is where the client was."""
         try:
-            async with self.hub.session(conn):
+            async with self.hub.session(conn, resume):
                 conn.peer_close = await receiving
         except asyncio.CancelledError:
             # Only the cancellation that Connection.abort asked for ends the handler quietly.
@@ -270,7 +290,9 @@ class RealtimeEndpoints:
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
         # Tell EventSource how soon to reconnect after the stream ends.
         await send({"type": "http.response.body", "body": b"retry: 2000\n\n", "more_body": True})
-        transport = SSETransport(send, self.settings.ping_interval)
+        transport = SSETransport(
+            send, self.settings.ping_interval, self.settings.max_subscriptions_per_player
+        )
         conn = Connection(
             identity.player_id,
             remote,
@@ -280,7 +302,7 @@ class RealtimeEndpoints:
             clock=self.clock,
         )
         transport.start_keepalive(conn)
-        await self._serve(conn, _until_disconnect(receive))
+        await self._serve(conn, _until_disconnect(receive), _resume_of(scope))
 
 
 async def _until_disconnect(receive: Receive) -> None:
