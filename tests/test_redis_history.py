@@ -171,6 +171,21 @@ async def test_a_node_that_subscribes_and_publishes_at_once_delivers_its_own_eve
     assert a.backplane.stats().history_dropped == 0
 
 
+async def test_a_node_busy_writing_still_hears_its_own_first_event_in_a_new_room(
+    start: Start,
+) -> None:
+    a = await start()
+    for _ in range(2000):  # several round trips of writes nobody here listens to
+        a.backplane.publish_kept(room_topic("busy"), say("x", "busy"))
+    for number in range(20):
+        await asyncio.sleep(0)  # the writer is on its way with what was queued before
+        topic = room_topic(f"room{number}")
+        a.backplane.subscribe(topic)
+        a.backplane.publish_kept(topic, say("hello", f"room{number}"))
+    delivered = await a.node.received(20)
+    assert [message.offset for message in delivered] == [1] * 20
+
+
 async def test_a_topic_nobody_listens_to_here_is_still_numbered_and_kept(start: Start) -> None:
     a = await start()
     await keep(a, HALL, "one", "two")

@@ -110,3 +110,16 @@ async def test_a_batch_on_its_way_counts_against_the_byte_cap_until_written() ->
     redis.release.set()
     await writing
     assert (len(queue), queue.bytes) == (0, 0)
+
+
+async def test_a_write_until_a_mark_leaves_what_was_queued_after_it_for_the_next_turn() -> None:
+    queue = opened(capacity=3, capacity_bytes=10**6)
+    queue.put(("PUBLISH", "c", b"dropped"))
+    queue.put(("PUBLISH", "c", b"before"))
+    mark = queue.mark()
+    queue.put(("PUBLISH", "c", b"after"))
+    queue.put(("PUBLISH", "c", b"later"))  # the oldest is dropped: only the front ever is
+    redis = HeldRedis()
+    redis.release.set()
+    await queue.write(redis, mark)  # type: ignore[arg-type]
+    assert [command[2] for command in queue.take_all()] == [b"after", b"later"]

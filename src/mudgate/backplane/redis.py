@@ -522,7 +522,9 @@ class RedisBackplane:
             await self._writes.wake.wait()
             self._writes.wake.clear()
             # This node's kept events reach its own players only through its subscriptions:
-            # those just asked for are in force before anything queued after them is written.
+            # those asked for so far are in force before what was queued so far is written,
+            # and what is queued meanwhile waits for the next turn (and its subscriptions).
+            until = self._writes.mark()
             subscribing = self._history.enabled and self.subscriptions.subscribing()
             barrier = self.subscriptions.barrier() if subscribing else None
             await self.subscriptions.catch_up(self._pubsub)
@@ -530,7 +532,7 @@ class RedisBackplane:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.settings.backplane_timeout):
                         await asyncio.shield(barrier)
-            await self._writes.write(self._redis)
+            await self._writes.write(self._redis, until)
 
     async def _renew_lease(self) -> None:
         assert self._redis is not None

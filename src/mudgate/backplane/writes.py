@@ -47,6 +47,7 @@ class WriteQueue:
         "_dropped",
         "_replied",
         "_sending",
+        "_serial",
         "dropped",
         "errors",
         "open",
@@ -67,6 +68,7 @@ class WriteQueue:
         self._commands: deque[Command] = deque()
         self._bytes = 0  # of the queued commands' arguments
         self._sending = 0  # of the batch being written
+        self._serial = 0  # commands ever queued: the newest's number
         self.open = False  # Redis can be reached: commands are queued
         self.wake = asyncio.Event()  # set when the writer has something to do
         self.dropped = 0
@@ -87,6 +89,7 @@ class WriteQueue:
                 self._dropped(command)
             return
         self._commands.append(command)
+        self._serial += 1
         self._bytes += command_bytes(command)
         while len(self._commands) > self._capacity or (
             self._bytes + self._sending > self._capacity_bytes and len(self._commands) > 1
@@ -115,11 +118,22 @@ class WriteQueue:
         self._bytes = 0
         return commands
 
-    async def write(self, redis: Redis) -> None:
-        """Write what is queued, WRITE_BATCH commands a round trip; a command Redis refuses
-        is counted and logged (unless ``replied`` took care of it), and the others still run."""
-        while self._commands:
-            count = min(WRITE_BATCH, len(self._commands))
+    def mark(self) -> int:
+        """Where the queue stands now, for ``write(until=)``."""
+        return self._serial
+
+    def _queued_until(self, mark: int | None) -> int:
+        """How many queued commands were queued by ``mark`` (only the oldest are ever
+        dropped, so those queued since are the newest ``serial - mark``)."""
+        if mark is None:
+            return len(self._commands)
+        return max(0, len(self._commands) - (self._serial - mark))
+
+    async def write(self, redis: Redis, until: int | None = None) -> None:
+        """Write what is queued (or only what was queued by ``until``, a ``mark``),
+        WRITE_BATCH commands a round trip; a command Redis refuses is counted and logged
+        (unless ``replied`` took care of it), and the others still run."""
+        while count := min(WRITE_BATCH, self._queued_until(until)):
             batch = [self._commands.popleft() for _ in range(count)]
             # On its way, a batch still counts against the cap: what waits and what is being
             # written are capped together.
