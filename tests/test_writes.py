@@ -54,6 +54,18 @@ def test_nothing_is_queued_while_redis_is_away() -> None:
     assert (len(queue), queue.bytes, queue.dropped) == (0, 0, 2)
 
 
+def test_whoever_queued_a_command_is_shown_each_one_dropped_unwritten() -> None:
+    dropped: list[tuple[object, ...]] = []
+    queue = WriteQueue(2, 10**6, dropped=dropped.append)
+    queue.put(("PUBLISH", "c", b"away"))  # Redis is away
+    queue.open = True
+    for number in range(3):
+        queue.put(("PUBLISH", "c", bytes([number])))  # past the count
+    queue.close()  # Redis went away with two still queued
+    assert [command[2] for command in dropped] == [b"away", b"\x00", b"\x01", b"\x02"]
+    assert queue.dropped == 4
+
+
 class HeldPipeline:
     """A Redis pipeline whose round trip waits until the test lets it go."""
 
@@ -98,3 +110,16 @@ async def test_a_batch_on_its_way_counts_against_the_byte_cap_until_written() ->
     redis.release.set()
     await writing
     assert (len(queue), queue.bytes) == (0, 0)
+
+
+async def test_a_write_until_a_mark_leaves_what_was_queued_after_it_for_the_next_turn() -> None:
+    queue = opened(capacity=3, capacity_bytes=10**6)
+    queue.put(("PUBLISH", "c", b"dropped"))
+    queue.put(("PUBLISH", "c", b"before"))
+    mark = queue.mark()
+    queue.put(("PUBLISH", "c", b"after"))
+    queue.put(("PUBLISH", "c", b"later"))  # the oldest is dropped: only the front ever is
+    redis = HeldRedis()
+    redis.release.set()
+    await queue.write(redis, mark)  # type: ignore[arg-type]
+    assert [command[2] for command in queue.take_all()] == [b"after", b"later"]

@@ -345,10 +345,10 @@ async def test_a_node_starts_without_redis_and_joins_when_it_comes(
         redis_server.close()
 
 
-async def test_redis_holds_nothing_but_leases_once_everyone_has_left(
+async def test_redis_holds_nothing_but_leases_and_positions_once_everyone_has_left(
     nodes: Any, redis_server: RedisServer
 ) -> None:
-    a, b = nodes(2, last_seen_ttl=0.3, pending_message_ttl=0.3)
+    a, b = nodes(2, last_seen_ttl=0.3, pending_message_ttl=0.3, room_history_ttl=0.3)
     async with (
         await Player.connect(a.ws("alice")) as alice,
         await Player.connect(b.ws("bob")) as bob,
@@ -366,10 +366,15 @@ async def test_redis_holds_nothing_but_leases_once_everyone_has_left(
         await bob.next("told")
     leases = sorted(f"mudgate:node:{node.hub.backplane.node_id}" for node in (a, b))
     await wait_for(lambda: a.stats()["online_players"] == 0 == b.stats()["online_players"])
-    # Every key but the leases expires by itself: seen markers and the queued tell.
+    # Every key but the leases expires by itself: seen markers, the queued tell, the rooms'
+    # events; the rooms' positions (epoch, latest offset) within a day, so that a player who
+    # comes back to a quiet room resumes with nothing lost.
     for key in redis_server.mudgate_keys():
-        assert key in leases or (redis_server.client().pttl(key) > 0), key
-    await wait_for(lambda: redis_server.mudgate_keys() == leases, timeout=5)
+        assert key in leases or (0 < redis_server.client().pttl(key) <= 86_400_000), key
+    positions = ["mudgate:history:index:topics"] + [
+        f"mudgate:history:meta:{topic}" for topic in ("room:lobby", "room:tavern")
+    ]
+    await wait_for(lambda: redis_server.mudgate_keys() == sorted(leases + positions), timeout=5)
 
 
 def test_stopping_a_node_withdraws_its_lease_at_once(redis_server: RedisServer) -> None:

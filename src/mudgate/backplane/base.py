@@ -50,6 +50,10 @@ class BackplaneStats:
     dropped: int
     reconnects: int
     invalid: int  # records no mudgate node wrote, skipped
+    history_kept: int  # room and channel events this node published that Redis numbered
+    history_dropped: int  # those Redis never numbered: delivered here as they were, unkept
+    history_topics: int  # rooms and channels whose position Redis keeps (all nodes')
+    history_bytes: int  # bytes of the events Redis keeps for them (all nodes')
 
     def as_dict(self) -> dict[str, int]:
         """Every figure, prefixed ``backplane_`` (the monitoring JSON's flat names)."""

@@ -3,7 +3,9 @@
 What lives in Redis, under ``MUDGATE_REDIS_PREFIX``, and what bounds it: redis_view.py.
 Room, channel and player topics are pub/sub channels; a node subscribes to one only while it
 has a local listener (subscriptions.py). The hub delivers to its own listeners; a message is
-published once, tagged with the node's id, so the publishing node skips its own echo.
+published once, tagged with the node's id, so the publishing node skips its own echo. Room and
+channel events kept for resumes are the exception: Redis numbers them (redis_history.py) and
+every node delivers them from Redis, the publishing node included.
 
 Nothing read from Redis is trusted (``wire.py``): a record no mudgate node would have written
 is counted, logged once, and skipped. Nothing a player does waits for Redis: writes go through
@@ -35,6 +37,7 @@ from ..tasks import BackgroundTask, cancel_and_wait
 from .base import BackplaneStats, Delivery, HealthProvider, Node, Presence
 from .history import Recovery
 from .mailbox import MAILBOX_SCRIPTS, RETIRE_SCAN_COUNT, SEND_RESULTS, RedisMailbox
+from .redis_history import KEEP, RedisHistory
 from .redis_view import (
     RedisKeys,
     hold_lease,
@@ -50,9 +53,11 @@ from .subscriptions import Subscriptions
 from .topic import Topic, player_of, player_topic
 from .wire import (
     EVICT,
+    KEPT,
     MESSAGE,
     Invalid,
     decode_eviction,
+    decode_kept,
     decode_message,
     encode_eviction,
     encode_message,
@@ -99,10 +104,21 @@ class RedisBackplane:
         # Topics with a local listener (mirroring the hub's, so bounded by them).
         self.subscriptions = Subscriptions(self._keys.channel)
         self._mailbox = RedisMailbox(settings)
+        self._history = RedisHistory(
+            settings,
+            self.node_id,
+            lost=self._unkept,
+            listening=self.subscriptions.topics.__contains__,
+            wall_clock=wall_clock,
+        )
         # Commands waiting to be written; open (and queueing) only while Redis is up. What
-        # Redis answers to the mailbox's scripts among them goes to the mailbox.
+        # Redis answers to the mailbox's and the history's scripts among them goes to them,
+        # and the history hears of each of its commands dropped unwritten.
         self._writes = WriteQueue(
-            settings.backplane_queue_size, settings.backplane_queue_bytes, self._replied
+            settings.backplane_queue_size,
+            settings.backplane_queue_bytes,
+            self._replied,
+            self._history.dropped_command,
         )
 
         self._redis: Redis | None = None
@@ -158,9 +174,10 @@ class RedisBackplane:
 
     @property
     def problem(self) -> str | None:
-        """Why Redis cannot be reached, or else why the mailbox fails while Redis refuses it
-        (the node stays in the cluster; tells to players away from other nodes are lost)."""
-        return self._problem or self._mailbox.health.problem
+        """Why Redis cannot be reached, or else why the mailbox or the history fails while
+        Redis refuses it (the node stays in the cluster; tells to players away from other
+        nodes are lost, or room and channel events go out unnumbered and are not kept)."""
+        return self._problem or self._mailbox.health.problem or self._history.problem
 
     # Pub/sub
 
@@ -170,13 +187,29 @@ class RedisBackplane:
 
     @property
     def keeps_history(self) -> bool:
-        return False  # not yet: the hub keeps history in this process
+        """While Redis can be reached (and history is on): Redis numbers and keeps room and
+        channel events for every node (redis_history.py)."""
+        return self._writes.open and self._history.enabled and self._history.sha is not None
 
     def publish_kept(self, topic: Topic, message: Outgoing) -> None:
-        raise RuntimeError("history in Redis is not kept yet")
+        command = self._history.keep(topic, self._keys.channel(topic), message)
+        if command is not None:
+            self._write(command)
+            self.published += 1
 
     async def recover(self, topic: Topic, offset: int, epoch: str) -> Recovery | None:
-        return None
+        async def read(redis: Redis) -> Recovery:
+            return await self._history.recover(redis, topic, offset, epoch, self._invalid)
+
+        return await self._call(read)
+
+    def _unkept(self, topic: Topic, message: Outgoing, refused: bool) -> None:
+        """A kept event Redis did not number: delivered here as it is; when Redis refused
+        only the script, published to the others as it is, too."""
+        if self._node is not None:
+            self._node.deliver(topic, message)
+        if refused:
+            self.publish(topic, message)
 
     def subscribe(self, topic: Topic) -> None:
         self.subscriptions.listen(topic, True)
@@ -254,8 +287,11 @@ class RedisBackplane:
         return await self._call(run)
 
     def _replied(self, command: Command, reply: object) -> bool:
-        """A queued write's answer: the mailbox's scripts' (``route``) go to the mailbox."""
-        return command[0] == "EVALSHA" and self._mailbox.answered(command[1], reply)
+        """A queued write's answer: the mailbox's scripts' (``route``) go to the mailbox, the
+        history's (``publish_kept``) to the history."""
+        return command[0] == "EVALSHA" and (
+            self._mailbox.answered(command[1], reply) or self._history.answered(command, reply)
+        )
 
     # The cluster view
 
@@ -302,6 +338,10 @@ class RedisBackplane:
             dropped=self._writes.dropped,
             reconnects=self.reconnects,
             invalid=sum(self.invalid.values()),
+            history_kept=self._history.kept,
+            history_dropped=self._history.dropped,
+            history_topics=self._history.topics,
+            history_bytes=self._history.bytes,
         )
 
     def _invalid(self, error: Invalid) -> None:
@@ -359,8 +399,12 @@ class RedisBackplane:
         )
         async with asyncio.timeout(timeout):
             await self._redis.ping()
-            for name, script in MAILBOX_SCRIPTS.items():
-                self._mailbox.shas[name] = await self._redis.script_load(script)
+            # Every script in one round trip.
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for script in (*MAILBOX_SCRIPTS.values(), KEEP):
+                    pipe.script_load(script)
+                *mailbox_shas, self._history.sha = await pipe.execute()
+            self._mailbox.shas.update(zip(MAILBOX_SCRIPTS, mailbox_shas, strict=True))
             self._pubsub = self._redis.pubsub()
             # Everything this node listens to, in one command; what changes from here on
             # waits for the writer.
@@ -398,6 +442,7 @@ class RedisBackplane:
             summary=summary,
             ttl_ms=milliseconds(self.settings.presence_ttl),
             mailbox=self._mailbox,
+            history=self._history,
         )
         if pending is not None:  # else the mailbox failed, and says so
             self.pending_players, self.pending_bytes = pending
@@ -431,14 +476,19 @@ class RedisBackplane:
 
     def _received(self, channel: bytes, payload: bytes) -> None:
         node = self._node
+        if node is None:
+            return
         kind, origin_and_rest = payload[:1], payload[1:]
         origin, _, rest = origin_and_rest.partition(SEP)
-        if node is None or origin == self.node_id.encode():
-            return  # our own message: delivered locally when published
+        own = origin == self.node_id.encode()
         # Only channels this node subscribed to arrive, so the topic is one of its own.
         topic = Topic(self._keys.topic(channel))
         try:
-            if kind == MESSAGE:
+            if kind == KEPT:
+                self._received_kept(node, topic, own, rest)
+            elif own:
+                return  # our own message: delivered locally when published
+            elif kind == MESSAGE:
                 message = decode_message(rest, self.settings.outbox_max_bytes)
                 self.received += 1
                 node.deliver(topic, message)
@@ -452,14 +502,37 @@ class RedisBackplane:
         except Invalid as error:
             self._invalid(error)
 
+    def _received_kept(self, node: Node, topic: Topic, own: bool, rest: bytes) -> None:
+        """A room's or channel's event numbered by Redis: delivered on every node, this one
+        included when it published it."""
+        if player_of(topic) is not None:
+            raise Invalid("kept", "a numbered event on a player's topic")
+        sequence, message = decode_kept(rest, self.settings.outbox_max_bytes)
+        message.topic = topic
+        if own:
+            self._history.echoed(sequence)
+        else:
+            self.received += 1
+        node.deliver(topic, message)
+
     async def _flush(self) -> None:
         assert self._redis is not None
         assert self._pubsub is not None
         while True:
             await self._writes.wake.wait()
             self._writes.wake.clear()
+            # This node's kept events reach its own players only through its subscriptions:
+            # those asked for so far are in force before what was queued so far is written,
+            # and what is queued meanwhile waits for the next turn (and its subscriptions).
+            until = self._writes.mark()
+            subscribing = self._history.enabled and self.subscriptions.subscribing()
+            barrier = self.subscriptions.barrier() if subscribing else None
             await self.subscriptions.catch_up(self._pubsub)
-            await self._writes.write(self._redis)
+            if barrier is not None:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(self.settings.backplane_timeout):
+                        await asyncio.shield(barrier)
+            await self._writes.write(self._redis, until)
 
     async def _renew_lease(self) -> None:
         assert self._redis is not None
@@ -520,6 +593,9 @@ class RedisBackplane:
                 "Redis backplane unreachable: serving local players only, retrying",
                 extra={"url": safe_url(self.url), "error": reason},
             )
+        # What this node published to be kept and has not seen back: delivered here, in order
+        # (before the queue's own drops, which are among them).
+        self._history.lost()
         self._writes.close()
         self._problem = (
             f"Redis at {safe_url(self.url)} unreachable, serving local players only: {reason}"

@@ -13,6 +13,11 @@ What lives in Redis, under ``MUDGATE_REDIS_PREFIX`` (``P``), and what bounds it:
 ``P:pending:queue:<player>``, ``P:pending:meta:*``
     What was told to them meanwhile, capped per player, per sender and in bytes, and its
     accounting, in key spaces of their own (``mailbox.py``).
+``P:history:meta:<topic>``, ``P:history:stream:<topic>``, ``P:history:index:*``
+    Each room's and channel's position (epoch, latest offset) for a day after its last event,
+    and its recent events in a stream capped like a node's own history
+    (``MUDGATE_ROOM_HISTORY_*``: count, bytes, age a topic; bytes and topics in all), with
+    the indexes that enforce the caps across topics (``redis_history.py``).
 ``P:lease:<name>``
     A game's lease (``Backplane.hold_lease``): the id of the node that holds it, expiring
     after the TTL its holder last asked for; only the holder renews it. One key per name the
@@ -39,6 +44,7 @@ from redis.asyncio import Redis
 from ..settings import Settings
 from .base import Presence
 from .mailbox import RedisMailbox
+from .redis_history import RedisHistory
 from .wire import (
     Invalid,
     decode_node_id,
@@ -199,11 +205,12 @@ async def write_lease(
     summary: dict[str, Any],
     ttl_ms: int,
     mailbox: RedisMailbox,
+    history: RedisHistory,
 ) -> tuple[int, int] | None:
     """Replace this node's player hash with ``presence`` and its lease with ``summary``, both
     for ``ttl_ms``, in one transaction; what waits in Redis for players who are away
     (players, bytes), for monitoring, or None when Redis refuses to say (the mailbox's
-    failure, which does not stop the lease)."""
+    failure, which does not stop the lease). The history's figures go to ``history``."""
     players = keys.players()
     records = [
         (player_id, encode_presence(seen.room, seen.connected_at))
@@ -217,8 +224,13 @@ async def write_lease(
         pipe.pexpire(players, ttl_ms)
         pipe.zcard(mailbox.expiry_key)
         pipe.get(mailbox.total_key)
-        *written, pending_players, pending_bytes = await pipe.execute(raise_on_error=False)
+        pipe.zcard(history.topics_key)
+        pipe.get(history.bytes_key)
+        *written, pending_players, pending_bytes, topics, total = await pipe.execute(
+            raise_on_error=False
+        )
     for reply in written:
         if isinstance(reply, Exception):
             raise reply
+    history.counted(topics, total)
     return mailbox.counted(pending_players, pending_bytes)

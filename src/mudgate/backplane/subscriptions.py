@@ -46,6 +46,10 @@ class Subscriptions:
         if self._live:
             self._changes[topic] = listening
 
+    def subscribing(self) -> bool:
+        """Whether a topic waits to be subscribed to at the next catch-up."""
+        return any(self._changes.values())
+
     def barrier(self) -> asyncio.Future[None]:
         """A future resolved once every subscription asked for so far is in force."""
         barrier = asyncio.get_running_loop().create_future()

@@ -20,15 +20,19 @@ from ..protocol import NAME_PATTERN, Outgoing
 
 __all__ = [
     "EVICT",
+    "KEPT",
     "MESSAGE",
     "Invalid",
     "NodeSummary",
     "PresenceRecord",
+    "decode_entry",
     "decode_eviction",
+    "decode_kept",
     "decode_message",
     "decode_name",
     "decode_node_id",
     "decode_pending",
+    "decode_position",
     "decode_presence",
     "decode_summary",
     "encode_eviction",
@@ -36,10 +40,12 @@ __all__ = [
     "encode_pending",
     "encode_presence",
     "encode_summary",
+    "stamp",
 ]
 
 MESSAGE = b"m"
 EVICT = b"e"
+KEPT = b"k"
 SEP = b"\n"
 
 # Event names as game code writes them (``hub.event("narrate", ...)``).
@@ -47,6 +53,9 @@ _EVENT = re.compile(r"[A-Za-z0-9_.:-]{1,64}\Z")
 _NAME = re.compile(NAME_PATTERN)
 # A node id is a node name, a pid and a random suffix.
 MAX_NODE_ID = 200
+# An epoch is a few random bytes in hex (history.new_epoch); an offset, a count of events.
+_EPOCH = re.compile(rb"[0-9a-f]{1,16}\Z")
+_COUNT = re.compile(rb"[0-9]{1,18}\Z")
 
 Name = Annotated[str, msgspec.Meta(pattern=NAME_PATTERN)]
 AlertText = Annotated[str, msgspec.Meta(max_length=500)]
@@ -127,6 +136,84 @@ def decode_message(rest: bytes, max_bytes: int) -> Outgoing:
     """A message's event (what follows its origin), checked."""
     event, _, data = rest.partition(SEP)
     return _event(event, data, max_bytes, "message")
+
+
+# Room and channel events kept in Redis (redis_history.py): the keep script numbers each, adds
+# its "offset" and "epoch" to its JSON as the last two fields (``stamp``), keeps it in the
+# topic's stream (entry "<offset>-0": t, the time in ms; e, the event; d, the stamped data)
+# and publishes b"k<origin>\n<sequence>\n<offset>\n<epoch>\n<event>\n<stamped data>", the
+# sequence being the origin's count of its kept publishes.
+
+
+def stamp(data: bytes, offset: int, epoch: str) -> bytes:
+    """``data`` (an encoded event: a JSON object) with ``"offset"`` and ``"epoch"`` as its
+    last two fields, as the keep script writes it."""
+    separator = b"" if data.endswith(b"{}") else b","
+    return data[:-1] + separator + _position(offset, epoch)
+
+
+def _position(offset: int, epoch: str) -> bytes:
+    return b'"offset":%d,"epoch":"%s"}' % (offset, epoch.encode())
+
+
+def decode_kept(rest: bytes, max_bytes: int) -> tuple[int, Outgoing]:
+    """A kept message's sequence number (what follows its origin) and its event, numbered
+    (``offset``, ``epoch``), checked."""
+    parts = rest.split(SEP, 4)
+    if len(parts) != 5:
+        raise Invalid("kept", "not a kept message")
+    sequence, offset, epoch, event, data = parts
+    number = _count(sequence, "kept")
+    position = _count(offset, "kept"), _epoch(epoch, "kept")
+    return number, _numbered(event, data, *position, max_bytes=max_bytes, kind="kept")
+
+
+def decode_position(epoch: bytes | None, latest: bytes | None) -> tuple[str, int]:
+    """A topic's epoch and latest offset, as its history's meta holds them."""
+    if epoch is None or latest is None:
+        raise Invalid("history", "a topic's position without its epoch or latest offset")
+    return _epoch(epoch, "history"), _count(latest, "history")
+
+
+def decode_entry(
+    entry_id: bytes, fields: dict[bytes, bytes] | None, epoch: str, max_bytes: int
+) -> tuple[int, int, Outgoing]:
+    """One entry of a topic's stream, kept in ``epoch``: its offset, when it was kept (ms),
+    and its event, numbered."""
+    offset, _, sequence = entry_id.partition(b"-")
+    if sequence != b"0" or not fields:
+        raise Invalid("history", f"not an entry of a topic's history: {entry_id[:40]!r}")
+    number = _count(offset, "history")
+    event, data = fields.get(b"e", b""), fields.get(b"d", b"")
+    at = _count(fields.get(b"t", b""), "history")
+    message = _numbered(event, data, number, epoch, max_bytes=max_bytes, kind="history")
+    return number, at, message
+
+
+def _numbered(
+    event: bytes, data: bytes, offset: int, epoch: str, *, max_bytes: int, kind: str
+) -> Outgoing:
+    """A kept event whose data ends with its own offset and epoch."""
+    if offset < 1:
+        raise Invalid(kind, "offset 0: offsets start at 1")
+    if not data.endswith(_position(offset, epoch)):
+        raise Invalid(kind, "an event whose data does not carry its offset and epoch")
+    message = _event(event, data, max_bytes, kind)
+    message.offset = offset
+    message.epoch = epoch
+    return message
+
+
+def _count(raw: bytes, kind: str) -> int:
+    if not _COUNT.match(raw):
+        raise Invalid(kind, f"not a count: {raw[:24]!r}")
+    return int(raw)
+
+
+def _epoch(raw: bytes, kind: str) -> str:
+    if not _EPOCH.match(raw):
+        raise Invalid(kind, f"not an epoch: {raw[:24]!r}")
+    return raw.decode()
 
 
 def encode_eviction(origin: str, target: str, count: int) -> bytes:
