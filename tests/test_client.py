@@ -555,12 +555,6 @@ async def test_a_reconnect_gets_back_what_its_room_and_channel_said_meanwhile(
     assert alice.lost == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the server tells no position on subscribing (nor in the welcome for its room): a "
-    "client that heard nothing there yet resumes with offset 0 and no epoch, answered "
-    "recovered: false (epoch_changed) once the topic has spoken",
-)
 async def test_a_channel_not_heard_from_yet_gets_back_what_it_said_meanwhile(
     game: tuple[GameServer, Any],
 ) -> None:

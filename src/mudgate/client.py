@@ -129,6 +129,9 @@ class Resume:
     def observe(self, message: Mapping[str, Any]) -> bool:
         """Take note of ``message``; False if it is a room's or channel's event the client
         already got (same epoch, an offset no later than the last one): drop it."""
+        if message.get("type") == "error":
+            self._refused(message)
+            return True
         if message.get("type") != "event":
             return True
         name = message.get("event")
@@ -138,6 +141,7 @@ class Resume:
             self._resumed(message)
         elif name == "subscribed" and isinstance(message.get("channel"), str):
             self._channels[message["channel"]] = None
+            self._adopt(f"channel:{message['channel']}", message.get("position"))
         elif name == "unsubscribed" and isinstance(message.get("channel"), str):
             self._channels.pop(message["channel"], None)
             self._positions.pop(f"channel:{message['channel']}", None)
@@ -153,6 +157,25 @@ class Resume:
             # player back there after this welcome.
             self._forget_rooms_but(room, self.room)
             self.room = room
+            self._adopt(f"room:{room}", message.get("position"))
+
+    def _adopt(self, topic: str, position: object) -> None:
+        """Where ``topic``, not heard from yet, is now (the welcome's room, a channel just
+        subscribed): what the client resumes from if it reconnects before hearing anything."""
+        if topic in self._positions or not isinstance(position, Mapping):
+            return
+        offset, epoch = position.get("offset"), position.get("epoch")
+        if isinstance(offset, int) and not isinstance(offset, bool) and isinstance(epoch, str):
+            self._positions[topic] = (offset, epoch)
+
+    def _refused(self, message: Mapping[str, Any]) -> None:
+        """A topic the server will not resume (``forbidden_topic``) is not named again."""
+        topic = message.get("topic")
+        if message.get("code") != "forbidden_topic" or not isinstance(topic, str):
+            return
+        self._positions.pop(topic, None)
+        if topic.startswith("channel:"):
+            self._channels.pop(topic[len("channel:") :], None)
 
     def _resumed(self, message: Mapping[str, Any]) -> None:
         topic, offset, epoch = _position(message)

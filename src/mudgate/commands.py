@@ -24,6 +24,7 @@ import msgspec
 import msgspec.inspect
 import msgspec.structs
 
+from .backplane.topic import channel_topic
 from .command_stats import UNKNOWN, CommandStats
 from .connection import Connection
 from .fields import Explainer
@@ -470,7 +471,8 @@ def builtin_commands() -> CommandRegistry:
             raise CommandError(
                 ErrorCode.TOO_MANY_SUBSCRIPTIONS, f"at most {limit} channels per player"
             )
-        ctx.reply("subscribed", channel=args.channel)
+        position = ctx.hub.position(channel_topic(args.channel))
+        ctx.reply("subscribed", channel=args.channel, position=position)
 
     @commands.register("unsubscribe", ChannelArgs)
     def unsubscribe(ctx: CommandContext, args: ChannelArgs) -> None:

@@ -365,13 +365,19 @@ def error_body(code: ErrorCode, message: str, retry_after: float | None = None) 
 
 
 def encode_error(
-    code: ErrorCode, message: str, request_id: RequestId = None, retry_after: float | None = None
+    code: ErrorCode,
+    message: str,
+    request_id: RequestId = None,
+    retry_after: float | None = None,
+    topic: str | None = None,
 ) -> Outgoing:
     body: dict[str, Any] = {"type": "error", "code": code, "message": message}
     if request_id is not None:
         body["id"] = request_id
     if retry_after is not None:
         body["retry_after"] = retry_after
+    if topic is not None:  # the room or channel a resume could not have
+        body["topic"] = topic
     return Outgoing("error", _encoder.encode(body))
 
 

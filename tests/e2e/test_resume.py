@@ -214,3 +214,49 @@ async def test_a_resume_flood_is_limited_like_a_message_flood(server_with: Any) 
     refused = answers[-1]
     assert refused["code"] == "rate_limited"
     assert refused["retry_after"] > 0
+
+
+async def test_the_welcome_and_subscribed_say_where_a_topic_is(server: RunningServer) -> None:
+    async with await Player.connect(server.ws("lea")) as lea:
+        first = await lea.next("welcome")
+        await lea.send(op="say", text="one")
+        said_one = await lea.next("say")
+        await lea.send(op="subscribe", channel="news")
+        fresh = await lea.next("subscribed")
+        await lea.send(op="chat", channel="news", text="extra")
+        chat = await lea.next("chat")
+        await lea.send(op="unsubscribe", channel="news")
+        await lea.next("unsubscribed")
+        await lea.send(op="subscribe", channel="news")
+        known = await lea.next("subscribed")
+        async with await Player.connect(server.ws("max")) as max_:
+            welcome = await max_.next("welcome")
+    assert first["position"] is None or first["position"]["offset"] < said_one["offset"]
+    assert welcome["position"] == {"offset": said_one["offset"], "epoch": said_one["epoch"]}
+    assert fresh["position"] is None  # nothing said there yet
+    assert known["position"] == {"offset": chat["offset"], "epoch": chat["epoch"]}
+
+
+async def test_a_client_that_heard_nothing_yet_gets_the_whole_epoch(
+    server: RunningServer,
+) -> None:
+    async with await Player.connect(server.ws("ned")) as ned:
+        await ned.next("welcome")
+        await ned.send(op="subscribe", channel="quiet")
+        assert (await ned.next("subscribed"))["position"] is None
+    async with await Player.connect(server.ws("oli")) as oli:
+        await oli.next("welcome")
+        await oli.send(op="subscribe", channel="quiet")
+        await oli.send(op="chat", channel="quiet", text="first words")
+        await oli.next("chat")
+    async with await Player.connect(f"{server.ws('ned')}&resume=channel:quiet:0:") as ned:
+        seen = await drain(ned)
+    assert [event["text"] for event in seen if event.get("event") == "chat"] == ["first words"]
+    assert seen[-1]["recovered"] is True
+
+
+async def test_a_refused_topic_is_named_in_the_error(server: RunningServer) -> None:
+    async with await Player.connect(f"{server.ws('pat')}&resume=player:pat:1:ab") as pat:
+        error = await pat.next("error")
+    assert error["code"] == "forbidden_topic"
+    assert error["topic"] == "player:pat"

@@ -80,7 +80,12 @@ def decide(
     kept: Sequence[tuple[int, Outgoing]],
 ) -> Recovery:
     """The recovery of a client that last got ``asked_offset`` in ``asked_epoch``, from a
-    topic now at ``latest`` in ``epoch`` that still keeps ``kept`` (offset, event) in order."""
+    topic now at ``latest`` in ``epoch`` that still keeps ``kept`` (offset, event) in order.
+
+    A client that never had a position there (offset 0, no epoch: it joined before the topic
+    was known) missed everything of the epoch: it gets all of it if all of it is kept."""
+    if asked_offset == 0 and not asked_epoch:
+        asked_epoch = epoch
     if asked_epoch != epoch:
         return Recovery(False, epoch, latest, reason=EPOCH_CHANGED)
     if asked_offset > latest:
@@ -158,6 +163,11 @@ class TopicHistory:
 
     def __contains__(self, topic: object) -> bool:
         return topic in self._speaking or topic in self._quiet
+
+    def position(self, topic: Topic) -> tuple[int, str] | None:
+        """``topic``'s latest offset and epoch, if it is remembered."""
+        record = self._speaking.get(topic) or self._quiet.get(topic)
+        return None if record is None else (record.latest, record.epoch)
 
     def next(self, topic: Topic) -> tuple[int, str]:
         """The offset and epoch of ``topic``'s next event: call ``keep`` with it before

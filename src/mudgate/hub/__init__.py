@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from typing import Any
 
@@ -70,7 +71,9 @@ _CHANNEL_PREFIX_LENGTH = len(_CHANNEL_PREFIX)
 
 
 def _refused(position: Position, why: str) -> Outgoing:
-    return encode_error(ErrorCode.FORBIDDEN_TOPIC, f"cannot resume {position.topic!r}: {why}")
+    return encode_error(
+        ErrorCode.FORBIDDEN_TOPIC, f"cannot resume {position.topic!r}: {why}", topic=position.topic
+    )
 
 
 # Close codes a client sends when it leaves on its own (1005: a close frame without a code).
@@ -150,6 +153,8 @@ class Hub:
             max_topics=settings.room_history_max_topics,
             clock=clock,
         )
+        # Where each topic is, from the events Redis numbered and delivered here (position()).
+        self._seen: OrderedDict[Topic, tuple[int, str]] = OrderedDict()
         self.resumes = 0  # topics asked to resume
         self.recovered = 0  # ... that got back all they missed
         self.not_recovered = 0  # ... that were told recovered: false
@@ -333,6 +338,7 @@ class Hub:
             room=player.room,
             connection=conn.id,
             reconnect_window=self.settings.reconnect_window,
+            position=self.position(room_topic(player.room)),
         )
         own = self.registry.player_connections[player.id]
         if len(own) > self.settings.max_connections_per_player:
@@ -420,6 +426,7 @@ class Hub:
                         ErrorCode.RATE_LIMITED,
                         f"resume of {position.topic!r} refused: too many, too fast",
                         retry_after=round(wait, 3),
+                        topic=position.topic,
                     )
                 )
                 continue
@@ -587,6 +594,19 @@ class Hub:
         fields["channel"] = channel
         self._publish_kept(channel_topic(channel), event, fields)
 
+    def position(self, topic: Topic) -> dict[str, Any] | None:
+        """Where ``topic`` (a room's or a channel's) is now, ``{"offset": n, "epoch": e}``, as
+        far as this node knows (None: not known, or no history): what a client that has not
+        heard from the topic yet resumes from. With Redis, the latest event this node
+        delivered there."""
+        if not self.history.enabled:
+            return None
+        if self.backplane.keeps_history:
+            seen = self._seen.get(topic)
+        else:
+            seen = self.history.position(topic)
+        return None if seen is None else {"offset": seen[0], "epoch": seen[1]}
+
     def _publish_kept(self, topic: Topic, event: str, fields: dict[str, Any]) -> None:
         """Publish a room's or channel's event numbered in its topic: by the cluster (Redis
         numbers it and delivers it back here), or else here, kept in this process."""
@@ -700,7 +720,18 @@ class Hub:
         is closed by its own outbox, not waited for."""
         player_id = player_of(topic)
         listeners = (player_id,) if player_id is not None else self.topics.listeners(topic)
+        if message.offset and self.backplane.keeps_history:
+            self._saw(topic, message)
         self.registry.send(listeners, message)
+
+    def _saw(self, topic: Topic, message: Outgoing) -> None:
+        """Note where ``topic`` is, from an event Redis numbered (``position``); at most
+        ``room_history_max_topics`` are noted, the least recently heard forgotten first."""
+        seen = self._seen
+        seen[topic] = (message.offset, message.epoch)
+        seen.move_to_end(topic)
+        if len(seen) > self.settings.room_history_max_topics:
+            seen.popitem(last=False)
 
     def evict(self, player_id: str, count: int) -> None:
         """Close this node's ``count`` oldest connections of ``player_id`` (4009)."""

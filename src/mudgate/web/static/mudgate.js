@@ -360,6 +360,11 @@ export class MudgateClient extends EventTarget {
    * the server may replay what it is not sure was delivered) is dropped.
    * @param {MudgateMessage} message */
   #receive(message) {
+    if (message.type === "error" && message.code === "forbidden_topic" && typeof message.topic === "string") {
+      // The server will not resume it: stop naming it.
+      this.#positions.delete(message.topic);
+      if (message.topic.startsWith("channel:")) this.channels.delete(message.topic.slice(8));
+    }
     if (message.type !== "event") return this.#dispatch(message);
     const topic = typeof message.room === "string" ? `room:${message.room}`
       : typeof message.channel === "string" ? `channel:${message.channel}` : null;
@@ -378,6 +383,7 @@ export class MudgateClient extends EventTarget {
       case "welcome":
         this.player = message.player; this.room = message.room;
         if (typeof message.reconnect_window === "number") this.reconnectWindow = message.reconnect_window * 1000;
+        this.#adopt(`room:${message.room}`, message.position);
         break;
       case "arrive":
         if (message.player === this.player && message.room !== this.room) {
@@ -385,7 +391,9 @@ export class MudgateClient extends EventTarget {
           this.room = message.room;
         }
         break;
-      case "subscribed": this.channels.add(message.channel); break;
+      case "subscribed":
+        this.channels.add(message.channel); this.#adopt(`channel:${message.channel}`, message.position);
+        break;
       case "unsubscribed":
         this.channels.delete(message.channel); this.#positions.delete(`channel:${message.channel}`);
         break;
@@ -396,6 +404,16 @@ export class MudgateClient extends EventTarget {
       /** @type {MudgateLoss} */
       const detail = { topic, ...where, reason: message.reason ?? null, resumed: message };
       this.dispatchEvent(new CustomEvent("messageslost", { detail }));
+    }
+  }
+
+  /** Where a topic the client has heard nothing from yet is now (the welcome's room, a
+   * channel just subscribed): what it resumes from if it reconnects before it hears anything.
+   * @param {string} topic @param {any} position */
+  #adopt(topic, position) {
+    if (position && typeof position.offset === "number" && typeof position.epoch === "string"
+        && !this.#positions.has(topic)) {
+      this.#positions.set(topic, { offset: position.offset, epoch: position.epoch });
     }
   }
 
