@@ -12,6 +12,7 @@ import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import psutil
 import pytest
@@ -226,3 +227,32 @@ async def test_a_worker_that_keeps_dying_is_started_again_ever_later(tmp_path: P
     async with asyncio.timeout(20):
         await process.wait()
     assert sorted(delays) == ["1.0", "1.0", "2.0", "2.0", "4.0", "4.0"]
+
+
+async def test_room_history_is_one_numbering_shared_by_the_workers(workers: Gateway) -> None:
+    players = await spread(workers, "h", at_least=16)
+    speaker, *listeners = players
+    await speaker.send(op="say", text="line 0")
+    heard = [await player.next("say") for player in listeners]
+    assert len({(event["offset"], event["epoch"]) for event in heard}) == 1
+    await asyncio.gather(*(player.close() for player in listeners))
+    await wait_for(lambda: sum(nodes(workers).values()) == 1)
+    for n in range(1, 6):
+        await speaker.send(op="say", text=f"line {n}")
+        await speaker.next("say")
+    resume = quote(f"room:lobby:{heard[0]['offset']}:{heard[0]['epoch']}")
+    back = [
+        await Player.connect(f"{workers.ws(f'h{i + 1}')}&resume={resume}")
+        for i in range(len(listeners))
+    ]
+    try:
+        for player in back:  # on either worker: each gets lines 1-5, once, in order
+            seen: list[dict[str, Any]] = []
+            while not seen or seen[-1].get("event") != "resumed":
+                seen.append(await player.next("say", "resumed"))
+            assert [event["text"] for event in seen[:-1]] == [f"line {n}" for n in range(1, 6)]
+            assert seen[-1]["recovered"] is True
+        await wait_for(lambda: sum(nodes(workers).values()) == len(players))
+        assert min(nodes(workers).values()) > 1, "every resume went to one worker"
+    finally:
+        await asyncio.gather(speaker.close(), *(player.close() for player in back))
