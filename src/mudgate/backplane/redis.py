@@ -5,7 +5,8 @@ Room, channel and player topics are pub/sub channels; a node subscribes to one o
 has a local listener (subscriptions.py). The hub delivers to its own listeners; a message is
 published once, tagged with the node's id, so the publishing node skips its own echo. Room and
 channel events kept for resumes are the exception: Redis numbers them (redis_history.py) and
-every node delivers them from Redis, the publishing node included.
+every node delivers them from Redis, the publishing node included; what that node sends its
+own players after them waits for them (``after_kept``, kept_order.py).
 
 Nothing read from Redis is trusted (``wire.py``): a record no mudgate node would have written
 is counted, logged once, and skipped. Nothing a player does waits for Redis: writes go through
