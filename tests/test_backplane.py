@@ -130,6 +130,12 @@ async def test_a_lease_key_redis_refuses_is_not_held_and_does_not_raise(
     assert await a.backplane.hold_lease("bard", 30)
 
 
+async def test_one_process_makes_a_delivery_after_kept_events_at_once() -> None:
+    made: list[str] = []
+    LocalBackplane().after_kept(lambda: made.append("reply"))
+    assert made == ["reply"]
+
+
 async def test_a_redis_backplane_closed_as_soon_as_it_started_stops(node: Node) -> None:
     # Its first walk of the database is under way: a cancellation that lands as one of its
     # writes completes is lost on Python 3.11 (tasks.cancel_and_wait).

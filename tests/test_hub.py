@@ -181,6 +181,32 @@ async def test_in_a_cluster_what_reaches_a_connection_while_it_settles_follows_i
         await hub.close()
 
 
+async def test_in_a_cluster_a_commands_reply_follows_the_room_event_it_made(
+    redis_server: RedisServer,
+) -> None:
+    hub = Hub(make_settings(backplane=redis_server.url))
+    await hub.start()
+    try:
+        conn = connect(hub, "alice")
+        await hub.backplane.settled()
+        hub.room_event(LOBBY, "arrive", player="alice")  # back from Redis, a round trip later
+        hub.reply(conn, hub.event("room", room=LOBBY))
+        async with asyncio.timeout(5):
+            while len(conn.events()) < 3:
+                await asyncio.sleep(0.005)
+        assert conn.events() == ["welcome", "arrive", "room"]
+    finally:
+        hub.disconnect(conn)
+        await hub.close()
+
+
+async def test_on_one_process_a_reply_is_written_at_once(hub: Hub) -> None:
+    conn = connect(hub, "alice")
+    hub.reply(conn, hub.event("pong"))
+    await settle()
+    assert conn.events() == ["welcome", "pong"]
+
+
 async def test_one_process_holds_every_lease_a_game_asks_for(hub: Hub) -> None:
     assert await hub.hold_lease("bard", 30)
     assert await hub.hold_lease("bard", 30)

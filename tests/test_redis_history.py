@@ -632,3 +632,68 @@ def test_a_kept_event_for_a_topic_this_node_does_not_listen_to_is_confirmed_by_i
     assert (len(kept), kept.kept) == (0, 1)
     assert not kept.answered(("EVALSHA", "f" * 40, 0), 1)  # another script's
     assert not kept.answered(("PUBLISH", "c", b"x"), 1)
+
+
+# Direct deliveries: behind the kept events this node published before them
+
+
+async def test_a_direct_delivery_follows_the_kept_events_before_it_as_they_come_back() -> None:
+    made: list[str] = []
+    kept = history([], {HALL})
+    kept.after_kept(lambda: made.append("at once"))  # nothing on its way
+    for text in ("one", "two"):
+        kept.keep(HALL, "mudgate:room:hall", say(text))
+    kept.after_kept(lambda: made.append("narrate"))
+    kept.echoed(1)
+    assert (made, kept.waiting) == (["at once"], 1)
+    kept.echoed(2)
+    assert (made, kept.waiting, kept.unordered) == (["at once", "narrate"], 0, 0)
+
+
+async def test_direct_deliveries_follow_the_kept_events_given_up_between_them() -> None:
+    delivered: list[Any] = []
+    kept = history(delivered, {HALL})
+    first, second = say("one"), say("two")
+    command = kept.keep(HALL, "mudgate:room:hall", first)
+    kept.after_kept(lambda: delivered.append("after one"))
+    kept.keep(HALL, "mudgate:room:hall", second)
+    kept.after_kept(lambda: delivered.append("after two"))
+    assert command is not None
+    kept.dropped_command(command)  # the queue dropped the first: delivered here, unnumbered
+    assert delivered == [(HALL, first, False), "after one"]
+    kept.lost()  # the connection is gone before the second came back
+    assert delivered == [(HALL, first, False), "after one", (HALL, second, False), "after two"]
+
+
+async def test_a_direct_delivery_behind_an_event_nobody_here_hears_waits_for_its_answer() -> None:
+    made: list[str] = []
+    kept = history([], set())
+    command = kept.keep(HALL, "mudgate:room:hall", say("nobody here"))
+    kept.after_kept(lambda: made.append("reply"))
+    assert made == []
+    kept.answered(command, 1)
+    assert made == ["reply"]
+
+
+async def test_a_nodes_direct_delivery_reaches_its_players_after_its_kept_event(
+    start: Start,
+) -> None:
+    a = await start(HALL)
+    event, narrate = say("the bard sings"), say("you hum along")
+    a.backplane.publish_kept(HALL, event)
+    a.backplane.after_kept(lambda: a.node.deliver(Topic("player:alice"), narrate))
+    assert a.backplane.stats().order_waiting == 1
+    first, second = await a.node.received(2)
+    assert (first.offset, second) == (1, narrate)
+    stats = a.backplane.stats()
+    assert (stats.order_waiting, stats.order_unordered) == (0, 0)
+
+
+async def test_closing_the_backplane_makes_every_delivery_still_waiting(start: Start) -> None:
+    a = await start(HALL)
+    made: list[str] = []
+    a.backplane.publish_kept(HALL, say("last words"))
+    a.backplane.after_kept(lambda: made.append("reply"))
+    await a.backplane.close()
+    assert made == ["reply"]
+    assert a.backplane.stats().order_waiting == 0

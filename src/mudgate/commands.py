@@ -106,7 +106,7 @@ class CommandContext:
         if self.request_id is not None:
             fields["id"] = self.request_id
         self.replied = True
-        self.conn.send(self.hub.event(event, **fields))
+        self.hub.reply(self.conn, self.hub.event(event, **fields))
 
     def broadcast(self, event: str, **fields: Any) -> None:
         """Send an event to everyone in the sender's room, the sender included."""

@@ -168,6 +168,31 @@ async def test_welcome_comes_first_then_the_backlog_then_what_the_game_sent(node
         assert welcome["seq"] < rest[0]["seq"] < rest[1]["seq"]
 
 
+async def test_a_nodes_room_events_and_messages_reach_a_player_in_the_order_the_game_made_them(
+    nodes: Any,
+) -> None:
+    (a,) = nodes(1)
+    async with await Player.connect(a.ws("alice")) as alice:
+        await alice.next("welcome")
+
+        def play() -> None:  # kept room events go round Redis; a send to alice does not
+            for n in range(5):
+                a.hub.room_event("lobby", "weather", text=f"cloud {n}")
+                a.hub.send("alice", "narrate", text=f"line {n}")
+
+        a.call(play)
+        made = await first_events(alice, 10)
+        assert [(event["event"], event["text"]) for event in made] == [
+            pair for n in range(5) for pair in (("weather", f"cloud {n}"), ("narrate", f"line {n}"))
+        ]
+        assert [event["offset"] for event in made if event["event"] == "weather"] == [1, 2, 3, 4, 5]
+        async with httpx.AsyncClient(base_url=a.http_url) as client:
+            text = (await client.get("/metrics")).text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["mudgate_backplane_order_waiting"].samples[0].value == 0
+    assert families["mudgate_backplane_order_unordered"].samples[0].value == 0  # none late
+
+
 async def test_max_connections_per_player_holds_across_nodes(nodes: Any) -> None:
     a, b = nodes(2, max_connections_per_player=1)
     first = await Player.connect(a.ws("alice"))

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from ..protocol import Outgoing
 from .history import Recovery
+from .kept_order import Deliver
 from .topic import Topic
 
 __all__ = ["Backplane", "BackplaneStats", "Delivery", "HealthProvider", "Node", "Presence"]
@@ -54,6 +55,8 @@ class BackplaneStats:
     history_dropped: int  # those Redis never numbered: delivered here as they were, unkept
     history_topics: int  # rooms and channels whose position Redis keeps (all nodes')
     history_bytes: int  # bytes of the events Redis keeps for them (all nodes')
+    order_waiting: int  # direct deliveries waiting behind this node's kept events now
+    order_unordered: int  # ... made before them instead (past the cap or the timeout)
 
     def as_dict(self) -> dict[str, int]:
         """Every figure, prefixed ``backplane_`` (the monitoring JSON's flat names)."""
@@ -124,6 +127,14 @@ class Backplane(Protocol):
         topic's history and deliver it to every hub listening to ``topic``, this one included
         (``Node.deliver``, with ``message.offset`` set). Never waits. Should the cluster be
         lost before it is numbered, it is delivered here as it is, without an offset."""
+
+    def after_kept(self, deliver: Deliver) -> None:
+        """Call ``deliver`` (a delivery of this node's own: a message to a player here, a
+        command's reply) once every kept event this node published before has been delivered
+        here or given up, so that its players see what it made in the order it made it; at
+        once when none is on its way. Never waits; bounded (kept_order.py): past a cap of
+        deliveries waiting, or after ``backplane_timeout``, it is called out of order (and
+        counted); on ``close`` every one waiting is called."""
 
     async def recover(self, topic: Topic, offset: int, epoch: str) -> Recovery | None:
         """What ``topic`` said after ``offset`` in ``epoch`` (history.py's ``decide``), or

@@ -7,6 +7,7 @@ from typing import Any
 from ..protocol import Outgoing
 from .base import BackplaneStats, Delivery, HealthProvider, Node, Presence
 from .history import Recovery
+from .kept_order import Deliver
 from .topic import Topic
 
 __all__ = ["LocalBackplane"]
@@ -34,6 +35,9 @@ class LocalBackplane:
 
     def publish_kept(self, topic: Topic, message: Outgoing) -> None:
         raise RuntimeError("the in-process backplane keeps no history: the hub does")
+
+    def after_kept(self, deliver: Deliver) -> None:
+        deliver()  # nothing is kept elsewhere: nothing to wait for
 
     async def recover(self, topic: Topic, offset: int, epoch: str) -> Recovery | None:
         return None

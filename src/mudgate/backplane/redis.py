@@ -5,7 +5,8 @@ Room, channel and player topics are pub/sub channels; a node subscribes to one o
 has a local listener (subscriptions.py). The hub delivers to its own listeners; a message is
 published once, tagged with the node's id, so the publishing node skips its own echo. Room and
 channel events kept for resumes are the exception: Redis numbers them (redis_history.py) and
-every node delivers them from Redis, the publishing node included.
+every node delivers them from Redis, the publishing node included; what that node sends its
+own players after them waits for them (``after_kept``, kept_order.py).
 
 Nothing read from Redis is trusted (``wire.py``): a record no mudgate node would have written
 is counted, logged once, and skipped. Nothing a player does waits for Redis: writes go through
@@ -36,6 +37,7 @@ from ..settings import Settings
 from ..tasks import BackgroundTask, cancel_and_wait
 from .base import BackplaneStats, Delivery, HealthProvider, Node, Presence
 from .history import Recovery
+from .kept_order import Deliver
 from .mailbox import MAILBOX_SCRIPTS, RETIRE_SCAN_COUNT, SEND_RESULTS, RedisMailbox
 from .redis_history import KEEP, RedisHistory
 from .redis_view import (
@@ -88,6 +90,7 @@ class RedisBackplane:
         *,
         node_id: str | None = None,
         wall_clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         assert settings.backplane is not None
         self.settings = settings
@@ -110,6 +113,7 @@ class RedisBackplane:
             lost=self._unkept,
             listening=self.subscriptions.topics.__contains__,
             wall_clock=wall_clock,
+            clock=clock,
         )
         # Commands waiting to be written; open (and queueing) only while Redis is up. What
         # Redis answers to the mailbox's and the history's scripts among them goes to them,
@@ -164,6 +168,7 @@ class RedisBackplane:
                         pipe.delete(self._keys.node(self.node_id), self._keys.players())
                         await pipe.execute(raise_on_error=False)
         self._writes.close()
+        self._history.release_all()
         self._problem = "closed"
         await self._disconnect()
         self._node = None
@@ -196,6 +201,9 @@ class RedisBackplane:
         if command is not None:
             self._write(command)
             self.published += 1
+
+    def after_kept(self, deliver: Deliver) -> None:
+        self._history.after_kept(deliver)
 
     async def recover(self, topic: Topic, offset: int, epoch: str) -> Recovery | None:
         async def read(redis: Redis) -> Recovery:
@@ -342,6 +350,8 @@ class RedisBackplane:
             history_dropped=self._history.dropped,
             history_topics=self._history.topics,
             history_bytes=self._history.bytes,
+            order_waiting=self._history.waiting,
+            order_unordered=self._history.unordered,
         )
 
     def _invalid(self, error: Invalid) -> None:
@@ -509,11 +519,11 @@ class RedisBackplane:
             raise Invalid("kept", "a numbered event on a player's topic")
         sequence, message = decode_kept(rest, self.settings.outbox_max_bytes)
         message.topic = topic
-        if own:
+        node.deliver(topic, message)
+        if own:  # after it is delivered: what waited behind it follows it
             self._history.echoed(sequence)
         else:
             self.received += 1
-        node.deliver(topic, message)
 
     async def _flush(self) -> None:
         assert self._redis is not None

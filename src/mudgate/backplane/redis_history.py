@@ -33,11 +33,14 @@ every other record (wire.py).
 A kept event that Redis never numbered (the write queue dropped it, Redis went away before
 it was written, or refused the script) is delivered to this node's listeners as it is,
 without an offset, and counted: this node's players lose nothing they would have seen before.
+What this node delivers directly meanwhile (a tell, a command's reply) waits behind the kept
+events it published before (kept_order.py), so that its players see them in the order made.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 
@@ -54,6 +57,7 @@ from .history import (
     decide,
     new_epoch,
 )
+from .kept_order import Deliver, KeptOrder
 from .topic import Topic
 from .wire import Invalid, decode_entry, decode_position
 from .writes import Command
@@ -234,7 +238,8 @@ class RedisHistory:
     Every kept event this node publishes is ``unconfirmed`` until it comes back on the
     subscriber connection (``echoed``; Redis publishes what one connection sends in order,
     so its sequence confirms every earlier one), Redis answers it for a topic this node does
-    not listen to, or it is lost: then it is delivered here as it is (``lost``).
+    not listen to, or it is lost: then it is delivered here as it is (``lost``). What this
+    node delivers directly waits behind its unconfirmed events (``after_kept``).
     """
 
     def __init__(
@@ -245,6 +250,7 @@ class RedisHistory:
         lost: Lost,
         listening: Callable[[Topic], bool],
         wall_clock: Callable[[], float],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         prefix = settings.redis_prefix
         self.settings = settings
@@ -264,6 +270,9 @@ class RedisHistory:
         self._echoed = 0  # the highest sequence seen back from Redis
         self._unconfirmed: OrderedDict[int, tuple[Topic, Outgoing]] = OrderedDict()
         self._refused: str | None = None  # what Redis answered KEEP, while it refuses it
+        # Direct deliveries waiting for the unconfirmed events: as many as commands may wait to
+        # be written (each kept event in flight is one of those), none longer than a Redis call.
+        self._order = KeptOrder(settings.backplane_queue_size, settings.backplane_timeout, clock)
         # Counters for monitoring.
         self.kept = 0  # events numbered and kept in Redis by this node's publishes
         self.dropped = 0  # events Redis never numbered, delivered here without an offset
@@ -333,6 +342,7 @@ class RedisHistory:
         self._echoed = max(self._echoed, sequence)
         while self._unconfirmed and next(iter(self._unconfirmed)) <= sequence:
             self._unconfirmed.popitem(last=False)
+        self._confirm()
 
     def answered(self, command: Command, reply: object) -> bool:
         """What Redis answered to a queued command; whether it was a KEEP."""
@@ -351,6 +361,7 @@ class RedisHistory:
         # No echo comes for a topic this node does not listen to.
         if pending is not None and (sequence <= self._echoed or not self._listening(pending[0])):
             del self._unconfirmed[sequence]
+            self._confirm()
         return True
 
     def dropped_command(self, command: Command) -> None:
@@ -370,6 +381,39 @@ class RedisHistory:
         if pending is not None:
             self.dropped += 1
             self._lost(*pending, refused)
+            self._confirm()
+
+    # Direct deliveries, in order behind the kept events
+
+    def after_kept(self, deliver: Deliver) -> None:
+        """``Backplane.after_kept``: at once while no kept event of this node is on its way
+        and nothing waits (no allocation: the common case), else in order behind them."""
+        if not self._unconfirmed and not self._order:
+            deliver()
+        else:
+            self._order.wait(self._sequence, deliver)
+
+    def _confirm(self) -> None:
+        """Every kept event before the first unconfirmed one is settled: release what waited
+        for no more (after the event itself was delivered, by the caller or ``_lost``)."""
+        if self._order:  # else nothing waits, and whatever waits next waits for later events
+            unconfirmed = self._unconfirmed
+            self._order.confirmed(next(iter(unconfirmed)) - 1 if unconfirmed else self._sequence)
+
+    def release_all(self) -> None:
+        """Make every direct delivery waiting now (the backplane closes)."""
+        self._order.release_all()
+
+    @property
+    def waiting(self) -> int:
+        """Direct deliveries waiting behind kept events."""
+        return len(self._order)
+
+    @property
+    def unordered(self) -> int:
+        """Direct deliveries made before the kept events they waited for (past the cap or
+        the timeout)."""
+        return self._order.unordered
 
     def _failed(self, error: ResponseError) -> None:
         if self._refused is None:

@@ -632,7 +632,7 @@ class GameLink:
                     fields.setdefault("id", pending.request_id)
                 message = self.hub.event(frame.event, **fields)  # may refuse a reserved field
                 pending.replied = True
-                pending.conn.send(message)
+                self.hub.reply(pending.conn, message)
         elif isinstance(frame, Done):
             self._done(attached, frame)
         elif isinstance(frame, Call):
@@ -690,7 +690,7 @@ class GameLink:
             )
         elif not pending.replied and pending.request_id is not None:
             # A frame with an id gets exactly one answer, whatever the game forgot.
-            pending.conn.send(self.hub.event("ok", op=pending.op, id=pending.request_id))
+            self.hub.reply(pending.conn, self.hub.event("ok", op=pending.op, id=pending.request_id))
         if attached is not self.active or self.incoming is not None:
             self._take_over()
 

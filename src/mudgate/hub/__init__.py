@@ -19,6 +19,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator, Mapping
+from functools import partial
 from typing import Any
 
 import msgspec
@@ -654,8 +655,21 @@ class Hub:
 
     def _publish(self, topic: Topic, message: Outgoing) -> None:
         """Deliver ``message`` to ``topic``'s listeners here, and to every other node's."""
-        self.deliver(topic, message)
+        if self.backplane.keeps_history:
+            # This node's kept events reach its players only back from the cluster: what it
+            # sends after them follows them (the other nodes get both in order anyway).
+            self.backplane.after_kept(partial(self.deliver, topic, message))
+        else:
+            self.deliver(topic, message)
         self.backplane.publish(topic, message)
+
+    def reply(self, conn: Connection, message: Outgoing) -> None:
+        """Queue ``message`` (a command's answer) on ``conn`` alone, after what this node
+        published before it (``_publish``)."""
+        if self.backplane.keeps_history:
+            self.backplane.after_kept(partial(conn.send, message))
+        else:
+            conn.send(message)
 
     async def players_in(self, room: str) -> list[str]:
         """The players in ``room``, on this node and (when reachable) every other, sorted:

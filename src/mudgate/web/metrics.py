@@ -355,12 +355,23 @@ class GatewayCollector(Collector):
             "Bytes of messages waiting in Redis for players who are away (all nodes').",
             stats.pending_bytes,
         )
+        yield GaugeMetricFamily(
+            "mudgate_backplane_order_waiting",
+            "This node's messages and replies waiting behind its room events on their way "
+            "through Redis.",
+            stats.order_waiting,
+        )
         for name, meaning in (
             ("published", "Messages published to Redis."),
             ("received", "Messages from other nodes delivered here."),
             ("dropped", "Commands for Redis dropped while it was away or the queue was full."),
             ("reconnects", "Times Redis was reached again after being away."),
             ("invalid", "Records read from Redis that no mudgate node wrote, skipped."),
+            (
+                "order_unordered",
+                "Messages and replies that went out ahead of this node's room events they "
+                "waited for (past the cap or the timeout).",
+            ),
         ):
             yield CounterMetricFamily(
                 f"mudgate_backplane_{name}", meaning, value=getattr(stats, name)
