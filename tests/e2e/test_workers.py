@@ -254,5 +254,12 @@ async def test_room_history_is_one_numbering_shared_by_the_workers(workers: Gate
             assert seen[-1]["recovered"] is True
         await wait_for(lambda: sum(nodes(workers).values()) == len(players))
         assert min(nodes(workers).values()) > 1, "every resume went to one worker"
+        # Either worker answers, and tells what Redis keeps for the whole cluster.
+        await wait_for(
+            lambda: (
+                workers.get("/monitoring/memory")["data_structures"]["backplane_history_topics"]
+                >= 1
+            )
+        )
     finally:
         await asyncio.gather(speaker.close(), *(player.close() for player in back))

@@ -361,7 +361,22 @@ class GatewayCollector(Collector):
             "through Redis.",
             stats.order_waiting,
         )
+        yield GaugeMetricFamily(
+            "mudgate_backplane_history_topics",
+            "Rooms and channels whose position Redis keeps (all nodes').",
+            stats.history_topics,
+        )
+        yield GaugeMetricFamily(
+            "mudgate_backplane_history_bytes",
+            "Bytes of room and channel events Redis keeps (all nodes').",
+            stats.history_bytes,
+        )
         for name, meaning in (
+            ("history_kept", "Room and channel events this node published that Redis numbered."),
+            (
+                "history_dropped",
+                "Room and channel events Redis never numbered: delivered here unkept.",
+            ),
             ("published", "Messages published to Redis."),
             ("received", "Messages from other nodes delivered here."),
             ("dropped", "Commands for Redis dropped while it was away or the queue was full."),

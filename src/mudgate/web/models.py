@@ -145,6 +145,20 @@ class DataStructures(BaseModel):
     backplane_pending_bytes: int = Field(
         0, description="Bytes waiting in Redis for players who are away (every node's)."
     )
+    backplane_history_kept: int = Field(
+        0, description="Room and channel events this node published that Redis numbered and kept."
+    )
+    backplane_history_dropped: int = Field(
+        0,
+        description="Room and channel events Redis never numbered (queue full, Redis away): "
+        "delivered on this node without an offset.",
+    )
+    backplane_history_topics: int = Field(
+        0, description="Rooms and channels whose position Redis keeps (every node's)."
+    )
+    backplane_history_bytes: int = Field(
+        0, description="Bytes of room and channel events Redis keeps (every node's)."
+    )
 
 
 class CleanupStatsModel(BaseModel):
