@@ -3,7 +3,10 @@ topics), O(expired) expiry, what a resume is told (``decide``), and what it real
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import gc
+import itertools
+import tracemalloc
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import msgspec
@@ -439,6 +442,104 @@ def test_every_bound_holds_and_a_resume_gets_exactly_what_it_missed(
             assert [offset for offset, _, _ in record.entries] == list(
                 range(record.latest - len(record.entries) + 1, record.latest + 1)
             )
+
+
+# What it costs
+
+
+def traced(build: Callable[[], Any]) -> tuple[int, Any]:
+    """The bytes ``build`` leaves allocated (tracemalloc), and what it returned. The
+    collection before the reading empties the free lists too (floats, tuples): what they
+    hold is the interpreter's, not what was built."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        built = build()
+        gc.collect()
+        return tracemalloc.get_traced_memory()[0] - before, built
+    finally:
+        tracemalloc.stop()
+
+
+def ticking() -> Callable[[], float]:
+    """A clock whose every reading is a new float, as time.monotonic's are."""
+    ticks = itertools.count()
+    return lambda: 1000.0 + next(ticks) * 0.001
+
+
+def as_the_hub_says(kept: TopicHistory, topic: Topic, n: int) -> int:
+    """One event numbered, encoded, kept and then dropped, as the hub publishes it; its size."""
+    offset, epoch = kept.next(topic)
+    fields = {"from": "alice", "text": "hello", "ts": 1.0, "seq": 10**6 + n}
+    message = encode_event("say", {**fields, "offset": offset, "epoch": epoch})
+    message.topic, message.offset, message.epoch = topic, offset, epoch
+    kept.keep(topic, offset, epoch, message)
+    return len(message.data)
+
+
+SAMPLES = 5000
+UNBOUNDED: dict[str, Any] = {
+    "size": 10**9,
+    "topic_bytes": 10**12,
+    "max_bytes": 10**15,
+    "max_topics": 10**9,
+}
+
+
+def test_a_kept_event_costs_its_bytes_and_entry_overhead_bytes() -> None:
+    kept = history(ticking(), **UNBOUNDED)
+    for n in range(300):  # offsets past the small ints Python shares
+        as_the_hub_says(kept, HALL, n)
+    allocated, data = traced(lambda: sum(as_the_hub_says(kept, HALL, n) for n in range(SAMPLES)))
+    overhead = (allocated - data) / SAMPLES
+    assert overhead <= ENTRY_OVERHEAD_BYTES, f"{overhead:.0f} bytes an event beyond its data"
+    assert overhead > ENTRY_OVERHEAD_BYTES / 2, "the overhead is far too high: measure again"
+
+
+def names(count: int) -> Iterator[Topic]:
+    # The longest names there are: "channel:" and 32 characters.
+    return (channel_topic(f"{n:032d}") for n in range(count))
+
+
+def test_a_remembered_topic_costs_at_most_topic_overhead_bytes() -> None:
+    clock = FakeClock()
+    readings = ticking()
+    kept = history(lambda: clock.now + readings(), **{**UNBOUNDED, "ttl_seconds": 100.0})
+    data = 0
+
+    def speak() -> None:
+        nonlocal data
+        data = sum(as_the_hub_says(kept, topic, n) for n, topic in enumerate(names(SAMPLES)))
+
+    def fall_quiet() -> None:
+        clock.advance(200)
+        kept.expire()  # each topic falls quiet: both dicts are now sized for all of them
+
+    speaking, _ = traced(speak)
+    quieter, _ = traced(fall_quiet)
+    assert (len(kept), kept.entries) == (SAMPLES, 0)
+    speaking_topic = (speaking - data) / SAMPLES - ENTRY_OVERHEAD_BYTES
+    assert speaking_topic <= TOPIC_OVERHEAD_BYTES, f"{speaking_topic:.0f} bytes a speaking topic"
+    quiet_topic = (speaking + quieter - data) / SAMPLES - ENTRY_OVERHEAD_BYTES
+    assert quiet_topic <= TOPIC_OVERHEAD_BYTES, f"{quiet_topic:.0f} bytes a quiet topic"
+
+
+def test_a_topic_that_said_a_lot_costs_no_more_once_quiet() -> None:
+    # A deque kept the blocks it had emptied: 2.3 KB for a topic that had said a hundred.
+    clock = FakeClock()
+    readings = ticking()
+    kept = history(lambda: clock.now + readings(), ttl_seconds=100.0)
+
+    def talk_then_fall_quiet() -> None:
+        for n, topic in enumerate(names(500)):
+            for said in range(100):
+                as_the_hub_says(kept, topic, n * 100 + said)
+        clock.advance(200)
+        kept.expire()
+
+    allocated, _ = traced(talk_then_fall_quiet)
+    assert allocated / 500 <= TOPIC_OVERHEAD_BYTES
 
 
 # In the memory budget

@@ -15,6 +15,7 @@ import redis
 
 from mudgate.backplane.base import Presence
 from mudgate.backplane.history import (
+    ENTRY_OVERHEAD_BYTES,
     EPOCH_CHANGED,
     OFFSET_AHEAD,
     TOO_OLD,
@@ -316,9 +317,9 @@ async def test_a_topic_keeps_at_most_its_bytes_and_counts_them_exactly(
     await keep(a, HALL, *("x" * 200 for _ in range(10)))
     with client(redis_server) as redis:
         entries = redis.xrange(STREAM)
-        kept_bytes = sum(len(fields[b"d"]) + 160 for _, fields in entries)
+        kept_bytes = sum(len(fields[b"d"]) + ENTRY_OVERHEAD_BYTES for _, fields in entries)
         assert int(redis.hget(META, "bytes")) == kept_bytes <= cap
-        assert len(entries) == cap // (len(entries[0][1][b"d"]) + 160)
+        assert len(entries) == cap // (len(entries[0][1][b"d"]) + ENTRY_OVERHEAD_BYTES)
         assert int(redis.get("mudgate:history:index:bytes")) == kept_bytes
     assert a.node.offsets()[-1] == 10  # numbered all the same
 
@@ -418,7 +419,7 @@ async def test_monitoring_reads_what_all_nodes_keep_in_redis(start: Start) -> No
         while a.backplane.stats().history_topics != 2:
             await asyncio.sleep(0.01)
     stats = a.backplane.stats()
-    assert stats.history_bytes > 3 * 160
+    assert stats.history_bytes > 3 * ENTRY_OVERHEAD_BYTES
     assert {"backplane_history_kept", "backplane_history_dropped"} <= set(stats.as_dict())
 
 

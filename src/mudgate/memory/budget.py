@@ -42,11 +42,13 @@ __all__ = [
 TRANSPORT_BYTES_PER_CONNECTION = 11 * 1024
 _SAMPLES = 500
 # Room history (backplane/history.py): what a kept event costs beyond its bytes (its Outgoing,
-# the entry tuple, the deque's slot), and what a remembered room or channel costs beyond its
-# events (its record, its key, the dicts' slots); measured with tracemalloc by
+# the entry tuple, its time and offset, the bytes object's header, the list's slot): 290
+# measured; and what a remembered room or channel costs beyond its events (its record, its
+# key and epoch, its empty list, its slots in the speaking and the quiet dicts): 380 to 510
+# measured, the most just after a dict grew. Measured with tracemalloc by
 # tests/test_history.py, rounded up.
-HISTORY_ENTRY_BYTES = 160
-HISTORY_TOPIC_BYTES = 480
+HISTORY_ENTRY_BYTES = 320
+HISTORY_TOPIC_BYTES = 600
 # A command queued for Redis besides its arguments' bytes: its tuple and their object headers.
 COMMAND_OVERHEAD_BYTES = 256
 
