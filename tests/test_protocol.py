@@ -6,17 +6,22 @@ import json
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from websockets.frames import Frame, Opcode
 from websockets.streams import StreamReader
 
 from mudgate.protocol import (
+    MAX_RESUME_BYTES,
     CloseCode,
     CommandError,
     ErrorCode,
     Outgoing,
+    Position,
     encode_error,
     encode_event,
     parse_frame,
+    parse_resume,
     restart_reason,
     websocket_binary_frame,
     websocket_messages,
@@ -143,3 +148,72 @@ def test_views_are_built_once_and_dropped_after_a_broadcast() -> None:
     message.drop_views()
     assert message.view("telnet", build) == b"view"
     assert len(built) == 2
+
+
+# Resume strings
+
+
+names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}", fullmatch=True)
+positions = st.builds(
+    Position,
+    st.builds("{}:{}".format, st.sampled_from(["room", "channel"]), names),
+    st.integers(0, 10**18 - 1),
+    st.one_of(st.just(""), st.from_regex(r"[0-9a-f]{1,16}", fullmatch=True)),
+)
+
+
+@given(st.lists(positions, max_size=20))
+def test_positions_round_trip_through_a_resume_string(written: list[Position]) -> None:
+    text = ",".join(str(position) for position in written)
+    if len(text) <= MAX_RESUME_BYTES:
+        assert parse_resume(text, max_entries=20) == written
+    else:
+        with pytest.raises(ValueError, match="longer than"):
+            parse_resume(text, max_entries=20)
+
+
+def test_the_resume_string_of_the_docs_parses() -> None:
+    assert parse_resume("room:hall:41:9f86d081,channel:ooc:7:0c1d2e3f", 2) == [
+        Position("room:hall", 41, "9f86d081"),
+        Position("channel:ooc", 7, "0c1d2e3f"),
+    ]
+    assert parse_resume("room:lobby:0:", 1) == [Position("room:lobby", 0, "")]  # nothing yet
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        (",", "empty entry"),
+        ("room:hall:1:ab,", "empty entry"),
+        (",room:hall:1:ab", "empty entry"),
+        ("room:hall:1:ab,,channel:ooc:1:ab", "empty entry"),
+        ("room:hall", "is not TOPIC:OFFSET:EPOCH"),
+        ("room:hall:1", "is not TOPIC:OFFSET:EPOCH"),
+        (":hall:1:ab", "is not TOPIC:OFFSET:EPOCH"),
+        ("room::1:ab", "is not TOPIC:OFFSET:EPOCH"),
+        ("room:ha:ll:1:ab", "is not TOPIC:OFFSET:EPOCH"),  # a colon inside a name
+        ("room:hall:1:ab:cd", "is not TOPIC:OFFSET:EPOCH"),
+        ("room:" + "x" * 33 + ":1:ab", "is not TOPIC:OFFSET:EPOCH"),
+        ("room:-hall:1:ab", "is not TOPIC:OFFSET:EPOCH"),
+        ("room:hall:-1:ab", "offset"),
+        ("room:hall::ab", "offset"),
+        ("room:hall:1e3:ab", "offset"),
+        ("room:hall:\u0661:ab", "offset"),  # an Arabic-Indic one: a digit, not ASCII
+        ("room:hall:" + "9" * 19 + ":ab", "offset"),  # past 18 digits
+        ("room:hall:1:XYZ", "epoch"),
+        ("room:hall:1:AB", "epoch"),  # hex, but as the server never writes it
+        ("room:hall:1:" + "a" * 17, "epoch"),
+        ("room:hall:1:ab ", "epoch"),
+        (",".join(f"channel:c{n}:1:ab" for n in range(4)), "more than 3 entries"),
+        ("room:hall:1:ab," + "c" * MAX_RESUME_BYTES, "longer than 2048 bytes"),
+        ("\u00e9" * 1500, "longer than 2048 bytes"),  # 1,500 characters, 3,000 bytes
+    ],
+)
+def test_a_malformed_resume_string_raises_saying_why(text: str, said: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(said)):
+        parse_resume(text, max_entries=3)
+
+
+def test_a_huge_offset_is_called_too_large() -> None:
+    with pytest.raises(ValueError, match="too large"):
+        parse_resume("room:hall:" + "9" * 19 + ":ab", max_entries=1)

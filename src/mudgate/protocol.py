@@ -386,6 +386,8 @@ def encode_error(
 # The longest resume string a client may send (``?resume=``, ``Last-Event-ID``).
 MAX_RESUME_BYTES = 2048
 _EPOCH = re.compile(r"[0-9a-f]{1,16}\Z")
+# An offset has at most 18 digits (it fits in a signed 64-bit integer, as Redis keeps it).
+_MAX_OFFSET_DIGITS = 18
 _NAME_RE = re.compile(NAME_PATTERN)
 
 
@@ -403,21 +405,27 @@ class Position(NamedTuple):
 def parse_resume(text: str, max_entries: int) -> list[Position]:
     """The positions in a resume string (``room:hall:41:9f86d081,channel:ooc:7:0c1d2e3f``);
     ValueError saying what is wrong with it. Kinds are not checked here (the hub refuses a
-    topic the player may not read); the shape of every entry is."""
-    if len(text) > MAX_RESUME_BYTES:
+    topic the player may not read); the shape of every entry is. The empty string names none."""
+    if len(text) > MAX_RESUME_BYTES or len(text.encode(errors="surrogatepass")) > MAX_RESUME_BYTES:
         raise ValueError(f"longer than {MAX_RESUME_BYTES} bytes")
-    entries = [entry for entry in text.split(",") if entry]
+    if not text:
+        return []
+    entries = text.split(",")
     if len(entries) > max_entries:
         raise ValueError(f"more than {max_entries} entries")
     positions: list[Position] = []
     for entry in entries:
-        kind, _, rest = entry.partition(":")
-        name, _, rest = rest.partition(":")
-        offset, _, epoch = rest.partition(":")
-        if not kind or not _NAME_RE.match(name):
+        if not entry:
+            raise ValueError("an empty entry (two commas in a row, or one at either end)")
+        # No part may hold a colon, so an entry has exactly three.
+        parts = entry.split(":")
+        if len(parts) != 4 or not parts[0] or not _NAME_RE.match(parts[1]):
             raise ValueError(f"{entry[:80]!r} is not TOPIC:OFFSET:EPOCH")
-        if not offset.isascii() or not offset.isdigit() or len(offset) > 18:
+        kind, name, offset, epoch = parts
+        if not offset.isascii() or not offset.isdigit():
             raise ValueError(f"{entry[:80]!r}: the offset is not a whole number")
+        if len(offset) > _MAX_OFFSET_DIGITS:
+            raise ValueError(f"{entry[:80]!r}: the offset is too large")
         if epoch and not _EPOCH.match(epoch):
             raise ValueError(f"{entry[:80]!r}: the epoch is not hex")
         positions.append(Position(f"{kind}:{name}", int(offset), epoch))
