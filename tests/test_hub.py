@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from mudgate.backplane.topic import channel_topic
 from mudgate.connection import ConnectionState
 from mudgate.hub import LOBBY, Delivery, Hub, Player
 from mudgate.protocol import CloseCode
@@ -341,3 +342,27 @@ async def test_a_game_field_named_like_a_parameter_is_just_a_field(hub: Hub) -> 
     await settle()
     sent = payload(alice.written[-1])
     assert (sent["room"], sent["player_id"], sent["event"]) == (LOBBY, "bob", "narrate")
+
+
+# Resume
+
+
+def chatted(hub: Hub, channel: str, count: int) -> str:
+    """``count`` chat events said on ``channel``; its epoch."""
+    for n in range(count):
+        hub.channel_event(channel, "chat", text=f"{channel} {n}")
+    return hub.history.next(channel_topic(channel))[1]
+
+
+async def test_a_topic_named_twice_in_a_resume_is_read_once(hub: Hub) -> None:
+    epoch = chatted(hub, "ooc", 3)
+    amy = RecordingConnection("amy", "127.0.0.1", hub.limits, clock=hub.clock)
+    async with hub.session(amy, f"channel:ooc:1:{epoch},channel:ooc:1:{epoch}"):
+        await settle()
+    sent = [payload(message) for message in amy.written]
+    assert [body["text"] for body in sent if body.get("event") == "chat"] == ["ooc 1", "ooc 2"]
+    assert [body.get("event") for body in sent].count("resumed") == 1
+    errors = [body for body in sent if body["type"] == "error"]
+    assert [error["code"] for error in errors] == ["forbidden_topic"]
+    assert "named twice" in str(errors[0]["message"])
+    assert (hub.resumes, hub.replayed) == (1, 2)

@@ -375,7 +375,13 @@ class Hub:
         kept: list[Position] = []
         told: list[Outgoing] = []
         rooms = 0
+        named: set[str] = set()
         for position in positions:
+            # Read once, whatever a client repeats: a second reading would replay it again.
+            if position.topic in named:
+                told.append(_refused(position, "named twice"))
+                continue
+            named.add(position.topic)
             kind = position.topic.partition(":")[0]
             if kind == TopicKind.ROOM:
                 rooms += 1
