@@ -366,3 +366,31 @@ async def test_a_topic_named_twice_in_a_resume_is_read_once(hub: Hub) -> None:
     assert [error["code"] for error in errors] == ["forbidden_topic"]
     assert "named twice" in str(errors[0]["message"])
     assert (hub.resumes, hub.replayed) == (1, 2)
+
+
+@pytest.mark.parametrize(
+    "cap", [{"outbox_max_messages": 20}, {"outbox_max_bytes": 4000}], ids=["messages", "bytes"]
+)
+async def test_a_resume_leaves_room_in_the_outbox_for_every_resumed_event(
+    clock: FakeClock, cap: dict[str, int]
+) -> None:
+    hub = Hub(make_settings(**cap), clock=clock)
+    await hub.start()
+    epochs = {"big": chatted(hub, "big", 15)}
+    epochs |= {f"c{n}": chatted(hub, f"c{n}", 1) for n in range(10)}
+    amy = RecordingConnection("amy", "127.0.0.1", hub.limits, clock=hub.clock)
+    async with hub.session(amy, ",".join(f"channel:{c}:0:{e}" for c, e in epochs.items())):
+        assert amy.outbox_messages < hub.limits.outbox_max_messages
+        assert amy.outbox_bytes < hub.limits.outbox_max_bytes
+        hub.channel_event("c9", "chat", text="live")  # one more, before amy reads a thing
+        assert amy.closed_with is None
+        await settle()
+    resumed = [payload(message) for message in amy.written if message.event == "resumed"]
+    assert [body["channel"] for body in resumed] == list(epochs)
+    assert resumed[0]["reason"] == "too_much"  # 15 and 11 resumed events would not fit
+    replayed = [body["missed"] for body in resumed[1:]]
+    assert replayed == sorted(replayed, reverse=True)  # first come, first replayed
+    assert sum(replayed) == hub.replayed > 0
+    assert [body["reason"] for body in resumed if not body["recovered"]] == ["too_much"] * (
+        11 - sum(replayed)
+    )

@@ -13,6 +13,7 @@ from websockets.streams import StreamReader
 
 from mudgate.protocol import (
     MAX_RESUME_BYTES,
+    RESUMED_EVENT_BYTES,
     CloseCode,
     CommandError,
     ErrorCode,
@@ -217,3 +218,20 @@ def test_a_malformed_resume_string_raises_saying_why(text: str, said: str) -> No
 def test_a_huge_offset_is_called_too_large() -> None:
     with pytest.raises(ValueError, match="too large"):
         parse_resume("room:hall:" + "9" * 19 + ":ab", max_entries=1)
+
+
+def test_the_longest_resumed_event_fits_its_reserved_bytes() -> None:
+    longest = encode_event(
+        "resumed",
+        {
+            "channel": "c" * 32,
+            "recovered": False,
+            "offset": 10**19 - 1,
+            "epoch": "f" * 16,
+            "missed": 10**9,
+            "reason": "epoch_changed",
+            "ts": 9_999_999_999.999,
+            "seq": 10**19 - 1,
+        },
+    )
+    assert len(longest) <= RESUMED_EVENT_BYTES

@@ -17,6 +17,7 @@ import msgspec
 __all__ = [
     "EVENT_FIELDS",
     "MAX_RESUME_BYTES",
+    "RESUMED_EVENT_BYTES",
     "ChannelName",
     "CloseCode",
     "CommandError",
@@ -385,6 +386,9 @@ def encode_error(
 
 # The longest resume string a client may send (``?resume=``, ``Last-Event-ID``).
 MAX_RESUME_BYTES = 2048
+# The longest a ``resumed`` event encodes to: a name of 32, an offset and a seq of 19 digits,
+# an epoch of 16, the longest reason. A resume keeps room for one per topic in the outbox.
+RESUMED_EVENT_BYTES = 256
 _EPOCH = re.compile(r"[0-9a-f]{1,16}\Z")
 # An offset has at most 18 digits (it fits in a signed 64-bit integer, as Redis keeps it).
 _MAX_OFFSET_DIGITS = 18

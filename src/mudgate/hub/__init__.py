@@ -33,6 +33,7 @@ from ..hooks import Hooks
 from ..protocol import (
     CHANNEL_FIELD,
     EVENT_FIELDS,
+    RESUMED_EVENT_BYTES,
     ROOM_FIELD,
     CloseCode,
     ErrorCode,
@@ -411,32 +412,21 @@ class Hub:
         was all, and forgets what it holds of the same (it arrived live while this was read).
         The refusals to tell the player, for the backlog."""
         told: list[Outgoing] = []
-        replay: list[Outgoing] = []
-        messages_left, bytes_left = conn.room_left()
+        reading: list[Position] = []
         for position in positions:
+            refusal = self._refusal(player, position)
+            if refusal is None:
+                reading.append(position)
+            else:
+                told.append(refusal)
+        replay: list[Outgoing] = []
+        # What is left once each topic read has room for its resumed event, which is held
+        # whatever was replayed: a replay that would fill it is too_much.
+        messages_left, bytes_left = conn.room_left()
+        messages_left -= len(reading)
+        bytes_left -= len(reading) * RESUMED_EVENT_BYTES
+        for position in reading:
             kind, _, name = position.topic.partition(":")
-            listening = name == player.room if kind == TopicKind.ROOM else name in player.channels
-            if not listening:
-                if not self.hooks.may_return(player.id, position.topic):
-                    told.append(_refused(position, "the game does not let you back in"))
-                elif kind == TopicKind.ROOM:
-                    told.append(_refused(position, "you are in another room"))
-                else:
-                    told.append(_refused(position, "too many channels"))
-                continue
-            # Each topic read costs the player a message: reconnecting in a loop to have the
-            # history read again and again is limited like sending in a loop.
-            wait, _ = self.admission.charge_message(player.id)
-            if wait > 0:
-                told.append(
-                    encode_error(
-                        ErrorCode.RATE_LIMITED,
-                        f"resume of {position.topic!r} refused: too many, too fast",
-                        retry_after=round(wait, 3),
-                        topic=position.topic,
-                    )
-                )
-                continue
             topic = Topic(position.topic)
             recovery = await self._recovery(topic, position)
             missed = recovery.messages
@@ -467,10 +457,31 @@ class Hub:
             # Where the client now is in ``topic`` (an SSE stream's id says so).
             resumed.topic, resumed.offset, resumed.epoch = topic, recovery.offset, recovery.epoch
             replay.append(resumed)
-            messages_left -= 1
-            bytes_left -= len(resumed)
         conn.hold_first(replay)
         return told
+
+    def _refusal(self, player: Player, position: Position) -> Outgoing | None:
+        """Why ``position``'s topic is not read for ``player`` (None: it is, and costs them a
+        message)."""
+        kind, _, name = position.topic.partition(":")
+        listening = name == player.room if kind == TopicKind.ROOM else name in player.channels
+        if not listening:
+            if not self.hooks.may_return(player.id, position.topic):
+                return _refused(position, "the game does not let you back in")
+            if kind == TopicKind.ROOM:
+                return _refused(position, "you are in another room")
+            return _refused(position, "too many channels")
+        # Each topic read costs the player a message: reconnecting in a loop to have the
+        # history read again and again is limited like sending in a loop.
+        wait, _ = self.admission.charge_message(player.id)
+        if wait > 0:
+            return encode_error(
+                ErrorCode.RATE_LIMITED,
+                f"resume of {position.topic!r} refused: too many, too fast",
+                retry_after=round(wait, 3),
+                topic=position.topic,
+            )
+        return None
 
     async def _recovery(self, topic: Topic, position: Position) -> Recovery:
         if not self.history.enabled:
