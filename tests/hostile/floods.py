@@ -396,6 +396,30 @@ async def room_flood(server: Gateway, *, messages: int, size: int, name: str = "
             await shouter.send(op="say", text="x" * size)
 
 
+async def history_flood(
+    server: Gateway, *, players: int, rooms: int, size: int, name: str = "wanderer"
+) -> int:
+    """``players`` players each walk into ``rooms`` rooms of their own and say one line of
+    ``size`` bytes in each (within the default message burst): every line is kept in its
+    room's history, so the history reaches its caps in topics and bytes. How many were let in
+    (the others were refused while the server shed load)."""
+
+    async def wander(n: int) -> bool:
+        async with await Player.connect(server.ws(f"{name}{n}")) as player:
+            try:
+                await player.next("welcome")
+            except TimeoutError:  # refused: the server sheds while the floods fill it
+                return False
+            for room in range(rooms):
+                await player.send(op="go", room=f"{name}{n}-{room}")
+                await player.send(op="say", text="h" * size)
+            await player.send(op="ping")
+            await player.next("pong", timeout=30)
+            return True
+
+    return sum(await asyncio.gather(*(wander(n) for n in range(players))))
+
+
 async def message_flood(griefer: Player, frame: object, *, messages: int = 3000) -> None:
     """``griefer`` sends ``messages`` copies of ``frame`` (JSON, or text as it is) as fast as
     it can, until it is closed for it."""

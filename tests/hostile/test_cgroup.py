@@ -46,6 +46,9 @@ CAPS: dict[str, object] = {
     "max_pending_bytes": MIB,
     "max_rate_limit_keys": 2000,
     "max_subscriptions_per_player": 8,
+    # Room history small enough for the flood below to reach its caps.
+    "room_history_max_bytes": MIB,
+    "room_history_max_topics": 300,
     "ws_per_message_deflate": True,
     "max_compressed_connections": 60,
     "request_timeout": 3,
@@ -149,6 +152,7 @@ async def every_flood(server: Gateway) -> list[Any]:
             floods.slow_loris(server, b"GET /health/live HTTP/1.1\r\nHost: x\r\n\r\n", clients=30),
             floods.unread_pipeline(server, seconds=2),
             floods.room_flood(server, messages=30, size=3000),
+            floods.history_flood(server, players=40, rooms=10, size=3000),
             floods.pending_flood(server, tells=40),
             floods.posted_commands(server),
             floods.bad_frames(server),
@@ -209,6 +213,9 @@ async def test_a_server_in_a_cgroup_of_its_budget_survives_every_flood(
     assert cgroup.oom_kills() == 0
     assert limit_hits == 0, report  # the floods never even made the kernel reclaim
     assert not [outcome for outcome in outcomes if isinstance(outcome, BaseException)], report
+    structures = server.memory()["data_structures"]  # the history flood, at its caps
+    assert structures["room_history"] <= CAPS["room_history_max_topics"]
+    assert structures["room_history_bytes"] <= CAPS["room_history_max_bytes"]
     healthy.assert_served()
     # Whenever it read itself well past its critical level, it was shedding.
     for reading in seen.readings:
