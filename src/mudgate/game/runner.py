@@ -132,6 +132,11 @@ class LinkedHub:
         refuse_fields(name, fields, EVENT_FIELDS)
         return LinkedEvent(name, fields)
 
+    def reply(self, conn: LinkedConnection, message: LinkedEvent) -> bool:
+        """A command's answer (``CommandContext.reply``): the link sends it to the player,
+        and the gateway keeps it behind what its node published before."""
+        return conn.send(message)
+
     def room_event(self, room: str, event: str, /, **fields: Any) -> None:
         refuse_fields(event, fields, _ROOM_EVENT_FIELDS)
         self.write({"type": "room", "room": room, "event": event, "fields": fields})
