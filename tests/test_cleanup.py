@@ -268,6 +268,7 @@ async def test_forced_cleanups_update_the_stats(setup: Setup, clock: FakeClock) 
         "last_seen",
         "pending_messages",
         "room_history",
+        "left_rooms",
         "stale_connections",
         "orphans",
     }

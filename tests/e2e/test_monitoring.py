@@ -129,6 +129,7 @@ async def test_forced_cleanup_reports_and_is_rate_limited(
         "last_seen",
         "pending_messages",
         "room_history",
+        "left_rooms",
         "stale_connections",
         "orphans",
     }

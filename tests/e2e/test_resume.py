@@ -260,3 +260,24 @@ async def test_a_refused_topic_is_named_in_the_error(server: RunningServer) -> N
         error = await pat.next("error")
     assert error["code"] == "forbidden_topic"
     assert error["topic"] == "player:pat"
+
+
+async def test_a_resume_cannot_walk_a_player_into_a_room_they_did_not_leave_from(
+    server: RunningServer,
+) -> None:
+    async with await Player.connect(server.ws("quin")) as quin:
+        await quin.next("welcome")
+        await quin.send(op="go", room="vault")
+        await quin.send(op="say", text="the combination is 4-8-15")
+        secret = await quin.next("say")
+        resume = quote(f"room:vault:0:{secret['epoch']}")
+        async with await Player.connect(f"{server.ws('mallory')}&resume={resume}") as mallory:
+            welcome = await mallory.next("welcome")
+            error = await mallory.next("error")
+            await mallory.send(op="ping")
+            seen = [await mallory.inbox.get() for _ in range(1)]
+    assert welcome["room"] == "lobby"
+    assert error["code"] == "forbidden_topic"
+    assert error["topic"] == "room:vault"
+    assert all("4-8-15" not in json.dumps(message) for message in seen)
+    assert server.call(lambda: server.hub.room_of("mallory")) in (None, "lobby")

@@ -150,8 +150,12 @@ class Backplane(Protocol):
         """Return once every subscription asked for so far is in force across the cluster
         (or at once, with no cluster); waits at most a bounded time."""
 
-    def announce(self, player_id: str, presence: Presence | None) -> None:
+    def announce(self, player_id: str, presence: Presence | None, left_room: str = "") -> None:
         """Tell the cluster where ``player_id`` is on this node (None: gone from this node)."""
+
+    async def last_room(self, player_id: str) -> str | None:
+        """The room ``player_id`` was in when they left the node that held them, if they left
+        within ``last_seen_ttl`` (the cluster's record; None: not known, or no cluster)."""
 
     def evict(self, node_id: str, player_id: str, count: int) -> None:
         """Ask node ``node_id`` to close its ``count`` oldest connections of ``player_id``."""

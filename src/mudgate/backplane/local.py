@@ -51,8 +51,11 @@ class LocalBackplane:
     async def settled(self) -> None:
         pass
 
-    def announce(self, player_id: str, presence: Presence | None) -> None:
+    def announce(self, player_id: str, presence: Presence | None, left_room: str = "") -> None:
         pass
+
+    async def last_room(self, player_id: str) -> str | None:
+        return None
 
     def evict(self, node_id: str, player_id: str, count: int) -> None:
         pass

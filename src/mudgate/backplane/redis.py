@@ -61,6 +61,7 @@ from .wire import (
     decode_eviction,
     decode_kept,
     decode_message,
+    decode_name,
     encode_eviction,
     encode_message,
     encode_presence,
@@ -238,7 +239,7 @@ class RedisBackplane:
 
     # Presence
 
-    def announce(self, player_id: str, presence: Presence | None) -> None:
+    def announce(self, player_id: str, presence: Presence | None, left_room: str = "") -> None:
         players = self._keys.players()
         if presence is None:
             self._write(("HDEL", players, player_id))
@@ -246,7 +247,8 @@ class RedisBackplane:
                 (
                     "SET",
                     self._keys.seen(player_id),
-                    b"1",
+                    # The room they left from: the one a resume may put them back in.
+                    left_room.encode() or b"1",
                     "PX",
                     milliseconds(self.settings.last_seen_ttl),
                 )
@@ -255,6 +257,19 @@ class RedisBackplane:
             record = encode_presence(presence.room, presence.connected_at)
             self._write(("HSET", players, player_id, record))
             self._write(("PEXPIRE", players, milliseconds(self.settings.presence_ttl)))
+
+    async def last_room(self, player_id: str) -> str | None:
+        async def read(redis: Redis) -> Any:
+            return await redis.get(self._keys.seen(player_id))
+
+        raw = await self._call(read)
+        if not isinstance(raw, bytes) or raw == b"1":
+            return None
+        try:
+            return decode_name(raw, "room")
+        except Invalid as error:
+            self._invalid(error)
+            return None
 
     def evict(self, node_id: str, player_id: str, count: int) -> None:
         payload = encode_eviction(self.node_id, node_id, count)

@@ -302,7 +302,16 @@ class Hub:
         reaches the connection meanwhile (its room, the game's hooks, tells) is held by the
         connection, under its outbox caps, and written after the welcome and the backlog."""
         positions, told = self._resume_positions(resume)
-        player, greeting = self._enter(conn, positions)
+        left_from = None
+        if (
+            any(position.topic.startswith(_ROOM_PREFIX) for position in positions)
+            and conn.player_id not in self.registry.players
+            and conn.player_id not in self.absentees.left_rooms
+            and self.backplane.clustered
+        ):
+            # They left another node: the cluster remembers where from.
+            left_from = await self.backplane.last_room(conn.player_id)
+        player, greeting = self._enter(conn, positions, left_from)
         try:
             elsewhere, excess = await self.cluster_presence.settle(conn)
             told += await self._recover(conn, player, positions)
@@ -320,15 +329,19 @@ class Hub:
         self._welcome(conn, greeting, [])
         return player
 
-    def _enter(self, conn: Connection, positions: list[Position]) -> tuple[Player, Outgoing]:
-        """Register ``conn``; its player comes online (in the lobby, or back in the room and
-        channels of ``positions``) if they were not. The connection holds what it is sent
-        until ``_welcome``; its welcome is made here, before any hook can send to it, so the
+    def _enter(
+        self, conn: Connection, positions: list[Position], left_from: str | None = None
+    ) -> tuple[Player, Outgoing]:
+        """Register ``conn``; its player comes online (in the lobby, or back in the room of
+        ``positions`` if that is the room they left from, here or, ``left_from``, on another
+        node; and their channels) if they were not. The connection holds what it is sent until
+        ``_welcome``; its welcome is made here, before any hook can send to it, so the
         welcome's seq comes before theirs."""
         player, arrived = self.registry.add(conn)
         if arrived:
-            self.absentees.returned(player.id)
-            self.topics.arrive(player, self._room_to_return_to(player.id, positions))
+            left_from = self.absentees.returned(player.id) or left_from
+            room = self._room_to_return_to(player.id, positions, left_from)
+            self.topics.arrive(player, room)
         for position in positions:  # online already or not, their channels are theirs again
             if position.topic.startswith(_CHANNEL_PREFIX) and self.hooks.may_return(
                 player.id, position.topic
@@ -395,12 +408,18 @@ class Hub:
             kept.append(position)
         return kept, told
 
-    def _room_to_return_to(self, player_id: str, positions: list[Position]) -> str:
+    def _room_to_return_to(
+        self, player_id: str, positions: list[Position], left_from: str | None
+    ) -> str:
+        """The room a resume names, if the player left from it (a client cannot walk into a
+        room by naming it) and the game's ``on_return`` hooks let them back; else the lobby."""
         for position in positions:
-            if position.topic.startswith(_ROOM_PREFIX) and self.hooks.may_return(
-                player_id, position.topic
+            if (
+                position.topic.startswith(_ROOM_PREFIX)
+                and position.topic[_ROOM_PREFIX_LENGTH:] == left_from
+                and self.hooks.may_return(player_id, position.topic)
             ):
-                return position.topic[_ROOM_PREFIX_LENGTH:]
+                return left_from
         return LOBBY
 
     async def _recover(
@@ -469,7 +488,7 @@ class Hub:
             if not self.hooks.may_return(player.id, position.topic):
                 return _refused(position, "the game does not let you back in")
             if kind == TopicKind.ROOM:
-                return _refused(position, "you are in another room")
+                return _refused(position, "you are not in that room, nor did you leave from it")
             return _refused(position, "too many channels")
         # Each topic read costs the player a message: reconnecting in a loop to have the
         # history read again and again is limited like sending in a loop.
@@ -525,9 +544,10 @@ class Hub:
 
     def _go_offline(self, player: Player) -> None:
         self.topics.depart(player)
-        self.cluster_presence.withdraw(player.id)
-        # Remembered for a while, so a player who comes back soon gets what was sent meanwhile.
-        self.absentees.left(player.id)
+        self.cluster_presence.withdraw(player.id, player.room)
+        # Remembered for a while, so a player who comes back soon gets what was sent meanwhile
+        # (and may be put back in the room they left from).
+        self.absentees.left(player.id, player.room)
         self.hooks.disconnected(player.id)
 
     def repair(self, dry_run: bool) -> int:
@@ -806,6 +826,7 @@ class Hub:
             "connection_attempts": self.admission.connection_attempts,
             "message_rate_limits": self.admission.message_rates,
             "last_seen": self.absentees.last_seen,
+            "left_rooms": self.absentees.left_rooms,
             "pending_messages": self.absentees.pending_messages,
             "room_history": self.history,
         }

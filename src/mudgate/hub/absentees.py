@@ -25,6 +25,10 @@ class Absentees:
         self.last_seen: TTLMap[str, float] = TTLMap(
             settings.max_players, settings.last_seen_ttl, clock=clock
         )
+        # The room each left from: the only one a resume may put them back in.
+        self.left_rooms: TTLMap[str, str] = TTLMap(
+            settings.max_players, settings.last_seen_ttl, clock=clock
+        )
         self.pending_messages: Mailboxes[str, Outgoing] = Mailboxes(
             settings.max_players,
             settings.max_pending_messages,
@@ -35,13 +39,18 @@ class Absentees:
             sizeof=len,
         )
 
-    def left(self, player_id: str) -> None:
-        """Remember ``player_id`` for a while, so what is sent to them meanwhile waits."""
+    def left(self, player_id: str, room: str = "") -> None:
+        """Remember ``player_id`` for a while, so what is sent to them meanwhile waits, and
+        the ``room`` they left from, where a resume may put them back."""
         self.last_seen.set(player_id, self._wall_clock())
+        if room:
+            self.left_rooms.set(player_id, room)
 
-    def returned(self, player_id: str) -> None:
-        """``player_id`` is online again: no longer away."""
+    def returned(self, player_id: str) -> str | None:
+        """``player_id`` is online again: no longer away. The room they left from, if it is
+        remembered."""
         self.last_seen.pop(player_id)
+        return self.left_rooms.pop(player_id)
 
     def take(self, player_id: str) -> list[Outgoing]:
         """What waited for ``player_id``, in order (removed)."""

@@ -54,9 +54,9 @@ class ClusterPresence:
         if self._backplane.clustered:
             self._backplane.announce(player_id, self.presence_of(player_id))
 
-    def withdraw(self, player_id: str) -> None:
-        """``player_id`` has no connection left on this node."""
-        self._backplane.announce(player_id, None)
+    def withdraw(self, player_id: str, room: str = "") -> None:
+        """``player_id`` has no connection left on this node; they left from ``room``."""
+        self._backplane.announce(player_id, None, room)
 
     def presence_of(self, player_id: str) -> Presence:
         player = self._registry.players[player_id]

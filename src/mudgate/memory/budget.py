@@ -47,6 +47,8 @@ _SAMPLES = 500
 # key and epoch, its empty list, its slots in the speaking and the quiet dicts): 380 to 510
 # measured, the most just after a dict grew. Measured with tracemalloc by
 # tests/test_history.py, rounded up.
+# A room's name as a str: its object and at most 32 ASCII characters.
+ROOM_NAME_BYTES = 96
 HISTORY_ENTRY_BYTES = 320
 HISTORY_TOPIC_BYTES = 600
 # A command queued for Redis besides its arguments' bytes: its tuple and their object headers.
@@ -243,6 +245,9 @@ def memory_budget(settings: Settings, limit_bytes: int, process_bytes: int = 0) 
             sizes["room_entry"],
         ),
         BudgetLine("last_seen", settings.max_players, sizes["last_seen"]),
+        # The room each player who left recently left from (a resume's one way back in): an
+        # entry like last_seen's, and its room name (at most 32 characters).
+        BudgetLine("left_rooms", settings.max_players, sizes["last_seen"] + ROOM_NAME_BYTES),
         BudgetLine("connection_attempts", settings.max_rate_limit_keys, sizes["rate_limit_key"]),
         BudgetLine("message_rate_limits", settings.max_players, sizes["message_rate"]),
         BudgetLine("pending_messages", pending_count, pending_per_message),
