@@ -636,3 +636,42 @@ def test_the_resume_string_leaves_out_channels_past_2048_bytes() -> None:
     assert len(text) <= 2048
     assert text.startswith("room:hall:0:,channel:channel-with-a-long-name-000:0:")
     assert len(text.split(",")) < 101
+
+
+async def test_a_token_factory_that_fails_once_is_asked_again_after_a_backoff() -> None:
+    """After a 4001 the client asks its factory for a token; the token service is briefly
+    down (the factory raises): the client backs off and asks again, as after any failed
+    attempt."""
+    connections = 0
+
+    async def handler(ws: ServerConnection) -> None:
+        nonlocal connections
+        connections += 1
+        welcome = {"type": "event", "event": "welcome", "player": "p", "room": "lobby"}
+        await ws.send(json.dumps(welcome))
+        if connections == 1:
+            await ws.close(4001, "token expired")
+        else:
+            await ws.wait_closed()
+
+    calls = 0
+
+    def factory() -> str:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise RuntimeError("auth service answered 503")  # a blip of the token service
+        return "t"
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        client = Client(f"ws://127.0.0.1:{port}/ws", token_factory=factory, initial_backoff=0.01)
+        await client.connect()
+        await client.next("welcome", within=2)
+        try:
+            second = await client.next("welcome", within=3)
+        except Closed as closed:
+            pytest.fail(f"the client ended for good after a token-service blip: {closed}")
+        finally:
+            await client.close()
+        assert second["event"] == "welcome"

@@ -412,7 +412,15 @@ class Client:
         opened = False
         try:
             if self.token is None:
-                self.token = await self._new_token()
+                try:
+                    self.token = await self._new_token()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as error:  # the factory's own trouble: try again later
+                    if not self._connected_once:
+                        raise
+                    logger.warning("getting a new token failed: %r", error)
+                    return _Ending(None)
             async with connect(self._url(self.token), open_timeout=self.open_timeout) as ws:
                 self._ws, self._connected_once, opened = ws, True, True
                 self._connected.set()
