@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from mudgate.backplane.topic import channel_topic
+from mudgate.backplane.topic import channel_topic, room_topic
 from mudgate.connection import ConnectionState
 from mudgate.hub import LOBBY, Delivery, Hub, Player
 from mudgate.protocol import CloseCode
@@ -394,3 +394,55 @@ async def test_a_resume_leaves_room_in_the_outbox_for_every_resumed_event(
     assert [body["reason"] for body in resumed if not body["recovered"]] == ["too_much"] * (
         11 - sum(replayed)
     )
+
+
+async def opened_with(hub: Hub, player_id: str, resume: str) -> RecordingConnection:
+    conn = RecordingConnection(player_id, "127.0.0.1", hub.limits, clock=hub.clock)
+    await hub.session(conn, resume).__aenter__()
+    await settle()
+    return conn
+
+
+def sent_to(conn: RecordingConnection) -> list[dict[str, Any]]:
+    return [json.loads(message.data) for message in conn.written]
+
+
+async def test_a_resume_not_recovered_says_no_more_than_what_follows_it() -> None:
+    # The room kept 2 events of 6; a greeting the game says as the player returns (held
+    # while the resume is read) must not be at or below the offset the resumed event gives.
+    hub = Hub(make_settings(room_history_size=2))
+    await hub.start()
+    hub.room_event("hall", "say", text="old")
+    epoch = hub.history.position(room_topic("hall"))
+    assert epoch is not None
+    for n in range(5):
+        hub.room_event("hall", "say", text=f"x{n}")
+    hub.absentees.left("bob", "hall")
+    hub.hooks.on_connect(lambda player: hub.room_event("hall", "say", text=f"{player} wakes"))
+    conn = await opened_with(hub, "bob", f"room:hall:1:{epoch[1]}")
+    seen = [message for message in sent_to(conn) if message["type"] == "event"]
+    resumed = next(message for message in seen if message["event"] == "resumed")
+    assert resumed["recovered"] is False
+    later = seen[seen.index(resumed) + 1 :]
+    assert [message["text"] for message in later if message["event"] == "say"] == ["bob wakes"]
+    assert all(message["offset"] > resumed["offset"] for message in later if "offset" in message)
+
+
+async def test_a_resume_past_the_players_rate_is_told_lost_not_left_silent() -> None:
+    hub = Hub(make_settings(player_message_burst=2))
+    await hub.start()
+    positions = []
+    for name in ("a", "b", "c"):
+        hub.channel_event(name, "chat", text=f"{name} seen")
+        offset, epoch = hub.history.position(channel_topic(name)) or (0, "")
+        positions.append(f"channel:{name}:{offset}:{epoch}")
+        hub.channel_event(name, "chat", text=f"{name} missed")
+    conn = await opened_with(hub, "bob", ",".join(positions))
+    seen = sent_to(conn)
+    resumed = {message["channel"]: message for message in seen if message.get("event") == "resumed"}
+    assert resumed["a"]["recovered"] is True
+    assert resumed["c"]["recovered"] is False
+    assert resumed["c"]["reason"] == "rate_limited"
+    errors = [message for message in seen if message["type"] == "error"]
+    assert errors
+    assert errors[0]["code"] == "rate_limited"

@@ -103,10 +103,18 @@ class CommandContext:
 
     def reply(self, event: str, **fields: Any) -> None:
         """Send an event to the connection the command came from, echoing its ``id``."""
+        self.reply_about(None, event, **fields)
+
+    def reply_about(self, topic: str | None, event: str, /, **fields: Any) -> None:
+        """``reply``, saying the answer is about ``topic`` (a channel joined or left): an SSE
+        stream then names it in its resume string."""
         if self.request_id is not None:
             fields["id"] = self.request_id
         self.replied = True
-        self.hub.reply(self.conn, self.hub.event(event, **fields))
+        message = self.hub.event(event, **fields)
+        if topic is not None:
+            message.topic = topic
+        self.hub.reply(self.conn, message)
 
     def broadcast(self, event: str, **fields: Any) -> None:
         """Send an event to everyone in the sender's room, the sender included."""
@@ -472,13 +480,15 @@ def builtin_commands() -> CommandRegistry:
                 ErrorCode.TOO_MANY_SUBSCRIPTIONS, f"at most {limit} channels per player"
             )
         position = ctx.hub.position(channel_topic(args.channel))
-        ctx.reply("subscribed", channel=args.channel, position=position)
+        ctx.reply_about(
+            channel_topic(args.channel), "subscribed", channel=args.channel, position=position
+        )
 
     @commands.register("unsubscribe", ChannelArgs)
     def unsubscribe(ctx: CommandContext, args: ChannelArgs) -> None:
         if not ctx.hub.unsubscribe(ctx.player, args.channel):
             raise CommandError(ErrorCode.NOT_SUBSCRIBED, f"not subscribed to {args.channel!r}")
-        ctx.reply("unsubscribed", channel=args.channel)
+        ctx.reply_about(channel_topic(args.channel), "unsubscribed", channel=args.channel)
 
     @commands.register("chat", Chat)
     def chat(ctx: CommandContext, args: Chat) -> None:

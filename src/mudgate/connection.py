@@ -105,6 +105,7 @@ class Connection:
         "_bad_frames",
         "_clock",
         "_closer",
+        "_floors",
         "_handler",
         "_limits",
         "_outbox",
@@ -154,6 +155,9 @@ class Connection:
         self._handler = handler  # what abort() cancels (None: nothing to cancel)
         self._aborted = False
         self._bad_frames: LeakyBucket | None = None  # made on the first bad frame
+        # After a resume: for each topic resumed, its epoch and the offset the client was
+        # given up to; a numbered event of the topic at or below it is not sent again.
+        self._floors: dict[str, tuple[str, int]] | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id} player={self.player_id} {self.state.value}>"
@@ -180,6 +184,11 @@ class Connection:
         A full outbox means the client is not keeping up: it is closed with 4008 rather than
         allowed to make the server's memory grow.
         """
+        floors = self._floors
+        if floors is not None and message.offset:
+            floor = floors.get(message.topic)  # type: ignore[arg-type]
+            if floor is not None and floor[0] == message.epoch and message.offset <= floor[1]:
+                return True  # the client has it: a resume gave it, or told it lost
         state = self.state
         if state is ConnectionState.OPEN:
             if not self._outbox and not self._backlog and self.transport.write_now(message):
@@ -230,6 +239,21 @@ class Connection:
         dropped = len(outbox) - len(kept)
         self._outbox = kept
         return dropped
+
+    def resumed(self, topic: str, epoch: str, offset: int) -> None:
+        """A resume gave the client ``topic`` up to ``offset`` in ``epoch`` (or told it that
+        far lost): a numbered event of it at or below that, arriving late, is not sent."""
+        if self._floors is None:
+            self._floors = {}
+        self._floors[topic] = (epoch, offset)
+
+    def first_held(self, topic: str, epoch: str) -> int:
+        """The offset of the first numbered event of ``topic`` in ``epoch`` the connection
+        holds (still opening), or 0."""
+        for message in self._outbox or ():
+            if message.topic == topic and message.epoch == epoch and message.offset:
+                return message.offset
+        return 0
 
     def room_left(self) -> tuple[int, int]:
         """How many more messages, and bytes, the outbox takes before the connection is a

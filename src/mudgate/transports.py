@@ -269,7 +269,7 @@ class SSETransport:
 
     async def write(self, message: Outgoing) -> None:
         body = message.sse
-        if message.topic is not None and message.offset:
+        if message.topic is not None:  # a room's or channel's event, or where the client is
             body = b"id: " + self._moved_on(message).encode() + b"\n" + body
         await self._send({"type": "http.response.body", "body": body, "more_body": True})
 
@@ -281,7 +281,11 @@ class SSETransport:
         if positions is None:
             positions = self._positions = {}
         entry = f"{topic}:{message.offset}:{message.epoch}"
-        if topic.startswith("room:"):
+        if message.event == "unsubscribed":
+            positions.pop(topic, None)
+        elif message.event == "subscribed" and topic in positions:
+            pass  # joined again: where it was heard up to still stands
+        elif topic.startswith("room:"):
             # A player hears one room at a time: the room of the latest room event is theirs.
             room = next((key for key in positions if key.startswith("room:")), None)
             if room is not None and room != topic:

@@ -11,7 +11,7 @@ from urllib.parse import quote
 import httpx
 
 from .clients import Player
-from .server import RunningServer
+from .server import RunningServer, wait_for
 
 
 def position(event: dict[str, Any]) -> str:
@@ -281,3 +281,29 @@ async def test_a_resume_cannot_walk_a_player_into_a_room_they_did_not_leave_from
     assert error["topic"] == "room:vault"
     assert all("4-8-15" not in json.dumps(message) for message in seen)
     assert server.call(lambda: server.hub.room_of("mallory")) in (None, "lobby")
+
+
+async def test_an_sse_stream_resumes_the_channels_it_joined_but_never_heard(
+    server: RunningServer,
+) -> None:
+    token = server.token("rex")
+    bearer = {"authorization": f"Bearer {token}"}
+    ids: list[str] = []
+    async with httpx.AsyncClient(base_url=server.http_url, timeout=5) as http:
+        async with http.stream("GET", f"/events?token={token}") as stream:
+            await http.post("/commands", json={"op": "subscribe", "channel": "ooc"}, headers=bearer)
+            await http.post("/commands", json={"op": "say", "text": "hi"}, headers=bearer)
+            async for line in stream.aiter_lines():
+                if line.startswith("id: "):
+                    ids.append(line[4:])
+                if line.startswith("data: ") and '"say"' in line:
+                    break
+        await wait_for(lambda: server.call(lambda: server.hub.player("rex")) is None)
+        headers = {"last-event-id": ids[-1]}
+        async with http.stream("GET", f"/events?token={token}", headers=headers) as stream:
+            async for line in stream.aiter_lines():
+                if line.startswith("data: ") and '"resumed"' in line and "ooc" in line:
+                    break
+            channels = server.call(lambda: sorted(server.hub.player("rex").channels))  # type: ignore[union-attr]
+    assert "channel:ooc:" in ids[-1]
+    assert channels == ["ooc"]

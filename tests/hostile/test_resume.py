@@ -232,6 +232,16 @@ RESUMERS = 10
 OUTBOX_BYTES = 256 * 1024  # MUDGATE_OUTBOX_MAX_BYTES's default
 
 
+async def visit(server: Gateway, name: str, room: str) -> None:
+    """``name`` goes into ``room`` and leaves the game from there: the one room a resume may
+    put them back in."""
+    async with connect(server.ws(name)) as ws:
+        await ws.recv()  # the welcome
+        await send(ws, op="go", room=room)
+        await send(ws, op="ping", id=0)
+        await read_until_pong(ws, 0)
+
+
 async def resume_and_read(server: Gateway, name: str, resume: str) -> list[dict[str, Any]]:
     """``name`` reconnects with ``resume`` and reads until it has a resumed event for every
     entry, then pings: everything it was sent after its welcome, pong last."""
@@ -254,6 +264,7 @@ async def test_resumes_asking_for_the_most_replay_fit_the_outbox_and_nobody_is_c
     # Each topic read costs the player a message of its rate: enough for every topic here.
     server = gateway(**GENEROUS)
     topic_bytes = 64 * 1024
+    await asyncio.gather(*(visit(server, f"resumer{n}", "hall") for n in range(RESUMERS)))
     heard = await speak(server, room="hall", channels=TOPICS - 1, lines=20, text="y" * 3900)
     assert len(heard) == TOPICS
     # From just before the oldest each topic still keeps: all it keeps is missed.

@@ -53,6 +53,7 @@ EPOCH_CHANGED = "epoch_changed"
 TOO_OLD = "too_old"
 OFFSET_AHEAD = "offset_ahead"
 UNAVAILABLE = "unavailable"
+RATE_LIMITED = "rate_limited"  # the player resumed too much, too fast: not read
 TOO_MUCH = "too_much"  # more than the connection's outbox takes
 
 

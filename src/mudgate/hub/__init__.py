@@ -25,7 +25,7 @@ from typing import Any
 import msgspec
 
 from ..backplane import Backplane, Delivery, HealthProvider, Presence, create_backplane
-from ..backplane.history import TOO_MUCH, UNAVAILABLE, Recovery, TopicHistory
+from ..backplane.history import RATE_LIMITED, TOO_MUCH, UNAVAILABLE, Recovery, TopicHistory
 from ..backplane.topic import Topic, TopicKind, channel_topic, player_of, player_topic, room_topic
 from ..bounded import ContainerStats, Expiring
 from ..connection import Connection, ConnectionLimits, ConnectionState
@@ -432,12 +432,15 @@ class Hub:
         The refusals to tell the player, for the backlog."""
         told: list[Outgoing] = []
         reading: list[Position] = []
+        limited: list[Position] = []
         for position in positions:
-            refusal = self._refusal(player, position)
+            refusal, rate_limited = self._refusal(player, position)
             if refusal is None:
                 reading.append(position)
             else:
                 told.append(refusal)
+                if rate_limited:  # joined, but not read: the client is told what it lost
+                    limited.append(position)
         replay: list[Outgoing] = []
         # What is left once each topic read has room for its resumed event, which is held
         # whatever was replayed: a replay that would fill it is too_much.
@@ -445,7 +448,6 @@ class Hub:
         messages_left -= len(reading)
         bytes_left -= len(reading) * RESUMED_EVENT_BYTES
         for position in reading:
-            kind, _, name = position.topic.partition(":")
             topic = Topic(position.topic)
             recovery = await self._recovery(topic, position)
             missed = recovery.messages
@@ -459,48 +461,77 @@ class Hub:
                 messages_left -= len(missed)
                 bytes_left -= size
                 self.replayed += len(missed)
-            self.resumes += 1
-            if recovery.recovered:
-                self.recovered += 1
-            else:
-                self.not_recovered += 1
-            resumed = self.event(
-                "resumed",
-                **{kind: name},
-                recovered=recovery.recovered,
-                offset=recovery.offset,
-                epoch=recovery.epoch,
-                missed=len(missed),
-                reason=recovery.reason,
-            )
-            # Where the client now is in ``topic`` (an SSE stream's id says so).
-            resumed.topic, resumed.offset, resumed.epoch = topic, recovery.offset, recovery.epoch
-            replay.append(resumed)
+            replay.append(self._resumed(conn, topic, recovery, len(missed)))
+        for position in limited:
+            epoch, latest = self._position_of(Topic(position.topic))
+            recovery = Recovery(False, epoch, latest, reason=RATE_LIMITED)
+            replay.append(self._resumed(conn, Topic(position.topic), recovery, 0))
         conn.hold_first(replay)
         return told
 
-    def _refusal(self, player: Player, position: Position) -> Outgoing | None:
+    def _resumed(self, conn: Connection, topic: Topic, recovery: Recovery, missed: int) -> Outgoing:
+        """The ``resumed`` event of ``topic``: where the client now is there. Not recovered,
+        that is before the first event the connection holds of it (so none it is given is
+        below what it is told) and, with Redis, no further than this node has delivered (what
+        Redis numbered before still comes); a numbered event of it at or below that, arriving
+        late, is not sent (``Connection.resumed``)."""
+        offset, epoch = recovery.offset, recovery.epoch
+        if not recovery.recovered:
+            first = conn.first_held(topic, epoch)
+            if first:
+                offset = min(offset, first - 1)
+            seen = self._seen.get(topic) if self.backplane.keeps_history else None
+            if seen is not None and seen[1] == epoch:
+                offset = min(offset, seen[0])
+        conn.resumed(topic, epoch, offset)
+        self.resumes += 1
+        if recovery.recovered:
+            self.recovered += 1
+        else:
+            self.not_recovered += 1
+        kind, _, name = topic.partition(":")
+        resumed = self.event(
+            "resumed",
+            **{kind: name},
+            recovered=recovery.recovered,
+            offset=offset,
+            epoch=epoch,
+            missed=missed,
+            reason=recovery.reason,
+        )
+        # Where the client now is in ``topic`` (an SSE stream's id says so).
+        resumed.topic, resumed.offset, resumed.epoch = topic, offset, epoch
+        return resumed
+
+    def _position_of(self, topic: Topic) -> tuple[str, int]:
+        """``topic``'s epoch and latest offset as far as this node knows ("", 0: unknown)."""
+        position = self.position(topic)
+        return ("", 0) if position is None else (position["epoch"], position["offset"])
+
+    def _refusal(self, player: Player, position: Position) -> tuple[Outgoing | None, bool]:
         """Why ``position``'s topic is not read for ``player`` (None: it is, and costs them a
-        message)."""
+        message), and whether that is the player's rate."""
         kind, _, name = position.topic.partition(":")
         listening = name == player.room if kind == TopicKind.ROOM else name in player.channels
         if not listening:
             if not self.hooks.may_return(player.id, position.topic):
-                return _refused(position, "the game does not let you back in")
+                return _refused(position, "the game does not let you back in"), False
             if kind == TopicKind.ROOM:
-                return _refused(position, "you are not in that room, nor did you leave from it")
-            return _refused(position, "too many channels")
+                why = "you are not in that room, nor did you leave from it"
+                return _refused(position, why), False
+            return _refused(position, "too many channels"), False
         # Each topic read costs the player a message: reconnecting in a loop to have the
         # history read again and again is limited like sending in a loop.
         wait, _ = self.admission.charge_message(player.id)
         if wait > 0:
-            return encode_error(
+            error = encode_error(
                 ErrorCode.RATE_LIMITED,
                 f"resume of {position.topic!r} refused: too many, too fast",
                 retry_after=round(wait, 3),
                 topic=position.topic,
             )
-        return None
+            return error, True
+        return None, False
 
     async def _recovery(self, topic: Topic, position: Position) -> Recovery:
         if not self.history.enabled:
