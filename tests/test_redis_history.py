@@ -26,9 +26,10 @@ from mudgate.backplane.redis import RedisBackplane
 from mudgate.backplane.redis_history import RedisHistory
 from mudgate.backplane.topic import Topic, room_topic
 from mudgate.backplane.wire import stamp
+from mudgate.hub import Hub
 from mudgate.protocol import Outgoing, encode_event
 
-from .conftest import FakeClock, make_settings
+from .conftest import FakeClock, RecordingConnection, make_settings
 from .redis_server import RedisServer, free_port
 
 HALL = room_topic("hall")
@@ -698,3 +699,84 @@ async def test_closing_the_backplane_makes_every_delivery_still_waiting(start: S
     await a.backplane.close()
     assert made == ["reply"]
     assert a.backplane.stats().order_waiting == 0
+
+
+def _room_offsets(conn: RecordingConnection, room: str = "hall") -> list[tuple[str, int]]:
+    found = []
+    for message in conn.written:
+        event = json.loads(message.data)
+        if event.get("type") == "event" and event.get("room") == room and "offset" in event:
+            found.append((event["event"], event["offset"]))
+    return found
+
+
+async def test_a_resume_while_this_nodes_pub_sub_lags_gets_each_event_once(
+    redis_server: RedisServer,
+) -> None:
+    """The subscriber connection runs behind the command connection that reads the history:
+    events numbered before the read still arrive live after it, and are not sent twice."""
+    settings = make_settings(
+        backplane=redis_server.url,
+        room_history_size=10_000,
+        room_history_topic_bytes=10_000_000,
+        room_history_max_bytes=20_000_000,
+        outbox_max_messages=100_000,
+        outbox_max_bytes=50_000_000,
+        player_message_burst=1000,
+    )
+    a, b = Hub(settings), Hub(settings)
+    await a.start()
+    await b.start()
+    try:
+        watcher = RecordingConnection("watcher", "1", a.limits, clock=a.clock)
+        a.connect(watcher)
+        a.move_player("watcher", "hall")
+        cat = RecordingConnection("cat", "2", b.limits, clock=b.clock)
+        b.connect(cat)
+        b.move_player("cat", "hall")
+        await a.backplane.settled()
+        await b.backplane.settled()
+        received = a.backplane._received  # type: ignore[attr-defined]
+        loop = asyncio.get_running_loop()
+        # Each published message is handled 30 ms after it was read: a pub/sub backlog.
+        a.backplane._received = lambda channel, payload: loop.call_later(  # type: ignore[attr-defined]
+            0.03, received, channel, payload
+        )
+        stop = asyncio.Event()
+
+        async def chatter() -> None:
+            n = 0
+            while not stop.is_set():
+                b.room_event("hall", "say", player="cat", text=f"t{n}")
+                n += 1
+                await asyncio.sleep(0.002)
+
+        talking = asyncio.create_task(chatter())
+        await _until(lambda: len(_room_offsets(watcher)) > 5)
+        for _ in range(2):
+            last = _room_offsets(watcher)[-1][1]
+            epoch = json.loads(watcher.written[-1].data)["epoch"]
+            a.absentees.left("bob", "hall")  # bob left from the hall a moment ago
+            bob = RecordingConnection("bob", "3", a.limits, clock=a.clock)
+            session = a.session(bob, f"room:hall:{last}:{epoch}")
+            await session.__aenter__()
+            await asyncio.sleep(0.16)  # the lagging backlog drains (no await can say when)
+            got = [offset for event, offset in _room_offsets(bob) if event != "resumed"]
+            resumed = [json.loads(m.data) for m in bob.written if b'"resumed"' in m.data]
+            assert resumed[0]["recovered"] is True
+            assert got == list(range(last + 1, last + 1 + len(got))), got
+            assert len(got) > resumed[0]["missed"]  # live ones followed the replay
+            await session.__aexit__(None, None, None)
+        stop.set()
+        await talking
+        a.disconnect(watcher)
+        b.disconnect(cat)
+    finally:
+        await a.close(timeout_seconds=0.5)
+        await b.close(timeout_seconds=0.5)
+
+
+async def _until(predicate: Any, seconds: float = 5.0) -> None:
+    async with asyncio.timeout(seconds):
+        while not predicate():
+            await asyncio.sleep(0.005)
