@@ -13,7 +13,8 @@ depends on how (``CloseCode`` says what each code asks of a client):
   ``reconnect_window``, else 5 s), so that a restart's players do not all come back in the
   same instant; ``restart_jitter=False`` reconnects at once;
 - a refusal (4001, or a handshake answered 401): at once, with a new token from
-  ``token_factory``; without a factory the session ends;
+  ``token_factory`` (a factory that raises is asked again after a backoff); without a
+  factory the session ends;
 - a normal close (1000), a policy violation (1008), an operator's disconnect (4003) or being
   replaced (4009): it does not reconnect; iteration ends, and ``recv`` raises ``Closed``;
 - anything else, a dropped connection (1006) included, and every failed reconnect attempt
