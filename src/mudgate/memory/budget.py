@@ -51,6 +51,9 @@ _SAMPLES = 500
 ROOM_NAME_BYTES = 96
 HISTORY_ENTRY_BYTES = 320
 HISTORY_TOPIC_BYTES = 600
+# What the hub notes of a topic Redis numbers (its position: an OrderedDict entry, 154 bytes by
+# tracemalloc, its key and its epoch, about 130 more), rounded up.
+SEEN_TOPIC_BYTES = 320
 # A command queued for Redis besides its arguments' bytes: its tuple and their object headers.
 COMMAND_OVERHEAD_BYTES = 256
 
@@ -297,7 +300,8 @@ def memory_budget(settings: Settings, limit_bytes: int, process_bytes: int = 0) 
         BudgetLine(
             "room_history_topics",
             settings.room_history_max_topics if settings.room_history_size else 0,
-            HISTORY_TOPIC_BYTES,
+            # With Redis, the hub also notes where each topic it delivers is (Hub.position).
+            HISTORY_TOPIC_BYTES + (SEEN_TOPIC_BYTES if settings.backplane else 0),
         ),
         # The game's process, in the same container: at least what the gateway's own process
         # is before any player (it loads the same code); what the game itself holds is its own.
