@@ -298,8 +298,6 @@ def looked_at_by_expire(topics: int, due: int) -> tuple[int, int]:
     return expired, Reading.compared
 
 
-
-
 def test_expire_looks_only_at_what_is_due() -> None:
     expired, compared = looked_at_by_expire(10_000, 100)
     assert expired == 200
