@@ -463,9 +463,10 @@ class Hub:
                 self.replayed += len(missed)
             replay.append(self._resumed(conn, topic, recovery, len(missed)))
         for position in limited:
-            epoch, latest = self._position_of(Topic(position.topic))
+            topic = Topic(position.topic)
+            latest, epoch = self._where(topic) or (0, "")
             recovery = Recovery(False, epoch, latest, reason=RATE_LIMITED)
-            replay.append(self._resumed(conn, Topic(position.topic), recovery, 0))
+            replay.append(self._resumed(conn, topic, recovery, 0))
         conn.hold_first(replay)
         return told
 
@@ -480,7 +481,7 @@ class Hub:
             first = conn.first_held(topic, epoch)
             if first:
                 offset = min(offset, first - 1)
-            seen = self._seen.get(topic) if self.backplane.keeps_history else None
+            seen = self._where(topic)
             if seen is not None and seen[1] == epoch:
                 offset = min(offset, seen[0])
         conn.resumed(topic, epoch, offset)
@@ -502,11 +503,6 @@ class Hub:
         # Where the client now is in ``topic`` (an SSE stream's id says so).
         resumed.topic, resumed.offset, resumed.epoch = topic, offset, epoch
         return resumed
-
-    def _position_of(self, topic: Topic) -> tuple[str, int]:
-        """``topic``'s epoch and latest offset as far as this node knows ("", 0: unknown)."""
-        position = self.position(topic)
-        return ("", 0) if position is None else (position["epoch"], position["offset"])
 
     def _refusal(self, player: Player, position: Position) -> tuple[Outgoing | None, bool]:
         """Why ``position``'s topic is not read for ``player`` (None: it is, and costs them a
@@ -668,13 +664,16 @@ class Hub:
         far as this node knows (None: not known, or no history): what a client that has not
         heard from the topic yet resumes from. With Redis, the latest event this node
         delivered there."""
+        where = self._where(topic)
+        return None if where is None else {"offset": where[0], "epoch": where[1]}
+
+    def _where(self, topic: Topic) -> tuple[int, str] | None:
+        """``position`` as (offset, epoch)."""
         if not self.history.enabled:
             return None
         if self.backplane.keeps_history:
-            seen = self._seen.get(topic)
-        else:
-            seen = self.history.position(topic)
-        return None if seen is None else {"offset": seen[0], "epoch": seen[1]}
+            return self._seen.get(topic)
+        return self.history.position(topic)
 
     def _publish_kept(self, topic: Topic, event: str, fields: dict[str, Any]) -> None:
         """Publish a room's or channel's event numbered in its topic: by the cluster (Redis
