@@ -120,19 +120,24 @@ def handshake(path: str, *headers: str) -> bytes:
     ).encode()
 
 
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One frame from the server (unmasked): its opcode and payload."""
+    first, second = await reader.readexactly(2)
+    size = second & 0x7F
+    if size == 126:
+        (size,) = struct.unpack("!H", await reader.readexactly(2))
+    elif size == 127:
+        (size,) = struct.unpack("!Q", await reader.readexactly(8))
+    return first & 0x0F, await reader.readexactly(size)
+
+
 async def close_frame(reader: asyncio.StreamReader) -> tuple[int, str] | None:
     """Skip the server's frames until its close frame: its code (1005 if it gave none) and
     reason; None if the connection ended without one."""
     try:
         while True:
-            first, second = await reader.readexactly(2)
-            size = second & 0x7F
-            if size == 126:
-                (size,) = struct.unpack("!H", await reader.readexactly(2))
-            elif size == 127:
-                (size,) = struct.unpack("!Q", await reader.readexactly(8))
-            payload = await reader.readexactly(size)
-            if first & 0x0F == 0x8:
+            opcode, payload = await read_frame(reader)
+            if opcode == 0x8:
                 if len(payload) < 2:
                     return 1005, ""
                 return struct.unpack("!H", payload[:2])[0], payload[2:].decode(errors="replace")

@@ -51,7 +51,7 @@ from typing import Any
 import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from clients import TOKENS, handshake, ws_frame
+from clients import TOKENS, handshake, read_frame, ws_frame
 from harness import cpu_seconds, environment, free_port, run, write_result
 
 MODES = {"jitter": True, "no-jitter": False}
@@ -69,17 +69,6 @@ CONNECT_CONCURRENCY = 100
 STORM_TIMEOUT_SECONDS = 90.0
 START_TIMEOUT_SECONDS = 30.0
 PEAK_WINDOW_SECONDS = 0.1
-
-
-async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    """One frame from the server (unmasked): its opcode and payload."""
-    first, second = await reader.readexactly(2)
-    size = second & 0x7F
-    if size == 126:
-        (size,) = struct.unpack("!H", await reader.readexactly(2))
-    elif size == 127:
-        (size,) = struct.unpack("!Q", await reader.readexactly(8))
-    return first & 0x0F, await reader.readexactly(size)
 
 
 class Restart:
